@@ -1,0 +1,33 @@
+# The two commands of the README contract. Both create .venv with Python 3.11 if it is missing and
+# install kfnas into it, every package pinned by images/constraints.txt.
+PYTHON ?= $(shell command -v python3.11 || command -v python3)
+VENV := .venv
+STAMP := $(VENV)/.installed
+PYTEST_ARGS ?=
+
+.PHONY: demo test lint install clean
+
+$(VENV)/bin/python:
+	$(PYTHON) -c 'import sys; assert sys.version_info[:2] == (3, 11), "kfnas needs Python 3.11, found " + sys.version.split()[0]'
+	$(PYTHON) -m venv $(VENV)
+
+$(STAMP): $(VENV)/bin/python pyproject.toml images/constraints.txt
+	$(VENV)/bin/python -m pip install --quiet --upgrade "pip==26.3"
+	$(VENV)/bin/python -m pip install --quiet -c images/constraints.txt -e '.[dev]'
+	touch $(STAMP)
+
+install: $(STAMP)
+
+demo: $(STAMP)
+	$(VENV)/bin/kfnas demo --out demo-output
+
+lint: $(STAMP)
+	$(VENV)/bin/ruff check .
+	$(VENV)/bin/ruff format --check .
+	$(VENV)/bin/lint-imports
+
+test: $(STAMP) lint
+	$(VENV)/bin/python -m pytest $(PYTEST_ARGS)
+
+clean:
+	rm -rf $(VENV) demo-output build *.egg-info src/*.egg-info

@@ -1,0 +1,209 @@
+"""Trial records: what a trial is asked to do (``TrialSpec``) and what it did (``TrialResult``).
+
+Both are frozen dataclasses that round-trip through JSON with a ``schema_version``. A reader accepts
+records of its own version or older (older records are upgraded in ``_upgrade``) and refuses newer
+ones with an error that says to upgrade kfnas, so an old controller never misreads a newer trial.
+
+To extend: add a field with a default, bump ``SCHEMA_VERSION`` and teach ``_upgrade`` how to fill
+the
+field from older records.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import enum
+import json
+import math
+from collections.abc import Mapping
+from typing import Any, Self
+
+SCHEMA_VERSION = 1
+
+
+class RecordError(ValueError):
+    """A trial record that cannot be read: malformed JSON, missing fields or a newer schema."""
+
+
+class TrialStatus(enum.Enum):
+    """How a trial ended. Only COMPLETED trials carry a reward.
+
+    COMPLETED: trained and evaluated; metrics and reward are set.
+    FAILED: an exception ended it (``error`` holds the reason); the search goes on.
+    INFEASIBLE: the architecture cannot be trained as asked (for example a NaN or infinite loss, or
+    it
+        does not fit in memory); ``error`` holds the step and reason.
+    """
+
+    COMPLETED = "COMPLETED"
+    FAILED = "FAILED"
+    INFEASIBLE = "INFEASIBLE"
+
+
+def _check_version(data: Mapping[str, Any], kind: str) -> int:
+    version = data.get("schema_version")
+    if not isinstance(version, int) or isinstance(version, bool) or version < 1:
+        raise RecordError(f"{kind} record has no valid schema_version (got {version!r})")
+    if version > SCHEMA_VERSION:
+        raise RecordError(
+            f"{kind} record has schema_version {version}, newer than {SCHEMA_VERSION} that this "
+            f"kfnas reads; it was written by a newer kfnas: upgrade kfnas to read it"
+        )
+    return version
+
+
+def _upgrade(data: dict[str, Any], version: int) -> dict[str, Any]:
+    """Brings an older record up to ``SCHEMA_VERSION`` (nothing to do yet: one version)."""
+    del version
+    return data
+
+
+class _Record:
+    """JSON round trip shared by the trial records; unknown or missing fields are errors."""
+
+    def to_dict(self) -> dict[str, Any]:
+        """The record as plain JSON-ready data, including ``schema_version``."""
+        data = {"schema_version": SCHEMA_VERSION}
+        data.update(dataclasses.asdict(self))  # type: ignore[call-overload]
+        return data
+
+    def to_json(self) -> str:
+        """The record as indented JSON text."""
+        return json.dumps(
+            self.to_dict(), indent=2, sort_keys=True, default=_encode, allow_nan=False
+        )
+
+    @classmethod
+    def from_json(cls, text: str) -> Self:
+        """Parses a record written by ``to_json``.
+
+        Raises:
+            RecordError: The text is not a record of this kind or comes from a newer schema.
+        """
+        try:
+            data = json.loads(text)
+        except json.JSONDecodeError as e:
+            raise RecordError(f"{cls.__name__} is not valid JSON: {e}") from e
+        if not isinstance(data, dict):
+            raise RecordError(f"{cls.__name__} must be a JSON object, got {type(data).__name__}")
+        return cls.from_dict(data)
+
+    @classmethod
+    def from_dict(cls, data: Mapping[str, Any]) -> Self:
+        """Builds a record from ``to_dict`` data (see ``from_json``)."""
+        version = _check_version(data, cls.__name__)
+        data = _upgrade({k: v for k, v in data.items() if k != "schema_version"}, version)
+        names = {f.name for f in dataclasses.fields(cls)}  # type: ignore[arg-type]
+        required = {
+            f.name
+            for f in dataclasses.fields(cls)  # type: ignore[arg-type]
+            if f.default is dataclasses.MISSING and f.default_factory is dataclasses.MISSING
+        }
+        if unknown := sorted(set(data) - names):
+            raise RecordError(
+                f"{cls.__name__} has unknown fields {unknown}; known: {sorted(names)}"
+            )
+        if missing := sorted(required - set(data)):
+            raise RecordError(f"{cls.__name__} is missing fields {missing}")
+        return cls(**cls._decode(dict(data)))
+
+    @classmethod
+    def _decode(cls, data: dict[str, Any]) -> dict[str, Any]:
+        return data
+
+
+def _encode(value: object) -> object:
+    if isinstance(value, enum.Enum):
+        return value.value
+    raise TypeError(f"cannot encode {type(value).__name__} in a trial record")
+
+
+@dataclasses.dataclass(frozen=True)
+class TrialSpec(_Record):
+    """One trial to run, written by ``propose_trials`` as ``trial.json``.
+
+    Attributes:
+        experiment: Experiment name.
+        study: Study name (``proxy``, ``validation``, ...).
+        trial_id: Integer id, increasing in proposal order within the study.
+        round: The round of the study that proposed it (1-based).
+        space: Registered search-space name.
+        dna_json: ``pg.to_json_str(dna)``, with the metadata the algorithms need to recover.
+        arch_json: The materialized architecture, serialized, so the model can be rebuilt without
+        the
+            search code.
+        budget: The training budget of the trial (steps, batch size, ...), resolved from the study.
+        seed: Seed for the trial's training.
+    """
+
+    experiment: str
+    study: str
+    trial_id: int
+    round: int
+    space: str
+    dna_json: str
+    arch_json: str
+    budget: dict[str, Any] = dataclasses.field(default_factory=dict)
+    seed: int = 0
+
+    def __post_init__(self) -> None:
+        if self.trial_id < 0 or self.round < 1:
+            raise RecordError(
+                f"trial_id must be >= 0 and round >= 1, got trial_id={self.trial_id}, "
+                f"round={self.round}"
+            )
+
+
+@dataclasses.dataclass(frozen=True)
+class TrialResult(_Record):
+    """How one trial ended, written by ``run_trial`` as ``result.json``, the trial's last file.
+
+    Attributes:
+        trial_id: The trial's id.
+        status: COMPLETED, FAILED or INFEASIBLE.
+        metrics: Evaluation metrics and measurements (AP, latency_ms, flops, params, ...).
+        reward: The scalar the search maximizes; set only for COMPLETED trials.
+        objectives: The objective vector for multi-objective algorithms (each maximized).
+        model_uri: Where the trained model or checkpoint lies, if one was kept.
+        duration_s: Wall time of the trial.
+        error: Why the trial is FAILED or INFEASIBLE; empty for COMPLETED.
+    """
+
+    trial_id: int
+    status: TrialStatus
+    metrics: dict[str, float] = dataclasses.field(default_factory=dict)
+    reward: float | None = None
+    objectives: tuple[float, ...] | None = None
+    model_uri: str = ""
+    duration_s: float = 0.0
+    error: str = ""
+
+    def __post_init__(self) -> None:
+        if not isinstance(self.status, TrialStatus):
+            raise RecordError(f"status must be a TrialStatus, got {self.status!r}")
+        if self.status is TrialStatus.COMPLETED:
+            if self.reward is None or not math.isfinite(self.reward):
+                raise RecordError(f"a COMPLETED trial needs a finite reward, got {self.reward!r}")
+            if self.error:
+                raise RecordError("a COMPLETED trial has no error")
+        elif not self.error:
+            raise RecordError(f"a {self.status.value} trial needs its reason in 'error'")
+        elif self.reward is not None:
+            raise RecordError(f"a {self.status.value} trial has no reward")
+
+    @property
+    def completed(self) -> bool:
+        """Whether the trial was trained and evaluated."""
+        return self.status is TrialStatus.COMPLETED
+
+    @classmethod
+    def _decode(cls, data: dict[str, Any]) -> dict[str, Any]:
+        status = data.get("status")
+        try:
+            data["status"] = TrialStatus(status)
+        except ValueError as e:
+            known = ", ".join(s.value for s in TrialStatus)
+            raise RecordError(f"unknown trial status {status!r}; known: {known}") from e
+        if data.get("objectives") is not None:
+            data["objectives"] = tuple(data["objectives"])
+        return data
