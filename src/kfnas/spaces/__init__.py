@@ -1,0 +1,51 @@
+"""Search spaces: the registry ``SPACES`` and helpers every space shares.
+
+A search space is an object that follows ``kfnas.spaces.base.SearchSpace``. Built-ins are listed in
+the
+lazy table below (name -> ``"module:attribute"``), so listing them imports nothing heavy. A user's
+own
+space is named as ``"package.module:object"`` anywhere a built-in name is accepted.
+
+To add a built-in space: write one module in this package that defines the space object, then add
+one
+line to ``_BUILTINS``. The conformance tests in ``tests/conformance`` then cover it automatically.
+"""
+
+from __future__ import annotations
+
+from kfnas.registry import Registry, RegistryError, load_object
+from kfnas.spaces.base import SearchSpace
+
+_BUILTINS: dict[str, str] = {
+    "spinenet": "kfnas.spaces.spinenet:SPINENET",
+    "spinenet_v2": "kfnas.spaces.spinenet:SPINENET_V2",
+    "spinenet_mbconv": "kfnas.spaces.spinenet:SPINENET_MBCONV",
+}
+
+SPACES: Registry[SearchSpace] = Registry("search space", _BUILTINS)
+
+
+def get_space(name: str) -> SearchSpace:
+    """Returns the registered space ``name``, or a user's own given as ``"module:object"``.
+
+    Raises:
+        RegistryError: Unknown name, or a reference that cannot be imported (the message says why).
+    """
+    if ":" not in name:
+        return SPACES.get(name)
+    try:
+        space = load_object(name)
+    except ImportError as e:
+        raise RegistryError(
+            f"cannot import the search space {name!r}: {e}. Check that the module is installed in "
+            f"the image and importable (python -c 'import {name.partition(':')[0]}')"
+        ) from e
+    if not isinstance(space, SearchSpace):
+        raise RegistryError(
+            f"{name!r} is a {type(space).__name__}, not a search space: it needs a 'name', the "
+            f"'tasks' it serves and a 'hyper()' method (see kfnas.spaces.base.SearchSpace)"
+        )
+    return space
+
+
+__all__ = ["SPACES", "SearchSpace", "get_space"]

@@ -1,0 +1,52 @@
+"""The search-space interface and the functions that turn a DNA into a stored architecture.
+
+A space is any object with the attributes of ``SearchSpace`` (a ``typing.Protocol``; no base class
+to
+inherit). It must not import TensorFlow at module import time: proposing trials only needs
+``hyper()``.
+
+To extend the interface: add the member here with its contract, then implement it in every built-in
+space; the conformance suite checks every registered space against this protocol.
+"""
+
+from __future__ import annotations
+
+from typing import Any, Protocol, runtime_checkable
+
+import pyglove as pg
+
+
+@runtime_checkable
+class SearchSpace(Protocol):
+    """A search space.
+
+    Attributes:
+        name: The registry name, as users write it in a spec.
+        tasks: The task kinds the space serves (``"detection"``, ``"segmentation"``, ...).
+    """
+
+    name: str
+    tasks: tuple[str, ...]
+
+    def hyper(self) -> Any:
+        """Returns the PyGlove hyper value (``pg.one_of``/``pg.manyof`` inside symbolic objects).
+
+        Must return an equal value on every call: decision ids and candidate order are the contract
+        between the controller and the trials.
+        """
+        ...
+
+
+def dna_spec(space: SearchSpace) -> pg.DNASpec:
+    """The DNA spec of ``space`` (what algorithms search over)."""
+    return pg.dna_spec(space.hyper())
+
+
+def materialize(space: SearchSpace, dna: pg.DNA) -> Any:
+    """The architecture that ``dna`` selects in ``space``."""
+    return pg.materialize(space.hyper(), dna)
+
+
+def architecture_json(space: SearchSpace, dna: pg.DNA) -> str:
+    """The architecture selected by ``dna``, serialized so it can be rebuilt without the search."""
+    return pg.to_json_str(materialize(space, dna), json_indent=2, hide_default_values=False)

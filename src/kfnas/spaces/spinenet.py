@@ -1,0 +1,302 @@
+"""The SpineNet family of search spaces: ``spinenet``, ``spinenet_v2`` and ``spinenet_mbconv``.
+
+A SpineNet backbone is two fixed stem blocks followed by a *scale-permuted* list of blocks; each
+block has a level (feature stride ``2**level``), a block function and two parent blocks, given as
+absolute indices into the list of features built so far (0 and 1 are the stem blocks). These spaces
+search, as in Vertex AI NAS (``vertex_nas_reference.md`` section 1.6), decision for decision:
+
+* ``intermediate_block_levels``: a permutation of the multiset of intermediate base levels (a
+  ``pg.sublist_of`` over the multiset entries, distinct and unsorted, so equal levels in other
+  orders are distinct DNA, as in Vertex);
+* per intermediate block ``i``: ``level_offset`` (final level = base + offset), ``block_fn`` and
+  ``input_offsets``, 2 distinct sorted indices from the window ``range(max(0, 2 + i - 4), 2 + i)``;
+* per output block ``j`` (5 of them): ``block_fn`` and ``input_offsets``, 2 distinct sorted indices
+  from all earlier blocks (``level_offset`` is fixed to 0);
+* ``output_block_levels``: a permutation of the output levels ``[3, 4, 5, 6, 7]``.
+
+PyGlove flattens each 2-choice into 2 decision points and keeps one-candidate choices, so
+``spinenet`` has 11 + 11 * 4 + 5 * 3 + 5 = 75 decision points, ``spinenet_v2`` 70 and
+``spinenet_mbconv`` 75 (``len(pg.dna_spec(hyper).decision_points)``).
+
+The materialized value is a ``SpineNetArchitecture`` (a ``pg.Object``; ``pg.to_json_str`` /
+``pg.from_json_str`` round-trip it). ``block_specs`` turns it into the static block tuples that
+tf-models-official's ``SpineNet`` expects (intermediate blocks, then output blocks) and
+``to_tf_block_specs`` into its ``BlockSpec`` objects, importing TensorFlow only when called.
+
+tf-models-official 2.20 facts to respect when building models (checked in
+``official/vision/modeling/backbones/spinenet.py`` and ``spinenet_mobile.py``):
+
+* ``SpineNet``: both stem blocks are level-2 bottlenecks; ``block_fn`` must be ``"residual"`` or
+  ``"bottleneck"``; ``FILTER_SIZE_MAP`` covers levels 1..7, so the level-1 intermediate blocks these
+  spaces allow (base 2, offset -1) are valid.
+* ``SpineNetMobile``: the stem blocks are at levels 1 (net index 0) and 2 (net index 1), not both at
+  level 2; every block is an ``InvertedBottleneckBlock`` whatever ``block_fn`` says; it clips each
+  spec's level to ``max_level`` *in place* (so never share ``BlockSpec`` objects between models:
+  ``to_tf_block_specs`` makes fresh ones per call); its ``block_repeats > 1`` loop reapplies the
+  block to the group's input (a tf-models quirk: keep ``block_repeats=1``).
+* Both: output levels must be unique (guaranteed: a permutation of 3..7); ``BlockSpec`` has no
+  ``__eq__``; an unknown input width falls back to ``2**max(level)``, so give a static input size
+  divisible by ``2**7``; a dangling block whose width or channels match no output block is left out
+  of the Keras graph (no error). Neither module's default ``SPINENET_BLOCK_SPECS`` (SpineNet-49:
+  10 intermediate + 6 outputs, one at level 2) lies inside these spaces (11 or 10 + 5 outputs).
+
+To add a SpineNet variant: add one ``SpineNetSpace(...)`` instance below and one line for it in
+``kfnas.spaces._BUILTINS``. A new block function also needs one line in ``_TF_MODULE_BY_BLOCK_FN``
+naming the tf-models module whose ``BlockSpec`` builds it.
+"""
+
+from __future__ import annotations
+
+import importlib
+from dataclasses import dataclass
+from typing import Any
+
+import pyglove as pg
+
+#: One static block: (level, block_fn, (input_index_0, input_index_1), is_output).
+BlockTuple = tuple[int, str, tuple[int, int], bool]
+
+#: Number of fixed stem blocks; they are features 0 and 1 of the network.
+NUM_STEM_BLOCKS = 2
+
+#: The tf-models-official module whose ``BlockSpec`` and backbone build each block function.
+_TF_MODULE_BY_BLOCK_FN: dict[str, str] = {
+    "residual": "official.vision.modeling.backbones.spinenet",
+    "bottleneck": "official.vision.modeling.backbones.spinenet",
+    "mbconv": "official.vision.modeling.backbones.spinenet_mobile",
+}
+
+
+@pg.members(
+    [
+        ("level_offset", pg.typing.Int(), "Added to the block's base level to give its level."),
+        ("block_fn", pg.typing.Str(), "Block function, e.g. 'residual', 'bottleneck', 'mbconv'."),
+        (
+            "input_offsets",
+            pg.typing.List(pg.typing.Int(min_value=0), size=2),
+            "Absolute indices of the two parent features (0 and 1 are the stem blocks).",
+        ),
+    ]
+)
+class SpineNetBlock(pg.Object):
+    """The searched part of one SpineNet block (its base level is chosen separately)."""
+
+
+@pg.members(
+    [
+        (
+            "intermediate_block_levels",
+            pg.typing.List(pg.typing.Int()),
+            "Base level of each intermediate block, in network order.",
+        ),
+        ("intermediate_blocks", pg.typing.List(pg.typing.Object(SpineNetBlock)), ""),
+        (
+            "output_block_levels",
+            pg.typing.List(pg.typing.Int()),
+            "Level of each output block, in network order.",
+        ),
+        ("output_blocks", pg.typing.List(pg.typing.Object(SpineNetBlock)), ""),
+    ]
+)
+class SpineNetArchitecture(pg.Object):
+    """A SpineNet topology: intermediate blocks, then output blocks, after two stem blocks.
+
+    Inside a space's ``hyper()`` the fields hold PyGlove choices; after ``pg.materialize`` they are
+    plain ints, strings and lists, and ``block_specs`` reads them.
+    """
+
+
+@dataclass(frozen=True)
+class SpineNetSpace:
+    """A SpineNet search space over levels ``min_level..max_level`` (Vertex NAS section 1.6).
+
+    Attributes:
+        name: Registry name.
+        intermediate_blocks_alloc: ``(base_level, count)`` pairs; their multiset of base levels is
+            permuted over the intermediate blocks.
+        level_offsets: Candidate offsets added to each intermediate block's base level.
+        block_fns: Candidate block functions (keys of ``_TF_MODULE_BY_BLOCK_FN``).
+        tasks: Task kinds the space serves.
+        min_level: Lowest output level.
+        max_level: Highest output level; one output block per level in ``min_level..max_level``.
+        input_window: Intermediate block ``i`` picks its parents from the ``input_window`` features
+            before it, ``range(max(0, 2 + i - input_window), 2 + i)``.
+    """
+
+    name: str
+    intermediate_blocks_alloc: tuple[tuple[int, int], ...]
+    level_offsets: tuple[int, ...]
+    block_fns: tuple[str, ...]
+    tasks: tuple[str, ...] = ("detection",)
+    min_level: int = 3
+    max_level: int = 7
+    input_window: int = 4
+
+    def __post_init__(self) -> None:
+        if not self.intermediate_blocks_alloc or any(
+            count < 1 for _, count in self.intermediate_blocks_alloc
+        ):
+            raise ValueError(f"{self.name}: intermediate_blocks_alloc needs positive counts")
+        if not self.level_offsets or not self.block_fns:
+            raise ValueError(f"{self.name}: level_offsets and block_fns must not be empty")
+        unknown = sorted(set(self.block_fns) - set(_TF_MODULE_BY_BLOCK_FN))
+        if unknown:
+            raise ValueError(
+                f"{self.name}: unknown block_fns {unknown}; known: {sorted(_TF_MODULE_BY_BLOCK_FN)}"
+            )
+        if self.min_level > self.max_level or self.input_window < 2:
+            raise ValueError(f"{self.name}: need min_level <= max_level and input_window >= 2")
+
+    @property
+    def intermediate_levels(self) -> list[int]:
+        """The multiset of intermediate base levels, e.g. ``[2, 3, 3, 3, 4, ...]``."""
+        return [level for level, count in self.intermediate_blocks_alloc for _ in range(count)]
+
+    @property
+    def output_levels(self) -> list[int]:
+        """The output levels ``min_level..max_level``; the output blocks permute them."""
+        return list(range(self.min_level, self.max_level + 1))
+
+    def hyper(self) -> SpineNetArchitecture:
+        """Returns the hyper ``SpineNetArchitecture``; decision ids as in Vertex NAS.
+
+        Ids look like ``intermediate_block_levels[7]``, ``intermediate_blocks[3].level_offset``,
+        ``intermediate_blocks[3].input_offsets[0]``, ``output_blocks[2].block_fn`` and
+        ``output_block_levels[4]``. A new value is built on each call; calls give equal values.
+        """
+        levels = self.intermediate_levels
+        num_intermediate = len(levels)
+        intermediate_blocks = [
+            SpineNetBlock(
+                level_offset=pg.one_of(list(self.level_offsets)),
+                block_fn=pg.one_of(list(self.block_fns)),
+                input_offsets=_two_inputs(
+                    range(max(0, NUM_STEM_BLOCKS + i - self.input_window), NUM_STEM_BLOCKS + i)
+                ),
+            )
+            for i in range(num_intermediate)
+        ]
+        output_levels = self.output_levels
+        output_blocks = [
+            SpineNetBlock(
+                level_offset=0,
+                block_fn=pg.one_of(list(self.block_fns)),
+                input_offsets=_two_inputs(range(NUM_STEM_BLOCKS + num_intermediate + j)),
+            )
+            for j in range(len(output_levels))
+        ]
+        return SpineNetArchitecture(
+            intermediate_block_levels=pg.sublist_of(
+                num_intermediate, levels, choices_distinct=True, choices_sorted=False
+            ),
+            intermediate_blocks=intermediate_blocks,
+            output_block_levels=pg.sublist_of(
+                len(output_levels), output_levels, choices_distinct=True, choices_sorted=False
+            ),
+            output_blocks=output_blocks,
+        )
+
+
+def _two_inputs(candidates: range) -> Any:
+    """Two distinct, sorted parent indices chosen from ``candidates``."""
+    return pg.manyof(2, list(candidates), choices_distinct=True, choices_sorted=True)
+
+
+def block_specs(arch: SpineNetArchitecture) -> list[BlockTuple]:
+    """The static block tuples of a materialized architecture, in tf-models-official's order.
+
+    Args:
+        arch: A materialized ``SpineNetArchitecture`` (no choices left).
+
+    Returns:
+        ``(level, block_fn, (input_0, input_1), is_output)`` for each intermediate block (level =
+        base level + offset, ``is_output=False``), then for each output block (``is_output=True``).
+        The two stem blocks are not included; they are features 0 and 1 that input indices refer to.
+
+    Raises:
+        ValueError: ``arch`` still holds choices, or its level and block lists differ in length.
+    """
+    if not arch.is_deterministic:
+        raise ValueError("block_specs needs a materialized architecture (pg.materialize it first)")
+    groups = (
+        (arch.intermediate_block_levels, arch.intermediate_blocks, False),
+        (arch.output_block_levels, arch.output_blocks, True),
+    )
+    specs: list[BlockTuple] = []
+    for levels, blocks, is_output in groups:
+        if len(levels) != len(blocks):
+            raise ValueError(f"{len(levels)} levels for {len(blocks)} blocks in {arch!r}")
+        for level, block in zip(levels, blocks, strict=True):
+            first, second = block.input_offsets
+            specs.append(
+                (int(level + block.level_offset), block.block_fn, (first, second), is_output)
+            )
+    return specs
+
+
+def tf_module_name(arch: SpineNetArchitecture) -> str:
+    """The tf-models-official backbone module that builds ``arch`` (from its block functions).
+
+    Raises:
+        ValueError: A block function is unknown, or the blocks need more than one module.
+    """
+    block_fns = {spec[1] for spec in block_specs(arch)}
+    unknown = sorted(block_fns - set(_TF_MODULE_BY_BLOCK_FN))
+    if unknown:
+        raise ValueError(f"no tf-models SpineNet builds block_fn {unknown}")
+    modules = {_TF_MODULE_BY_BLOCK_FN[fn] for fn in block_fns}
+    if len(modules) != 1:
+        raise ValueError(f"block functions {sorted(block_fns)} need different backbones {modules}")
+    return modules.pop()
+
+
+def to_tf_block_specs(arch: SpineNetArchitecture) -> list[Any]:
+    """The architecture as new tf-models-official ``BlockSpec`` objects (imports TensorFlow).
+
+    Architectures of ``residual``/``bottleneck`` blocks get the ``BlockSpec`` class of
+    ``official.vision.modeling.backbones.spinenet`` (for ``SpineNet``); ``mbconv`` ones get that of
+    ``spinenet_mobile`` (for ``SpineNetMobile``, which changes ``level`` in place: one list per
+    model).
+
+    Raises:
+        ValueError: As ``block_specs`` and ``tf_module_name``.
+    """
+    module = importlib.import_module(tf_module_name(arch))
+    return [
+        module.BlockSpec(level, block_fn, input_offsets, is_output)
+        for level, block_fn, input_offsets, is_output in block_specs(arch)
+    ]
+
+
+SPINENET = SpineNetSpace(
+    name="spinenet",
+    intermediate_blocks_alloc=((2, 1), (3, 3), (4, 5), (5, 2)),
+    level_offsets=(-1, 0, 1, 2),
+    block_fns=("residual", "bottleneck"),
+)
+SPINENET_V2 = SpineNetSpace(
+    name="spinenet_v2",
+    intermediate_blocks_alloc=((2, 1), (3, 3), (4, 5), (5, 1)),
+    level_offsets=(-1, 0, 1),
+    block_fns=("bottleneck",),
+)
+SPINENET_MBCONV = SpineNetSpace(  # EfficientNet-B0-like allocation.
+    name="spinenet_mbconv",
+    intermediate_blocks_alloc=((2, 1), (3, 1), (4, 5), (5, 4)),
+    level_offsets=(-1, 0, 1, 2),
+    block_fns=("mbconv",),
+)
+
+__all__ = [
+    "NUM_STEM_BLOCKS",
+    "SPINENET",
+    "SPINENET_MBCONV",
+    "SPINENET_V2",
+    "BlockTuple",
+    "SpineNetArchitecture",
+    "SpineNetBlock",
+    "SpineNetSpace",
+    "block_specs",
+    "tf_module_name",
+    "to_tf_block_specs",
+]
