@@ -1,0 +1,148 @@
+"""Where everything of an experiment lies in a store: the only code that builds store paths.
+
+Every path is relative to the store root::
+
+    <experiment>/experiment.json
+    <experiment>/studies/<study>/trials/<trial id, 6 digits>/trial.json   (written first)
+    <experiment>/studies/<study>/trials/<trial id, 6 digits>/result.json  (written last: done)
+    <experiment>/studies/<study>/trials/<trial id, 6 digits>/model/ and logs/
+    <experiment>/reports/
+    <experiment>/export/<version>/
+
+To extend: add a method here that returns the new path (built from the ones above), and use it
+everywhere instead of formatting paths by hand.
+"""
+
+from __future__ import annotations
+
+import re
+
+_NAME = re.compile(r"[A-Za-z0-9_-]+")
+_VERSION = re.compile(r"[A-Za-z0-9][A-Za-z0-9._-]*")
+_TRIAL_DIGITS = 6
+
+
+def check_name(name: str, kind: str) -> str:
+    """Returns ``name`` if it is a valid experiment or study name.
+
+    Args:
+        name: The name to check.
+        kind: What the name is, for the message ("experiment", "study").
+
+    Raises:
+        ValueError: ``name`` is empty or has characters other than letters, digits, '-' and '_'.
+    """
+    if not isinstance(name, str) or not _NAME.fullmatch(name):
+        raise ValueError(
+            f"{kind} name {name!r} is not valid: use only letters, digits, '-' and '_' "
+            f"(for example 'my-{kind}_1')"
+        )
+    return name
+
+
+def check_trial_id(trial_id: int) -> int:
+    """Returns ``trial_id`` if it is an integer >= 0.
+
+    Raises:
+        ValueError: It is not an int (bools are refused) or it is negative.
+    """
+    if not isinstance(trial_id, int) or isinstance(trial_id, bool) or trial_id < 0:
+        raise ValueError(f"trial id must be an integer >= 0, got {trial_id!r}")
+    return trial_id
+
+
+class ExperimentLayout:
+    """The store paths of one experiment.
+
+    Args:
+        experiment: The experiment name (letters, digits, '-' and '_').
+
+    Raises:
+        ValueError: The experiment name is not valid.
+    """
+
+    def __init__(self, experiment: str):
+        self.experiment = check_name(experiment, "experiment")
+
+    def __repr__(self) -> str:
+        return f"ExperimentLayout({self.experiment!r})"
+
+    def experiment_dir(self) -> str:
+        """The folder of the experiment: ``<experiment>``."""
+        return self.experiment
+
+    def experiment_json(self) -> str:
+        """The resolved experiment spec, written once by the first step."""
+        return f"{self.experiment}/experiment.json"
+
+    def studies_dir(self) -> str:
+        """The folder holding one folder per study."""
+        return f"{self.experiment}/studies"
+
+    def study_dir(self, study: str) -> str:
+        """The folder of one study: ``<experiment>/studies/<study>``."""
+        return f"{self.studies_dir()}/{check_name(study, 'study')}"
+
+    def trials_dir(self, study: str) -> str:
+        """The folder holding one folder per trial of ``study``."""
+        return f"{self.study_dir(study)}/trials"
+
+    @staticmethod
+    def trial_dir_name(trial_id: int) -> str:
+        """The folder name of a trial: its id zero-padded to 6 digits (``7`` -> ``000007``)."""
+        return f"{check_trial_id(trial_id):0{_TRIAL_DIGITS}d}"
+
+    @staticmethod
+    def parse_trial_id(name: str) -> int:
+        """The trial id of a trial folder name made by ``trial_dir_name``.
+
+        Raises:
+            ValueError: ``name`` is not a zero-padded id of at least 6 digits (``000007``).
+        """
+        if not (isinstance(name, str) and name.isascii() and name.isdigit()):
+            raise ValueError(f"{name!r} is not a trial folder name: expected digits like '000007'")
+        trial_id = int(name)
+        if ExperimentLayout.trial_dir_name(trial_id) != name:
+            raise ValueError(
+                f"{name!r} is not a trial folder name: ids are zero-padded to {_TRIAL_DIGITS} "
+                f"digits, so trial {trial_id} is {ExperimentLayout.trial_dir_name(trial_id)!r}"
+            )
+        return trial_id
+
+    def trial_dir(self, study: str, trial_id: int) -> str:
+        """The folder of one trial: ``.../trials/000007``."""
+        return f"{self.trials_dir(study)}/{self.trial_dir_name(trial_id)}"
+
+    def trial_spec(self, study: str, trial_id: int) -> str:
+        """The trial's ``TrialSpec``, written first by ``propose_trials``."""
+        return f"{self.trial_dir(study, trial_id)}/trial.json"
+
+    def trial_result(self, study: str, trial_id: int) -> str:
+        """The trial's ``TrialResult``, written last: its existence marks the trial done."""
+        return f"{self.trial_dir(study, trial_id)}/result.json"
+
+    def trial_model_dir(self, study: str, trial_id: int) -> str:
+        """The folder of the trial's trained model or checkpoint."""
+        return f"{self.trial_dir(study, trial_id)}/model"
+
+    def trial_logs_dir(self, study: str, trial_id: int) -> str:
+        """The folder of the trial's logs (TensorBoard events and the like)."""
+        return f"{self.trial_dir(study, trial_id)}/logs"
+
+    def reports_dir(self) -> str:
+        """The folder of the experiment's reports."""
+        return f"{self.experiment}/reports"
+
+    def export_dir(self, version: str) -> str:
+        """The folder of one exported model version: ``<experiment>/export/<version>``.
+
+        Raises:
+            ValueError: ``version`` is not letters, digits, '.', '-' and '_' starting with a letter
+                or digit (for example ``v1`` or ``2024.06.01``).
+        """
+        if not isinstance(version, str) or not _VERSION.fullmatch(version):
+            raise ValueError(
+                f"export version {version!r} is not valid: use letters, digits, '.', '-' and '_', "
+                f"starting with a letter or digit (for example 'v1' or '2024.06.01')"
+            )
+        return f"{self.experiment}/export/{version}"
