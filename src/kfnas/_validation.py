@@ -1,0 +1,133 @@
+"""The checks behind ``ExperimentSpec.validate()``: everything knowable before a trial starts.
+
+Each check returns messages that name the key and say what to change; ``spec_problems`` gathers them
+all so a user fixes a spec in one pass. Checks that need the registries live here rather than in
+``spec.py`` so that loading a spec stays free of them.
+
+To extend: write a ``_<part>_problems(spec)`` function returning a list of messages and add it to
+``_CHECKS``.
+"""
+
+from __future__ import annotations
+
+import re
+from collections.abc import Callable
+
+from kfnas.registry import RegistryError
+from kfnas.spec import CONSTRAINT_MEASURES, ExperimentSpec
+
+_NAME = re.compile(r"^[A-Za-z0-9][A-Za-z0-9_-]{0,62}$")
+
+
+def _name_problems(spec: ExperimentSpec) -> list[str]:
+    if _NAME.match(spec.name):
+        return []
+    return [
+        f"name {spec.name!r} must be 1-63 letters, digits, '-' or '_', starting with a letter or "
+        f"digit (it names the experiment's folder in the store)"
+    ]
+
+
+def _task_problems(spec: ExperimentSpec) -> list[str]:
+    return spec.task.problems()
+
+
+def _budget_problems(spec: ExperimentSpec) -> list[str]:
+    return spec.budget.problems("budget")
+
+
+def _study_problems(spec: ExperimentSpec) -> list[str]:
+    from kfnas.search.algorithms import ALGORITHMS
+    from kfnas.spaces import get_space
+
+    if not spec.studies:
+        return [
+            "studies is empty: add at least one study, e.g. studies: {proxy: {space: spinenet}}"
+        ]
+    out = []
+    num_objectives = 1 + len(spec.objectives.constraints)
+    for name, study in spec.studies.items():
+        where = f"studies.{name}"
+        if not _NAME.match(name):
+            out.append(f"{where}: a study name must be letters, digits, '-' or '_'")
+        if not study.space:
+            out.append(f"{where}.space is empty: name a search space (kfnas spaces lists them)")
+        else:
+            try:
+                space = get_space(study.space)
+            except RegistryError as e:
+                out.append(f"{where}.space: {e}")
+            else:
+                if spec.task.kind not in space.tasks:
+                    out.append(
+                        f"{where}.space {study.space!r} serves {', '.join(space.tasks)}, not "
+                        f"task.kind {spec.task.kind!r}: pick a space for {spec.task.kind} or "
+                        f"change the task"
+                    )
+        assert study.algorithm is not None and study.budget is not None  # resolved() sets them.
+        if study.budget is not spec.budget:
+            out.extend(study.budget.problems(f"{where}.budget"))
+        try:
+            algorithm = ALGORITHMS.get(study.algorithm.name)
+        except RegistryError as e:
+            out.append(f"{where}.algorithm.name: {e}")
+        else:
+            prefix = f"{where}.algorithm" if study.algorithm is not spec.algorithm else "algorithm"
+            out.extend(
+                f"{prefix}: {p}"
+                for p in algorithm.problems(study.algorithm.options, num_objectives)
+            )
+    return sorted(set(out), key=out.index)
+
+
+def _objective_problems(spec: ExperimentSpec) -> list[str]:
+    from kfnas.rewards import REWARDS
+
+    objectives = spec.objectives
+    out = []
+    if not objectives.metric:
+        out.append("objectives.metric is empty: name the evaluation metric to maximize, e.g. AP")
+    if objectives.reward not in REWARDS:
+        out.append(f"objectives.reward: {REWARDS.unknown_message(objectives.reward)}")
+    seen = set()
+    for i, c in enumerate(objectives.constraints):
+        where = f"objectives.constraints.{i}"
+        if c.measure not in CONSTRAINT_MEASURES:
+            out.append(
+                f"{where}.measure {c.measure!r} is unknown; "
+                f"use one of {', '.join(CONSTRAINT_MEASURES)}"
+            )
+        if c.measure in seen:
+            out.append(f"{where}.measure {c.measure!r} is constrained twice: keep one")
+        seen.add(c.measure)
+        if not c.target > 0:
+            out.append(f"{where}.target must be positive, got {c.target}")
+        if c.exponent is not None and not c.exponent > 0:
+            out.append(f"{where}.exponent must be positive, got {c.exponent}")
+    if objectives.constraints and objectives.reward == "metric":
+        out.append(
+            "objectives.reward is 'metric', which ignores objectives.constraints: "
+            "use reward 'mnas' or remove the constraints"
+        )
+    return out
+
+
+def _store_problems(spec: ExperimentSpec) -> list[str]:
+    from kfnas.store import root_problems
+
+    return [f"store_root: {p}" for p in root_problems(spec.store_root)]
+
+
+_CHECKS: tuple[Callable[[ExperimentSpec], list[str]], ...] = (
+    _name_problems,
+    _task_problems,
+    _budget_problems,
+    _study_problems,
+    _objective_problems,
+    _store_problems,
+)
+
+
+def spec_problems(spec: ExperimentSpec) -> list[str]:
+    """Every problem of a resolved spec, as messages that say what to change."""
+    return [message for check in _CHECKS for message in check(spec)]

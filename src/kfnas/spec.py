@@ -1,0 +1,330 @@
+"""The experiment spec: what a user asks kfnas to do, as typed dataclasses.
+
+Life cycle: ``load_spec`` reads YAML strictly (an unknown key is an error that lists the valid
+ones),
+``with_overrides`` applies dotted ``key=value`` pairs (from the CLI or the pipeline parameters),
+``validate`` reports every problem at once with what to change, and ``resolved`` fills each study's
+algorithm, budget and seed from the experiment defaults. ``init_experiment`` writes the resolved
+spec
+once as ``experiment.json``; every later step reads that file, never the user's YAML.
+
+To extend: add a field with a default to the right dataclass (old specs keep loading), document it
+in
+the attribute list, and check it in that dataclass's ``problems()``.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import json
+import os
+from pathlib import Path
+from typing import Any, Literal
+
+import yaml
+
+from kfnas._strict import SpecError, from_data, set_dotted, to_data
+
+# The task kinds kfnas trains. A task registry replaces this tuple when the task modules land.
+TASK_KINDS = ("detection", "segmentation", "classification")
+# Quantities a trial measures that a reward constraint may target.
+CONSTRAINT_MEASURES = ("latency_ms", "flops", "memory_mb", "params")
+
+__all__ = [
+    "AlgorithmSpec",
+    "BudgetSpec",
+    "ConstraintSpec",
+    "DataSpec",
+    "ExperimentSpec",
+    "ObjectiveSpec",
+    "SpecError",
+    "StudySpec",
+    "TaskSpec",
+    "load_spec",
+    "parse_spec",
+]
+
+
+@dataclasses.dataclass(frozen=True)
+class TaskSpec:
+    """What is learned.
+
+    Attributes:
+        kind: One of ``TASK_KINDS``.
+        num_classes: Number of classes (for detection, without the background).
+        image_size: Side of the square model input, in pixels.
+        options: Task-specific model knobs that a proxy task shrinks (see the task's docs).
+    """
+
+    kind: str = "detection"
+    num_classes: int = 3
+    image_size: int = 64
+    options: dict[str, Any] = dataclasses.field(default_factory=dict)
+
+    def problems(self) -> list[str]:
+        """What is wrong with this part of the spec, as messages that say what to change."""
+        out = []
+        if self.kind not in TASK_KINDS:
+            out.append(f"task.kind {self.kind!r} is unknown; use one of {', '.join(TASK_KINDS)}")
+        if self.num_classes < 1:
+            out.append(f"task.num_classes must be at least 1, got {self.num_classes}")
+        if self.image_size < 8:
+            out.append(f"task.image_size must be at least 8 pixels, got {self.image_size}")
+        return out
+
+
+@dataclasses.dataclass(frozen=True)
+class DataSpec:
+    """Where the data lies.
+
+    Attributes:
+        train: File pattern of the training TFRecords (local path or ``gs://``).
+        validation: File pattern of the validation TFRecords used to score trials.
+        annotations: Optional COCO-style annotation JSON for detection evaluation.
+    """
+
+    train: str = ""
+    validation: str = ""
+    annotations: str = ""
+
+
+@dataclasses.dataclass(frozen=True)
+class AlgorithmSpec:
+    """The search algorithm of a study.
+
+    Attributes:
+        name: A registered algorithm (``kfnas algorithms`` lists them).
+        options: Its keyword options, e.g. ``population_size`` for regularized evolution.
+    """
+
+    name: str = "regularized_evolution"
+    options: dict[str, Any] = dataclasses.field(default_factory=dict)
+
+
+@dataclasses.dataclass(frozen=True)
+class BudgetSpec:
+    """How much work a study may do.
+
+    Attributes:
+        rounds: Rounds of proposals (the pipeline fixes its own count when it is compiled).
+        trials_per_round: Trials proposed per round.
+        train_steps: Training steps of each trial.
+        batch_size: Training batch size of each trial.
+        max_consecutive_failures: A study stops with an error after this many failed trials in a
+        row.
+    """
+
+    rounds: int = 2
+    trials_per_round: int = 3
+    train_steps: int = 100
+    batch_size: int = 8
+    max_consecutive_failures: int = 5
+
+    def problems(self, where: str) -> list[str]:
+        """What is wrong with this budget (``where`` names it in the messages)."""
+        return [
+            f"{where}.{f.name} must be a positive integer, got {getattr(self, f.name)}"
+            for f in dataclasses.fields(self)
+            if getattr(self, f.name) < 1
+        ]
+
+
+@dataclasses.dataclass(frozen=True)
+class StudySpec:
+    """One search of the experiment; unset fields take the experiment defaults in ``resolved()``.
+
+    Attributes:
+        space: A registered search space, or ``"package.module:object"`` for a user's own.
+        algorithm: The study's algorithm (default: the experiment's).
+        budget: The study's budget (default: the experiment's).
+        seed: The study's seed (default: the experiment's).
+    """
+
+    space: str = ""
+    algorithm: AlgorithmSpec | None = None
+    budget: BudgetSpec | None = None
+    seed: int | None = None
+
+
+@dataclasses.dataclass(frozen=True)
+class ConstraintSpec:
+    """A MnasNet-style constraint on a measured quantity, folded into the reward.
+
+    Attributes:
+        measure: The trial measurement it applies to (one of ``CONSTRAINT_MEASURES``).
+        target: The target value, in the measurement's unit (ms, multiply-adds, MB, count).
+        form: ``hard``: factor ``min(1, target/measured) ** exponent`` (no bonus below target);
+            ``soft``: factor ``(target/measured) ** exponent`` on both sides of the target.
+        exponent: The exponent; default 1 for ``hard`` and 0.07 for ``soft`` (MnasNet's w = -0.07).
+    """
+
+    measure: str = "latency_ms"
+    target: float = 1.0
+    form: Literal["hard", "soft"] = "hard"
+    exponent: float | None = None
+
+    @property
+    def resolved_exponent(self) -> float:
+        """The exponent in force: the given one or the form's default."""
+        if self.exponent is not None:
+            return self.exponent
+        return 1.0 if self.form == "hard" else 0.07
+
+
+@dataclasses.dataclass(frozen=True)
+class ObjectiveSpec:
+    """What the search maximizes.
+
+    Attributes:
+        metric: The evaluation metric that measures quality (``AP``, ``top_1_accuracy``,
+        ``mean_iou``).
+        reward: A registered reward function (``kfnas rewards`` lists them).
+        constraints: Constraints on latency, FLOPs or memory; several multiply.
+    """
+
+    metric: str = "AP"
+    reward: str = "mnas"
+    constraints: list[ConstraintSpec] = dataclasses.field(default_factory=list)
+
+
+@dataclasses.dataclass(frozen=True)
+class ExperimentSpec:
+    """One user request: a task, its data and a chain of studies.
+
+    Attributes:
+        name: Experiment name (letters, digits, ``-`` and ``_``).
+        task: What is learned.
+        data: Where the data lies.
+        studies: The studies by name, in the order they run (``proxy``, ``validation``, ...).
+        algorithm: Default algorithm of the studies.
+        budget: Default budget of the studies.
+        objectives: What the search maximizes.
+        store_root: Where everything is written: a local folder, a mounted volume or
+            ``gs://bucket/prefix``.
+        seed: Default seed of the studies.
+    """
+
+    name: str = "kfnas-experiment"
+    task: TaskSpec = dataclasses.field(default_factory=TaskSpec)
+    data: DataSpec = dataclasses.field(default_factory=DataSpec)
+    studies: dict[str, StudySpec] = dataclasses.field(default_factory=dict)
+    algorithm: AlgorithmSpec = dataclasses.field(default_factory=AlgorithmSpec)
+    budget: BudgetSpec = dataclasses.field(default_factory=BudgetSpec)
+    objectives: ObjectiveSpec = dataclasses.field(default_factory=ObjectiveSpec)
+    store_root: str = "kfnas-store"
+    seed: int = 0
+
+    @classmethod
+    def from_dict(cls, data: Any) -> ExperimentSpec:
+        """Builds a spec from plain data, strictly (see ``load_spec``).
+
+        A study's ``budget`` may give only the keys it changes: the others come from the
+        experiment's ``budget``. A study's ``algorithm`` replaces the experiment's as a whole.
+        """
+        return from_data(cls, _merge_study_budgets(data))
+
+    def to_dict(self) -> dict[str, Any]:
+        """The spec as plain data."""
+        return to_data(self)
+
+    def to_json(self) -> str:
+        """The spec as the JSON text of ``experiment.json``."""
+        return json.dumps(self.to_dict(), indent=2)
+
+    @classmethod
+    def from_json(cls, text: str) -> ExperimentSpec:
+        """Reads a spec written by ``to_json``."""
+        return cls.from_dict(json.loads(text))
+
+    def with_overrides(self, overrides: list[str] | tuple[str, ...]) -> ExperimentSpec:
+        """A copy with dotted ``key=value`` overrides applied, e.g. ``budget.train_steps=50``.
+
+        Raises:
+            SpecError: An override is malformed or names an unknown key.
+        """
+        data = self.to_dict()
+        for assignment in overrides:
+            set_dotted(data, assignment)
+        return self.from_dict(data)
+
+    def resolved(self) -> ExperimentSpec:
+        """A copy whose studies carry their algorithm, budget and seed explicitly."""
+        studies = {
+            name: dataclasses.replace(
+                study,
+                algorithm=study.algorithm or self.algorithm,
+                budget=study.budget or self.budget,
+                seed=self.seed if study.seed is None else study.seed,
+            )
+            for name, study in self.studies.items()
+        }
+        return dataclasses.replace(self, studies=studies)
+
+    def study(self, name: str) -> StudySpec:
+        """The resolved study ``name``.
+
+        Raises:
+            SpecError: No such study; the message lists the studies of the experiment.
+        """
+        if name not in self.studies:
+            raise SpecError(
+                f"no study {name!r} in the experiment; studies: {', '.join(self.studies)}"
+            )
+        return self.resolved().studies[name]
+
+    def validate(self) -> ExperimentSpec:
+        """Checks everything that can be checked before a trial starts.
+
+        Returns:
+            The spec itself, so calls chain.
+
+        Raises:
+            SpecError: One message per problem found, each saying what to change.
+        """
+        from kfnas._validation import spec_problems  # Registries are only needed here.
+
+        problems = spec_problems(self.resolved())
+        if problems:
+            raise SpecError("the experiment spec is not valid:\n  - " + "\n  - ".join(problems))
+        return self
+
+
+def _merge_study_budgets(data: Any) -> Any:
+    if not isinstance(data, dict) or not isinstance(data.get("studies"), dict):
+        return data
+    default = data.get("budget") if isinstance(data.get("budget"), dict) else {}
+    from_data(BudgetSpec, default, "budget")  # Report its problems under its own name first.
+    studies = {}
+    for name, study in data["studies"].items():
+        if isinstance(study, dict) and isinstance(study.get("budget"), dict):
+            study = {**study, "budget": {**default, **study["budget"]}}
+        studies[name] = study
+    return {**data, "studies": studies}
+
+
+def load_spec(
+    path: str | os.PathLike[str], overrides: list[str] | tuple[str, ...] = ()
+) -> ExperimentSpec:
+    """Loads an experiment spec from a YAML file and applies dotted ``key=value`` overrides.
+
+    Returns:
+        The spec, not yet validated.
+
+    Raises:
+        SpecError: The file is missing or not valid YAML, or has an unknown key or a wrong type.
+    """
+    file = Path(path)
+    if not file.is_file():
+        raise SpecError(f"spec file {str(path)!r} does not exist")
+    return parse_spec(file.read_text(), overrides, source=str(path))
+
+
+def parse_spec(
+    text: str, overrides: list[str] | tuple[str, ...] = (), *, source: str = "the spec"
+) -> ExperimentSpec:
+    """Parses an experiment spec from YAML text (see ``load_spec``)."""
+    try:
+        data = yaml.safe_load(text)
+    except yaml.YAMLError as e:
+        raise SpecError(f"{source} is not valid YAML: {e}") from e
+    return ExperimentSpec.from_dict(data if data is not None else {}).with_overrides(overrides)

@@ -1,0 +1,66 @@
+"""The dependency rules of ARCHITECTURE.md, checked two ways.
+
+Statically, import-linter checks the contracts in pyproject.toml (kfnas never imports kfp outside
+the
+components and pipelines; search, store, spec, types and rewards never import TensorFlow). At run
+time,
+a fresh interpreter imports the modules and looks at ``sys.modules``, which also catches a heavy
+import
+pulled in through a third-party package.
+"""
+
+import json
+import subprocess
+import sys
+from pathlib import Path
+
+ROOT = Path(__file__).parents[2]
+TF_MODULES = ["tensorflow", "keras", "tf_keras", "official"]
+
+_PROBE = """
+import importlib, json, pkgutil, sys
+prefixes, excluded = {prefixes!r}, {excluded!r}
+
+def walk(name):
+    module = importlib.import_module(name)
+    yield name
+    for info in pkgutil.iter_modules(getattr(module, "__path__", [])):
+        child = name + "." + info.name
+        if child not in excluded:
+            yield from walk(child)
+
+names = [n for p in prefixes for n in walk(p)]
+print(json.dumps({{"imported": names, "modules": sorted(sys.modules)}}))
+"""
+
+
+def imported_modules(prefixes, excluded=()):
+    """Imports every module under ``prefixes`` (but ``excluded``) in a fresh interpreter."""
+    code = _PROBE.format(prefixes=list(prefixes), excluded=list(excluded))
+    out = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, check=True)
+    return json.loads(out.stdout.strip().splitlines()[-1])
+
+
+def roots(modules):
+    return {m.split(".")[0] for m in modules}
+
+
+def test_import_linter_contracts_hold():
+    lint = Path(sys.executable).with_name("lint-imports")
+    result = subprocess.run([str(lint)], cwd=ROOT, capture_output=True, text=True)
+    assert result.returncode == 0, result.stdout + result.stderr
+    assert "2 kept, 0 broken" in result.stdout
+
+
+def test_proposal_side_never_imports_tensorflow():
+    light = ["kfnas.search", "kfnas.store", "kfnas.spec", "kfnas.types", "kfnas.rewards"]
+    probe = imported_modules(light)
+    assert any(name.startswith("kfnas.search.") for name in probe["imported"])
+    assert any(name.startswith("kfnas.store.") for name in probe["imported"])
+    assert not roots(probe["modules"]) & set(TF_MODULES)
+
+
+def test_library_never_imports_kfp():
+    probe = imported_modules(["kfnas"], excluded=["kfnas.components", "kfnas.pipelines"])
+    assert len(probe["imported"]) > 5
+    assert "kfp" not in roots(probe["modules"])

@@ -1,0 +1,234 @@
+"""The experiment spec: strict YAML, dotted overrides, validate() messages, experiment.json."""
+
+import os
+from pathlib import Path
+
+import pytest
+
+from kfnas.spec import (
+    AlgorithmSpec,
+    BudgetSpec,
+    ConstraintSpec,
+    ExperimentSpec,
+    SpecError,
+    load_spec,
+    parse_spec,
+)
+
+EXAMPLE = Path(__file__).parents[2] / "src" / "kfnas" / "demo.yaml"
+
+VALID = """
+name: exp-1
+task: {kind: detection, num_classes: 2}
+studies:
+  proxy: {space: spinenet_mbconv}
+  scale: {space: spinenet, budget: {train_steps: 500}, algorithm: {name: random}, seed: 9}
+budget: {rounds: 3, trials_per_round: 4, train_steps: 10, batch_size: 2}
+objectives:
+  metric: AP
+  constraints: [{measure: latency_ms, target: 15}]
+"""
+
+
+@pytest.fixture
+def valid(tmp_path):
+    return parse_spec(VALID, [f"store_root={tmp_path / 'store'}"])
+
+
+def test_example_spec_loads_and_validates(tmp_path):
+    spec = load_spec(EXAMPLE, [f"store_root={tmp_path}"]).validate()
+    assert spec.studies["proxy"].space == "spinenet_mbconv"
+    assert spec.objectives.constraints == [ConstraintSpec("latency_ms", 20.0, "hard")]
+
+
+def test_typed_values_and_defaults(valid):
+    assert valid.task.num_classes == 2
+    assert valid.task.image_size == 64  # default
+    assert valid.objectives.constraints[0].target == 15.0
+    assert isinstance(valid.objectives.constraints[0].target, float)
+    assert valid.objectives.constraints[0].resolved_exponent == 1.0
+    assert ConstraintSpec(form="soft").resolved_exponent == 0.07
+
+
+def test_resolved_fills_studies_from_experiment_defaults(valid):
+    proxy = valid.study("proxy")
+    assert proxy.algorithm == AlgorithmSpec()
+    assert proxy.budget == BudgetSpec(rounds=3, trials_per_round=4, train_steps=10, batch_size=2)
+    assert proxy.seed == 0
+    scale = valid.study("scale")
+    # A study budget gives only what it changes; the rest comes from the experiment budget.
+    assert scale.budget == BudgetSpec(rounds=3, trials_per_round=4, train_steps=500, batch_size=2)
+    assert scale.algorithm == AlgorithmSpec(name="random")
+    assert scale.seed == 9
+    with pytest.raises(
+        SpecError, match="no study 'final' in the experiment; studies: proxy, scale"
+    ):
+        valid.study("final")
+
+
+def test_experiment_json_round_trip(valid):
+    resolved = valid.resolved()
+    assert ExperimentSpec.from_json(resolved.to_json()) == resolved
+
+
+@pytest.mark.parametrize(
+    ("text", "message"),
+    [
+        (
+            "studis: {}",
+            "unknown key 'studis' (did you mean 'studies'?); valid keys: name, task, data, studies,"
+            " algorithm, budget, objectives, store_root, seed",
+        ),
+        (
+            "studies: {proxy: {space: s, budget: {trails_per_round: 2}}}",
+            "unknown key 'studies.proxy.budget.trails_per_round' "
+            "(did you mean 'trials_per_round'?);"
+            " valid keys of studies.proxy.budget: rounds, trials_per_round, train_steps,"
+            " batch_size, max_consecutive_failures",
+        ),
+        ("task: {num_classes: three}", "task.num_classes must be an integer, got 'three'"),
+        ("budget: {rounds: true}", "budget.rounds must be an integer, got True"),
+        ("seed: 1.5", "seed must be an integer, got 1.5"),
+        ("task: detection", "task must be a mapping, got str"),
+        ("objectives: {constraints: {measure: flops}}", "objectives.constraints must be a list"),
+        (
+            "objectives: {constraints: [{form: medium}]}",
+            "objectives.constraints.0.form must be one of hard, soft; got 'medium'",
+        ),
+        ("- a\n- b", "the spec must be a mapping, got list"),
+        ("name: [unclosed", "the spec is not valid YAML"),
+    ],
+)
+def test_bad_yaml_names_the_key(text, message):
+    with pytest.raises(SpecError) as info:
+        parse_spec(text)
+    assert message in str(info.value)
+
+
+def test_missing_spec_file():
+    with pytest.raises(SpecError, match=r"spec file 'nope\.yaml' does not exist"):
+        load_spec("nope.yaml")
+
+
+def test_dotted_overrides(valid):
+    spec = valid.with_overrides(
+        [
+            "budget.train_steps=50",
+            "studies.proxy.algorithm.name=grid",
+            "studies.proxy.budget.rounds=7",
+            "algorithm.options.population_size=12",
+            "objectives.constraints.0.target=30",
+            "task.options={min_level: 3, max_level: 4}",
+            "name=renamed",
+        ]
+    )
+    assert spec.budget.train_steps == 50
+    assert spec.study("proxy").algorithm == AlgorithmSpec("grid")
+    assert spec.study("proxy").budget.rounds == 7
+    assert spec.study("proxy").budget.train_steps == 50  # still merged from the experiment budget
+    assert spec.algorithm.options == {"population_size": 12}
+    assert spec.objectives.constraints[0].target == 30.0
+    assert spec.task.options == {"min_level": 3, "max_level": 4}
+    assert spec.name == "renamed"
+
+
+@pytest.mark.parametrize(
+    ("override", "message"),
+    [
+        ("budget.train_steps", "must look like key.path=value"),
+        ("budget.trainsteps=3", "unknown key 'budget.trainsteps' (did you mean 'train_steps'?)"),
+        ("budget.rounds=many", "budget.rounds must be an integer, got 'many'"),
+        ("objectives.constraints.3.target=1", "no item '3' in a list of 1"),
+        ("seed.x=1", "cannot go into 0"),
+        ("name=[oops", "the value is not valid YAML"),
+    ],
+)
+def test_bad_overrides(valid, override, message):
+    with pytest.raises(SpecError) as info:
+        valid.with_overrides([override])
+    assert message in str(info.value)
+
+
+def problems_of(spec):
+    with pytest.raises(SpecError) as info:
+        spec.validate()
+    return str(info.value)
+
+
+@pytest.mark.parametrize(
+    ("override", "message"),
+    [
+        ("budget.train_steps=0", "budget.train_steps must be a positive integer, got 0"),
+        (
+            "budget.trials_per_round=-2",
+            "budget.trials_per_round must be a positive integer, got -2",
+        ),
+        (
+            "studies.scale.budget.batch_size=0",
+            "studies.scale.budget.batch_size must be a positive integer, got 0",
+        ),
+        ("objectives.constraints.0.target=0", "objectives.constraints.0.target must be positive"),
+        ("objectives.constraints.0.target=-5", "objectives.constraints.0.target must be positive"),
+        (
+            "objectives.constraints.0.exponent=-1",
+            "objectives.constraints.0.exponent must be positive",
+        ),
+        ("objectives.constraints.0.measure=speed", "measure 'speed' is unknown; use one of"),
+        (
+            "objectives.reward=mnass",
+            "objectives.reward: unknown reward 'mnass' (did you mean 'mnas'?)",
+        ),
+        ("objectives.reward=metric", "reward is 'metric', which ignores objectives.constraints"),
+        ("objectives.metric=", "objectives.metric is empty"),
+        (
+            "algorithm.name=evolution",
+            "studies.proxy.algorithm.name: unknown algorithm 'evolution'",
+        ),
+        ("studies.scale.space=spinenett", "unknown search space 'spinenett' (did you mean"),
+        ("studies.scale.space=", "studies.scale.space is empty"),
+        ("task.kind=classification", "serves detection, not task.kind 'classification'"),
+        ("task.kind=detect", "task.kind 'detect' is unknown; use one of detection"),
+        ("task.num_classes=0", "task.num_classes must be at least 1"),
+        ("name=has space", "name 'has space' must be 1-63 letters"),
+        ("studies={}", "studies is empty: add at least one study"),
+        ("store_root=gs://", "store_root: gs:// URI 'gs://' has no bucket"),
+        ("store_root=s3://bucket/x", "store_root:"),
+        (
+            "studies.proxy.space=kfnas_no_such_module:SPACE",
+            "cannot import the search space 'kfnas_no_such_module:SPACE'",
+        ),
+        ("studies.proxy.space=os:path", "is a module, not a search space"),
+    ],
+)
+def test_validate_reports_what_to_change(valid, override, message):
+    assert message in problems_of(valid.with_overrides([override]))
+
+
+def test_validate_reports_every_problem_at_once(valid):
+    text = problems_of(valid.with_overrides(["budget.rounds=0", "objectives.reward=x"]))
+    assert text.startswith("the experiment spec is not valid:")
+    assert "budget.rounds must be a positive integer" in text
+    assert "unknown reward 'x'" in text
+
+
+def test_validate_nsga2_needs_two_objectives(valid):
+    spec = valid.with_overrides(["algorithm.name=nsga2", "objectives.constraints=[]"])
+    assert "nsga2 needs two or more objectives" in problems_of(spec)
+    valid.with_overrides(["algorithm.name=nsga2"]).validate()
+
+
+def test_validate_store_root_that_cannot_be_written(tmp_path):
+    blocker = tmp_path / "a-file"
+    blocker.write_text("not a folder")
+    spec = parse_spec(VALID, [f"store_root={blocker / 'store'}"])
+    assert "store_root:" in problems_of(spec)
+    assert str(blocker) in problems_of(spec)
+
+
+@pytest.mark.skipif(os.geteuid() == 0, reason="root can write anywhere")
+def test_validate_read_only_store_root(tmp_path):
+    tmp_path.chmod(0o500)
+    try:
+        assert "store_root:" in problems_of(parse_spec(VALID, [f"store_root={tmp_path / 's'}"]))
+    finally:
+        tmp_path.chmod(0o700)
