@@ -74,6 +74,10 @@ class Algorithm:
             or it has none (grid): the study seed is used as is, so a replay can follow an
             uninterrupted run.
         checks: Extra option checks beyond types and sizes: ``(options) -> problem messages``.
+        replays_history: False if the algorithm learns nothing from the history (random search):
+            the controller then skips ``recover`` and only keeps proposals new, so proposing
+            costs the same after ten trials as after ten thousand (PyGlove's ``Random._replay``
+            redraws one DNA per stored trial, tens of milliseconds each on a SpineNet space).
     """
 
     name: str
@@ -83,6 +87,7 @@ class Algorithm:
     multi_objective: bool = False
     seed_per_round: bool = False
     checks: Callable[[Mapping[str, Any]], list[str]] | None = None
+    replays_history: bool = True
 
     def __post_init__(self) -> None:
         object.__setattr__(self, "options", types.MappingProxyType(dict(self.options)))
@@ -205,8 +210,10 @@ def _nsga2(options: Mapping[str, Any], seed: int) -> pg.DNAGenerator:
 
 RANDOM = Algorithm(
     name="random",
-    summary="Uniform random sampling of the space (with a seed, replay continues its sequence).",
+    summary="Uniform random sampling of the space; each round draws from its own derived seed.",
     factory=_random,
+    seed_per_round=True,
+    replays_history=False,
 )
 
 GRID = Algorithm(

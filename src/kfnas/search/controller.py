@@ -292,6 +292,8 @@ def _recover(
     spec: pg.DNASpec,
 ) -> None:
     """Replays the history into a fresh generator, on copies so the caller's DNA stay untouched."""
+    if not algorithm.replays_history:
+        return  # Checking each DNA against the spec alone costs as much as drawing it.
     replay = []
     for i, entry in enumerate(history):
         dna = _copy(entry.dna)
