@@ -1,0 +1,168 @@
+"""Pipeline stages: plain functions over the store, one per pipeline step.
+
+Stages take and return ids and URIs, never large data: the store is the single source of truth.
+Each stage reads what it needs at its start and writes once at its end; no stage calls another, and
+every stage is safe to run again (a resubmitted pipeline resumes instead of redoing work). KFP
+components are thin wrappers over these functions; ``kfnas`` commands call them directly.
+
+An experiment URI is ``<store_root>/<experiment name>``; ``ExperimentLayout`` knows every path in
+it.
+
+To add a stage: write one function here (about 40 lines at most, its contract in the docstring) that
+opens the experiment with ``open_experiment``, then wrap it in ``components/<stage>.py``.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+from collections.abc import Sequence
+
+import pyglove as pg
+
+from kfnas.search.controller import history_from_records, propose
+from kfnas.spaces import get_space
+from kfnas.spaces.base import architecture_json
+from kfnas.spec import ExperimentSpec, SpecError, parse_spec
+from kfnas.store import ArtifactStore, ExperimentLayout, ObjectNotFound, TrialRecords, open_store
+from kfnas.types import TrialSpec, TrialStatus
+
+
+class StudyStoppedError(RuntimeError):
+    """A study that must not go on (for example too many failed trials in a row)."""
+
+
+@dataclasses.dataclass(frozen=True)
+class Experiment:
+    """An opened experiment: its store, layout, resolved spec and trial records."""
+
+    uri: str
+    store: ArtifactStore
+    layout: ExperimentLayout
+    spec: ExperimentSpec
+
+    @property
+    def records(self) -> TrialRecords:
+        """The trial records of this experiment."""
+        return TrialRecords(self.store, self.layout)
+
+
+def _split(experiment_uri: str) -> tuple[str, str]:
+    root, _, name = experiment_uri.rstrip("/").rpartition("/")
+    if not name:
+        raise SpecError(f"experiment URI {experiment_uri!r} must look like <store_root>/<name>")
+    return root or ".", name
+
+
+def open_experiment(experiment_uri: str) -> Experiment:
+    """Opens an experiment written by ``init_experiment``.
+
+    Raises:
+        SpecError: No experiment at that URI (the message says to run init_experiment first).
+    """
+    root, name = _split(experiment_uri)
+    store = open_store(root)
+    layout = ExperimentLayout(name)
+    try:
+        text = store.read_text(layout.experiment_json())
+    except ObjectNotFound as e:
+        raise SpecError(
+            f"no experiment at {experiment_uri!r} ({e}); create it first with init_experiment "
+            f"(kfnas init SPEC)"
+        ) from e
+    return Experiment(experiment_uri, store, layout, ExperimentSpec.from_json(text))
+
+
+def init_experiment(spec_yaml: str, overrides: Sequence[str] = ()) -> str:
+    """Validates a spec and writes it, resolved, as the experiment's ``experiment.json``.
+
+    Everything that can be checked before GPU time is spent is checked here. Running it again with
+    the same spec is a no-op, so a resubmitted pipeline resumes the experiment.
+
+    Args:
+        spec_yaml: The experiment spec as YAML text.
+        overrides: Dotted ``key=value`` overrides applied to it.
+
+    Returns:
+        The experiment URI, ``<store_root>/<name>``.
+
+    Raises:
+        SpecError: The spec is invalid, or the store already holds a different experiment of that
+            name (choose another name, or resume with the same spec).
+    """
+    spec = parse_spec(spec_yaml, overrides).validate().resolved()
+    store = open_store(spec.store_root)
+    layout = ExperimentLayout(spec.name)
+    uri = f"{store.root.rstrip('/')}/{spec.name}"
+    path = layout.experiment_json()
+    if store.exists(path):
+        if ExperimentSpec.from_json(store.read_text(path)) != spec:
+            raise SpecError(
+                f"the store already holds an experiment {spec.name!r} with a different spec at "
+                f"{store.uri(path)}: give this one another name, or rerun with the same spec "
+                f"to resume"
+            )
+        return uri
+    store.write_text(path, spec.to_json(), if_absent=True)
+    return uri
+
+
+def propose_trials(experiment_uri: str, study: str, round_index: int) -> list[int]:
+    """Proposes the trials of one round of a study and writes their ``trial.json``.
+
+    The controller is rebuilt from the stored history on every call; proposing again for a round
+    that already has trials returns those trials' ids.
+
+    Args:
+        experiment_uri: From ``init_experiment``.
+        study: The study's name in the spec.
+        round_index: The round, from 1.
+
+    Returns:
+        The trial ids of the round, in proposal order.
+
+    Raises:
+        StudyStoppedError: The last ``max_consecutive_failures`` trials all failed.
+    """
+    exp = open_experiment(experiment_uri)
+    study_spec = exp.spec.study(study)
+    records = exp.records
+    history = records.history(study)
+    _check_failures(study, history, study_spec.budget.max_consecutive_failures)
+    existing = [spec.trial_id for spec, _ in history if spec.round == round_index]
+    if existing:
+        return existing
+    dnas = propose(
+        study_spec,
+        history_from_records(history),
+        study_spec.budget.trials_per_round,
+        round_index=round_index,
+    )
+    space = get_space(study_spec.space)
+    first = records.next_trial_id(study)
+    budget = dataclasses.asdict(study_spec.budget)
+    for offset, dna in enumerate(dnas):
+        records.write_spec(
+            TrialSpec(
+                experiment=exp.spec.name,
+                study=study,
+                trial_id=first + offset,
+                round=round_index,
+                space=study_spec.space,
+                dna_json=pg.to_json_str(dna),
+                arch_json=architecture_json(space, dna),
+                budget=budget,
+                seed=(study_spec.seed or 0) * 100003 + first + offset,
+            )
+        )
+    return [first + offset for offset in range(len(dnas))]
+
+
+def _check_failures(study: str, history: list, limit: int) -> None:
+    finished = [result for _, result in history if result is not None]
+    recent = finished[-limit:]
+    if len(recent) == limit and all(r.status is not TrialStatus.COMPLETED for r in recent):
+        reasons = "\n  ".join(f"trial {r.trial_id}: {r.status.value}: {r.error}" for r in recent)
+        raise StudyStoppedError(
+            f"study {study!r} stopped: its last {limit} trials all failed:\n  {reasons}\n"
+            f"Fix the cause (see each trial's logs/), or raise budget.max_consecutive_failures."
+        )

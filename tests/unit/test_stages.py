@@ -1,0 +1,105 @@
+"""The stages init_experiment and propose_trials, on a local folder and on the GCS emulator."""
+
+import json
+
+import pyglove as pg
+import pytest
+
+from kfnas.spaces import get_space
+from kfnas.spaces.spinenet import block_specs
+from kfnas.spec import SpecError
+from kfnas.stages import (
+    StudyStoppedError,
+    init_experiment,
+    open_experiment,
+    propose_trials,
+)
+from kfnas.types import TrialResult, TrialStatus
+
+SPEC = """
+name: stages-test
+task: {kind: detection}
+studies:
+  proxy: {space: spinenet_mbconv}
+algorithm: {name: regularized_evolution, options: {population_size: 4, tournament_size: 2}}
+budget: {trials_per_round: 3, max_consecutive_failures: 4}
+seed: 5
+"""
+
+
+@pytest.fixture
+def experiment(tmp_path):
+    return init_experiment(SPEC, [f"store_root={tmp_path}"])
+
+
+def test_init_writes_the_resolved_spec_once(tmp_path, experiment):
+    assert experiment == f"{tmp_path}/stages-test"
+    written = json.loads((tmp_path / "stages-test" / "experiment.json").read_text())
+    assert written["studies"]["proxy"]["budget"]["trials_per_round"] == 3
+    assert written["studies"]["proxy"]["seed"] == 5
+    assert init_experiment(SPEC, [f"store_root={tmp_path}"]) == experiment  # resume: no-op
+
+
+def test_init_refuses_a_different_spec_under_the_same_name(tmp_path, experiment):
+    with pytest.raises(
+        SpecError, match="already holds an experiment 'stages-test' with a different"
+    ):
+        init_experiment(SPEC, [f"store_root={tmp_path}", "budget.train_steps=7"])
+
+
+def test_init_refuses_an_invalid_spec_before_writing(tmp_path):
+    with pytest.raises(SpecError, match=r"budget\.train_steps must be a positive integer"):
+        init_experiment(SPEC, [f"store_root={tmp_path}", "budget.train_steps=0"])
+    assert not (tmp_path / "stages-test").exists()
+
+
+def test_open_experiment_without_init(tmp_path):
+    with pytest.raises(SpecError, match=r"no experiment at .*create it first with init_experiment"):
+        open_experiment(f"{tmp_path}/missing")
+
+
+def test_propose_writes_trials_that_rebuild_their_architecture(experiment):
+    ids = propose_trials(experiment, "proxy", 1)
+    assert ids == [1, 2, 3]
+    exp = open_experiment(experiment)
+    space = get_space("spinenet_mbconv")
+    for trial_id in ids:
+        spec = exp.records.read_spec("proxy", trial_id)
+        assert (spec.round, spec.space, spec.budget["trials_per_round"]) == (1, space.name, 3)
+        dna = pg.from_json_str(spec.dna_json)
+        arch = pg.from_json_str(spec.arch_json)
+        assert block_specs(arch) == block_specs(pg.materialize(space.hyper(), dna))
+    assert len({exp.records.read_spec("proxy", i).dna_json for i in ids}) == 3
+
+
+def test_propose_again_resumes_and_next_round_learns_from_results(experiment):
+    first = propose_trials(experiment, "proxy", 1)
+    assert propose_trials(experiment, "proxy", 1) == first
+    exp = open_experiment(experiment)
+    for trial_id in first:
+        metrics = {"AP": 0.1 * trial_id, "latency_ms": 10.0}
+        exp.records.write_result(
+            "proxy", TrialResult(trial_id, TrialStatus.COMPLETED, metrics, reward=0.1 * trial_id)
+        )
+    second = propose_trials(experiment, "proxy", 2)
+    assert second == [4, 5, 6]
+    assert [exp.records.read_spec("proxy", i).round for i in second] == [2, 2, 2]
+
+
+def test_too_many_failures_in_a_row_stop_the_study(experiment):
+    exp = open_experiment(experiment)
+    ids = propose_trials(experiment, "proxy", 1) + propose_trials(experiment, "proxy", 2)
+    for trial_id in ids[:4]:
+        result = TrialResult(trial_id, TrialStatus.FAILED, error=f"OOM in trial {trial_id}")
+        exp.records.write_result("proxy", result)
+    with pytest.raises(StudyStoppedError, match=r"last 4 trials all failed:\n  trial 1: FAILED"):
+        propose_trials(experiment, "proxy", 3)
+
+
+def test_stages_on_a_gcs_store(monkeypatch, gcs_emulator, gcs_bucket):
+    monkeypatch.setenv("STORAGE_EMULATOR_HOST", gcs_emulator.endpoint)
+    uri = init_experiment(SPEC, [f"store_root=gs://{gcs_bucket}/nas"])
+    assert uri == f"gs://{gcs_bucket}/nas/stages-test"
+    assert propose_trials(uri, "proxy", 1) == [1, 2, 3]
+    assert propose_trials(uri, "proxy", 1) == [1, 2, 3]
+    assert open_experiment(uri).records.trial_ids("proxy") == [1, 2, 3]
