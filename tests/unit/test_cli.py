@@ -3,7 +3,6 @@
 from pathlib import Path
 
 import pytest
-
 from rich.console import Console
 
 from kfnas import cli
