@@ -38,10 +38,33 @@ def _add_spec_args(parser: argparse.ArgumentParser) -> None:
     )
 
 
+def _add_spaces(parser: argparse.ArgumentParser) -> None:
+    parser.add_argument("action", nargs="?", choices=["show"], help="show one space's decisions")
+    parser.add_argument("name", nargs="?", help="the space to show (with `show`)")
+
+
 def _run_spaces(args: argparse.Namespace) -> int:
     import pyglove as pg
 
-    from kfnas.spaces import SPACES
+    from kfnas.spaces import SPACES, get_space
+
+    if args.action == "show":
+        if not args.name:
+            raise SpecError("`kfnas spaces show` needs a space name: kfnas spaces show NAME")
+        spec = pg.dna_spec(get_space(args.name).hyper())
+        table = Table("decision", "choose", title=f"{args.name}: {spec.space_size} architectures")
+        table.add_column("candidates", overflow="fold")
+        for element in spec.elements:
+            rule = f"{element.num_choices}" + (
+                f" ({'distinct' if element.distinct else 'repeats'}"
+                f"{', sorted' if element.sorted else ''})"
+                if element.num_choices > 1
+                else ""
+            )
+            values = ", ".join(str(v) for v in element.literal_values)
+            table.add_row(str(element.id), rule, values)
+        console.print(table)
+        return 0
 
     table = Table("space", "tasks", "decisions", title="Search spaces")
     table.add_column("size", overflow="fold")
@@ -152,7 +175,7 @@ def _run_demo(args: argparse.Namespace) -> int:
 
 _Handler = Callable[[argparse.Namespace], int]
 _COMMANDS: dict[str, tuple[str, Callable[[argparse.ArgumentParser], None] | None, _Handler]] = {
-    "spaces": ("list the search spaces: tasks, decisions, exact size", None, _run_spaces),
+    "spaces": ("list the search spaces, or `show NAME` its decisions", _add_spaces, _run_spaces),
     "algorithms": ("list the search algorithms and their options", None, _run_algorithms),
     "rewards": ("list the reward functions", None, _run_rewards),
     "validate": ("check a spec and print it resolved", _add_spec_args, _run_validate),

@@ -33,6 +33,17 @@ def test_spaces_lists_exact_sizes(capsys):
     assert "spinenet_v2" in out and "detection" in out
 
 
+def test_spaces_show_prints_decisions_and_candidates(capsys):
+    status, out = run(capsys, "spaces", "show", "spinenet_v2")
+    assert status == 0
+    assert "764783588047793273280921600000 architectures" in out
+    assert "intermediate_block_levels" in out and "10 (distinct)" in out
+    assert "output_blocks[4].input_offsets" in out and "2 (distinct, sorted)" in out
+    assert "'bottleneck'" in out
+    assert run(capsys, "spaces", "show", "spinenet_v3")[0] == 2
+    assert run(capsys, "spaces", "show")[0] == 2
+
+
 def test_algorithms_and_rewards(capsys):
     assert "population_size=20" in run(capsys, "algorithms")[1]
     assert "MnasNet" in run(capsys, "rewards")[1]
