@@ -36,6 +36,21 @@ class SearchSpace(Protocol):
         """
         ...
 
+    def build_backbone(self, arch: Any, task: Any, input_specs: Any) -> Any:
+        """Builds the searched network for one architecture, importing TensorFlow lazily.
+
+        Args:
+            arch: A materialized architecture of this space (``pg.materialize(hyper(), dna)``, or
+                ``pg.from_json_str`` of a trial's ``arch_json``).
+            task: The experiment's ``kfnas.spec.TaskSpec`` (model knobs are in ``task.options``).
+            input_specs: A ``tf_keras.layers.InputSpec`` of the batched model input.
+
+        Returns:
+            A ``tf_keras.Model`` with official.vision backbone semantics: ``output_specs`` and a
+            dict of multi-level features keyed by level string (``"3"`` ... ``"7"``).
+        """
+        ...
+
 
 def dna_spec(space: SearchSpace) -> pg.DNASpec:
     """The DNA spec of ``space`` (what algorithms search over)."""

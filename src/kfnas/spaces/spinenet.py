@@ -40,9 +40,27 @@ tf-models-official 2.20 facts to respect when building models (checked in
   of the Keras graph (no error). Neither module's default ``SPINENET_BLOCK_SPECS`` (SpineNet-49:
   10 intermediate + 6 outputs, one at level 2) lies inside these spaces (11 or 10 + 5 outputs).
 
+Building (``SpineNetSpace.build_backbone``): the tf-models module that ``tf_module_name`` names
+gives the backbone class (``_BACKBONES``: ``SpineNet`` or ``SpineNetMobile``); knobs come from
+``task.options`` (``min_level``/``max_level``, default the space's 3..7; ``filter_size_scale``,
+``endpoints_num_filters``, ``resample_alpha``, ``block_repeats``, ``se_ratio``, ``expand_ratio``,
+``init_stochastic_depth_rate``; shared with the task head: ``activation``, ``norm_momentum``,
+``norm_epsilon``, ``l2_weight_decay``), defaulting to the published SpineNet-49 values of each
+module. When a proxy task shrinks the levels (say to 3..5), the searched output blocks still span
+3..7; ``build_backbone`` passes them on unchanged and tf-models handles them (checked in 2.20):
+
+* ``SpineNet`` builds every block at its own level and only warns about output blocks outside
+  ``[min_level, max_level]``: they are not endpoints (and drop out of the graph unless a later
+  block reads them).
+* ``SpineNetMobile`` clips every block's level to ``max_level`` before building it, so the output
+  blocks at 5, 6 and 7 all become level-5 outputs. Its "Duplicate feats" check never fires (it
+  looks an int level up among string keys); each later one of them sums in the earlier ones that
+  nothing reads (same width and channels), and the last one in network order is endpoint 5.
+
 To add a SpineNet variant: add one ``SpineNetSpace(...)`` instance below and one line for it in
 ``kfnas.spaces._BUILTINS``. A new block function also needs one line in ``_TF_MODULE_BY_BLOCK_FN``
-naming the tf-models module whose ``BlockSpec`` builds it.
+naming the tf-models module whose ``BlockSpec`` builds it, and a new module one line in
+``_BACKBONES``.
 """
 
 from __future__ import annotations
@@ -65,6 +83,60 @@ _TF_MODULE_BY_BLOCK_FN: dict[str, str] = {
     "bottleneck": "official.vision.modeling.backbones.spinenet",
     "mbconv": "official.vision.modeling.backbones.spinenet_mobile",
 }
+
+
+#: Backbone knobs shared with the task head, with the published SpineNet RetinaNet values.
+SHARED_BACKBONE_DEFAULTS: dict[str, Any] = {
+    "activation": "swish",
+    "norm_momentum": 0.99,
+    "norm_epsilon": 0.001,
+    "l2_weight_decay": 4e-5,
+}
+
+
+@dataclass(frozen=True)
+class _Backbone:
+    """How to build a tf-models SpineNet module's backbone.
+
+    Attributes:
+        class_name: The backbone class in the module.
+        defaults: Its ``task.options`` knobs (constructor arguments of the same name) with the
+            module's published SpineNet-49 values.
+    """
+
+    class_name: str
+    defaults: dict[str, Any]
+
+
+#: The backbone of each tf-models module in ``_TF_MODULE_BY_BLOCK_FN``.
+_BACKBONES: dict[str, _Backbone] = {
+    "official.vision.modeling.backbones.spinenet": _Backbone(
+        "SpineNet",
+        {
+            "filter_size_scale": 1.0,
+            "endpoints_num_filters": 256,
+            "resample_alpha": 0.5,
+            "block_repeats": 1,
+            "init_stochastic_depth_rate": 0.0,
+        },
+    ),
+    "official.vision.modeling.backbones.spinenet_mobile": _Backbone(
+        "SpineNetMobile",
+        {
+            "filter_size_scale": 1.0,
+            "endpoints_num_filters": 48,
+            "block_repeats": 1,  # tf-models' repeat loop re-reads the group input: keep 1.
+            "se_ratio": 0.2,
+            "expand_ratio": 6,
+            "init_stochastic_depth_rate": 0.0,
+        },
+    ),
+}
+
+
+def backbone_option_defaults(module_name: str) -> dict[str, Any]:
+    """The ``task.options`` knobs of one tf-models SpineNet module, with their defaults."""
+    return {**SHARED_BACKBONE_DEFAULTS, **_BACKBONES[module_name].defaults}
 
 
 @pg.members(
@@ -196,6 +268,50 @@ class SpineNetSpace:
             output_blocks=output_blocks,
         )
 
+    def build_backbone(self, arch: SpineNetArchitecture, task: Any, input_specs: Any) -> Any:
+        """Builds tf-models' ``SpineNet`` or ``SpineNetMobile`` for ``arch`` (imports TensorFlow).
+
+        Args:
+            arch: A materialized architecture of this space.
+            task: The ``kfnas.spec.TaskSpec``; its ``options`` set the levels and the knobs listed
+                in the module docstring (missing ones take the published defaults).
+            input_specs: The batched ``tf_keras.layers.InputSpec``; give a static height and width
+                divisible by ``2 ** max_level``.
+
+        Returns:
+            The backbone: a ``tf_keras.Model`` whose ``output_specs`` and outputs are keyed by
+            the level strings ``min_level..max_level``.
+
+        Raises:
+            ValueError: As ``to_tf_block_specs``, or tf-models rejects a knob.
+        """
+        import tf_keras
+
+        module_name = tf_module_name(arch)
+        backbone = _BACKBONES[module_name]
+        options = {
+            "min_level": self.min_level,
+            "max_level": self.max_level,
+            **backbone_option_defaults(module_name),
+        }
+        options.update((k, v) for k, v in task.options.items() if k in options)
+        min_level, max_level = int(options["min_level"]), int(options["max_level"])
+        l2_weight_decay = float(options["l2_weight_decay"])
+        # Halved as RetinaNetTask does, to match tf.nn.l2_loss.
+        regularizer = tf_keras.regularizers.l2(l2_weight_decay / 2.0) if l2_weight_decay else None
+        backbone_class = getattr(importlib.import_module(module_name), backbone.class_name)
+        return backbone_class(
+            input_specs=input_specs,
+            min_level=min_level,
+            max_level=max_level,
+            block_specs=to_tf_block_specs(arch),
+            kernel_regularizer=regularizer,
+            activation=options["activation"],
+            norm_momentum=float(options["norm_momentum"]),
+            norm_epsilon=float(options["norm_epsilon"]),
+            **{name: options[name] for name in backbone.defaults},
+        )
+
 
 def _two_inputs(candidates: range) -> Any:
     """Two distinct, sorted parent indices chosen from ``candidates``."""
@@ -289,6 +405,7 @@ SPINENET_MBCONV = SpineNetSpace(  # EfficientNet-B0-like allocation.
 
 __all__ = [
     "NUM_STEM_BLOCKS",
+    "SHARED_BACKBONE_DEFAULTS",
     "SPINENET",
     "SPINENET_MBCONV",
     "SPINENET_V2",
@@ -296,6 +413,7 @@ __all__ = [
     "SpineNetArchitecture",
     "SpineNetBlock",
     "SpineNetSpace",
+    "backbone_option_defaults",
     "block_specs",
     "tf_module_name",
     "to_tf_block_specs",

@@ -1,0 +1,36 @@
+"""Data: the TFRecord formats kfnas trains on, their checks, and a synthetic dataset writer.
+
+kfnas reads the TFRecord formats of tf-models-official as they are (for detection, the
+``tf.train.Example`` features that ``official.vision.dataloaders.tf_example_decoder`` decodes), so
+data prepared for tf-models-official works unchanged. Per task kind:
+
+* ``synthetic``: ``write_detection_dataset`` writes a small, seeded, easy detection dataset
+  (shapes on a plain background) for tests, demos and smoke runs; no download needed.
+* ``detection``: ``detection_data_problems`` checks a user's detection data before any trial starts.
+
+Modules here import TensorFlow inside their functions only, so importing ``kfnas.data`` is cheap.
+
+To add a task kind: write its checks in a new module (``<kind>_data_problems(task, data)``
+returning messages that say what to fix) and, if tests need it, its writer in ``synthetic``.
+"""
+
+from __future__ import annotations
+
+from kfnas.data.detection import detection_data_problems
+from kfnas.data.synthetic import SHAPES, DatasetFiles, write_detection_dataset
+from kfnas.registry import Registry
+
+#: Synthetic dataset writers by task kind (``kfnas make-data KIND``); each takes ``out_dir`` and the
+#: keyword arguments ``num_train``, ``num_validation``, ``image_size``, ``num_classes``, ``seed``
+#: and returns a ``DatasetFiles``.
+GENERATORS: Registry = Registry(
+    "data generator", {"detection": "kfnas.data.synthetic:write_detection_dataset"}
+)
+
+__all__ = [
+    "GENERATORS",
+    "SHAPES",
+    "DatasetFiles",
+    "detection_data_problems",
+    "write_detection_dataset",
+]
