@@ -1,0 +1,404 @@
+"""The trial trainer: trains and evaluates any tf-models-official ``Task`` for a step budget.
+
+``train_and_evaluate`` is generic over ``official.core.base_task.Task`` (detection, segmentation
+and classification all go through it) and uses the task's own machinery: ``build_inputs``,
+``create_optimizer``, ``build_metrics``, ``train_step``, ``validation_step``, ``aggregate_logs``
+and ``reduce_aggregated_logs``, with the same per-replica log structure as the official
+``base_trainer``. It is pure TensorFlow: it knows nothing of KFP, PyGlove or GCS beyond the paths it
+is handed (any path ``tf.io.gfile`` writes, ``gs://`` included).
+
+It never raises for a trial that goes wrong: a non-finite loss or running out of memory ends the
+trial as INFEASIBLE, any other exception as FAILED, with the reason in ``TrainOutcome.error`` and
+the traceback in ``<log_dir>/trainer_error.log``.
+
+Cost of the NaN guard: each step returns its loss, and the host checks step *n*'s loss after it has
+launched step *n + 1* (one scalar copy of a finished value per step), so the accelerator is never
+idle waiting for the check. A non-finite loss therefore stops training at most one step late; the
+error names the exact step whose loss was not finite.
+
+The evaluation pass lives in ``kfnas.training.evaluation``, the TensorBoard and error logs in
+``kfnas.training.logs``. To extend: new per-trial behaviour (XLA, distribution strategies, more
+summaries) goes in ``_TrialRun``; keep ``TrainOutcome`` fields additive, since stages read them.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import math
+import random
+import time
+import traceback
+from collections.abc import Callable, Mapping
+from typing import Any
+
+import numpy as np
+import tensorflow as tf
+import tf_keras
+
+from kfnas.training.evaluation import Evaluator, is_infinite, scalar_logs
+from kfnas.training.logs import TrialLogs, learning_rate, short_message, write_error_log
+from kfnas.types import TrialStatus
+
+Progress = Callable[[int, Mapping[str, float]], None]
+"""``progress(step, logs)``: called at each training summary with the scalars just written."""
+
+
+@dataclasses.dataclass(frozen=True)
+class TrainOutcome:
+    """How one ``train_and_evaluate`` call ended.
+
+    Timings are wall-clock seconds of this call and add up to its duration (up to the few
+    microseconds between phases): ``setup + train + eval + teardown``.
+
+    Attributes:
+        status: COMPLETED (trained and evaluated), INFEASIBLE (non-finite loss or out of memory) or
+            FAILED (any other exception).
+        metrics: The final evaluation, as plain floats, flattened (``a/b`` for nested dicts);
+            non-scalar results are left out. ``loss`` is the mean validation loss when the task's
+            ``validation_step`` reports one. Empty unless COMPLETED.
+        error: Why the trial is not COMPLETED; empty when it is.
+        steps_done: The global step reached: optimizer steps the model has taken, including those
+            restored from a checkpoint. After a non-finite loss at step k it is k or k + 1 (the
+            check runs one step behind; see the module docstring).
+        initial_step: The step restored from ``checkpoint_dir`` (0 for a fresh start).
+        setup_seconds: Fixed cost before the first step: seeding, input pipelines, optimizer,
+            metrics, summary writers, checkpoint restore.
+        train_seconds: The training loop, from launching the first step to the last step's loss
+            check, including tracing the step (see ``first_step_seconds``) and periodic summaries
+            and checkpoints, excluding evaluations done during training.
+        first_step_seconds: The part of ``train_seconds`` the first step took (tracing and
+            compiling the step function happen there).
+        eval_seconds: All evaluations (periodic and final), their summaries included.
+        teardown_seconds: Fixed cost after the last step, excluding evaluation: the last train
+            summaries, the final checkpoint and flushing and closing the summary writers.
+        steps_per_second: Steady-state speed: the steps after the first divided by their time
+            (``train_seconds - first_step_seconds``); ``steps / train_seconds`` when one step ran,
+            0 when none did.
+    """
+
+    status: TrialStatus
+    metrics: dict[str, float] = dataclasses.field(default_factory=dict)
+    error: str = ""
+    steps_done: int = 0
+    initial_step: int = 0
+    setup_seconds: float = 0.0
+    train_seconds: float = 0.0
+    first_step_seconds: float = 0.0
+    eval_seconds: float = 0.0
+    teardown_seconds: float = 0.0
+    steps_per_second: float = 0.0
+
+
+class NonFiniteLossError(ArithmeticError):
+    """The training loss became NaN or infinite (the trial is INFEASIBLE)."""
+
+    def __init__(self, step: int, value: float) -> None:
+        kind = "NaN" if math.isnan(value) else f"infinite ({value})"
+        super().__init__(f"loss became {kind} at step {step}")
+        self.step = step
+        self.value = value
+
+
+def seed_everything(seed: int) -> None:
+    """Seeds Python's ``random``, NumPy and TensorFlow from ``seed``.
+
+    ``train_and_evaluate`` calls it; call it also before building the model so that the initial
+    weights are reproducible.
+    """
+    random.seed(seed)
+    np.random.seed(seed % 2**32)
+    tf.random.set_seed(seed)
+
+
+def train_and_evaluate(
+    task: Any,
+    model: tf_keras.Model,
+    optimizer_config: Any,
+    *,
+    train_steps: int,
+    log_dir: str,
+    checkpoint_dir: str,
+    eval_every: int | None = None,
+    eval_steps: int | None = None,
+    summary_every: int = 100,
+    seed: int = 0,
+    progress: Progress | None = None,
+    runtime_config: Any = None,
+) -> TrainOutcome:
+    """Trains ``model`` on ``task`` for ``train_steps`` steps, evaluates it, and checkpoints it.
+
+    The train data (``task.task_config.train_data``) is repeated as needed. TensorBoard scalars
+    (``loss``, ``learning_rate`` and the train metrics, averaged over the last ``summary_every``
+    steps) go to ``<log_dir>/train``, evaluation results to ``<log_dir>/eval``. A checkpoint of the
+    model, optimizer and step is written to ``checkpoint_dir`` at the end and at each periodic
+    evaluation. If ``checkpoint_dir`` already holds one (a preempted pod restarting), training
+    resumes from its step (the input pipeline restarts from its beginning); if that step is
+    ``train_steps`` already, only the evaluation runs.
+
+    Args:
+        task: A configured ``official.core.base_task.Task``.
+        model: The task's model (``task.build_model()`` or one built around a searched backbone).
+        optimizer_config: An ``official.modeling.optimization.OptimizationConfig``.
+        train_steps: The global step to train to.
+        log_dir: Where TensorBoard summaries and the error log go.
+        checkpoint_dir: Where checkpoints go and are resumed from.
+        eval_every: Also evaluate (and checkpoint) every this many steps; None: only at the end.
+        eval_steps: Evaluate on at most this many validation batches; None: one full pass (the
+            validation dataset must then be finite).
+        summary_every: Write train summaries every this many steps (and after the last one).
+        seed: Seeds Python, NumPy and TensorFlow (see ``seed_everything``).
+        progress: Called as ``progress(step, logs)`` after each train summary.
+        runtime_config: Optional ``RuntimeConfig`` for ``task.create_optimizer`` (loss scaling for
+            float16 mixed precision).
+
+    Returns:
+        How training ended; see ``TrainOutcome``. Never raises for a failed trial.
+
+    Raises:
+        ValueError: The arguments themselves are invalid (non-positive counts).
+    """
+    if train_steps < 0:
+        raise ValueError(f"train_steps must be >= 0, got {train_steps}")
+    for name, value in (
+        ("summary_every", summary_every),
+        ("eval_every", eval_every),
+        ("eval_steps", eval_steps),
+    ):
+        if value is not None and value < 1:
+            raise ValueError(f"{name} must be >= 1 (or None), got {value}")
+    run = _TrialRun(task, model, log_dir, checkpoint_dir, summary_every, progress)
+    return run.execute(optimizer_config, runtime_config, train_steps, eval_every, eval_steps, seed)
+
+
+class _TrialRun:
+    """State of one ``train_and_evaluate`` call; timings survive a failure midway."""
+
+    def __init__(
+        self,
+        task: Any,
+        model: tf_keras.Model,
+        log_dir: str,
+        checkpoint_dir: str,
+        summary_every: int,
+        progress: Progress | None,
+    ) -> None:
+        self.task, self.model = task, model
+        self.log_dir, self.checkpoint_dir = log_dir, checkpoint_dir
+        self.summary_every, self.progress = summary_every, progress
+        self.phase, self.step, self.initial_step = "setup", 0, 0
+        self.times = {"setup": 0.0, "train": 0.0, "first_step": 0.0, "eval": 0.0, "teardown": 0.0}
+        self.logs: TrialLogs | None = None
+
+    def execute(
+        self,
+        optimizer_config: Any,
+        runtime_config: Any,
+        train_steps: int,
+        eval_every: int | None,
+        eval_steps: int | None,
+        seed: int,
+    ) -> TrainOutcome:
+        metrics: dict[str, float] = {}
+        status, error = TrialStatus.COMPLETED, ""
+        try:
+            start = time.perf_counter()
+            self._setup(optimizer_config, runtime_config, seed)
+            self.times["setup"] = time.perf_counter() - start
+            self.phase = "training"
+            self._train(train_steps, eval_every, eval_steps)
+            start = time.perf_counter()
+            self.phase = "teardown"
+            self._finish_training()
+            self.times["teardown"] += time.perf_counter() - start
+            self.phase = "evaluation"
+            metrics = self._evaluate(eval_steps)
+            start = time.perf_counter()
+            self.phase = "teardown"
+            self.logs.close()
+            self.times["teardown"] += time.perf_counter() - start
+        except NonFiniteLossError as e:
+            status, error = TrialStatus.INFEASIBLE, str(e)
+            write_error_log(self.log_dir, error)
+        except tf.errors.ResourceExhaustedError as e:
+            first_line = (e.message or str(e)).strip().splitlines()[0]
+            status = TrialStatus.INFEASIBLE
+            error = f"out of memory {self._where()}: {first_line}"
+            write_error_log(self.log_dir, error + "\n\n" + traceback.format_exc())
+        except Exception as e:  # a trial's failure must never escape
+            status = TrialStatus.FAILED
+            error = f"{type(e).__name__} {self._where()}: {short_message(e)}"
+            write_error_log(self.log_dir, error + "\n\n" + traceback.format_exc())
+        finally:
+            if self.logs is not None:
+                self.logs.close(quietly=True)
+        return self._outcome(status, metrics if status is TrialStatus.COMPLETED else {}, error)
+
+    def _where(self) -> str:
+        """Where the run is, for error messages (steps count from 1, as in the NaN message)."""
+        if self.phase == "setup":
+            return "during setup"
+        if self.phase == "training":
+            return f"in training step {self.step + 1}"
+        return f"during {self.phase} at step {self.step}"
+
+    # -- setup -------------------------------------------------------------------------------
+
+    def _setup(self, optimizer_config: Any, runtime_config: Any, seed: int) -> None:
+        task, model = self.task, self.model
+        seed_everything(seed)
+        self.logs = TrialLogs(self.log_dir)
+        self.train_data = _repeated(task.build_inputs(task.task_config.train_data))
+        self.optimizer = task.create_optimizer(optimizer_config, runtime_config)
+        self.train_metrics = tf.nest.flatten(task.build_metrics(training=True))
+        self.train_loss = tf_keras.metrics.Mean("loss")
+        self.step_var = tf.Variable(0, dtype=tf.int64, trainable=False, name="global_step")
+        validation_data = task.build_inputs(task.task_config.validation_data)
+        self.evaluator = Evaluator(task, model, validation_data, self.step_var)
+        self.checkpoint = tf.train.Checkpoint(
+            model=model, optimizer=self.optimizer, step=self.step_var
+        )
+        self.manager = tf.train.CheckpointManager(
+            self.checkpoint, self.checkpoint_dir, max_to_keep=2
+        )
+        if self.manager.latest_checkpoint:
+            self.checkpoint.restore(self.manager.latest_checkpoint).expect_partial()
+            self.initial_step = self.step = int(self.step_var.numpy())
+        elif getattr(task.task_config, "init_checkpoint", None):
+            task.initialize(model)  # official warm start from task_config.init_checkpoint
+        self.saved_step = self.initial_step if self.manager.latest_checkpoint else -1
+
+        train_loss, train_metrics, optimizer = self.train_loss, self.train_metrics, self.optimizer
+
+        @tf.function
+        def train_step(iterator: Any) -> tf.Tensor:
+            logs = task.train_step(
+                next(iterator), model=model, optimizer=optimizer, metrics=train_metrics
+            )
+            loss = logs[task.loss]
+            train_loss.update_state(loss)
+            return loss
+
+        self.train_step = train_step
+
+    # -- training ----------------------------------------------------------------------------
+
+    def _train(self, train_steps: int, eval_every: int | None, eval_steps: int | None) -> None:
+        if self.step >= train_steps:
+            return
+        iterator = iter(self.train_data)
+        start = time.perf_counter()
+        self.eval_time_in_training = 0.0
+        try:
+            self._loop(iterator, start, train_steps, eval_every, eval_steps)
+        finally:
+            elapsed = time.perf_counter() - start
+            self.times["train"] = elapsed - self.eval_time_in_training
+
+    def _loop(
+        self,
+        iterator: Any,
+        start: float,
+        train_steps: int,
+        eval_every: int | None,
+        eval_steps: int | None,
+    ) -> None:
+        pending: tuple[int, tf.Tensor] | None = None
+        while self.step < train_steps:
+            loss = self.train_step(iterator)
+            self.step += 1
+            if pending is not None:  # step n-1 finished long ago: the check does not stall
+                _check_loss(*pending)
+            pending = (self.step, loss)
+            if self.step == self.initial_step + 1:
+                _check_loss(*pending)
+                pending = None
+                self.times["first_step"] = time.perf_counter() - start
+            at_eval = bool(eval_every) and self.step % eval_every == 0 and self.step < train_steps
+            if at_eval or self.step % self.summary_every == 0:
+                if pending is not None:
+                    _check_loss(*pending)
+                    pending = None
+                self._write_train_summaries()
+            if at_eval:
+                eval_start = time.perf_counter()
+                self.phase = "evaluation"
+                self._evaluate(eval_steps)
+                self.phase = "training"
+                self.eval_time_in_training += time.perf_counter() - eval_start
+                self._save()
+        if pending is not None:
+            _check_loss(*pending)
+
+    def _write_train_summaries(self) -> None:
+        if int(self.train_loss.count.numpy()) == 0:
+            return
+        logs: dict[str, Any] = {"loss": self.train_loss.result()}
+        logs.update({m.name: m.result() for m in self.train_metrics})
+        rate = learning_rate(self.optimizer)
+        if rate is not None:
+            logs["learning_rate"] = rate
+        scalars = scalar_logs(logs)
+        self.logs.write("train", scalars, self.step)
+        for metric in [self.train_loss, *self.train_metrics]:
+            metric.reset_state()
+        if self.progress is not None:
+            self.progress(self.step, scalars)
+
+    def _finish_training(self) -> None:
+        self._write_train_summaries()
+        self._save()
+        self.logs.flush("train")
+
+    def _save(self) -> None:
+        if self.step == self.saved_step:
+            return
+        self.step_var.assign(self.step)
+        self.manager.save(checkpoint_number=self.step)
+        self.saved_step = self.step
+
+    # -- evaluation --------------------------------------------------------------------------
+
+    def _evaluate(self, eval_steps: int | None) -> dict[str, float]:
+        start = time.perf_counter()
+        metrics = self.evaluator.evaluate(eval_steps)
+        self.logs.write("eval", metrics, self.step)
+        self.logs.flush("eval")
+        self.times["eval"] += time.perf_counter() - start
+        return metrics
+
+    # -- ending ------------------------------------------------------------------------------
+
+    def _outcome(self, status: TrialStatus, metrics: dict[str, float], error: str) -> TrainOutcome:
+        t = self.times
+        steps = self.step - self.initial_step
+        steady = t["train"] - t["first_step"]
+        if steps > 1 and steady > 0:
+            speed = (steps - 1) / steady
+        else:
+            speed = steps / t["train"] if steps and t["train"] > 0 else 0.0
+        return TrainOutcome(
+            status=status,
+            metrics=metrics,
+            error=error,
+            steps_done=self.step,
+            initial_step=self.initial_step,
+            setup_seconds=t["setup"],
+            train_seconds=t["train"],
+            first_step_seconds=t["first_step"],
+            eval_seconds=t["eval"],
+            teardown_seconds=t["teardown"],
+            steps_per_second=speed,
+        )
+
+
+def _check_loss(step: int, loss: tf.Tensor) -> None:
+    value = float(loss)
+    if not math.isfinite(value):
+        raise NonFiniteLossError(step, value)
+
+
+def _repeated(data: Any) -> Any:
+    """The train data, repeated forever if it is a finite ``tf.data.Dataset``."""
+    if isinstance(data, tf.data.Dataset) and not is_infinite(data):
+        return data.repeat()
+    return data
