@@ -29,7 +29,12 @@ def _name_problems(spec: ExperimentSpec) -> list[str]:
 
 
 def _task_problems(spec: ExperimentSpec) -> list[str]:
-    return spec.task.problems()
+    from kfnas.tasks import TASKS
+
+    out = spec.task.problems()
+    if spec.task.kind not in TASKS:
+        return [*out, f"task.kind: {TASKS.unknown_message(spec.task.kind)}"]
+    return out + TASKS.get(spec.task.kind).option_problems(spec.task)
 
 
 def _budget_problems(spec: ExperimentSpec) -> list[str]:

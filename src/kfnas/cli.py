@@ -12,6 +12,8 @@ from __future__ import annotations
 
 import argparse
 import importlib.resources
+import logging
+import os
 import sys
 from collections.abc import Callable, Sequence
 from pathlib import Path
@@ -20,7 +22,8 @@ from rich.console import Console
 from rich.table import Table
 
 from kfnas.registry import RegistryError
-from kfnas.spec import SpecError
+from kfnas.spec import ExperimentSpec, SpecError
+from kfnas.types import TrialResult
 from kfnas.version import __version__
 
 console = Console(highlight=False)
@@ -134,43 +137,181 @@ def _run_propose(args: argparse.Namespace) -> int:
     return 0
 
 
+def _add_make_data(parser: argparse.ArgumentParser) -> None:
+    parser.add_argument("kind", help="task kind of the data (kfnas make-data --help lists them)")
+    parser.add_argument("--out", required=True, help="folder to write the TFRecords into")
+    parser.add_argument("--train", type=int, default=128, help="training images (default 128)")
+    parser.add_argument("--validation", type=int, default=32, help="validation images (32)")
+    parser.add_argument("--image-size", type=int, default=64, help="image side in pixels (64)")
+    parser.add_argument("--classes", type=int, default=3, help="number of classes (3)")
+    parser.add_argument("--seed", type=int, default=0, help="seed; same seed, same bytes (0)")
+
+
+def _run_make_data(args: argparse.Namespace) -> int:
+    from kfnas.data import GENERATORS
+
+    files = GENERATORS.get(args.kind)(
+        args.out,
+        num_train=args.train,
+        num_validation=args.validation,
+        image_size=args.image_size,
+        num_classes=args.classes,
+        seed=args.seed,
+    )
+    console.print(f"train:       {files.train_pattern}")
+    console.print(f"validation:  {files.validation_pattern}")
+    console.print(f"annotations: {files.annotations}")
+    return 0
+
+
+def _add_trial(parser: argparse.ArgumentParser) -> None:
+    _add_spec_args(parser)
+    parser.add_argument("--study", default="proxy", help="the study whose space is used (proxy)")
+    parser.add_argument(
+        "--arch", help="architecture JSON file (a trial's arch_json); default: random"
+    )
+    parser.add_argument("--seed", type=int, default=0, help="seed of the random architecture (0)")
+    parser.add_argument("--out", default="kfnas-trial", help="folder for checkpoint and logs")
+
+
+def _run_trial(args: argparse.Namespace) -> int:
+    from kfnas.trial import execute_trial, local_trial
+
+    spec = _checked_spec(args)
+    arch_json = Path(args.arch).read_text() if args.arch else None
+    trial = local_trial(spec, args.study, arch_json=arch_json, seed=args.seed)
+    console.print(f"Training one {trial.space} trial locally; outputs in {args.out}")
+    result = execute_trial(spec, trial, args.out)
+    _print_results({trial.trial_id: result}, spec.objectives.metric)
+    if result.error:
+        console.print(f"[red]{result.status.value}:[/red] {result.error}")
+    return 0 if result.completed else 1
+
+
+def _checked_spec(args: argparse.Namespace) -> ExperimentSpec:
+    from kfnas.spec import load_spec
+    from kfnas.tasks import TASKS
+
+    spec = load_spec(args.spec, args.overrides).validate().resolved()
+    if problems := TASKS.get(spec.task.kind).data_problems(spec.task, spec.data):
+        raise SpecError("the experiment's data cannot be used:\n  - " + "\n  - ".join(problems))
+    return spec
+
+
+def _add_search(parser: argparse.ArgumentParser) -> None:
+    _add_spec_args(parser)
+    parser.add_argument("--study", default="proxy", help="the study to run (proxy)")
+    parser.add_argument("--top", type=int, default=3, help="how many best trials to list (3)")
+
+
+def _run_search(args: argparse.Namespace) -> int:
+    from kfnas.stages import init_experiment
+
+    path = Path(args.spec)
+    if not path.is_file():
+        raise SpecError(f"spec file {args.spec!r} does not exist")
+    uri = init_experiment(path.read_text(), args.overrides)
+    return _search(uri, args.study, args.top)
+
+
+def _search(uri: str, study: str, top: int) -> int:
+    from kfnas.local_run import run_study
+    from kfnas.stages import open_experiment
+
+    exp = open_experiment(uri)
+    metric = exp.spec.objectives.metric
+    budget = exp.spec.study(study).budget
+    assert budget is not None
+    console.print(
+        f"Experiment {uri}: study {study!r}, {budget.rounds} rounds x "
+        f"{budget.trials_per_round} trials, {budget.train_steps} steps each"
+    )
+
+    def progress(round_index: int, trial_id: int, result: TrialResult) -> None:
+        value = result.metrics.get(metric)
+        shown = f"{metric} {value:.3f}" if value is not None else result.error
+        reward = f"reward {result.reward:.4f}" if result.reward is not None else ""
+        console.print(
+            f"  round {round_index} trial {trial_id}: {result.status.value} {shown} {reward}"
+            f" ({result.duration_s:.0f} s)"
+        )
+
+    run = run_study(uri, study, top_k=top, progress=progress)
+    _print_results({i: run.results[i] for i in run.top}, metric, title="Best trials by reward")
+    best = exp.layout.trial_dir(study, run.top[0])
+    console.print(f"Best architecture: {exp.store.uri(best)}/trial.json (arch_json)")
+    console.print(f"Results: {exp.store.uri(exp.layout.study_dir(study))}")
+    console.print(
+        f"TensorBoard: tensorboard --logdir {exp.store.uri(exp.layout.trials_dir(study))}"
+    )
+    return 0
+
+
+def _print_results(results: dict[int, TrialResult], metric: str, title: str = "") -> None:
+    table = Table(
+        "trial",
+        "status",
+        metric,
+        "reward",
+        "latency ms",
+        "M mult-adds",
+        "params",
+        title=title or None,
+    )
+    for trial_id, r in results.items():
+        m = r.metrics
+        table.add_row(
+            str(trial_id),
+            r.status.value,
+            f"{m[metric]:.4f}" if metric in m else "-",
+            f"{r.reward:.4f}" if r.reward is not None else "-",
+            f"{m['latency_ms']:.2f}" if "latency_ms" in m else "-",
+            f"{m['flops'] / 1e6:.1f}" if "flops" in m else "-",
+            f"{m['params']:,.0f}" if "params" in m else "-",
+        )
+    console.print(table)
+
+
 def _add_demo(parser: argparse.ArgumentParser) -> None:
-    parser.add_argument("--out", default="demo-output", help="folder for the demo's store")
+    parser.add_argument("--out", default="demo-output", help="folder for the demo's data and store")
+    parser.add_argument(
+        "--set",
+        dest="overrides",
+        action="append",
+        default=[],
+        metavar="KEY=VALUE",
+        help="override the demo spec (src/kfnas/demo.yaml), e.g. --set budget.train_steps=20",
+    )
 
 
 def _run_demo(args: argparse.Namespace) -> int:
-    from kfnas.stages import init_experiment, open_experiment, propose_trials
+    from kfnas.data import write_detection_dataset
+    from kfnas.stages import init_experiment
 
     out = Path(args.out).resolve()
     spec_yaml = importlib.resources.files("kfnas").joinpath("demo.yaml").read_text()
-    console.rule("kfnas demo: the search side of a SpineNet-MBConv detection experiment")
-    uri = init_experiment(spec_yaml, [f"store_root={out / 'store'}"])
-    exp = open_experiment(uri)
-    study = exp.spec.study("proxy")
-    console.print(f"1. Validated the spec and wrote the resolved experiment: [bold]{uri}[/bold]")
-    console.print(
-        f"   space {study.space}, algorithm {study.algorithm.name}, "
-        f"{study.budget.trials_per_round} trials per round, objective {exp.spec.objectives.metric} "
-        f"with {len(exp.spec.objectives.constraints)} constraint(s)"
+    console.rule("kfnas demo: a SpineNet-MBConv proxy search for detection, in this process")
+    files = write_detection_dataset(out / "data", num_train=128, num_validation=32)
+    console.print(f"1. Generated detection TFRecords and COCO annotations in {files.out_dir}")
+    uri = init_experiment(
+        spec_yaml,
+        [
+            f"store_root={out / 'store'}",
+            f"data.train={files.train_pattern}",
+            f"data.validation={files.validation_pattern}",
+            f"data.annotations={files.annotations}",
+            *args.overrides,
+        ],
     )
-    ids = propose_trials(uri, "proxy", 1)
-    table = Table("trial", "round", "trial.json (DNA, architecture JSON, budget, seed)")
-    for trial_id in ids:
-        table.add_row(str(trial_id), "1", exp.layout.trial_spec("proxy", trial_id))
-    console.print("2. The stateless controller proposed round 1 from the (empty) stored history:")
-    console.print(table)
-    again = propose_trials(uri, "proxy", 1)
+    console.print("2. Validated the spec and the data; wrote the resolved experiment.json")
+    console.print("3. Searching (each trial trains and evaluates a RetinaNet on the CPU):")
+    status = _search(uri, "proxy", 3)
+    console.rule("Not in this demo yet")
     console.print(
-        f"3. Proposing round 1 again (a resubmitted pipeline) returned {again}: no new work."
+        "The KFP pipeline (the same stages as KFP steps, locally and on GPU clusters), the "
+        "validation study with full training, reports and export arrive with the next issues."
     )
-    console.rule("What this demo does not do yet")
-    console.print(
-        "Training and evaluating the trials (RetinaNet on generated TFRecords), rewards from real "
-        "metrics, later rounds and the KFP pipeline arrive with the next issues; `make demo` will "
-        "then run the whole search."
-    )
-    console.print(f"Results of this run: [bold]{out / 'store'}[/bold]")
-    return 0
+    return status
 
 
 _Handler = Callable[[argparse.Namespace], int]
@@ -181,7 +322,18 @@ _COMMANDS: dict[str, tuple[str, Callable[[argparse.ArgumentParser], None] | None
     "validate": ("check a spec and print it resolved", _add_spec_args, _run_validate),
     "init": ("validate a spec and create the experiment in its store", _add_spec_args, _run_init),
     "propose": ("propose (or resume) one round of trials of a study", _add_propose, _run_propose),
-    "demo": ("run the richest flow kfnas can run locally today", _add_demo, _run_demo),
+    "make-data": (
+        "write a generated dataset (TFRecords + COCO JSON)",
+        _add_make_data,
+        _run_make_data,
+    ),
+    "trial": (
+        "train one trial locally from a given or random architecture",
+        _add_trial,
+        _run_trial,
+    ),
+    "search": ("run a study in this process: propose, train, select", _add_search, _run_search),
+    "demo": ("generate data and run a small search locally", _add_demo, _run_demo),
 }
 
 
@@ -197,9 +349,17 @@ def build_parser() -> argparse.ArgumentParser:
     return parser
 
 
+def _quiet_tensorflow() -> None:
+    """Keeps TensorFlow's C++ and deprecation chatter off a person's console (errors still show)."""
+    os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "3")  # Python errors still surface in full.
+    logging.getLogger("tensorflow").setLevel(logging.ERROR)
+    logging.getLogger("absl").setLevel(logging.ERROR)
+
+
 def main(argv: Sequence[str] | None = None) -> int:
     """Runs the ``kfnas`` command line; returns the exit status."""
     args = build_parser().parse_args(argv)
+    _quiet_tensorflow()
     try:
         return _COMMANDS[args.command][2](args)
     except (SpecError, RegistryError) as e:

@@ -15,7 +15,9 @@ opens the experiment with ``open_experiment``, then wrap it in ``components/<sta
 from __future__ import annotations
 
 import dataclasses
+import tempfile
 from collections.abc import Sequence
+from pathlib import Path
 
 import pyglove as pg
 
@@ -24,7 +26,8 @@ from kfnas.spaces import get_space
 from kfnas.spaces.base import architecture_json
 from kfnas.spec import ExperimentSpec, SpecError, parse_spec
 from kfnas.store import ArtifactStore, ExperimentLayout, ObjectNotFound, TrialRecords, open_store
-from kfnas.types import TrialSpec, TrialStatus
+from kfnas.tasks import TASKS
+from kfnas.types import TrialResult, TrialSpec, TrialStatus
 
 
 class StudyStoppedError(RuntimeError):
@@ -75,7 +78,8 @@ def open_experiment(experiment_uri: str) -> Experiment:
 def init_experiment(spec_yaml: str, overrides: Sequence[str] = ()) -> str:
     """Validates a spec and writes it, resolved, as the experiment's ``experiment.json``.
 
-    Everything that can be checked before GPU time is spent is checked here. Running it again with
+    Everything that can be checked before GPU time is spent is checked here: the spec, and the data
+    (patterns match files, records parse in the task's format, labels fit). Running it again with
     the same spec is a no-op, so a resubmitted pipeline resumes the experiment.
 
     Args:
@@ -90,6 +94,9 @@ def init_experiment(spec_yaml: str, overrides: Sequence[str] = ()) -> str:
             name (choose another name, or resume with the same spec).
     """
     spec = parse_spec(spec_yaml, overrides).validate().resolved()
+    problems = TASKS.get(spec.task.kind).data_problems(spec.task, spec.data)
+    if problems:
+        raise SpecError("the experiment's data cannot be used:\n  - " + "\n  - ".join(problems))
     store = open_store(spec.store_root)
     layout = ExperimentLayout(spec.name)
     uri = f"{store.root.rstrip('/')}/{spec.name}"
@@ -155,6 +162,67 @@ def propose_trials(experiment_uri: str, study: str, round_index: int) -> list[in
             )
         )
     return [first + offset for offset in range(len(dnas))]
+
+
+def run_trial(experiment_uri: str, study: str, trial_id: int) -> TrialResult:
+    """Trains, evaluates and measures one proposed trial and records how it ended.
+
+    Idempotent: a trial whose ``result.json`` exists is returned as it is, without training, so a
+    resubmitted pipeline skips finished work. The checkpoint and TensorBoard logs are uploaded to
+    the trial's ``model/`` and ``logs/`` before ``result.json``, which is written last. A trial that
+    fails or diverges is recorded as FAILED or INFEASIBLE; this function does not raise for it.
+
+    Args:
+        experiment_uri: From ``init_experiment``.
+        study: The study's name.
+        trial_id: A trial written by ``propose_trials``.
+
+    Returns:
+        The trial's result.
+    """
+    from kfnas.trial import LOGS_DIR, MODEL_DIR, execute_trial
+
+    exp = open_experiment(experiment_uri)
+    records = exp.records
+    done = records.read_result(study, trial_id)
+    if done is not None:
+        return done
+    trial = records.read_spec(study, trial_id)
+    with tempfile.TemporaryDirectory(prefix=f"kfnas-trial-{trial_id}-") as work:
+        result = execute_trial(exp.spec, trial, work)
+        uploads = {
+            MODEL_DIR: exp.layout.trial_model_dir(study, trial_id),
+            LOGS_DIR: exp.layout.trial_logs_dir(study, trial_id),
+        }
+        for local, remote in uploads.items():
+            if (Path(work) / local).is_dir():
+                exp.store.upload_dir(Path(work) / local, remote)
+        if result.completed:
+            model_uri = exp.store.uri(exp.layout.trial_model_dir(study, trial_id))
+            result = dataclasses.replace(result, model_uri=model_uri)
+    records.write_result(study, result)
+    return result
+
+
+def select_top(experiment_uri: str, study: str, k: int) -> list[int]:
+    """The ids of the ``k`` best COMPLETED trials of a study, best first (ties: lower id first).
+
+    Raises:
+        StudyStoppedError: The study has no completed trial (the message lists why trials ended).
+        ValueError: ``k`` is not positive.
+    """
+    if k < 1:
+        raise ValueError(f"k must be at least 1, got {k}")
+    history = open_experiment(experiment_uri).records.history(study)
+    completed = [r for _, r in history if r is not None and r.completed]
+    if not completed:
+        ended = [f"trial {r.trial_id}: {r.status.value}: {r.error}" for _, r in history if r]
+        raise StudyStoppedError(
+            f"study {study!r} has no completed trial to select from ({len(history)} proposed)"
+            + ("; " + "; ".join(ended[-5:]) if ended else "")
+        )
+    ranked = sorted(completed, key=lambda r: (-(r.reward or 0.0), r.trial_id))
+    return [r.trial_id for r in ranked[:k]]
 
 
 def _check_failures(study: str, history: list, limit: int) -> None:

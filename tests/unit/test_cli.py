@@ -59,24 +59,74 @@ def test_validate_good_and_bad(capsys, tmp_path):
     assert (status, "spec file 'missing.yaml' does not exist" in words(out)) == (2, True)
 
 
-def test_init_then_propose(capsys, tmp_path):
-    status, out = run(capsys, "init", str(SPEC), "--set", f"store_root={tmp_path}")
-    assert status == 0
+@pytest.fixture(scope="module")
+def data(tmp_path_factory):
+    out = tmp_path_factory.mktemp("data")
+    assert (
+        main(["make-data", "detection", "--out", str(out), "--train", "4", "--validation", "2"])
+        == 0
+    )
+    return [
+        "--set", f"data.train={out}/train-*.tfrecord",
+        "--set", f"data.validation={out}/validation-*.tfrecord",
+        "--set", f"data.annotations={out}/validation_annotations.json",
+    ]  # fmt: skip
+
+
+def test_make_data_writes_the_standard_files(data):
+    train = data[1].partition("=")[2]
+    assert Path(train.replace("*", "00000-of-00001")).is_file()
+    assert Path(data[5].partition("=")[2]).is_file()
+
+
+def test_make_data_unknown_kind(capsys, tmp_path):
+    status, out = run(capsys, "make-data", "detectoin", "--out", str(tmp_path))
+    assert status == 2 and "unknown data generator 'detectoin'" in words(out)
+
+
+def test_init_then_propose(capsys, tmp_path, data):
+    status, out = run(capsys, "init", str(SPEC), "--set", f"store_root={tmp_path}", *data)
+    assert status == 0, out
     uri = out.strip()
     assert uri.endswith("/demo")
     assert run(capsys, "propose", uri, "--round", "1") == (0, "1 2 3\n")
+
+
+def test_init_refuses_missing_data(capsys, tmp_path):
+    missing = f"data.train={tmp_path}/none-*.tfrecord"
+    status, out = run(
+        capsys, "init", str(SPEC), "--set", f"store_root={tmp_path}", "--set", missing
+    )
+    assert status == 2
+    assert "matches no file" in words(out) and "kfnas make-data detection" in words(out)
+
+
+TINY = ["--set", "budget.rounds=1", "--set", "budget.trials_per_round=1",
+        "--set", "budget.train_steps=2", "--set", "budget.batch_size=2"]  # fmt: skip
+
+
+@pytest.mark.slow
+@pytest.mark.tf
+def test_trial_trains_one_random_architecture(capsys, tmp_path, data):
+    status, out = run(capsys, "trial", str(SPEC), *data, *TINY, "--out", str(tmp_path))
+    assert status == 0, out
+    assert "COMPLETED" in out
+    assert (tmp_path / "logs" / "train").is_dir() and (tmp_path / "model").is_dir()
+
+
+@pytest.mark.slow
+@pytest.mark.tf
+def test_demo_runs_a_search_and_says_where_results_are(capsys, tmp_path):
+    status, out = run(capsys, "demo", "--out", str(tmp_path), *TINY)
+    assert status == 0, out
+    text = words(out)
+    assert "round 1 trial 1: COMPLETED" in text
+    assert "Best trials by reward" in text
+    assert f"Results: {tmp_path}/store/demo/studies/proxy" in text
+    assert (tmp_path / "store" / "demo" / "studies" / "proxy" / "trials" / "000001").is_dir()
 
 
 def test_unknown_command_is_a_usage_error(capsys):
     with pytest.raises(SystemExit) as info:
         main(["fly"])
     assert info.value.code == 2
-
-
-def test_demo_proposes_and_resumes(capsys, tmp_path):
-    status, out = run(capsys, "demo", "--out", str(tmp_path))
-    assert status == 0
-    assert "returned [1, 2, 3]: no new work" in words(out)
-    assert "What this demo does not do yet" in out
-    trials = tmp_path / "store" / "demo" / "studies" / "proxy" / "trials"
-    assert sorted(p.name for p in trials.iterdir()) == ["000001", "000002", "000003"]

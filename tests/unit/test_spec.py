@@ -3,8 +3,10 @@
 import os
 from pathlib import Path
 
+import pyglove as pg
 import pytest
 
+from kfnas.spaces import SPACES
 from kfnas.spec import (
     AlgorithmSpec,
     BudgetSpec,
@@ -19,7 +21,7 @@ EXAMPLE = Path(__file__).parents[2] / "src" / "kfnas" / "demo.yaml"
 
 VALID = """
 name: exp-1
-task: {kind: detection, num_classes: 2}
+task: {kind: detection, num_classes: 2, options: {max_level: 5}}
 studies:
   proxy: {space: spinenet_mbconv}
   scale: {space: spinenet, budget: {train_steps: 500}, algorithm: {name: random}, seed: 9}
@@ -186,8 +188,9 @@ def problems_of(spec):
         ),
         ("studies.scale.space=spinenett", "unknown search space 'spinenett' (did you mean"),
         ("studies.scale.space=", "studies.scale.space is empty"),
-        ("task.kind=classification", "serves detection, not task.kind 'classification'"),
-        ("task.kind=detect", "task.kind 'detect' is unknown; use one of detection"),
+        ("task.kind=detect", "task.kind: unknown task 'detect' (did you mean 'detection'?)"),
+        ("task.options={head_convs: 2}", "head_convs"),
+        ("task.image_size=100", "image_size"),
         ("task.num_classes=0", "task.num_classes must be at least 1"),
         ("name=has space", "name 'has space' must be 1-63 letters"),
         ("studies={}", "studies is empty: add at least one study"),
@@ -202,6 +205,28 @@ def problems_of(spec):
 )
 def test_validate_reports_what_to_change(valid, override, message):
     assert message in problems_of(valid.with_overrides([override]))
+
+
+def test_validate_space_that_does_not_serve_the_task(valid):
+    class SegmentationOnly:
+        name = "segmentation_only"
+        tasks = ("segmentation",)
+
+        def hyper(self):
+            return pg.Dict(x=pg.oneof([1, 2]))
+
+        def build_backbone(self, arch, task, input_specs):
+            raise AssertionError("not built during validation")
+
+    SPACES.register("segmentation_only", SegmentationOnly())
+    try:
+        spec = valid.with_overrides(["studies.scale.space=segmentation_only"])
+        assert (
+            "studies.scale.space 'segmentation_only' serves segmentation, not task.kind "
+            "'detection': pick a space for detection or change the task"
+        ) in problems_of(spec)
+    finally:
+        SPACES.unregister("segmentation_only")
 
 
 def test_validate_reports_every_problem_at_once(valid):

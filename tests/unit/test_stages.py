@@ -5,6 +5,7 @@ import json
 import pyglove as pg
 import pytest
 
+from kfnas.data import write_detection_dataset
 from kfnas.spaces import get_space
 from kfnas.spaces.spinenet import block_specs
 from kfnas.spec import SpecError
@@ -18,7 +19,7 @@ from kfnas.types import TrialResult, TrialStatus
 
 SPEC = """
 name: stages-test
-task: {kind: detection}
+task: {kind: detection, options: {max_level: 5}}
 studies:
   proxy: {space: spinenet_mbconv}
 algorithm: {name: regularized_evolution, options: {population_size: 4, tournament_size: 2}}
@@ -27,30 +28,41 @@ seed: 5
 """
 
 
+@pytest.fixture(scope="module")
+def data(tmp_path_factory):
+    files = write_detection_dataset(tmp_path_factory.mktemp("data"), num_train=4, num_validation=2)
+    return [f"data.train={files.train_pattern}", f"data.validation={files.validation_pattern}"]
+
+
 @pytest.fixture
-def experiment(tmp_path):
-    return init_experiment(SPEC, [f"store_root={tmp_path}"])
+def experiment(tmp_path, data):
+    return init_experiment(SPEC, [f"store_root={tmp_path}", *data])
 
 
-def test_init_writes_the_resolved_spec_once(tmp_path, experiment):
+def test_init_writes_the_resolved_spec_once(tmp_path, data, experiment):
     assert experiment == f"{tmp_path}/stages-test"
     written = json.loads((tmp_path / "stages-test" / "experiment.json").read_text())
     assert written["studies"]["proxy"]["budget"]["trials_per_round"] == 3
     assert written["studies"]["proxy"]["seed"] == 5
-    assert init_experiment(SPEC, [f"store_root={tmp_path}"]) == experiment  # resume: no-op
+    assert init_experiment(SPEC, [f"store_root={tmp_path}", *data]) == experiment  # resume: no-op
 
 
-def test_init_refuses_a_different_spec_under_the_same_name(tmp_path, experiment):
+def test_init_refuses_a_different_spec_under_the_same_name(tmp_path, data, experiment):
     with pytest.raises(
         SpecError, match="already holds an experiment 'stages-test' with a different"
     ):
-        init_experiment(SPEC, [f"store_root={tmp_path}", "budget.train_steps=7"])
+        init_experiment(SPEC, [f"store_root={tmp_path}", *data, "budget.train_steps=7"])
 
 
-def test_init_refuses_an_invalid_spec_before_writing(tmp_path):
+def test_init_refuses_an_invalid_spec_before_writing(tmp_path, data):
     with pytest.raises(SpecError, match=r"budget\.train_steps must be a positive integer"):
-        init_experiment(SPEC, [f"store_root={tmp_path}", "budget.train_steps=0"])
+        init_experiment(SPEC, [f"store_root={tmp_path}", *data, "budget.train_steps=0"])
     assert not (tmp_path / "stages-test").exists()
+
+
+def test_init_refuses_data_that_does_not_exist(tmp_path):
+    with pytest.raises(SpecError, match=r"data cannot be used:\n  - data\.train pattern"):
+        init_experiment(SPEC, [f"store_root={tmp_path}", f"data.train={tmp_path}/none-*.tfrecord"])
 
 
 def test_open_experiment_without_init(tmp_path):
@@ -96,9 +108,9 @@ def test_too_many_failures_in_a_row_stop_the_study(experiment):
         propose_trials(experiment, "proxy", 3)
 
 
-def test_stages_on_a_gcs_store(monkeypatch, gcs_emulator, gcs_bucket):
+def test_stages_on_a_gcs_store(monkeypatch, gcs_emulator, gcs_bucket, data):
     monkeypatch.setenv("STORAGE_EMULATOR_HOST", gcs_emulator.endpoint)
-    uri = init_experiment(SPEC, [f"store_root=gs://{gcs_bucket}/nas"])
+    uri = init_experiment(SPEC, [f"store_root=gs://{gcs_bucket}/nas", *data])
     assert uri == f"gs://{gcs_bucket}/nas/stages-test"
     assert propose_trials(uri, "proxy", 1) == [1, 2, 3]
     assert propose_trials(uri, "proxy", 1) == [1, 2, 3]

@@ -13,6 +13,8 @@ To extend: results that are not scalars (per-class arrays, images) are left out 
 
 from __future__ import annotations
 
+import contextlib
+import io
 from collections.abc import Mapping
 from typing import Any
 
@@ -33,7 +35,9 @@ class Evaluator:
 
     def __init__(self, task: Any, model: tf_keras.Model, data: Any, global_step: Any = None):
         self.task, self.model, self.data, self.global_step = task, model, data, global_step
-        self.metrics = tf.nest.flatten(task.build_metrics(training=False))
+        self.report = ""  # What the task's evaluation printed, e.g. the COCO summary table.
+        with contextlib.redirect_stdout(io.StringIO()):  # COCO prints as it loads annotations.
+            self.metrics = tf.nest.flatten(task.build_metrics(training=False))
         self.loss = tf_keras.metrics.Mean("loss")
         self._step: Any = None
 
@@ -69,7 +73,13 @@ class Evaluator:
         if int(self.loss.count.numpy()) > 0:
             results["loss"] = self.loss.result()
         if state is not None:
-            results.update(self.task.reduce_aggregated_logs(state, global_step=self.global_step))
+            # COCO-style evaluators print their summary tables to stdout: keep them off the
+            # console and available as ``report`` (the trainer writes it to the eval logs).
+            with contextlib.redirect_stdout(io.StringIO()) as printed:
+                results.update(
+                    self.task.reduce_aggregated_logs(state, global_step=self.global_step)
+                )
+            self.report = printed.getvalue()
         return scalar_logs(results)
 
     def _step_function(self) -> Any:

@@ -37,6 +37,11 @@ class TrialLogs:
             for name, value in scalars.items():
                 tf.summary.scalar(name, value)
 
+    def write_text(self, split: str, name: str, text: str, step: int) -> None:
+        """Writes ``text`` (shown in TensorBoard's Text tab) at ``step`` to ``split``."""
+        with self._writers[split].as_default(step=step):
+            tf.summary.text(name, text)
+
     def flush(self, split: str) -> None:
         """Makes what ``split`` holds visible on disk."""
         self._writers[split].flush()

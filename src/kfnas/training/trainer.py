@@ -362,6 +362,8 @@ class _TrialRun:
         start = time.perf_counter()
         metrics = self.evaluator.evaluate(eval_steps)
         self.logs.write("eval", metrics, self.step)
+        if self.evaluator.report:
+            self.logs.write_text("eval", "evaluation_report", self.evaluator.report, self.step)
         self.logs.flush("eval")
         self.times["eval"] += time.perf_counter() - start
         return metrics

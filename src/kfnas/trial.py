@@ -1,0 +1,168 @@
+"""Running one trial: architecture -> model -> training -> measurements -> reward.
+
+``execute_trial`` is the glue between the parts that know nothing of each other: the search space
+builds the backbone, the task kind wraps it into its official.vision model and input pipeline, the
+trainer trains and evaluates, ``kfnas.training.measure`` counts parameters and multiply-adds and
+times inference, and the reward folds the constraints in. It works in a local folder and returns a
+``TrialResult``; it never raises for a bad architecture (FAILED or INFEASIBLE instead), so one bad
+trial cannot stop a study. Storing the outputs is the caller's job (``kfnas.stages.run_trial``).
+
+To extend what a trial measures: add the measurement to ``_measure`` and, if a constraint may
+target it, its name to ``kfnas.spec.CONSTRAINT_MEASURES``.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import logging
+import math
+import random
+import time
+import traceback
+from pathlib import Path
+from typing import Any
+
+import pyglove as pg
+
+from kfnas.rewards import RewardError, compute_reward, objective_vector
+from kfnas.spaces import get_space
+from kfnas.spec import BudgetSpec, ExperimentSpec
+from kfnas.tasks import TASKS
+from kfnas.types import TrialResult, TrialSpec, TrialStatus
+
+log = logging.getLogger(__name__)
+
+# Subfolders of the work folder; the caller uploads them as the trial's model/ and logs/.
+MODEL_DIR = "model"
+LOGS_DIR = "logs"
+
+
+def execute_trial(spec: ExperimentSpec, trial: TrialSpec, work_dir: str | Path) -> TrialResult:
+    """Builds, trains, evaluates and measures one trial.
+
+    Args:
+        spec: The resolved experiment spec (task, data, objectives).
+        trial: The trial: its space, architecture JSON, budget and seed.
+        work_dir: A local folder for the checkpoint (``model/``) and TensorBoard logs (``logs/``).
+
+    Returns:
+        COMPLETED with metrics (the task's metrics plus ``params``, ``flops`` in multiply-adds and
+        ``latency_ms``), reward and objectives; INFEASIBLE when the loss became NaN or infinite;
+        FAILED with the error when anything raised.
+    """
+    start = time.monotonic()
+    work = Path(work_dir)
+    try:
+        return _execute(spec, trial, work, start)
+    except Exception as e:  # A trial's failure must not stop the study.
+        (work / LOGS_DIR).mkdir(parents=True, exist_ok=True)
+        (work / LOGS_DIR / "error.txt").write_text(traceback.format_exc())
+        log.warning("trial %d failed: %s", trial.trial_id, e)
+        return TrialResult(
+            trial.trial_id,
+            TrialStatus.FAILED,
+            error=f"{type(e).__name__}: {e}",
+            duration_s=time.monotonic() - start,
+        )
+
+
+def _execute(spec: ExperimentSpec, trial: TrialSpec, work: Path, start: float) -> TrialResult:
+    from kfnas.training.trainer import train_and_evaluate
+
+    budget = BudgetSpec(**trial.budget)
+    task_kind = TASKS.get(spec.task.kind)
+    official_task = task_kind.build_task(spec.task, spec.data, budget)
+    model = build_trial_model(spec, trial, official_task)
+    outcome = train_and_evaluate(
+        official_task,
+        model,
+        task_kind.optimizer_config(spec.task, budget),
+        train_steps=budget.train_steps,
+        log_dir=str(work / LOGS_DIR),
+        checkpoint_dir=str(work / MODEL_DIR),
+        seed=trial.seed,
+    )
+    duration = time.monotonic() - start
+    if outcome.status is not TrialStatus.COMPLETED:
+        return TrialResult(
+            trial.trial_id,
+            outcome.status,
+            error=outcome.error,
+            duration_s=duration,
+        )
+    metrics = {**outcome.metrics, **_measure(model, task_kind.input_shape(spec.task))}
+    metrics["train_steps_per_second"] = outcome.steps_per_second
+    try:
+        reward = compute_reward(metrics, spec.objectives)
+        objectives = objective_vector(metrics, spec.objectives)
+    except RewardError as e:
+        return TrialResult(
+            trial.trial_id,
+            TrialStatus.FAILED,
+            metrics,
+            error=f"reward: {e}",
+            duration_s=time.monotonic() - start,
+        )
+    # A metric with no value (NaN, e.g. an evaluator's empty category) is dropped from the record.
+    metrics = {k: v for k, v in metrics.items() if math.isfinite(v)}
+    return TrialResult(
+        trial.trial_id,
+        TrialStatus.COMPLETED,
+        metrics,
+        reward=reward,
+        objectives=objectives,
+        duration_s=time.monotonic() - start,
+    )
+
+
+def local_trial(
+    spec: ExperimentSpec, study: str, *, arch_json: str | None = None, seed: int = 0
+) -> TrialSpec:
+    """A trial of ``study`` outside any search: a given architecture JSON, or a random one.
+
+    This is the local search test: one trial, trained and measured exactly as in a search.
+    """
+    from kfnas.spaces.base import architecture_json, dna_spec
+
+    study_spec = spec.study(study)
+    space = get_space(study_spec.space)
+    dna_json = ""  # A given architecture has no DNA; the trial needs only its arch_json.
+    if arch_json is None:
+        dna = pg.random_dna(dna_spec(space), random.Random(seed))
+        dna_json, arch_json = pg.to_json_str(dna), architecture_json(space, dna)
+    return TrialSpec(
+        experiment=spec.name,
+        study=study,
+        trial_id=0,
+        round=1,
+        space=study_spec.space,
+        dna_json=dna_json,
+        arch_json=arch_json,
+        budget=dataclasses.asdict(study_spec.budget),
+        seed=seed,
+    )
+
+
+def build_trial_model(spec: ExperimentSpec, trial: TrialSpec, official_task: Any) -> Any:
+    """The trial's full model: its space's backbone inside its task's model.
+
+    The architecture comes from the trial's ``arch_json`` alone, so a stored trial rebuilds without
+    the search history.
+    """
+    import tf_keras
+
+    task_kind = TASKS.get(spec.task.kind)
+    input_specs = tf_keras.layers.InputSpec(shape=[None, *task_kind.input_shape(spec.task)])
+    arch = pg.from_json_str(trial.arch_json)
+    backbone = get_space(trial.space).build_backbone(arch, spec.task, input_specs)
+    return task_kind.build_model(official_task, backbone)
+
+
+def _measure(model: Any, input_shape: tuple[int, ...]) -> dict[str, float]:
+    from kfnas.training import measure
+
+    return {
+        "params": float(measure.count_parameters(model)),
+        "flops": float(measure.count_multiply_adds(model, input_shape)),
+        "latency_ms": measure.measure_latency_ms(model, input_shape),
+    }
