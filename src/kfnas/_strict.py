@@ -17,6 +17,7 @@ from __future__ import annotations
 
 import dataclasses
 import difflib
+import re
 import types
 import typing
 from collections.abc import Mapping
@@ -27,6 +28,26 @@ import yaml
 
 class SpecError(ValueError):
     """A spec that cannot be used; the message names the key and says what to change."""
+
+
+class _Loader(yaml.SafeLoader):
+    """YAML's safe loader that also reads ``1e-3`` as a number, as YAML 1.2 and people do.
+
+    PyYAML follows YAML 1.1, where a float needs a dot and a signed exponent (``1.0e-3``), so
+    ``learning_rate: 1e-3`` would otherwise arrive as the string ``"1e-3"``.
+    """
+
+
+_Loader.add_implicit_resolver(
+    "tag:yaml.org,2002:float",
+    re.compile(r"^[-+]?(?:[0-9][0-9_]*)(?:\.[0-9_]*)?[eE][-+]?[0-9]+$"),
+    list("-+0123456789"),
+)
+
+
+def load_yaml(text: str) -> Any:
+    """Parses YAML text safely, reading scientific notation such as ``1e-3`` as numbers."""
+    return yaml.load(text, Loader=_Loader)
 
 
 def _type_name(hint: Any) -> str:
@@ -135,7 +156,7 @@ def set_dotted(data: dict[str, Any], assignment: str) -> None:
     if not sep or not key:
         raise SpecError(f"override {assignment!r} must look like key.path=value")
     try:
-        value = yaml.safe_load(text) if text.strip() else ""
+        value = load_yaml(text) if text.strip() else ""
     except yaml.YAMLError as e:
         raise SpecError(f"override {assignment!r}: the value is not valid YAML ({e})") from e
     *parents, last = key.split(".")

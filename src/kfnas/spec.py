@@ -23,7 +23,7 @@ from typing import Any, Literal
 
 import yaml
 
-from kfnas._strict import SpecError, from_data, set_dotted, to_data
+from kfnas._strict import SpecError, from_data, load_yaml, set_dotted, to_data
 
 # Quantities a trial measures that a reward constraint may target.
 CONSTRAINT_MEASURES = ("latency_ms", "flops", "memory_mb", "params")
@@ -320,7 +320,7 @@ def parse_spec(
 ) -> ExperimentSpec:
     """Parses an experiment spec from YAML text (see ``load_spec``)."""
     try:
-        data = yaml.safe_load(text)
+        data = load_yaml(text)
     except yaml.YAMLError as e:
         raise SpecError(f"{source} is not valid YAML: {e}") from e
     return ExperimentSpec.from_dict(data if data is not None else {}).with_overrides(overrides)

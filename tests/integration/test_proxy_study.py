@@ -98,3 +98,26 @@ def test_rerunning_the_study_trains_nothing_twice(study, monkeypatch):
     again = run_study(uri, "proxy", top_k=2)
     assert again.results == before
     assert again.top == run.top
+
+
+def test_a_diverging_trial_is_infeasible_and_the_study_goes_on(tmp_path):
+    files = write_detection_dataset(tmp_path / "data", num_train=4, num_validation=2)
+    uri = init_experiment(
+        SPEC,
+        [
+            f"store_root={tmp_path / 'store'}",
+            f"data.train={files.train_pattern}",
+            f"data.validation={files.validation_pattern}",
+            "name=diverging",
+            "budget.trials_per_round=1",
+            "budget.train_steps=6",
+            "task.options.learning_rate=1.0e12",
+            "task.options.warmup_steps=0",
+        ],
+    )
+    (trial_id,) = propose_trials(uri, "proxy", 1)
+    result = run_trial(uri, "proxy", trial_id)
+    assert result.status is TrialStatus.INFEASIBLE
+    assert "at step" in result.error and ("NaN" in result.error or "inf" in result.error)
+    assert result.reward is None
+    assert propose_trials(uri, "proxy", 2) == [trial_id + 1]  # the study goes on

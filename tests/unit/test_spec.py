@@ -122,15 +122,20 @@ def test_dotted_overrides(valid):
             "objectives.constraints.0.target=30",
             "task.options={min_level: 3, max_level: 4}",
             "name=renamed",
+            "task.options.learning_rate=1e-3",
+            "objectives.constraints.0.exponent=5E+1",
         ]
     )
+    assert spec.task.options["learning_rate"] == 0.001
+    assert spec.objectives.constraints[0].exponent == 50.0
+    assert parse_spec("seed: 1\ntask: {options: {lr: 2e-4}}").task.options == {"lr": 0.0002}
     assert spec.budget.train_steps == 50
     assert spec.study("proxy").algorithm == AlgorithmSpec("grid")
     assert spec.study("proxy").budget.rounds == 7
     assert spec.study("proxy").budget.train_steps == 50  # still merged from the experiment budget
     assert spec.algorithm.options == {"population_size": 12}
     assert spec.objectives.constraints[0].target == 30.0
-    assert spec.task.options == {"min_level": 3, "max_level": 4}
+    assert spec.task.options == {"min_level": 3, "max_level": 4, "learning_rate": 0.001}
     assert spec.name == "renamed"
 
 

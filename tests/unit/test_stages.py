@@ -1,5 +1,6 @@
 """The stages init_experiment and propose_trials, on a local folder and on the GCS emulator."""
 
+import dataclasses
 import json
 
 import pyglove as pg
@@ -14,6 +15,7 @@ from kfnas.stages import (
     init_experiment,
     open_experiment,
     propose_trials,
+    run_trial,
 )
 from kfnas.types import TrialResult, TrialStatus
 
@@ -115,3 +117,19 @@ def test_stages_on_a_gcs_store(monkeypatch, gcs_emulator, gcs_bucket, data):
     assert propose_trials(uri, "proxy", 1) == [1, 2, 3]
     assert propose_trials(uri, "proxy", 1) == [1, 2, 3]
     assert open_experiment(uri).records.trial_ids("proxy") == [1, 2, 3]
+
+
+@pytest.mark.tf
+def test_a_trial_that_cannot_be_built_is_recorded_as_failed(experiment):
+    exp = open_experiment(experiment)
+    propose_trials(experiment, "proxy", 1)
+    spec = exp.records.read_spec("proxy", 1)
+    broken = dataclasses.replace(spec, trial_id=4, round=2, arch_json='{"_type": "no.such.Arch"}')
+    exp.records.write_spec(broken)
+    result = run_trial(experiment, "proxy", 4)
+    assert result.status is TrialStatus.FAILED
+    assert "no.such.Arch" in result.error
+    assert exp.records.read_result("proxy", 4) == result
+    assert run_trial(experiment, "proxy", 4) == result  # recorded once, returned as is
+    files = exp.store.list(exp.layout.trial_dir("proxy", 4))
+    assert "logs/error.txt" in files and "result.json" in files
