@@ -14,7 +14,7 @@ import re
 from collections.abc import Callable
 
 from kfnas.registry import RegistryError
-from kfnas.spec import CONSTRAINT_MEASURES, ExperimentSpec
+from kfnas.spec import CONSTRAINT_MEASURES, ExperimentSpec, SpecError
 
 _NAME = re.compile(r"^[A-Za-z0-9][A-Za-z0-9_-]{0,62}$")
 
@@ -136,3 +136,16 @@ _CHECKS: tuple[Callable[[ExperimentSpec], list[str]], ...] = (
 def spec_problems(spec: ExperimentSpec) -> list[str]:
     """Every problem of a resolved spec, as messages that say what to change."""
     return [message for check in _CHECKS for message in check(spec)]
+
+
+def check_data(spec: ExperimentSpec) -> None:
+    """Reads a bounded sample of the experiment's data and refuses data its task cannot use.
+
+    Raises:
+        SpecError: One line per problem, each naming the file and the fix.
+    """
+    from kfnas.tasks import TASKS
+
+    problems = TASKS.get(spec.task.kind).data_problems(spec.task, spec.data)
+    if problems:
+        raise SpecError("the experiment's data cannot be used:\n  - " + "\n  - ".join(problems))

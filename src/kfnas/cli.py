@@ -29,16 +29,26 @@ from kfnas.version import __version__
 console = Console(highlight=False)
 
 
-def _add_spec_args(parser: argparse.ArgumentParser) -> None:
-    parser.add_argument("spec", help="experiment spec YAML file")
+def _add_overrides(parser: argparse.ArgumentParser, what: str = "the spec") -> None:
     parser.add_argument(
         "--set",
         dest="overrides",
         action="append",
         default=[],
         metavar="KEY=VALUE",
-        help="dotted override, e.g. --set budget.train_steps=50 (repeatable)",
+        help=f"dotted override of {what}, e.g. --set budget.train_steps=50 (repeatable)",
     )
+
+
+def _add_spec_args(parser: argparse.ArgumentParser) -> None:
+    parser.add_argument("spec", help="experiment spec YAML file")
+    _add_overrides(parser)
+
+
+def _spec_text(path: str) -> str:
+    if not Path(path).is_file():
+        raise SpecError(f"spec file {path!r} does not exist")
+    return Path(path).read_text()
 
 
 def _add_spaces(parser: argparse.ArgumentParser) -> None:
@@ -116,10 +126,7 @@ def _run_validate(args: argparse.Namespace) -> int:
 def _run_init(args: argparse.Namespace) -> int:
     from kfnas.stages import init_experiment
 
-    path = Path(args.spec)
-    if not path.is_file():
-        raise SpecError(f"spec file {args.spec!r} does not exist")
-    console.print(init_experiment(path.read_text(), args.overrides))
+    console.print(init_experiment(_spec_text(args.spec), args.overrides))
     return 0
 
 
@@ -189,12 +196,11 @@ def _run_trial(args: argparse.Namespace) -> int:
 
 
 def _checked_spec(args: argparse.Namespace) -> ExperimentSpec:
+    from kfnas._validation import check_data
     from kfnas.spec import load_spec
-    from kfnas.tasks import TASKS
 
     spec = load_spec(args.spec, args.overrides).validate().resolved()
-    if problems := TASKS.get(spec.task.kind).data_problems(spec.task, spec.data):
-        raise SpecError("the experiment's data cannot be used:\n  - " + "\n  - ".join(problems))
+    check_data(spec)
     return spec
 
 
@@ -207,10 +213,7 @@ def _add_search(parser: argparse.ArgumentParser) -> None:
 def _run_search(args: argparse.Namespace) -> int:
     from kfnas.stages import init_experiment
 
-    path = Path(args.spec)
-    if not path.is_file():
-        raise SpecError(f"spec file {args.spec!r} does not exist")
-    uri = init_experiment(path.read_text(), args.overrides)
+    uri = init_experiment(_spec_text(args.spec), args.overrides)
     return _search(uri, args.study, args.top)
 
 
@@ -274,14 +277,7 @@ def _print_results(results: dict[int, TrialResult], metric: str, title: str = ""
 
 def _add_demo(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("--out", default="demo-output", help="folder for the demo's data and store")
-    parser.add_argument(
-        "--set",
-        dest="overrides",
-        action="append",
-        default=[],
-        metavar="KEY=VALUE",
-        help="override the demo spec (src/kfnas/demo.yaml), e.g. --set budget.train_steps=20",
-    )
+    _add_overrides(parser, "the demo spec (src/kfnas/demo.yaml)")
 
 
 def _run_demo(args: argparse.Namespace) -> int:

@@ -21,12 +21,12 @@ from pathlib import Path
 
 import pyglove as pg
 
+from kfnas._validation import check_data
 from kfnas.search.controller import history_from_records, propose
 from kfnas.spaces import get_space
 from kfnas.spaces.base import architecture_json
 from kfnas.spec import ExperimentSpec, SpecError, parse_spec
 from kfnas.store import ArtifactStore, ExperimentLayout, ObjectNotFound, TrialRecords, open_store
-from kfnas.tasks import TASKS
 from kfnas.types import TrialResult, TrialSpec, TrialStatus
 
 
@@ -94,9 +94,7 @@ def init_experiment(spec_yaml: str, overrides: Sequence[str] = ()) -> str:
             name (choose another name, or resume with the same spec).
     """
     spec = parse_spec(spec_yaml, overrides).validate().resolved()
-    problems = TASKS.get(spec.task.kind).data_problems(spec.task, spec.data)
-    if problems:
-        raise SpecError("the experiment's data cannot be used:\n  - " + "\n  - ".join(problems))
+    check_data(spec)
     store = open_store(spec.store_root)
     layout = ExperimentLayout(spec.name)
     uri = f"{store.root.rstrip('/')}/{spec.name}"
