@@ -133,6 +133,14 @@ class ExperimentLayout:
         """The folder of the experiment's reports."""
         return f"{self.experiment}/reports"
 
+    def report_html(self) -> str:
+        """The experiment's HTML report: ``<experiment>/reports/report.html``."""
+        return f"{self.reports_dir()}/report.html"
+
+    def report_markdown(self) -> str:
+        """The top-candidates table: ``<experiment>/reports/top_candidates.md``."""
+        return f"{self.reports_dir()}/top_candidates.md"
+
     def export_dir(self, version: str) -> str:
         """The folder of one exported model version: ``<experiment>/export/<version>``.
 
