@@ -1,0 +1,362 @@
+"""Exporting a trained trial as a TensorFlow SavedModel for serving.
+
+``export_saved_model`` rebuilds a trial's model from its stored ``arch_json`` (through
+``kfnas.trial.build_trial_model``: the search space builds the backbone, the task kind wraps it),
+restores the model weights of the trial's latest checkpoint (the ``model`` entry of the trainer's
+``tf.train.Checkpoint``; the optimizer and step are left unread), and writes one export folder::
+
+    <export_dir>/saved_model/        the SavedModel and its serving signatures
+    <export_dir>/architecture.json   the trial's arch_json (``pg.from_json_str`` rebuilds it)
+    <export_dir>/params.yaml         the tf-models experiment config of the model (head, anchors,
+                                     NMS, input size; the backbone is the architecture above)
+    <export_dir>/export.json         the ``ExportRecord``, written last: it marks the export done
+
+The serving code is tf-models-official's: each task kind names an ``ExportModule`` of
+``official.vision.serving`` (``DetectionModule`` for detection) and the export goes through
+``export_saved_model_lib.export_inference_graph``. Every signature takes one tensor, ``inputs``,
+holding a batch of any size:
+
+* ``serving_default``: a 1-D string tensor of encoded images (PNG, JPEG, GIF or BMP bytes); the
+  images of one batch must share their size (official's decoder stacks them).
+* ``image_tensor``: a uint8 tensor ``[batch, height, width, 3]`` of any height and width.
+
+Both resize (keeping the aspect ratio) and normalize the images as training did. For detection
+they return ``detection_boxes`` ``[batch, N, 4]`` (``ymin, xmin, ymax, xmax``, normalized to
+``[0, 1]`` of the input image), ``detection_scores`` ``[batch, N]``, ``detection_classes``
+``[batch, N]`` (int32, class ids ``1..num_classes``), ``num_detections`` ``[batch]`` (int32; the
+rows after it are padding) and official's ``image_info`` ``[batch, 4, 2]`` (original size,
+resized size, scale and offset, each ``[y, x]``), with ``N`` the task's ``max_num_detections``.
+
+To extend to a new task kind (segmentation, classification): add one ``ServingExport`` line to
+``SERVING_EXPORTS`` naming its ``official.vision.serving`` module class (e.g.
+``official.vision.serving.semantic_segmentation:SegmentationModule`` or
+``official.vision.serving.image_classification:ClassificationModule``; they take the same
+constructor arguments) and any export-time overrides of its task config. Nothing else branches on
+the task kind.
+
+This module imports TensorFlow only inside its functions.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import dataclasses
+import importlib
+import json
+from collections.abc import Iterator, Mapping
+from typing import Any
+
+from kfnas.spec import BudgetSpec, ExperimentSpec
+from kfnas.types import TrialSpec
+
+#: Subfolder of the export folder holding the SavedModel.
+SAVED_MODEL_DIR = "saved_model"
+#: File of the export folder holding the trial's architecture JSON.
+ARCHITECTURE_FILE = "architecture.json"
+#: File of the export folder holding the ``ExportRecord``; written last.
+RECORD_FILE = "export.json"
+#: tf-models' input type (``get_inference_signatures`` key) -> signature name in the SavedModel.
+DEFAULT_SIGNATURES: Mapping[str, str] = {
+    "image_bytes": "serving_default",
+    "image_tensor": "image_tensor",
+}
+
+
+@dataclasses.dataclass(frozen=True)
+class ServingExport:
+    """How one task kind is exported: an ``official.vision.serving`` module and its settings.
+
+    Attributes:
+        module: ``"package.module:Class"`` of an ``official.vision.serving.export_base
+            .ExportModule`` subclass taking ``params, batch_size, input_image_size, input_type,
+            num_channels, model``.
+        signatures: tf-models input type -> the signature name it gets in the SavedModel.
+        config_overrides: Overrides of the tf-models task config applied before the model is
+            built (``hyperparams.Config.override``, strict), e.g. its ``export_config``.
+    """
+
+    module: str
+    signatures: Mapping[str, str] = dataclasses.field(
+        default_factory=lambda: dict(DEFAULT_SIGNATURES)
+    )
+    config_overrides: Mapping[str, Any] = dataclasses.field(default_factory=dict)
+
+
+#: Task kind name -> how to export it. Add segmentation and classification here.
+SERVING_EXPORTS: dict[str, ServingExport] = {
+    "detection": ServingExport(
+        module="official.vision.serving.detection:DetectionModule",
+        # Boxes relative to the caller's image rather than to the resized model input.
+        config_overrides={"export_config": {"output_normalized_coordinates": True}},
+    ),
+}
+
+
+@dataclasses.dataclass(frozen=True)
+class ExportRecord:
+    """What ``export_saved_model`` wrote.
+
+    ``export.json`` holds it with paths relative to the export folder (``read_export_record``
+    resolves them again), so the folder can be uploaded or moved as a whole.
+
+    Attributes:
+        saved_model_dir: The SavedModel folder (``tf.saved_model.load`` takes it).
+        architecture_file: The trial's architecture JSON.
+        signatures: The serving signature names, ``serving_default`` first.
+        outputs: The output keys every signature returns.
+        input_size: The model's input ``(height, width, channels)``; served images of another size
+            are resized to it.
+        task_kind: The task kind (``detection``, ...).
+        experiment: The experiment name.
+        study: The trial's study.
+        trial_id: The trial's id.
+        space: The trial's search space.
+        checkpoint: The checkpoint whose model weights were exported.
+        metrics: The trial's metrics as the caller gave them (e.g. ``TrialResult.metrics``).
+    """
+
+    saved_model_dir: str
+    architecture_file: str
+    signatures: tuple[str, ...]
+    outputs: tuple[str, ...]
+    input_size: tuple[int, ...]
+    task_kind: str
+    experiment: str
+    study: str
+    trial_id: int
+    space: str
+    checkpoint: str
+    metrics: dict[str, float] = dataclasses.field(default_factory=dict)
+
+    def to_dict(self) -> dict[str, Any]:
+        """The record as plain JSON-ready data."""
+        return dataclasses.asdict(self)
+
+    @classmethod
+    def from_dict(cls, data: Mapping[str, Any]) -> ExportRecord:
+        """Reads ``to_dict``'s output back."""
+        values = dict(data)
+        for key in ("signatures", "outputs", "input_size"):
+            values[key] = tuple(values[key])
+        return cls(**values)
+
+
+def export_saved_model(
+    spec: ExperimentSpec,
+    trial: TrialSpec,
+    checkpoint_dir: str,
+    export_dir: str,
+    *,
+    metrics: Mapping[str, float] | None = None,
+) -> ExportRecord:
+    """Exports a trained trial as a SavedModel with serving signatures (see the module docstring).
+
+    Args:
+        spec: The resolved experiment spec (its task decides the model and the export module).
+        trial: The trial; its ``space`` and ``arch_json`` rebuild the backbone.
+        checkpoint_dir: The trial's ``model/`` folder (its latest checkpoint is used) or one
+            checkpoint prefix; any path ``tf.io.gfile`` reads.
+        export_dir: The folder to write (local or ``gs://``). It must not hold a finished export
+            (``export.json``); what an unfinished one left there is replaced.
+        metrics: The trial's metrics, copied into the record.
+
+    Returns:
+        The record of the export, also written to ``<export_dir>/export.json``.
+
+    Raises:
+        ValueError: The task kind has no ``SERVING_EXPORTS`` entry (the message lists those
+            that have one), or the checkpoint does not hold this trial's model.
+        FileNotFoundError: ``checkpoint_dir`` holds no checkpoint.
+        FileExistsError: ``export_dir`` already holds a finished export.
+    """
+    serving = serving_export(spec.task.kind)
+    import tensorflow as tf  # Only the export itself needs TensorFlow.
+
+    checkpoint = _checkpoint_path(tf, checkpoint_dir)
+    saved_model_dir = _join(export_dir, SAVED_MODEL_DIR)
+    if tf.io.gfile.exists(_join(export_dir, RECORD_FILE)):
+        raise FileExistsError(
+            f"{export_dir} already holds an export; export each model version to a new folder"
+        )
+    if tf.io.gfile.exists(saved_model_dir):  # An export that stopped midway: start it again.
+        tf.io.gfile.rmtree(saved_model_dir)
+
+    module, params, input_size = _export_module(spec, trial, serving)
+    # Tracing the signatures creates every variable (some layers build on their first call), so
+    # the restore below can check that each one of them is in the checkpoint.
+    signatures = module.get_inference_signatures(dict(serving.signatures))
+    _restore_model_weights(tf, module.model, checkpoint)
+
+    from official.vision.serving import export_saved_model_lib
+
+    with _without_keras_layer_traces():
+        export_saved_model_lib.export_inference_graph(
+            input_type="image_tensor",  # Unused: the module and function_keys are given.
+            batch_size=None,
+            input_image_size=list(input_size[:-1]),
+            params=params,
+            checkpoint_path=None,  # Restored above, after the check.
+            export_dir=export_dir,
+            export_module=module,
+            export_saved_model_subdir=SAVED_MODEL_DIR,
+            # Serving never differentiates; tracing the custom gradients of hundreds of layers
+            # would triple the export time.
+            save_options=tf.saved_model.SaveOptions(experimental_custom_gradients=False),
+            function_keys=dict(serving.signatures),
+        )
+    _write_text(tf, _join(export_dir, ARCHITECTURE_FILE), trial.arch_json)
+
+    names = sorted(signatures, key=lambda n: (n != "serving_default", n))
+    first = signatures[names[0]]
+    record = ExportRecord(
+        saved_model_dir=saved_model_dir,
+        architecture_file=_join(export_dir, ARCHITECTURE_FILE),
+        signatures=tuple(names),
+        outputs=tuple(sorted(first.structured_outputs)),
+        input_size=input_size,
+        task_kind=spec.task.kind,
+        experiment=trial.experiment,
+        study=trial.study,
+        trial_id=trial.trial_id,
+        space=trial.space,
+        checkpoint=checkpoint,
+        metrics={k: float(v) for k, v in (metrics or {}).items()},
+    )
+    relative = dataclasses.replace(
+        record, saved_model_dir=SAVED_MODEL_DIR, architecture_file=ARCHITECTURE_FILE
+    )
+    _write_text(tf, _join(export_dir, RECORD_FILE), json.dumps(relative.to_dict(), indent=2))
+    return record
+
+
+def read_export_record(export_dir: str) -> ExportRecord:
+    """The ``ExportRecord`` of an export folder, its paths resolved under ``export_dir``.
+
+    Raises:
+        FileNotFoundError: The folder holds no finished export.
+    """
+    import tensorflow as tf
+
+    path = _join(export_dir, RECORD_FILE)
+    if not tf.io.gfile.exists(path):
+        raise FileNotFoundError(f"{export_dir} holds no finished export ({RECORD_FILE} missing)")
+    with tf.io.gfile.GFile(path) as f:
+        record = ExportRecord.from_dict(json.load(f))
+    return dataclasses.replace(
+        record,
+        saved_model_dir=_join(export_dir, record.saved_model_dir),
+        architecture_file=_join(export_dir, record.architecture_file),
+    )
+
+
+def serving_export(task_kind: str) -> ServingExport:
+    """The ``SERVING_EXPORTS`` entry of ``task_kind``.
+
+    Raises:
+        ValueError: There is none; the message lists the task kinds that can be exported.
+    """
+    if task_kind not in SERVING_EXPORTS:
+        raise ValueError(
+            f"task kind {task_kind!r} cannot be exported yet; exportable kinds: "
+            f"{', '.join(sorted(SERVING_EXPORTS))} (add it to kfnas.export.SERVING_EXPORTS)"
+        )
+    return SERVING_EXPORTS[task_kind]
+
+
+def _export_module(
+    spec: ExperimentSpec, trial: TrialSpec, serving: ServingExport
+) -> tuple[Any, Any, tuple[int, ...]]:
+    """The official export module around the trial's rebuilt model.
+
+    Returns:
+        The module, its tf-models experiment config and the model's input shape (no batch).
+    """
+    from official.core import config_definitions
+
+    from kfnas.tasks import TASKS
+    from kfnas.trial import build_trial_model
+
+    task_kind = TASKS.get(spec.task.kind)
+    official_task = task_kind.build_task(spec.task, spec.data, BudgetSpec(**trial.budget))
+    if serving.config_overrides:
+        official_task.task_config.override(dict(serving.config_overrides), is_strict=True)
+    model = build_trial_model(spec, trial, official_task)
+    params = config_definitions.ExperimentConfig(task=official_task.task_config)
+    input_size = tuple(int(d) for d in task_kind.input_shape(spec.task))
+    *image_size, channels = input_size
+    module_name, class_name = serving.module.split(":")
+    module_class = getattr(importlib.import_module(module_name), class_name)
+    module = module_class(
+        params=params,
+        batch_size=None,  # Any batch size.
+        input_image_size=list(image_size),
+        input_type="image_tensor",  # Only "tflite" changes what serve() does.
+        num_channels=channels,
+        model=model,
+    )
+    return module, params, input_size
+
+
+def _checkpoint_path(tf: Any, checkpoint_dir: str) -> str:
+    path = tf.train.latest_checkpoint(checkpoint_dir) if tf.io.gfile.isdir(checkpoint_dir) else None
+    if path is None and tf.io.gfile.exists(f"{checkpoint_dir}.index"):
+        path = checkpoint_dir
+    if path is None:
+        raise FileNotFoundError(
+            f"no checkpoint in {checkpoint_dir}: expected the trial's model/ folder (with a "
+            f"'checkpoint' file) or a checkpoint prefix such as model/ckpt-100"
+        )
+    return path
+
+
+def _restore_model_weights(tf: Any, model: Any, checkpoint: str) -> None:
+    """Reads the ``model`` entry of a trainer checkpoint into ``model``; checks every variable."""
+    status = tf.train.Checkpoint(model=model).read(checkpoint)
+    status.expect_partial()  # The optimizer and step stay unread.
+    try:
+        status.assert_existing_objects_matched()
+    except AssertionError as e:
+        raise ValueError(
+            f"checkpoint {checkpoint} does not hold this trial's model (another architecture or "
+            f"task options?): {str(e)[:500]}"
+        ) from e
+
+
+@contextlib.contextmanager
+def _without_keras_layer_traces() -> Iterator[None]:
+    """Saves Keras layers without their own call traces (as ``save_traces=False`` does).
+
+    Those traces only let ``tf_keras`` revive each layer from the SavedModel; serving uses the
+    signatures alone, and tracing every layer would double the export time. The switch is
+    tf_keras' internal one; without it the export is only slower.
+    """
+    try:
+        from tf_keras.src.saving.legacy.saved_model import utils
+    except ImportError:
+        yield
+        return
+    with utils.keras_option_scope(save_traces=False):
+        yield
+
+
+def _join(folder: str, name: str) -> str:
+    return f"{folder.rstrip('/')}/{name}"
+
+
+def _write_text(tf: Any, path: str, text: str) -> None:
+    with tf.io.gfile.GFile(path, "w") as f:
+        f.write(text)
+
+
+__all__ = [
+    "ARCHITECTURE_FILE",
+    "DEFAULT_SIGNATURES",
+    "RECORD_FILE",
+    "SAVED_MODEL_DIR",
+    "SERVING_EXPORTS",
+    "ExportRecord",
+    "ServingExport",
+    "export_saved_model",
+    "read_export_record",
+    "serving_export",
+]
