@@ -1,9 +1,44 @@
 """KFP components of kfnas, shipped in the distribution as ``kfnas.components``.
 
-Each component is a thin lightweight KFP component (about ten lines) over one function of
-``kfnas.stages``, running on the project image. Only this package and ``kfnas.pipelines`` import
-kfp.
+Each component is a thin lightweight KFP component (about ten lines) over the function of the same
+name in ``kfnas.stages``, running on the project image (``_image.IMAGE``), with the stage's
+parameters (a stage's ``<name>_path`` parameter is the component's output artifact ``<name>``).
+Only this package and ``kfnas.pipelines`` import kfp.
 
-To add a component: write ``components/<stage>.py`` with one ``@dsl.component`` whose body imports
-``kfnas.stages`` and calls the stage of the same name.
+To add a component: write ``components/<stage>.py`` with one
+``@dsl.component(base_image=IMAGE, install_kfp_package=False)`` whose body imports
+``kfnas.stages`` and calls the stage of the same name, and add it to ``COMPONENTS`` below.
 """
+
+from kfnas.components.export_model import export_model
+from kfnas.components.init_experiment import init_experiment
+from kfnas.components.propose_retraining import propose_retraining
+from kfnas.components.propose_trials import propose_trials
+from kfnas.components.report import report
+from kfnas.components.run_trial import run_trial
+from kfnas.components.select_top import select_top
+
+#: Every component by the name of the stage it runs.
+COMPONENTS = {
+    component.name.replace("-", "_"): component
+    for component in (
+        init_experiment,
+        propose_trials,
+        run_trial,
+        select_top,
+        propose_retraining,
+        report,
+        export_model,
+    )
+}
+
+__all__ = [
+    "COMPONENTS",
+    "export_model",
+    "init_experiment",
+    "propose_retraining",
+    "propose_trials",
+    "report",
+    "run_trial",
+    "select_top",
+]

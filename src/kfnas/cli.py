@@ -15,8 +15,10 @@ import importlib.resources
 import logging
 import os
 import sys
+import threading
 from collections.abc import Callable, Sequence
 from pathlib import Path
+from typing import TextIO
 
 from rich.console import Console
 from rich.table import Table
@@ -115,9 +117,9 @@ def _run_rewards(args: argparse.Namespace) -> int:
 
 
 def _run_validate(args: argparse.Namespace) -> int:
-    from kfnas.spec import load_spec
+    from kfnas.settings import experiment_spec
 
-    spec = load_spec(args.spec, args.overrides).validate().resolved()
+    spec = experiment_spec(_spec_text(args.spec), args.overrides)
     console.print_json(spec.to_json())
     console.print(f"[green]{args.spec} is valid[/green]")
     return 0
@@ -302,12 +304,182 @@ def _run_demo(args: argparse.Namespace) -> int:
     console.print("2. Validated the spec and the data; wrote the resolved experiment.json")
     console.print("3. Searching (each trial trains and evaluates a RetinaNet on the CPU):")
     status = _search(uri, "proxy", 3)
-    console.rule("Not in this demo yet")
+    console.rule("Next")
     console.print(
-        "The KFP pipeline (the same stages as KFP steps, locally and on GPU clusters), the "
-        "validation study with full training, reports and export arrive with the next issues."
+        "The same search as the KFP pipeline, with full training of the best, a report and the "
+        "exported model: kfnas run demo. For a cluster: kfnas compile --profile gke-gpu -o "
+        "pipeline.yaml, then upload pipeline.yaml in the KFP UI."
     )
     return status
+
+
+def _add_counts(parser: argparse.ArgumentParser, *, from_spec: bool) -> None:
+    default = "the spec's" if from_spec else None
+
+    def helped(text: str, value: int) -> str:
+        return f"{text} (default: {default or value})"
+
+    parser.add_argument("--rounds", type=int, help=helped("rounds of the proxy search", 2))
+    parser.add_argument("--trials", type=int, help=helped("trials per round", 3))
+    parser.add_argument("--parallelism", type=int, default=2, help="trials at once (default 2)")
+    parser.add_argument(
+        "--top-k", type=int, default=1, help="proxy trials trained fully (default 1)"
+    )
+
+
+def _add_compile(parser: argparse.ArgumentParser) -> None:
+    parser.add_argument(
+        "--profile",
+        required=True,
+        help="cluster profile: gke-gpu, nvidia-gpu, cpu-only, or a profile YAML file",
+    )
+    parser.add_argument("-o", "--output", required=True, help="pipeline YAML file to write")
+    _add_counts(parser, from_spec=False)
+
+
+def _run_compile(args: argparse.Namespace) -> int:
+    from kfnas.components._image import IMAGE, REGISTRY_ENV
+    from kfnas.pipelines.compile import compile_pipeline
+
+    rounds, trials = args.rounds or 2, args.trials or 3
+    path = compile_pipeline(args.profile, rounds, trials, args.parallelism, args.top_k, args.output)
+    console.print(
+        f"Wrote {path}: {rounds} rounds, parallelism {args.parallelism}, profile {args.profile}; "
+        f"defaults {trials} trials per round, top {args.top_k}."
+    )
+    console.print(f"Image: {IMAGE} (set {REGISTRY_ENV} to compile for your registry)")
+    console.print("Upload it in the KFP UI (Pipelines > Upload pipeline) and set the parameters.")
+    return 0
+
+
+def _add_run(parser: argparse.ArgumentParser) -> None:
+    parser.add_argument(
+        "spec", help="experiment spec YAML file, or `demo` (generated data and the demo spec)"
+    )
+    _add_overrides(parser)
+    _add_counts(parser, from_spec=True)
+    parser.add_argument(
+        "--out",
+        default="kfnas-run",
+        help="folder for KFP outputs and the step log (and the demo's data and store)",
+    )
+    parser.add_argument(
+        "--model-version", default="v1", help="export folder of the final model (default v1)"
+    )
+
+
+def _run_run(args: argparse.Namespace) -> int:
+    from kfnas._validation import check_data
+    from kfnas.settings import PROXY, ExperimentSettings, experiment_spec
+    from kfnas.stages import experiment_uri
+
+    out = Path(args.out).resolve()
+    text, overrides = _run_inputs(args.spec, out)
+    overrides += args.overrides
+    spec = experiment_spec(text, overrides).study(PROXY)
+    assert spec.budget is not None
+    rounds, trials = args.rounds or spec.budget.rounds, args.trials or spec.budget.trials_per_round
+    resolved = experiment_spec(
+        text, overrides, ExperimentSettings(rounds=rounds, trials_per_round=trials)
+    )
+    check_data(resolved)  # Fail here, with the message alone, rather than in the first step.
+    uri = experiment_uri(resolved)  # what init_experiment will create
+    console.rule(f"kfnas run: the search pipeline under kfp.local, {rounds} rounds x {trials}")
+    console.print(f"Experiment {uri}; step logs in {out / 'kfp.log'}")
+    arguments = {"spec_yaml": text, "overrides": overrides, "trials_per_round": trials}
+    arguments |= {"top_k": args.top_k, "model_version": args.model_version}
+    out.mkdir(parents=True, exist_ok=True)
+    # Open until the summary is printed: kfp.local's threads may log just after the run ends.
+    with (out / "kfp.log").open("w") as log:
+        if not _run_pipeline(uri, out, arguments, (rounds, args.parallelism), log):
+            return 1
+        _print_summary(uri, out, args.model_version)
+    return 0
+
+
+def _run_inputs(spec: str, out: Path) -> tuple[str, list[str]]:
+    """The spec text and base overrides of ``kfnas run``: a file, or the demo on generated data."""
+    if spec != "demo" or Path(spec).is_file():
+        return _spec_text(spec), []
+    from kfnas.data import write_detection_dataset
+
+    files = write_detection_dataset(out / "data", num_train=128, num_validation=32)
+    console.print(f"Generated detection TFRecords and COCO annotations in {files.out_dir}")
+    return "demo", [
+        f"store_root={out / 'store'}",
+        f"data.train={files.train_pattern}",
+        f"data.validation={files.validation_pattern}",
+        f"data.annotations={files.annotations}",
+    ]
+
+
+def _run_pipeline(
+    uri: str, out: Path, arguments: dict, counts: tuple[int, int], log: TextIO
+) -> bool:
+    """Runs the pipeline while a thread prints what appears in the store; False if it failed.
+
+    ``counts`` are the compile-time rounds and parallelism; the steps' logs go to ``log``.
+    """
+    from kfnas.pipelines.local import run_search_locally
+    from kfnas.watch import StoreWatcher
+
+    watcher, done = StoreWatcher(uri), threading.Event()
+    progress = Console(file=console.file, width=console.width, highlight=False)
+
+    def follow() -> None:
+        while not done.wait(1.0):
+            for line in watcher.poll():
+                progress.print(f"  {line}")
+
+    rounds, parallelism = counts
+    thread = threading.Thread(target=follow, daemon=True)
+    thread.start()
+    try:
+        run_search_locally(
+            arguments,
+            rounds=rounds,
+            trials_per_round=arguments["trials_per_round"],
+            parallelism=parallelism,
+            top_k=arguments["top_k"],
+            pipeline_root=out / "kfp",
+            log_file=log,
+        )
+    except RuntimeError as e:
+        log.flush()
+        tail = "\n".join(Path(log.name).read_text().splitlines()[-15:])
+        console.print(f"[red]The pipeline failed:[/red] {e}\nEnd of {log.name}:\n{tail}")
+        return False
+    finally:
+        done.set()
+        thread.join()
+        for line in watcher.poll():
+            progress.print(f"  {line}")
+    return True
+
+
+def _print_summary(uri: str, out: Path, model_version: str) -> None:
+    from kfnas.settings import FINAL, PROXY, VALIDATION
+    from kfnas.stages import open_experiment
+
+    exp = open_experiment(uri)
+    metric = exp.spec.objectives.metric
+    for study in (PROXY, VALIDATION, FINAL):
+        results = {s.trial_id: r for s, r in exp.records.history(study) if r is not None}
+        _print_results(results, metric, title=f"Study {study}")
+    (final, result), *_ = [(s, r) for s, r in exp.records.history(FINAL) if r is not None]
+    chain = [f"{FINAL} trial {final.trial_id}"]
+    source = final
+    while source.source_trial is not None:
+        chain.append(f"{source.source_study} trial {source.source_trial}")
+        source = exp.records.read_spec(source.source_study, source.source_trial)
+    console.print(f"Best architecture: {' <- '.join(chain)}")
+    console.print(f"  {exp.store.uri(exp.layout.trial_spec(FINAL, final.trial_id))} (arch_json)")
+    from kfnas.watch import describe_result
+
+    console.print(f"  {describe_result(result, metric)}")
+    console.print(f"Report: {exp.store.uri(exp.layout.report_html())}")
+    console.print(f"Exported model: {exp.store.uri(exp.layout.export_dir(model_version))}")
+    console.print(f"KFP outputs (metrics, report artifacts): {out / 'kfp'}")
 
 
 _Handler = Callable[[argparse.Namespace], int]
@@ -330,6 +502,16 @@ _COMMANDS: dict[str, tuple[str, Callable[[argparse.ArgumentParser], None] | None
     ),
     "search": ("run a study in this process: propose, train, select", _add_search, _run_search),
     "demo": ("generate data and run a small search locally", _add_demo, _run_demo),
+    "compile": (
+        "compile the search pipeline for a cluster profile into KFP YAML",
+        _add_compile,
+        _run_compile,
+    ),
+    "run": (
+        "run the whole search pipeline locally under kfp.local",
+        _add_run,
+        _run_run,
+    ),
 }
 
 

@@ -6,7 +6,10 @@ every stage is safe to run again (a resubmitted pipeline resumes instead of redo
 components are thin wrappers over these functions; ``kfnas`` commands call them directly.
 
 An experiment URI is ``<store_root>/<experiment name>``; ``ExperimentLayout`` knows every path in
-it.
+it. The search pipeline calls, in order: ``init_experiment``; per round ``propose_trials`` and
+``run_trial`` for each trial; ``select_top``; ``propose_retraining`` of the best proxy trials into
+the ``validation`` study and ``run_trial`` for each; ``report``; ``select_top`` of the validation
+study, ``propose_retraining`` of the winner into ``final``, ``run_trial`` and ``export_model``.
 
 To add a stage: write one function here (about 40 lines at most, its contract in the docstring) that
 opens the experiment with ``open_experiment``, then wrap it in ``components/<stage>.py``.
@@ -15,17 +18,20 @@ opens the experiment with ``open_experiment``, then wrap it in ``components/<sta
 from __future__ import annotations
 
 import dataclasses
+import json
 import tempfile
 from collections.abc import Sequence
 from pathlib import Path
+from typing import Any
 
 import pyglove as pg
 
 from kfnas._validation import check_data
 from kfnas.search.controller import history_from_records, propose
+from kfnas.settings import PROXY, VALIDATION, ExperimentSettings, experiment_spec
 from kfnas.spaces import get_space
 from kfnas.spaces.base import architecture_json
-from kfnas.spec import ExperimentSpec, SpecError, parse_spec
+from kfnas.spec import ExperimentSpec, SpecError
 from kfnas.store import ArtifactStore, ExperimentLayout, ObjectNotFound, TrialRecords, open_store
 from kfnas.types import TrialResult, TrialSpec, TrialStatus
 
@@ -75,29 +81,38 @@ def open_experiment(experiment_uri: str) -> Experiment:
     return Experiment(experiment_uri, store, layout, ExperimentSpec.from_json(text))
 
 
-def init_experiment(spec_yaml: str, overrides: Sequence[str] = ()) -> str:
+def experiment_uri(spec: ExperimentSpec) -> str:
+    """The URI of the experiment ``spec`` describes: ``<store_root>/<name>``."""
+    return f"{open_store(spec.store_root).root.rstrip('/')}/{spec.name}"
+
+
+def init_experiment(spec_yaml: str, overrides: Sequence[str] = (), **settings: Any) -> str:
     """Validates a spec and writes it, resolved, as the experiment's ``experiment.json``.
 
     Everything that can be checked before GPU time is spent is checked here: the spec, and the data
-    (patterns match files, records parse in the task's format, labels fit). Running it again with
-    the same spec is a no-op, so a resubmitted pipeline resumes the experiment.
+    (patterns match files, records parse in the task's format, labels fit). The spec gets the
+    retraining studies it lacks (``kfnas.settings.complete_studies``). Running it again with the
+    same spec is a no-op, so a resubmitted pipeline resumes the experiment.
 
     Args:
-        spec_yaml: The experiment spec as YAML text.
-        overrides: Dotted ``key=value`` overrides applied to it.
+        spec_yaml: The experiment spec as YAML text, or ``"demo"`` (or empty) for the built-in demo.
+        overrides: Dotted ``key=value`` overrides applied to it, last.
+        **settings: Named settings (the fields of ``kfnas.settings.ExperimentSettings``, e.g.
+            ``train_data=...``, ``proxy_train_steps=...``), applied before ``overrides``; an empty
+            string or 0 keeps the spec's value.
 
     Returns:
         The experiment URI, ``<store_root>/<name>``.
 
     Raises:
-        SpecError: The spec is invalid, or the store already holds a different experiment of that
-            name (choose another name, or resume with the same spec).
+        SpecError: The spec or a setting is invalid, or the store already holds a different
+            experiment of that name (choose another name, or resume with the same spec).
     """
-    spec = parse_spec(spec_yaml, overrides).validate().resolved()
+    spec = experiment_spec(spec_yaml, overrides, ExperimentSettings.from_kwargs(settings))
     check_data(spec)
     store = open_store(spec.store_root)
     layout = ExperimentLayout(spec.name)
-    uri = f"{store.root.rstrip('/')}/{spec.name}"
+    uri = experiment_uri(spec)
     path = layout.experiment_json()
     if store.exists(path):
         if ExperimentSpec.from_json(store.read_text(path)) != spec:
@@ -178,13 +193,13 @@ def run_trial(experiment_uri: str, study: str, trial_id: int) -> TrialResult:
     Returns:
         The trial's result.
     """
-    from kfnas.trial import LOGS_DIR, MODEL_DIR, execute_trial
-
     exp = open_experiment(experiment_uri)
     records = exp.records
     done = records.read_result(study, trial_id)
     if done is not None:
         return done
+    from kfnas.trial import LOGS_DIR, MODEL_DIR, execute_trial  # TensorFlow: only to train.
+
     trial = records.read_spec(study, trial_id)
     with tempfile.TemporaryDirectory(prefix=f"kfnas-trial-{trial_id}-") as work:
         result = execute_trial(exp.spec, trial, work)
@@ -221,6 +236,144 @@ def select_top(experiment_uri: str, study: str, k: int) -> list[int]:
         )
     ranked = sorted(completed, key=lambda r: (-(r.reward or 0.0), r.trial_id))
     return [r.trial_id for r in ranked[:k]]
+
+
+def propose_retraining(
+    experiment_uri: str, source_study: str, study: str, source_trial_ids: Sequence[int]
+) -> list[int]:
+    """Writes trials of ``study`` that train architectures of ``source_study`` trials again.
+
+    Each new trial copies its source trial's space, DNA and architecture, takes ``study``'s budget
+    (for the ``validation`` and ``final`` studies, the full-training budget) and a seed of its own,
+    and records where it came from in ``source_study`` / ``source_trial``. A source trial already
+    retrained in ``study`` keeps its trial, so calling this again returns the same ids.
+
+    Args:
+        experiment_uri: From ``init_experiment``.
+        source_study: The study whose trials are retrained (``proxy``, ``validation``).
+        study: The study the new trials belong to (``validation``, ``final``).
+        source_trial_ids: The trials to retrain, e.g. from ``select_top``.
+
+    Returns:
+        The ids of the trials of ``study``, one per source trial, in the order given.
+
+    Raises:
+        SpecError: ``study`` is not a study of the experiment.
+        ValueError: ``source_study`` is ``study``.
+        ObjectNotFound: A source trial does not exist.
+    """
+    if source_study == study:
+        raise ValueError(f"a study cannot retrain its own trials ({study!r})")
+    exp = open_experiment(experiment_uri)
+    study_spec = exp.spec.study(study)
+    records = exp.records
+    retrained = {
+        spec.source_trial: spec.trial_id
+        for spec, _ in records.history(study)
+        if spec.source_study == source_study
+    }
+    next_id = records.next_trial_id(study)
+    budget = dataclasses.asdict(study_spec.budget)
+    for source_id in source_trial_ids:
+        if source_id in retrained:
+            continue
+        source = records.read_spec(source_study, source_id)
+        records.write_spec(
+            dataclasses.replace(
+                source,
+                study=study,
+                trial_id=next_id,
+                round=1,
+                budget=budget,
+                seed=(study_spec.seed or 0) * 100003 + next_id,
+                source_study=source_study,
+                source_trial=source_id,
+            )
+        )
+        retrained[source_id] = next_id
+        next_id += 1
+    return [retrained[source_id] for source_id in source_trial_ids]
+
+
+def report(experiment_uri: str, html_path: str = "", markdown_path: str = "") -> dict[str, Any]:
+    """Writes the experiment's report (HTML page and Markdown summary) under ``reports/``.
+
+    The report covers the proxy study and, once it has trials, the validation study, with the
+    objective metric of each validated architecture after the proxy and after full training, and
+    their rank correlation. Writing it again replaces it (it shows the records as they are).
+
+    Args:
+        experiment_uri: From ``init_experiment``.
+        html_path: If set, a local file that also gets the HTML page (a KFP ``HTML`` artifact).
+        markdown_path: If set, a local file that also gets the Markdown (a KFP ``Markdown``
+            artifact).
+
+    Returns:
+        ``{"html": URI, "markdown": URI, "kendall_tau": float or None}``.
+    """
+    from kfnas.reports import build_report, write_report  # matplotlib: only for reports.
+
+    exp = open_experiment(experiment_uri)
+    records = exp.records
+    proxy = records.history(PROXY)
+    validation = records.history(VALIDATION) if VALIDATION in exp.spec.studies else []
+    metric = exp.spec.objectives.metric
+    scores = {spec.trial_id: r.metrics.get(metric) for spec, r in proxy if r and r.completed}
+    pairs = [
+        (scores[spec.source_trial], r.metrics[metric])
+        for spec, r in validation
+        if r and r.completed and metric in r.metrics and scores.get(spec.source_trial) is not None
+    ]
+    built = build_report(exp.spec, proxy, validation or None, pairs=pairs if validation else None)
+    uris: dict[str, Any] = write_report(exp.store, exp.layout, built)
+    for path, text in ((html_path, built.html), (markdown_path, built.markdown)):
+        if path:
+            Path(path).parent.mkdir(parents=True, exist_ok=True)
+            Path(path).write_text(text)
+    return {**uris, "kendall_tau": built.kendall_tau}
+
+
+def export_model(experiment_uri: str, study: str, trial_id: int, version: str) -> str:
+    """Exports a completed trial as a SavedModel to the experiment's ``export/<version>`` folder.
+
+    The trial's model is rebuilt from its ``arch_json``, its checkpoint restored and the SavedModel
+    written with its serving signatures and ``export.json`` (``kfnas.export``). An export already
+    finished in that folder is kept: running this again returns its URI.
+
+    Args:
+        experiment_uri: From ``init_experiment``.
+        study: The trial's study (the search pipeline exports its ``final`` trial).
+        trial_id: A COMPLETED trial.
+        version: The export's folder name, e.g. ``v1`` (letters, digits, ``.``, ``-``, ``_``).
+
+    Returns:
+        The URI of the export folder.
+
+    Raises:
+        ValueError: The trial is not COMPLETED, the version is not a valid folder name, or the
+            folder holds the export of another trial (export to a new version).
+    """
+    from kfnas.export import RECORD_FILE, export_saved_model  # TensorFlow: only to export.
+
+    exp = open_experiment(experiment_uri)
+    folder = exp.layout.export_dir(version)
+    uri = exp.store.uri(folder)
+    if exp.store.exists(f"{folder}/{RECORD_FILE}"):
+        done = json.loads(exp.store.read_text(f"{folder}/{RECORD_FILE}"))
+        if (done.get("study"), done.get("trial_id")) != (study, trial_id):
+            raise ValueError(
+                f"{uri} already holds the export of {done.get('study')} trial "
+                f"{done.get('trial_id')}; export {study} trial {trial_id} to another version"
+            )
+        return uri
+    result = exp.records.read_result(study, trial_id)
+    if result is None or not result.completed:
+        status = result.status.value if result else "not finished"
+        raise ValueError(f"{study} trial {trial_id} is {status}: only a COMPLETED trial exports")
+    trial = exp.records.read_spec(study, trial_id)
+    model_dir = exp.store.uri(exp.layout.trial_model_dir(study, trial_id))
+    export_saved_model(exp.spec, trial, model_dir, uri, metrics=result.metrics)
+    return uri
 
 
 def _check_failures(study: str, history: list, limit: int) -> None:

@@ -18,7 +18,8 @@ import math
 from collections.abc import Mapping
 from typing import Any, Self
 
-SCHEMA_VERSION = 1
+# 2: TrialSpec gained ``source_study`` and ``source_trial`` (a retrained copy of another trial).
+SCHEMA_VERSION = 2
 
 
 class RecordError(ValueError):
@@ -53,7 +54,10 @@ def _check_version(data: Mapping[str, Any], kind: str) -> int:
 
 
 def _upgrade(data: dict[str, Any], version: int) -> dict[str, Any]:
-    """Brings an older record up to ``SCHEMA_VERSION`` (nothing to do yet: one version)."""
+    """Brings an older record up to ``SCHEMA_VERSION``.
+
+    Version 1 records need nothing: the fields added since have defaults that mean "not set".
+    """
     del version
     return data
 
@@ -134,6 +138,9 @@ class TrialSpec(_Record):
             search code.
         budget: The training budget of the trial (steps, batch size, ...), resolved from the study.
         seed: Seed for the trial's training.
+        source_study: For a retrained copy of another trial (validation, final training): the
+            study of the trial whose architecture it trains; empty for a proposed trial.
+        source_trial: The id of that trial in ``source_study``; ``None`` for a proposed trial.
     """
 
     experiment: str
@@ -145,12 +152,19 @@ class TrialSpec(_Record):
     arch_json: str
     budget: dict[str, Any] = dataclasses.field(default_factory=dict)
     seed: int = 0
+    source_study: str = ""
+    source_trial: int | None = None
 
     def __post_init__(self) -> None:
         if self.trial_id < 0 or self.round < 1:
             raise RecordError(
                 f"trial_id must be >= 0 and round >= 1, got trial_id={self.trial_id}, "
                 f"round={self.round}"
+            )
+        if bool(self.source_study) != (self.source_trial is not None):
+            raise RecordError(
+                f"source_study and source_trial are set together or not at all, got "
+                f"source_study={self.source_study!r}, source_trial={self.source_trial!r}"
             )
 
 

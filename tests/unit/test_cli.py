@@ -130,3 +130,15 @@ def test_unknown_command_is_a_usage_error(capsys):
     with pytest.raises(SystemExit) as info:
         main(["fly"])
     assert info.value.code == 2
+
+
+def test_validate_shows_the_retraining_studies_init_adds(capsys, tmp_path):
+    status, out = run(capsys, "validate", str(SPEC), "--set", f"store_root={tmp_path}")
+    assert status == 0 and '"validation"' in out and '"final"' in out
+
+
+def test_run_refuses_a_bad_spec_before_starting_the_pipeline(capsys, tmp_path):
+    status, out = run(capsys, "run", str(SPEC), "--out", str(tmp_path), "--set", "budget.rounds=0")
+    assert status == 2
+    assert "budget.rounds must be a positive integer, got 0" in words(out)
+    assert not (tmp_path / "kfp.log").exists()

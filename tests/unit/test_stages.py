@@ -12,12 +12,17 @@ from kfnas.spaces.spinenet import block_specs
 from kfnas.spec import SpecError
 from kfnas.stages import (
     StudyStoppedError,
+    export_model,
     init_experiment,
     open_experiment,
+    propose_retraining,
     propose_trials,
+    report,
     run_trial,
 )
+from kfnas.store import ObjectNotFound
 from kfnas.types import TrialResult, TrialStatus
+from kfnas.watch import StoreWatcher
 
 SPEC = """
 name: stages-test
@@ -133,3 +138,84 @@ def test_a_trial_that_cannot_be_built_is_recorded_as_failed(experiment):
     assert run_trial(experiment, "proxy", 4) == result  # recorded once, returned as is
     files = exp.store.list(exp.layout.trial_dir("proxy", 4))
     assert "logs/error.txt" in files and "result.json" in files
+
+
+def test_init_applies_named_settings_and_adds_the_retraining_studies(tmp_path, data):
+    uri = init_experiment(SPEC, data, store_root=str(tmp_path), trials_per_round=2, rounds=4)
+    spec = open_experiment(uri).spec
+    assert (spec.study("proxy").budget.trials_per_round, spec.study("proxy").budget.rounds) == (
+        2,
+        4,
+    )
+    assert list(spec.studies) == ["proxy", "validation", "final"]
+    assert init_experiment(SPEC, data, store_root=str(tmp_path), trials_per_round=2, rounds=4)
+    with pytest.raises(SpecError, match=r"unknown key 'settings\.round'"):
+        init_experiment(SPEC, data, store_root=str(tmp_path), round=4)
+
+
+def _complete(exp, study, trial_ids, metric=0.1):
+    for trial_id in trial_ids:
+        exp.records.write_result(
+            study,
+            TrialResult(
+                trial_id,
+                TrialStatus.COMPLETED,
+                {"AP": metric * trial_id, "latency_ms": 10.0},
+                reward=metric * trial_id,
+            ),
+        )
+
+
+def test_propose_retraining_copies_architectures_with_the_full_budget(experiment):
+    exp = open_experiment(experiment)
+    _complete(exp, "proxy", propose_trials(experiment, "proxy", 1))
+    assert propose_retraining(experiment, "proxy", "validation", [3, 1]) == [1, 2]
+    full = exp.spec.study("validation").budget
+    for trial_id, source_id in ((1, 3), (2, 1)):
+        copy, source = (
+            exp.records.read_spec("validation", trial_id),
+            exp.records.read_spec("proxy", source_id),
+        )
+        assert (copy.source_study, copy.source_trial, copy.round) == ("proxy", source_id, 1)
+        assert (copy.arch_json, copy.dna_json, copy.space) == (
+            source.arch_json,
+            source.dna_json,
+            source.space,
+        )
+        assert copy.budget == dataclasses.asdict(full) and full.train_steps == 1000
+    # Resumed: the same sources keep their trials, a new one gets the next id.
+    assert propose_retraining(experiment, "proxy", "validation", [1, 2, 3]) == [2, 3, 1]
+    with pytest.raises(ValueError, match="cannot retrain its own trials"):
+        propose_retraining(experiment, "proxy", "proxy", [1])
+    with pytest.raises(ObjectNotFound):
+        propose_retraining(experiment, "proxy", "final", [9])
+
+
+def test_report_compares_proxy_and_full_training(experiment, tmp_path):
+    exp = open_experiment(experiment)
+    _complete(exp, "proxy", propose_trials(experiment, "proxy", 1))
+    _complete(exp, "validation", propose_retraining(experiment, "proxy", "validation", [3, 2]))
+    written = report(experiment, html_path=str(tmp_path / "a" / "r.html"))
+    assert written["html"] == exp.store.uri(exp.layout.report_html())
+    assert written["kendall_tau"] == pytest.approx(-1.0)  # validation ids reverse the proxy order
+    assert (tmp_path / "a" / "r.html").read_text() == exp.store.read_text(exp.layout.report_html())
+
+
+def test_export_model_refuses_a_trial_that_did_not_complete(experiment):
+    propose_trials(experiment, "proxy", 1)
+    with pytest.raises(ValueError, match="proxy trial 1 is not finished: only a COMPLETED"):
+        export_model(experiment, "proxy", 1, "v1")
+
+
+def test_store_watcher_reports_what_appears(tmp_path, data):
+    watcher = StoreWatcher(f"{tmp_path}/stages-test")
+    assert watcher.poll() == []
+    uri = init_experiment(SPEC, [f"store_root={tmp_path}", *data])
+    assert watcher.poll() == [f"experiment {uri}: spec and data checked"]
+    propose_trials(uri, "proxy", 1)
+    assert watcher.poll() == [f"proxy trial {i}: proposed (round 1)" for i in (1, 2, 3)]
+    _complete(open_experiment(uri), "proxy", [2])
+    assert watcher.poll() == [
+        "proxy trial 2: COMPLETED AP 0.2000 reward 0.2000 latency 10.0 ms (0 s)"
+    ]
+    assert watcher.poll() == []

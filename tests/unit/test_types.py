@@ -1,5 +1,6 @@
 """Trial records: JSON round trip, schema versions and invariants."""
 
+import dataclasses
 import json
 
 import pytest
@@ -93,3 +94,17 @@ def test_result_invariants(kwargs, message):
 def test_spec_invariants():
     with pytest.raises(RecordError, match="round >= 1"):
         TrialSpec("e", "s", 0, 0, "x", "{}", "{}")
+
+
+def test_a_retrained_trial_records_its_source():
+    copy = dataclasses.replace(spec(), study="validation", source_study="proxy", source_trial=7)
+    assert TrialSpec.from_json(copy.to_json()) == copy
+    with pytest.raises(RecordError, match="set together or not at all"):
+        dataclasses.replace(spec(), source_study="proxy")
+
+
+def test_version_1_records_read_without_the_source_fields():
+    data = json.loads(spec().to_json())
+    del data["source_study"], data["source_trial"]
+    data["schema_version"] = 1
+    assert TrialSpec.from_json(json.dumps(data)) == spec()

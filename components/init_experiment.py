@@ -1,0 +1,40 @@
+"""The ``init_experiment`` step: validate the spec and the data, write ``experiment.json``.
+
+Its parameters are ``kfnas.stages.init_experiment``'s: the spec text, the overrides and the named
+settings of ``kfnas.settings.ExperimentSettings`` (an empty string or 0 keeps the spec's value).
+To add a setting, add it there, here and to the pipelines that pass it.
+"""
+
+from kfp import dsl
+
+from kfnas.components._image import IMAGE
+
+
+@dsl.component(base_image=IMAGE, install_kfp_package=False)
+def init_experiment(
+    spec_yaml: str,
+    overrides: list[str],
+    experiment_name: str,
+    store_root: str,
+    task_kind: str,
+    num_classes: int,
+    train_data: str,
+    validation_data: str,
+    annotations: str,
+    space: str,
+    algorithm: str,
+    rounds: int,
+    trials_per_round: int,
+    proxy_train_steps: int,
+    proxy_batch_size: int,
+    full_train_steps: int,
+    full_batch_size: int,
+    metric: str,
+    latency_target_ms: float,
+) -> str:
+    """Validates the spec and its data and creates (or resumes) the experiment; returns its URI."""
+    settings = dict(locals())  # Every parameter; the two below are not settings.
+    spec_yaml, overrides = settings.pop("spec_yaml"), settings.pop("overrides")
+    from kfnas import stages
+
+    return stages.init_experiment(spec_yaml, overrides, **settings)

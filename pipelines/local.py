@@ -1,0 +1,78 @@
+"""Running the search pipeline on this machine with ``kfp.local``: the same DAG the cluster runs.
+
+``run_search_locally`` builds the pipeline without a cluster profile and runs it under
+``kfp.local.SubprocessRunner(use_venv=False)``: every step is a subprocess of this Python, with the
+installed kfnas, and nothing is pip-installed. ``kfp.local`` runs at most two iterations of a
+``ParallelFor`` at once whatever the parallelism, and ignores accelerators and Kubernetes settings.
+Its task logs (every step's output) go to ``log_file`` when one is given, so a person can follow
+progress elsewhere (``kfnas run`` reads the store) and read the details after.
+
+To run another pipeline locally: build it like ``build_search_pipeline`` and call it the same way
+inside ``_local_session``.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import warnings
+from collections.abc import Iterator, Mapping
+from pathlib import Path
+from typing import Any, TextIO
+
+from kfp import local
+
+from kfnas.pipelines.search import build_search_pipeline
+
+
+@contextlib.contextmanager
+def _local_session(pipeline_root: Path, log_file: TextIO | None) -> Iterator[None]:
+    local.init(
+        runner=local.SubprocessRunner(use_venv=False),
+        pipeline_root=str(pipeline_root),
+        raise_on_error=True,
+    )
+    with warnings.catch_warnings():
+        # The runtime image's name has no "python" in it; locally the steps use this Python.
+        warnings.filterwarnings("ignore", message=".*non-Python base image.*")
+        # Display names (for the KFP UI) mean nothing to the local runner.
+        warnings.filterwarnings("ignore", message=".*no effect in the current local runner.*")
+        if log_file is None:
+            yield
+        else:
+            with contextlib.redirect_stdout(log_file):  # kfp.local logs and step output
+                yield
+
+
+def run_search_locally(
+    arguments: Mapping[str, Any],
+    *,
+    rounds: int,
+    trials_per_round: int,
+    parallelism: int,
+    top_k: int,
+    pipeline_root: str | Path,
+    log_file: TextIO | None = None,
+) -> str:
+    """Runs the search pipeline in subprocesses of this Python and waits for it to end.
+
+    Args:
+        arguments: Pipeline parameters (see ``build_search_pipeline``), e.g. ``spec_yaml``,
+            ``overrides``.
+        rounds: Rounds of the proxy search.
+        trials_per_round: Default trials per round (``arguments`` may set it).
+        parallelism: ``ParallelFor`` parallelism (``kfp.local`` runs at most 2 at once).
+        top_k: Default number of proxy trials trained fully (``arguments`` may set it).
+        pipeline_root: Folder for the KFP outputs (artifacts such as metrics and the report).
+        log_file: Where the steps' logs go; ``None`` prints them.
+
+    Returns:
+        The experiment URI.
+
+    Raises:
+        RuntimeError: A step failed (its log says why).
+    """
+    pipeline = build_search_pipeline(rounds, trials_per_round, parallelism, top_k)
+    Path(pipeline_root).mkdir(parents=True, exist_ok=True)
+    with _local_session(Path(pipeline_root), log_file):
+        task = pipeline(**arguments)
+    return str(task.output)

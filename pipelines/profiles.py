@@ -1,0 +1,397 @@
+"""Cluster profiles: what each kind of pipeline step gets on a cluster, chosen at compile time.
+
+A profile is a YAML file (the built-ins are ``pipelines/profiles/*.yaml``) with one section per kind
+of step:
+
+* ``trial``: the proxy trials of the search (``run_trial`` in the rounds);
+* ``training``: the full trainings (``run_trial`` of the ``validation`` and ``final`` studies);
+* ``light``: everything else (init, propose, select, report, export): no accelerator.
+
+Each section may set an accelerator (type and count), CPU and memory requests and limits, node
+selectors, tolerations, volumes (PVC mounts and an in-memory ``/dev/shm``), Kubernetes secrets as
+environment variables or files, plain environment variables, image pull secrets, retries (for
+preempted pods), a timeout and a security context. ``load_profile`` reads a profile strictly (an
+unknown key, a bad quantity or a missing section is an error naming the key);
+``apply_step_profile`` applies one section to a task through KFP task methods and
+``kfp.kubernetes``. Nothing cluster-specific lives in code: a new cluster is a new YAML file.
+
+To support another setting: add a field (with an "unset" default) to ``StepProfile`` or one of its
+parts, check it in that dataclass's ``problems()``, and write an ``_apply_<setting>(task, step)``
+function added to ``_APPLIERS``.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import re
+from pathlib import Path
+from typing import Any, Literal
+
+from kfp import kubernetes
+from kfp.dsl import PipelineTask
+
+from kfnas._strict import SpecError, from_data, load_yaml
+
+PROFILES_DIR = Path(__file__).parent / "profiles"
+
+#: The kinds of steps a profile configures.
+STEP_KINDS = ("trial", "training", "light")
+
+_CPU = re.compile(r"^([0-9]*[.])?[0-9]+m?$")
+_MEMORY = re.compile(r"^[0-9]+(E|Ei|P|Pi|T|Ti|G|Gi|M|Mi|K|Ki)?$")
+_DURATION = re.compile(r"^[0-9]+(\.[0-9]+)?s$")
+_ENV_NAME = re.compile(r"^[A-Za-z_][A-Za-z0-9_]*$")
+_SHM_VOLUME = "dshm"
+
+
+class ProfileError(SpecError):
+    """A cluster profile that cannot be used; the message names the file and the key."""
+
+
+@dataclasses.dataclass(frozen=True)
+class AcceleratorSpec:
+    """An accelerator per pod, e.g. ``{type: nvidia.com/gpu, count: 1}``."""
+
+    type: str = ""
+    count: int = 1
+
+    def problems(self, where: str) -> list[str]:
+        """What is wrong, as messages naming ``where``."""
+        out = [] if self.type else [f"{where}.type is empty: e.g. nvidia.com/gpu"]
+        return out + ([] if self.count >= 1 else [f"{where}.count must be >= 1"])
+
+
+@dataclasses.dataclass(frozen=True)
+class ResourcesSpec:
+    """CPU (``"4"``, ``"500m"``) and memory (``"16Gi"``) requests and limits; empty: unset."""
+
+    cpu_request: str = ""
+    cpu_limit: str = ""
+    memory_request: str = ""
+    memory_limit: str = ""
+
+    def problems(self, where: str) -> list[str]:
+        """What is wrong, as messages naming ``where``."""
+        out = []
+        for field in dataclasses.fields(self):
+            value, kind = getattr(self, field.name), field.name.split("_")[0]
+            pattern, example = (_CPU, "'4' or '500m'") if kind == "cpu" else (_MEMORY, "'16Gi'")
+            if value and not pattern.match(value):
+                out.append(f"{where}.{field.name} {value!r} is not a quantity like {example}")
+        return out
+
+
+@dataclasses.dataclass(frozen=True)
+class TolerationSpec:
+    """A Kubernetes toleration."""
+
+    key: str = ""
+    operator: Literal["Equal", "Exists"] = "Equal"
+    value: str = ""
+    effect: Literal["", "NoSchedule", "PreferNoSchedule", "NoExecute"] = ""
+    toleration_seconds: int | None = None
+
+    def problems(self, where: str) -> list[str]:
+        """What is wrong, as messages naming ``where``."""
+        if self.operator == "Exists" and self.value:
+            return [f"{where}: operator Exists takes no value (got {self.value!r})"]
+        return []
+
+
+@dataclasses.dataclass(frozen=True)
+class PvcMountSpec:
+    """An existing PersistentVolumeClaim mounted into the step's container."""
+
+    claim: str = ""
+    mount_path: str = ""
+    sub_path: str = ""
+
+    def problems(self, where: str) -> list[str]:
+        """What is wrong, as messages naming ``where``."""
+        out = [] if self.claim else [f"{where}.claim is empty: name the PVC"]
+        return out + _absolute(self.mount_path, f"{where}.mount_path")
+
+
+@dataclasses.dataclass(frozen=True)
+class VolumesSpec:
+    """Volumes: PVC mounts and an in-memory ``/dev/shm`` of ``shm_size`` (empty: none)."""
+
+    pvcs: list[PvcMountSpec] = dataclasses.field(default_factory=list)
+    shm_size: str = ""
+
+    def problems(self, where: str) -> list[str]:
+        """What is wrong, as messages naming ``where``."""
+        out = [p for i, pvc in enumerate(self.pvcs) for p in pvc.problems(f"{where}.pvcs.{i}")]
+        if self.shm_size and not _MEMORY.match(self.shm_size):
+            out.append(f"{where}.shm_size {self.shm_size!r} is not a quantity like '8Gi'")
+        return out
+
+
+@dataclasses.dataclass(frozen=True)
+class SecretEnvSpec:
+    """Keys of a Kubernetes secret as environment variables: ``keys`` maps key -> variable."""
+
+    secret: str = ""
+    keys: dict[str, str] = dataclasses.field(default_factory=dict)
+    optional: bool = False
+
+    def problems(self, where: str) -> list[str]:
+        """What is wrong, as messages naming ``where``."""
+        out = [] if self.secret else [f"{where}.secret is empty: name the secret"]
+        out += [] if self.keys else [f"{where}.keys is empty: map secret keys to env variables"]
+        return out + [
+            f"{where}.keys.{key}: {env!r} is not an environment variable name"
+            for key, env in self.keys.items()
+            if not _ENV_NAME.match(env)
+        ]
+
+
+@dataclasses.dataclass(frozen=True)
+class SecretVolumeSpec:
+    """A Kubernetes secret mounted as files at ``mount_path``."""
+
+    secret: str = ""
+    mount_path: str = ""
+    optional: bool = False
+
+    def problems(self, where: str) -> list[str]:
+        """What is wrong, as messages naming ``where``."""
+        out = [] if self.secret else [f"{where}.secret is empty: name the secret"]
+        return out + _absolute(self.mount_path, f"{where}.mount_path")
+
+
+@dataclasses.dataclass(frozen=True)
+class SecretsSpec:
+    """Secrets (for example storage credentials) as environment variables or as files."""
+
+    as_env: list[SecretEnvSpec] = dataclasses.field(default_factory=list)
+    as_volume: list[SecretVolumeSpec] = dataclasses.field(default_factory=list)
+
+    def problems(self, where: str) -> list[str]:
+        """What is wrong, as messages naming ``where``."""
+        return [
+            p
+            for name in ("as_env", "as_volume")
+            for i, secret in enumerate(getattr(self, name))
+            for p in secret.problems(f"{where}.{name}.{i}")
+        ]
+
+
+@dataclasses.dataclass(frozen=True)
+class RetrySpec:
+    """Retries of a failed pod (e.g. a preempted spot node), with exponential back-off."""
+
+    num_retries: int = 0
+    backoff_duration: str = "0s"
+    backoff_factor: float = 2.0
+    backoff_max_duration: str = "3600s"
+
+    def problems(self, where: str) -> list[str]:
+        """What is wrong, as messages naming ``where``."""
+        out = [] if self.num_retries >= 0 else [f"{where}.num_retries must be >= 0"]
+        out += [] if self.backoff_factor >= 1 else [f"{where}.backoff_factor must be >= 1"]
+        return out + [
+            f"{where}.{name} {getattr(self, name)!r} is not a duration like '60s'"
+            for name in ("backoff_duration", "backoff_max_duration")
+            if not _DURATION.match(getattr(self, name))
+        ]
+
+
+@dataclasses.dataclass(frozen=True)
+class SecurityContextSpec:
+    """The container's identity: user and group ids and whether it must not run as root."""
+
+    run_as_user: int | None = None
+    run_as_group: int | None = None
+    run_as_non_root: bool | None = None
+
+    def problems(self, where: str) -> list[str]:
+        """What is wrong, as messages naming ``where``."""
+        out = [
+            f"{where}.{name} must be >= 0"
+            for name in ("run_as_user", "run_as_group")
+            if (getattr(self, name) or 0) < 0
+        ]
+        if self.run_as_non_root and self.run_as_user == 0:
+            out.append(f"{where}: run_as_non_root contradicts run_as_user 0")
+        if dataclasses.astuple(self) == (None, None, None):
+            out.append(f"{where} is empty: set run_as_user, run_as_group or run_as_non_root")
+        return out
+
+
+@dataclasses.dataclass(frozen=True)
+class StepProfile:
+    """What one kind of step gets on the cluster; every part is optional."""
+
+    accelerator: AcceleratorSpec | None = None
+    resources: ResourcesSpec = dataclasses.field(default_factory=ResourcesSpec)
+    node_selector: dict[str, str] = dataclasses.field(default_factory=dict)
+    tolerations: list[TolerationSpec] = dataclasses.field(default_factory=list)
+    volumes: VolumesSpec = dataclasses.field(default_factory=VolumesSpec)
+    secrets: SecretsSpec = dataclasses.field(default_factory=SecretsSpec)
+    env: dict[str, str] = dataclasses.field(default_factory=dict)
+    image_pull_secrets: list[str] = dataclasses.field(default_factory=list)
+    retries: RetrySpec | None = None
+    timeout_s: int = 0
+    security_context: SecurityContextSpec | None = None
+
+    def problems(self, where: str) -> list[str]:
+        """What is wrong, as messages naming ``where``."""
+        out = []
+        for name in ("accelerator", "resources", "volumes", "secrets", "retries"):
+            part = getattr(self, name)
+            out += part.problems(f"{where}.{name}") if part is not None else []
+        if self.security_context is not None:
+            out += self.security_context.problems(f"{where}.security_context")
+        for i, toleration in enumerate(self.tolerations):
+            out += toleration.problems(f"{where}.tolerations.{i}")
+        out += [
+            f"{where}.env: {n!r} is not a variable name" for n in self.env if not _ENV_NAME.match(n)
+        ]
+        return out + ([f"{where}.timeout_s must be >= 0"] if self.timeout_s < 0 else [])
+
+
+@dataclasses.dataclass(frozen=True)
+class StepsSpec:
+    """One ``StepProfile`` per kind of step (see ``STEP_KINDS``)."""
+
+    trial: StepProfile
+    training: StepProfile
+    light: StepProfile
+
+
+@dataclasses.dataclass(frozen=True)
+class ClusterProfile:
+    """A cluster profile: its name, what it is for, and its steps."""
+
+    name: str
+    steps: StepsSpec
+    description: str = ""
+
+    def step(self, kind: str) -> StepProfile:
+        """The profile of one kind of step (``trial``, ``training`` or ``light``)."""
+        if kind not in STEP_KINDS:
+            raise ProfileError(f"unknown kind of step {kind!r}; kinds: {', '.join(STEP_KINDS)}")
+        return getattr(self.steps, kind)
+
+
+def _absolute(path: str, where: str) -> list[str]:
+    return [] if path.startswith("/") else [f"{where} must be an absolute path, got {path!r}"]
+
+
+def profile_names() -> list[str]:
+    """The names of the built-in profiles (``pipelines/profiles/<name>.yaml``)."""
+    return sorted(path.stem for path in PROFILES_DIR.glob("*.yaml"))
+
+
+def load_profile(name_or_path: str | Path) -> ClusterProfile:
+    """Reads a built-in profile by name, or a profile YAML file by path, strictly.
+
+    Raises:
+        ProfileError: No such profile (the message lists the built-ins), or the file is not a
+            valid profile (every problem is listed with its key).
+    """
+    path = Path(name_or_path)
+    if not path.is_file():
+        path = PROFILES_DIR / f"{name_or_path}.yaml"
+    if not path.is_file():
+        raise ProfileError(
+            f"no cluster profile {str(name_or_path)!r}: give a profile YAML file or a built-in "
+            f"profile: {', '.join(profile_names())}"
+        )
+    return parse_profile(path.read_text(), source=str(path))
+
+
+def parse_profile(text: str, *, source: str = "the profile") -> ClusterProfile:
+    """Parses a profile from YAML text (see ``load_profile``)."""
+    try:
+        data: Any = load_yaml(text)
+        profile = from_data(ClusterProfile, data if data is not None else {})
+    except Exception as e:  # YAML errors and SpecError alike: name the file.
+        raise ProfileError(f"{source}: {e}") from e
+    problems = [p for kind in STEP_KINDS for p in profile.step(kind).problems(f"steps.{kind}")]
+    if problems:
+        raise ProfileError(
+            f"{source} is not a valid cluster profile:\n  - " + "\n  - ".join(problems)
+        )
+    return profile
+
+
+def _apply_accelerator(task: PipelineTask, step: StepProfile) -> None:
+    if step.accelerator is not None:
+        task.set_accelerator_type(step.accelerator.type)
+        task.set_accelerator_limit(step.accelerator.count)
+
+
+def _apply_resources(task: PipelineTask, step: StepProfile) -> None:
+    setters = {
+        "cpu_request": task.set_cpu_request,
+        "cpu_limit": task.set_cpu_limit,
+        "memory_request": task.set_memory_request,
+        "memory_limit": task.set_memory_limit,
+    }
+    for name, setter in setters.items():
+        if value := getattr(step.resources, name):
+            setter(value)
+
+
+def _apply_placement(task: PipelineTask, step: StepProfile) -> None:
+    for label, value in step.node_selector.items():
+        kubernetes.add_node_selector(task, label_key=label, label_value=value)
+    for t in step.tolerations:
+        kubernetes.add_toleration(
+            task,
+            key=t.key or None,
+            operator=t.operator,
+            value=t.value or None,
+            effect=t.effect or None,
+            toleration_seconds=t.toleration_seconds,
+        )
+
+
+def _apply_volumes(task: PipelineTask, step: StepProfile) -> None:
+    for pvc in step.volumes.pvcs:
+        kubernetes.mount_pvc(
+            task, pvc_name=pvc.claim, mount_path=pvc.mount_path, sub_path=pvc.sub_path
+        )
+    if step.volumes.shm_size:
+        kubernetes.empty_dir_mount(
+            task, _SHM_VOLUME, "/dev/shm", medium="Memory", size_limit=step.volumes.shm_size
+        )
+
+
+def _apply_secrets(task: PipelineTask, step: StepProfile) -> None:
+    for s in step.secrets.as_env:
+        kubernetes.use_secret_as_env(task, s.secret, dict(s.keys), optional=s.optional)
+    for v in step.secrets.as_volume:
+        kubernetes.use_secret_as_volume(task, v.secret, v.mount_path, optional=v.optional)
+    for name, value in step.env.items():
+        task.set_env_variable(name, value)
+    if step.image_pull_secrets:
+        kubernetes.set_image_pull_secrets(task, list(step.image_pull_secrets))
+
+
+def _apply_lifecycle(task: PipelineTask, step: StepProfile) -> None:
+    if (r := step.retries) is not None:
+        task.set_retry(r.num_retries, r.backoff_duration, r.backoff_factor, r.backoff_max_duration)
+    if step.timeout_s:
+        kubernetes.set_timeout(task, step.timeout_s)
+    if (c := step.security_context) is not None:
+        kubernetes.set_security_context(task, c.run_as_user, c.run_as_group, c.run_as_non_root)
+
+
+_APPLIERS = (
+    _apply_accelerator,
+    _apply_resources,
+    _apply_placement,
+    _apply_volumes,
+    _apply_secrets,
+    _apply_lifecycle,
+)
+
+
+def apply_step_profile(task: PipelineTask, step: StepProfile) -> PipelineTask:
+    """Gives ``task`` everything ``step`` sets; returns the task so calls chain."""
+    for apply in _APPLIERS:
+        apply(task, step)
+    return task

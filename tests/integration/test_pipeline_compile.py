@@ -1,0 +1,334 @@
+"""The search pipeline compiled with each cluster profile: what every step carries in the YAML.
+
+Each built-in profile is compiled with 2 rounds, 2 trials per round, parallelism 2 and top 1. The
+compiled YAML holds two documents: the pipeline spec, and the platform spec whose
+``platforms.kubernetes.deploymentSpec.executors`` carries the Kubernetes settings per executor.
+Every step is checked against the section of its kind (``trial``, ``training``, ``light``).
+"""
+
+import pytest
+import yaml
+
+from kfnas.cli import main
+from kfnas.components._image import IMAGE
+from kfnas.pipelines.compile import compile_pipeline
+from kfnas.pipelines.profiles import (
+    ProfileError,
+    StepProfile,
+    load_profile,
+    parse_profile,
+    profile_names,
+)
+
+PROFILES = ["cpu-only", "gke-gpu", "nvidia-gpu"]
+
+
+def test_the_built_in_profiles():
+    assert profile_names() == PROFILES
+
+
+@pytest.fixture(scope="module", params=PROFILES)
+def compiled(request, tmp_path_factory):
+    path = tmp_path_factory.mktemp("compiled") / f"{request.param}.yaml"
+    compile_pipeline(request.param, 2, 2, 2, 1, path)
+    spec, platform = yaml.safe_load_all(path.read_text())
+    return load_profile(request.param), spec, platform
+
+
+def _tasks(spec):
+    """Every container step: (groups it is in, display name, task spec, executor label)."""
+
+    def walk(dag, path):
+        for task in dag["tasks"].values():
+            component = spec["components"][task["componentRef"]["name"]]
+            if "dag" in component:
+                yield from walk(component["dag"], [*path, task["taskInfo"]["name"]])
+            else:
+                yield path, task["taskInfo"]["name"], task, component["executorLabel"]
+
+    return list(walk(spec["root"]["dag"], []))
+
+
+def _kind(name):
+    return {"trial": "trial", "full training": "training"}.get(name, "light")
+
+
+def _expected_platform(step: StepProfile) -> dict:
+    """The platform spec kfp-kubernetes writes for a profile section."""
+    out = {}
+    if step.node_selector:
+        out["nodeSelector"] = {"labels": step.node_selector}
+    if step.tolerations:
+        out["tolerations"] = [
+            {
+                k: v
+                for k, v in {
+                    "key": t.key,
+                    "operator": t.operator,
+                    "value": t.value,
+                    "effect": t.effect,
+                    "tolerationSeconds": t.toleration_seconds,
+                }.items()
+                if v not in ("", None)
+            }
+            for t in step.tolerations
+        ]
+    if step.volumes.pvcs:
+        out["pvcMount"] = [
+            {"mountPath": p.mount_path, "constant": p.claim, "subPath": p.sub_path}
+            for p in step.volumes.pvcs
+        ]
+    if step.volumes.shm_size:
+        out["emptyDirMounts"] = [
+            {
+                "medium": "Memory",
+                "mountPath": "/dev/shm",
+                "sizeLimit": step.volumes.shm_size,
+                "volumeName": "dshm",
+            }
+        ]
+    if step.secrets.as_env:
+        out["secretAsEnv"] = [
+            {
+                "secretName": s.secret,
+                "optional": s.optional,
+                "keyToEnv": [{"secretKey": k, "envVar": v} for k, v in s.keys.items()],
+            }
+            for s in step.secrets.as_env
+        ]
+    if step.secrets.as_volume:
+        out["secretAsVolume"] = [
+            {"secretName": s.secret, "mountPath": s.mount_path, "optional": s.optional}
+            for s in step.secrets.as_volume
+        ]
+    if step.timeout_s:
+        out["activeDeadlineSeconds"] = str(step.timeout_s)
+    if step.security_context is not None:
+        c = step.security_context
+        out["securityContext"] = {
+            k: v
+            for k, v in {
+                "runAsUser": None if c.run_as_user is None else str(c.run_as_user),
+                "runAsGroup": None if c.run_as_group is None else str(c.run_as_group),
+                "runAsNonRoot": c.run_as_non_root,
+            }.items()
+            if v is not None
+        }
+    return out
+
+
+def _actual_platform(config: dict) -> dict:
+    """The platform spec of one executor, without the fields kfp-kubernetes duplicates."""
+    out = dict(config)
+    if "pvcMount" in out:
+        out["pvcMount"] = [
+            {
+                "mountPath": m["mountPath"],
+                "constant": m["pvcNameParameter"]["runtimeValue"]["constant"],
+                "subPath": m.get("subPath", ""),
+            }
+            for m in out["pvcMount"]
+        ]
+    for key in ("secretAsEnv", "secretAsVolume"):
+        if key in out:
+            out[key] = [
+                {k: v for k, v in s.items() if k != "secretNameParameter"} for s in out[key]
+            ]
+    return out
+
+
+def test_each_step_carries_exactly_its_kind_of_settings(compiled):
+    profile, spec, platform = compiled
+    executors = spec["deploymentSpec"]["executors"]
+    k8s = platform["platforms"]["kubernetes"]["deploymentSpec"]["executors"]
+    kinds = set()
+    for path, name, task, label in _tasks(spec):
+        kind = _kind(name)
+        kinds.add(kind)
+        step = profile.step(kind)
+        container = executors[label]["container"]
+        where = f"{profile.name}: {' / '.join([*path, name])} ({kind})"
+        assert container["image"] == IMAGE, where
+        resources = container.get("resources", {})
+        if step.accelerator is None:
+            assert "accelerator" not in resources, where
+        else:
+            accelerator = resources["accelerator"]
+            assert accelerator["resourceType"] == step.accelerator.type, where
+            assert accelerator["resourceCount"] == str(step.accelerator.count), where
+        quantities = {
+            "resourceCpuRequest": step.resources.cpu_request,
+            "resourceCpuLimit": step.resources.cpu_limit,
+            "resourceMemoryRequest": step.resources.memory_request,
+            "resourceMemoryLimit": step.resources.memory_limit,
+        }
+        assert {k: resources.get(k, "") for k in quantities} == quantities, where
+        env = {e["name"]: e["value"] for e in container.get("env", [])}
+        assert env == step.env, where
+        assert _actual_platform(k8s.get(label, {})) == _expected_platform(step), where
+        retry = step.retries
+        expected_retry = retry and {
+            "maxRetryCount": retry.num_retries,
+            "backoffDuration": retry.backoff_duration,
+            "backoffFactor": retry.backoff_factor,
+            "backoffMaxDuration": retry.backoff_max_duration,
+        }
+        assert task.get("retryPolicy") == expected_retry, where
+        assert not task.get("cachingOptions", {}).get("enableCache"), where
+    assert kinds == {"trial", "training", "light"}
+
+
+def test_light_steps_get_no_gpu_settings(compiled):
+    _, spec, platform = compiled
+    executors = spec["deploymentSpec"]["executors"]
+    k8s = platform["platforms"]["kubernetes"]["deploymentSpec"]["executors"]
+    light = [label for _, name, _, label in _tasks(spec) if _kind(name) == "light"]
+    # init, 2 x propose, select, propose, report, select, propose, export
+    assert len(light) == 9
+    for label in light:
+        assert "accelerator" not in executors[label]["container"].get("resources", {})
+        config = k8s.get(label, {})
+        assert "emptyDirMounts" not in config
+        text = yaml.safe_dump([config.get("tolerations"), config.get("nodeSelector")])
+        assert "gpu" not in text and "accelerator" not in text, label
+
+
+def test_the_dag_chains_rounds_validation_and_final_training(compiled):
+    _, spec, _ = compiled
+    tasks = spec["root"]["dag"]["tasks"]
+    by_name = {task["taskInfo"]["name"]: (key, task) for key, task in tasks.items()}
+    assert set(by_name) == {
+        "init experiment",
+        "round 1: propose",
+        "round 1: trials",
+        "round 2: propose",
+        "round 2: trials",
+        "select top k",
+        "validation: propose",
+        "validation",
+        "report",
+        "select the winner",
+        "final: propose",
+        "final training",
+        "export",
+    }
+
+    def after(name, upstream):
+        return by_name[upstream][0] in by_name[name][1].get("dependentTasks", [])
+
+    chain = [
+        ("round 1: trials", "round 1: propose"),
+        ("round 2: propose", "round 1: trials"),  # round 2 waits for every trial of round 1
+        ("round 2: trials", "round 2: propose"),
+        ("select top k", "round 2: trials"),
+        ("validation: propose", "select top k"),
+        ("validation", "validation: propose"),
+        ("report", "validation"),
+        ("select the winner", "validation"),
+        ("final: propose", "select the winner"),
+        ("final training", "final: propose"),
+        ("export", "final training"),
+    ]
+    assert [pair for pair in chain if not after(*pair)] == []
+    loops = {path[-1]: task["iteratorPolicy"]["parallelismLimit"] for path, task in _loops(spec)}
+    assert loops == {
+        "round 1: trials": 2,
+        "round 2: trials": 2,
+        "validation": 2,
+        "final training": 2,
+        "export": 1,
+    }
+
+
+def _loops(spec):
+    """Every ParallelFor: (the groups it is in, its task)."""
+
+    def walk(dag, path):
+        for task in dag["tasks"].values():
+            component = spec["components"][task["componentRef"]["name"]]
+            if "dag" in component:
+                if "parameterIterator" in task:
+                    yield path, task
+                yield from walk(component["dag"], [*path, task["taskInfo"]["name"]])
+
+    return list(walk(spec["root"]["dag"], []))
+
+
+def test_pipeline_parameters_have_defaults_and_descriptions(compiled):
+    _, spec, _ = compiled
+    parameters = spec["root"]["inputDefinitions"]["parameters"]
+    for name, parameter in parameters.items():
+        assert parameter.get("isOptional") is True and "defaultValue" in parameter, name
+        assert len(parameter.get("description", "")) > 10, name
+    assert parameters["spec_yaml"]["defaultValue"] == "demo"
+    assert parameters["trials_per_round"]["defaultValue"] == 2
+    assert parameters["top_k"]["defaultValue"] == 1
+    assert parameters["overrides"]["defaultValue"] == []
+    assert {"train_data", "proxy_train_steps", "full_train_steps", "latency_target_ms"} <= set(
+        parameters
+    )
+    assert "rounds" not in parameters  # fixed when compiled
+
+
+def test_kfnas_compile_writes_the_yaml(tmp_path, capsys):
+    out = tmp_path / "p.yaml"
+    assert main(["compile", "--profile", "cpu-only", "-o", str(out), "--rounds", "3"]) == 0
+    spec, _ = yaml.safe_load_all(out.read_text())
+    names = {t["taskInfo"]["name"] for t in spec["root"]["dag"]["tasks"].values()}
+    assert {"round 1: trials", "round 2: trials", "round 3: trials"} <= names
+    assert IMAGE in capsys.readouterr().out
+    assert main(["compile", "--profile", "no-such-cluster", "-o", str(out)]) == 2
+    assert "built-in profile: cpu-only, gke-gpu, nvidia-gpu" in " ".join(
+        capsys.readouterr().out.split()
+    )
+
+
+GOOD = """
+name: test
+steps:
+  trial: {accelerator: {type: nvidia.com/gpu}}
+  training: {}
+  light: {}
+"""
+
+
+@pytest.mark.parametrize(
+    ("change", "message"),
+    [
+        ("  light: {cpu: 2}", r"unknown key 'steps.light.cpu'"),
+        ("", r"missing required key 'steps.light'"),
+        ("  light: {resources: {memory_limit: 4GB}}", r"memory_limit '4GB' is not a quantity"),
+        ("  light: {resources: {cpu_request: two}}", r"cpu_request 'two' is not a quantity"),
+        (
+            "  light: {tolerations: [{key: a, operator: Exists, value: b}]}",
+            r"steps.light.tolerations.0: operator Exists takes no value",
+        ),
+        (
+            "  light: {tolerations: [{key: a, operator: In}]}",
+            r"steps.light.tolerations.0.operator must be one of Equal, Exists",
+        ),
+        ("  light: {volumes: {pvcs: [{claim: d, mount_path: data}]}}", "must be an absolute"),
+        ("  light: {retries: {num_retries: 2, backoff_duration: 1m}}", "not a duration like"),
+        (
+            "  light: {security_context: {run_as_user: 0, run_as_non_root: true}}",
+            "run_as_non_root contradicts run_as_user 0",
+        ),
+        ("  light: {secrets: {as_env: [{secret: s}]}}", "keys is empty"),
+        ("  light: {timeout_s: -1}", "timeout_s must be >= 0"),
+    ],
+)
+def test_profile_problems_name_the_file_and_key(change, message):
+    text = GOOD.replace("  light: {}", change)
+    with pytest.raises(ProfileError, match=message) as e:
+        parse_profile(text, source="my-profile.yaml")
+    assert str(e.value).startswith("my-profile.yaml")
+
+
+def test_a_profile_file_by_path(tmp_path):
+    path = tmp_path / "mine.yaml"
+    path.write_text(GOOD)
+    profile = load_profile(path)
+    assert profile.step("trial").accelerator.count == 1
+    assert profile.step("light").accelerator is None
+    with pytest.raises(ProfileError, match="unknown kind of step 'gpu'"):
+        profile.step("gpu")
