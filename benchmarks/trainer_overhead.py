@@ -146,7 +146,7 @@ def detection_setup(batch_size: int, steps: int, work: str) -> Setup:
 
     def make_model() -> tf_keras.Model:
         input_specs = tf_keras.layers.InputSpec(shape=[None, *DETECTION.input_shape(task_spec)])
-        return DETECTION.build_model(task, space.build_backbone(arch, task_spec, input_specs))
+        return DETECTION.build_model(task, space.build_network(arch, task_spec, input_specs))
 
     return Setup(
         "detection", task, make_model, DETECTION.optimizer_config(task_spec, budget), batch_size

@@ -144,7 +144,7 @@ def local_trial(
 
 
 def build_trial_model(spec: ExperimentSpec, trial: TrialSpec, official_task: Any) -> Any:
-    """The trial's full model: its space's backbone inside its task's model.
+    """The trial's full model: its space's network inside its task's model.
 
     The architecture comes from the trial's ``arch_json`` alone, so a stored trial rebuilds without
     the search history.
@@ -154,8 +154,8 @@ def build_trial_model(spec: ExperimentSpec, trial: TrialSpec, official_task: Any
     task_kind = TASKS.get(spec.task.kind)
     input_specs = tf_keras.layers.InputSpec(shape=[None, *task_kind.input_shape(spec.task)])
     arch = pg.from_json_str(trial.arch_json)
-    backbone = get_space(trial.space).build_backbone(arch, spec.task, input_specs)
-    return task_kind.build_model(official_task, backbone)
+    network = get_space(trial.space).build_network(arch, spec.task, input_specs)
+    return task_kind.build_model(official_task, network)
 
 
 def _measure(model: Any, input_shape: tuple[int, ...]) -> dict[str, float]:

@@ -90,13 +90,14 @@ def test_random_architecture_trains_and_evaluates(
     data = files.data_spec(with_annotations=with_annotations)
     official_task = DETECTION.build_task(TASK, data, BUDGET)
     input_specs = tf_keras.layers.InputSpec(shape=[None, SIZE, SIZE, 3])
-    backbone = space.build_backbone(arch, TASK, input_specs)
+    network = space.build_network(arch, TASK, input_specs)
+    backbone = network.backbone
     assert {level: spec.as_list() for level, spec in backbone.output_specs.items()} == {
         str(level): [None, SIZE >> level, SIZE >> level, 16] for level in (3, 4, 5)
     }
     built = backbone._block_specs  # tf-models' own list, after it built the blocks.
     assert sorted(spec.level for spec in built if spec.is_output) == built_output_levels
-    model = DETECTION.build_model(official_task, backbone)
+    model = DETECTION.build_model(official_task, network)
     optimizer = official_task.create_optimizer(DETECTION.optimizer_config(TASK, BUDGET))
 
     train_batch, validation_batches = batches

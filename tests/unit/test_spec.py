@@ -220,7 +220,10 @@ def test_validate_space_that_does_not_serve_the_task(valid):
         def hyper(self):
             return pg.Dict(x=pg.oneof([1, 2]))
 
-        def build_backbone(self, arch, task, input_specs):
+        def reference(self):
+            return None
+
+        def build_network(self, arch, task, input_specs):
             raise AssertionError("not built during validation")
 
     SPACES.register("segmentation_only", SegmentationOnly())

@@ -43,7 +43,8 @@ def get_space(name: str) -> SearchSpace:
     if not isinstance(space, SearchSpace):
         raise RegistryError(
             f"{name!r} is a {type(space).__name__}, not a search space: it needs a 'name', the "
-            f"'tasks' it serves and a 'hyper()' method (see kfnas.spaces.base.SearchSpace)"
+            f"'tasks' it serves and the methods 'hyper()', 'reference()' and 'build_network()' "
+            f"(see kfnas.spaces.base.SearchSpace)"
         )
     return space
 

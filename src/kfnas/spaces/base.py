@@ -11,9 +11,26 @@ space; the conformance suite checks every registered space against this protocol
 
 from __future__ import annotations
 
+from dataclasses import dataclass
 from typing import Any, Protocol, runtime_checkable
 
 import pyglove as pg
+
+
+@dataclass(frozen=True)
+class Network:
+    """The searched part of a model, as a space builds it for one architecture.
+
+    Attributes:
+        backbone: A ``tf_keras.Model`` with official.vision backbone semantics: ``output_specs``
+            and a dict of multi-level features keyed by level string (``"3"`` ... ``"7"``).
+        decoder: A ``tf_keras.Model`` with official.vision decoder semantics (multi-level features
+            in and out), or ``None`` to let the task use its own (identity, FPN, ...). Spaces that
+            search the decoder (NAS-FPN) set it; backbone spaces leave it ``None``.
+    """
+
+    backbone: Any
+    decoder: Any = None
 
 
 @runtime_checkable
@@ -36,7 +53,16 @@ class SearchSpace(Protocol):
         """
         ...
 
-    def build_backbone(self, arch: Any, task: Any, input_specs: Any) -> Any:
+    def reference(self) -> Any | None:
+        """The published architecture the space was built around, materialized from the space.
+
+        ``None`` when the published architecture does not lie inside the space (SpineNet-49 has
+        10 intermediate blocks and an output at level 2; the SpineNet spaces have neither). The
+        conformance suite checks that a returned reference materializes from a DNA of the space.
+        """
+        ...
+
+    def build_network(self, arch: Any, task: Any, input_specs: Any) -> Network:
         """Builds the searched network for one architecture, importing TensorFlow lazily.
 
         Args:
@@ -46,8 +72,8 @@ class SearchSpace(Protocol):
             input_specs: A ``tf_keras.layers.InputSpec`` of the batched model input.
 
         Returns:
-            A ``tf_keras.Model`` with official.vision backbone semantics: ``output_specs`` and a
-            dict of multi-level features keyed by level string (``"3"`` ... ``"7"``).
+            The ``Network``: the backbone, and the decoder when the space searches one. The task
+            kind (``kfnas.tasks``) wraps it into its official.vision model.
         """
         ...
 

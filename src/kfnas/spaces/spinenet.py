@@ -40,14 +40,15 @@ tf-models-official 2.20 facts to respect when building models (checked in
   of the Keras graph (no error). Neither module's default ``SPINENET_BLOCK_SPECS`` (SpineNet-49:
   10 intermediate + 6 outputs, one at level 2) lies inside these spaces (11 or 10 + 5 outputs).
 
-Building (``SpineNetSpace.build_backbone``): the tf-models module that ``tf_module_name`` names
-gives the backbone class (``_BACKBONES``: ``SpineNet`` or ``SpineNetMobile``); knobs come from
-``task.options`` (``min_level``/``max_level``, default the space's 3..7; ``filter_size_scale``,
-``endpoints_num_filters``, ``resample_alpha``, ``block_repeats``, ``se_ratio``, ``expand_ratio``,
-``init_stochastic_depth_rate``; shared with the task head: ``activation``, ``norm_momentum``,
-``norm_epsilon``, ``l2_weight_decay``), defaulting to the published SpineNet-49 values of each
-module. When a proxy task shrinks the levels (say to 3..5), the searched output blocks still span
-3..7; ``build_backbone`` passes them on unchanged and tf-models handles them (checked in 2.20):
+Building (``SpineNetSpace.build_network`` -> ``build_backbone``): the tf-models module that
+``tf_module_name`` names gives the backbone class (``_BACKBONES``: ``SpineNet`` or
+``SpineNetMobile``); knobs come from ``task.options`` (``min_level``/``max_level``, default the
+space's 3..7; ``filter_size_scale``, ``endpoints_num_filters``, ``resample_alpha``,
+``block_repeats``, ``se_ratio``, ``expand_ratio``, ``init_stochastic_depth_rate``; shared with the
+task head: ``activation``, ``norm_momentum``, ``norm_epsilon``, ``l2_weight_decay``), defaulting to
+the published SpineNet-49 values of each module. When a proxy task shrinks the levels (say to 3..5),
+the searched output blocks still span 3..7; ``build_backbone`` passes them on unchanged and
+tf-models handles them (checked in 2.20):
 
 * ``SpineNet`` builds every block at its own level and only warns about output blocks outside
   ``[min_level, max_level]``: they are not endpoints (and drop out of the graph unless a later
@@ -70,6 +71,8 @@ from dataclasses import dataclass
 from typing import Any
 
 import pyglove as pg
+
+from kfnas.spaces.base import Network
 
 #: One static block: (level, block_fn, (input_index_0, input_index_1), is_output).
 BlockTuple = tuple[int, str, tuple[int, int], bool]
@@ -267,6 +270,18 @@ class SpineNetSpace:
             ),
             output_blocks=output_blocks,
         )
+
+    def reference(self) -> None:
+        """``None``: the published SpineNet-49 lies outside these spaces.
+
+        It has 10 intermediate blocks and an output block at level 2; these spaces have 11 (or 10)
+        intermediate blocks and 5 outputs at levels 3..7.
+        """
+        return None
+
+    def build_network(self, arch: SpineNetArchitecture, task: Any, input_specs: Any) -> Network:
+        """The backbone of ``arch`` (``build_backbone``); the task supplies the decoder."""
+        return Network(backbone=self.build_backbone(arch, task, input_specs))
 
     def build_backbone(self, arch: SpineNetArchitecture, task: Any, input_specs: Any) -> Any:
         """Builds tf-models' ``SpineNet`` or ``SpineNetMobile`` for ``arch`` (imports TensorFlow).

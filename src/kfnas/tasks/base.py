@@ -11,6 +11,7 @@ from __future__ import annotations
 from typing import TYPE_CHECKING, Any, Protocol, runtime_checkable
 
 if TYPE_CHECKING:
+    from kfnas.spaces.base import Network
     from kfnas.spec import BudgetSpec, DataSpec, TaskSpec
 
 
@@ -37,8 +38,12 @@ class TaskKind(Protocol):
         """
         ...
 
-    def build_model(self, official_task: Any, backbone: Any) -> Any:
-        """The full ``tf_keras.Model`` of ``official_task`` around a searched ``backbone``."""
+    def build_model(self, official_task: Any, network: Network) -> Any:
+        """The full ``tf_keras.Model`` of ``official_task`` around a searched ``network``.
+
+        ``network.backbone`` is always set; ``network.decoder`` is ``None`` unless the space
+        searches the decoder, and then the task uses it in place of its own.
+        """
         ...
 
     def optimizer_config(self, task: TaskSpec, budget: BudgetSpec) -> Any:

@@ -11,7 +11,7 @@ partial batch kept). COCO evaluation uses ``data.annotations`` when given; other
 which then need integer ``image/source_id`` values (``build_task`` returns a ``RetinaNetTask``
 subclass whose ``validation_step`` flattens the per-image ground-truth counts: tf-models 2.20 gives
 them shape ``[1]`` and that evaluator path calls ``int()`` on them, which NumPy 2 refuses; its
-``build_model()`` uses ``backbone_factory`` when set). Its metric keys ``AP``, ``AP50``, ``AP75``,
+``build_model()`` uses ``network_factory`` when set). Its metric keys ``AP``, ``AP50``, ``AP75``,
 ``APs``, ``APm``, ``APl`` (box AP, no prefix) are the ``metric_names``; COCO reports -1 for a
 metric with no ground truth (e.g. ``APl`` on small images).
 
@@ -72,6 +72,7 @@ from typing import TYPE_CHECKING, Any
 from kfnas.spec import SpecError
 
 if TYPE_CHECKING:
+    from kfnas.spaces.base import Network
     from kfnas.spec import BudgetSpec, DataSpec, TaskSpec
 
 #: Feature levels RetinaNet and the SpineNet spaces support.
@@ -276,31 +277,31 @@ def _data_config(pattern: str, batch_size: int, opts: dict[str, Any], *, trainin
 
 @functools.cache
 def _searched_task_class() -> type:
-    """``RetinaNetTask`` whose ``build_model()`` takes its backbone from ``backbone_factory``."""
+    """``RetinaNetTask`` whose ``build_model()`` takes its network from ``network_factory``."""
     from official.vision.tasks import retinanet
 
     class SearchedRetinaNetTask(retinanet.RetinaNetTask):
-        """tf-models' RetinaNet task with a searched backbone.
+        """tf-models' RetinaNet task with a searched network.
 
-        Set ``backbone_factory`` (``input_specs -> backbone``, e.g. a search space's
-        ``build_backbone`` with its architecture and task bound) before tools that call
+        Set ``network_factory`` (``input_specs -> Network``, e.g. a search space's
+        ``build_network`` with its architecture and task bound) before tools that call
         ``build_model()`` themselves; or build the model with ``DETECTION.build_model``.
         """
 
-        backbone_factory: Callable[[Any], Any] | None = None
+        network_factory: Callable[[Any], Any] | None = None
 
         def build_model(self) -> Any:
             import tf_keras
 
-            if self.backbone_factory is None:
+            if self.network_factory is None:
                 raise RuntimeError(
-                    "this RetinaNet task has no backbone: set task.backbone_factory, or build the "
-                    "model with kfnas.tasks.detection.DETECTION.build_model(task, backbone)"
+                    "this RetinaNet task has no network: set task.network_factory, or build the "
+                    "model with kfnas.tasks.detection.DETECTION.build_model(task, network)"
                 )
             input_specs = tf_keras.layers.InputSpec(
                 shape=[None, *self.task_config.model.input_size]
             )
-            return DETECTION.build_model(self, self.backbone_factory(input_specs))
+            return DETECTION.build_model(self, self.network_factory(input_specs))
 
         def validation_step(self, inputs: Any, model: Any, metrics: Any = None) -> Any:
             # tf-models 2.20's parser gives each image's ground-truth count the shape [1]; with
@@ -355,8 +356,12 @@ class DetectionTask:
         )
         return _searched_task_class()(config)
 
-    def build_model(self, official_task: Any, backbone: Any) -> Any:
-        """RetinaNet around ``backbone`` (``factory.build_retinanet``, identity decoder)."""
+    def build_model(self, official_task: Any, network: Network) -> Any:
+        """RetinaNet around ``network`` (``factory.build_retinanet``).
+
+        The decoder is the network's when the space searches one (NAS-FPN), else the config's
+        (identity: SpineNet backbones already give every level).
+        """
         import tf_keras
         from official.vision.modeling import factory
 
@@ -369,7 +374,8 @@ class DetectionTask:
             input_specs=input_specs,
             model_config=config.model,
             l2_regularizer=regularizer,
-            backbone=backbone,
+            backbone=network.backbone,
+            decoder=network.decoder,
         )
 
     def optimizer_config(self, task: TaskSpec, budget: BudgetSpec) -> Any:
