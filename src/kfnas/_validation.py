@@ -69,6 +69,11 @@ def _study_problems(spec: ExperimentSpec) -> list[str]:
                         f"task.kind {spec.task.kind!r}: pick a space for {spec.task.kind} or "
                         f"change the task"
                     )
+                else:
+                    out.extend(
+                        f"{where}.space {study.space!r}: {m}"
+                        for m in space.task_problems(spec.task)
+                    )
         assert study.algorithm is not None and study.budget is not None  # resolved() sets them.
         if study.budget is not spec.budget:
             out.extend(study.budget.problems(f"{where}.budget"))

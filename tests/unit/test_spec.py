@@ -223,6 +223,9 @@ def test_validate_space_that_does_not_serve_the_task(valid):
         def reference(self):
             return None
 
+        def task_problems(self, task):
+            return []
+
         def build_network(self, arch, task, input_specs):
             raise AssertionError("not built during validation")
 

@@ -62,6 +62,16 @@ class SearchSpace(Protocol):
         """
         ...
 
+    def task_problems(self, task: Any) -> list[str]:
+        """What stops this space from serving ``task`` (a ``kfnas.spec.TaskSpec``), as fixes.
+
+        Called before any trial, with ``task.kind`` already among ``tasks``. For example, a space
+        that searches the decoder names the fixed backbones it can sit on
+        (``task.options.backbone``); a space that searches the backbone refuses that option.
+        Must not import TensorFlow.
+        """
+        ...
+
     def build_network(self, arch: Any, task: Any, input_specs: Any) -> Network:
         """Builds the searched network for one architecture, importing TensorFlow lazily.
 

@@ -279,6 +279,15 @@ class SpineNetSpace:
         """
         return None
 
+    def task_problems(self, task: Any) -> list[str]:
+        """A fixed ``task.options.backbone`` makes no sense here: this space is the backbone."""
+        if task.options.get("backbone") is not None:
+            return [
+                f"task.options.backbone is set but {self.name} searches the backbone itself: "
+                f"remove task.options.backbone (it is for spaces that search a decoder, nasfpn)"
+            ]
+        return []
+
     def build_network(self, arch: SpineNetArchitecture, task: Any, input_specs: Any) -> Network:
         """The backbone of ``arch`` (``build_backbone``); the task supplies the decoder."""
         return Network(backbone=self.build_backbone(arch, task, input_specs))

@@ -18,11 +18,13 @@ metric with no ground truth (e.g. ``APl`` on small images).
 Model knobs live in ``task.options`` (a proxy task shrinks them); ``option_problems`` rejects
 unknown keys (listing the valid ones), wrong types, levels outside 3..7 and an image size the
 levels cannot divide (``image_size % 2**max_level != 0``). ``-`` below means "the backbone's
-published default" (read by the search space's ``build_backbone``).
+published default" (read by the search space's ``build_network``).
 
 ================================  =========  =====================================================
 option                            default    meaning
 ================================  =========  =====================================================
+backbone                          -          the fixed backbone under a space that searches the
+                                             decoder (nasfpn); the space names those it takes
 min_level, max_level              3, 7       feature levels (stride ``2**level``) of the backbone
                                              endpoints, head and anchors; proxies use e.g. 3..5
 filter_size_scale                 -          backbone width multiplier (SpineNet-49: 1.0)
@@ -122,6 +124,7 @@ def _flag(default: bool) -> _Option:
 
 #: Every knob of ``task.options`` (see the table in the module docstring).
 OPTIONS: dict[str, _Option] = {
+    "backbone": _Option(None, lambda v: isinstance(v, str) and bool(v), "a backbone name"),
     "min_level": _int(1, 3),
     "max_level": _int(1, 7),
     "filter_size_scale": _num(0, strict=True),
