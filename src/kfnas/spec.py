@@ -108,6 +108,9 @@ class BudgetSpec:
         batch_size: Training batch size of each trial.
         max_consecutive_failures: A study stops with an error after this many failed trials in a
         row.
+        latency_runs: Batch-1 inference runs timed for each trial's ``latency_ms`` (their median),
+            after a fifth as many warm-up runs. Smoke tests and CI may lower it; a search that
+            ranks by latency should keep it high.
     """
 
     rounds: int = 2
@@ -115,6 +118,7 @@ class BudgetSpec:
     train_steps: int = 100
     batch_size: int = 8
     max_consecutive_failures: int = 5
+    latency_runs: int = 100
 
     def problems(self, where: str) -> list[str]:
         """What is wrong with this budget (``where`` names it in the messages)."""

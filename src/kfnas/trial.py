@@ -90,8 +90,12 @@ def _execute(spec: ExperimentSpec, trial: TrialSpec, work: Path, start: float) -
             error=outcome.error,
             duration_s=duration,
         )
-    metrics = {**outcome.metrics, **_measure(model, task_kind.input_shape(spec.task))}
+    metrics = {
+        **outcome.metrics,
+        **_measure(model, task_kind.input_shape(spec.task), budget.latency_runs),
+    }
     metrics["train_steps_per_second"] = outcome.steps_per_second
+    metrics["train_seconds"] = outcome.train_seconds
     try:
         reward = compute_reward(metrics, spec.objectives)
         objectives = objective_vector(metrics, spec.objectives)
@@ -158,11 +162,13 @@ def build_trial_model(spec: ExperimentSpec, trial: TrialSpec, official_task: Any
     return task_kind.build_model(official_task, network)
 
 
-def _measure(model: Any, input_shape: tuple[int, ...]) -> dict[str, float]:
+def _measure(model: Any, input_shape: tuple[int, ...], latency_runs: int) -> dict[str, float]:
     from kfnas.training import measure
 
     return {
         "params": float(measure.count_parameters(model)),
         "flops": float(measure.count_multiply_adds(model, input_shape)),
-        "latency_ms": measure.measure_latency_ms(model, input_shape),
+        "latency_ms": measure.measure_latency_ms(
+            model, input_shape, warmup=max(1, latency_runs // 5), runs=latency_runs
+        ),
     }

@@ -38,7 +38,7 @@ task:
 studies:
   proxy: {space: spinenet_mbconv}
 algorithm: {name: regularized_evolution, options: {population_size: 3, tournament_size: 2}}
-budget: {train_steps: 2, batch_size: 2}
+budget: {train_steps: 2, batch_size: 2, latency_runs: 5}
 objectives:
   metric: AP
   reward: mnas

@@ -47,7 +47,7 @@ task:
             pre_nms_score_threshold: 0.0, max_num_detections: {MAX_DETECTIONS}}}
 studies:
   proxy: {{space: spinenet_mbconv}}
-budget: {{train_steps: 2, batch_size: 2}}
+budget: {{train_steps: 2, batch_size: 2, latency_runs: 5}}
 """
 DETECTION_KEYS = {"detection_boxes", "detection_scores", "detection_classes", "num_detections"}
 

@@ -24,7 +24,7 @@ task:
 studies:
   proxy: {space: spinenet_mbconv}
 algorithm: {name: regularized_evolution, options: {population_size: 3, tournament_size: 2}}
-budget: {rounds: 2, trials_per_round: 3, train_steps: 3, batch_size: 2}
+budget: {rounds: 2, trials_per_round: 3, train_steps: 3, batch_size: 2, latency_runs: 5}
 objectives:
   metric: AP
   reward: mnas
