@@ -92,11 +92,19 @@ def _study_problems(spec: ExperimentSpec) -> list[str]:
 
 def _objective_problems(spec: ExperimentSpec) -> list[str]:
     from kfnas.rewards import REWARDS
+    from kfnas.tasks import TASKS
 
     objectives = spec.objectives
     out = []
     if not objectives.metric:
         out.append("objectives.metric is empty: name the evaluation metric to maximize, e.g. AP")
+    elif spec.task.kind in TASKS:
+        names = TASKS.get(spec.task.kind).metric_names
+        if objectives.metric not in names:
+            out.append(
+                f"objectives.metric {objectives.metric!r} is not a metric the "
+                f"{spec.task.kind} task reports: use one of {', '.join(names)}"
+            )
     if objectives.reward not in REWARDS:
         out.append(f"objectives.reward: {REWARDS.unknown_message(objectives.reward)}")
     seen = set()

@@ -177,12 +177,12 @@ class ObjectiveSpec:
 
     Attributes:
         metric: The evaluation metric that measures quality (``AP``, ``top_1_accuracy``,
-        ``mean_iou``).
+            ``mean_iou``: one the task reports); empty takes the task kind's default metric.
         reward: A registered reward function (``kfnas rewards`` lists them).
         constraints: Constraints on latency, FLOPs or memory; several multiply.
     """
 
-    metric: str = "AP"
+    metric: str = ""
     reward: str = "mnas"
     constraints: list[ConstraintSpec] = dataclasses.field(default_factory=list)
 
@@ -248,7 +248,16 @@ class ExperimentSpec:
         return self.from_dict(data)
 
     def resolved(self) -> ExperimentSpec:
-        """A copy whose studies carry their algorithm, budget and seed explicitly."""
+        """A copy whose studies carry their algorithm, budget and seed explicitly.
+
+        An empty ``objectives.metric`` becomes the task kind's default metric (a known kind).
+        """
+        from kfnas.tasks import TASKS
+
+        objectives = self.objectives
+        if not objectives.metric and self.task.kind in TASKS:
+            metric = TASKS.get(self.task.kind).default_metric
+            objectives = dataclasses.replace(objectives, metric=metric)
         studies = {
             name: dataclasses.replace(
                 study,
@@ -258,7 +267,7 @@ class ExperimentSpec:
             )
             for name, study in self.studies.items()
         }
-        return dataclasses.replace(self, studies=studies)
+        return dataclasses.replace(self, studies=studies, objectives=objectives)
 
     def study(self, name: str) -> StudySpec:
         """The resolved study ``name``.

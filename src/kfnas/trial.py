@@ -41,7 +41,7 @@ def execute_trial(spec: ExperimentSpec, trial: TrialSpec, work_dir: str | Path) 
     """Builds, trains, evaluates and measures one trial.
 
     Args:
-        spec: The resolved experiment spec (task, data, objectives).
+        spec: The experiment spec (task, data, objectives); resolved here if it is not.
         trial: The trial: its space, architecture JSON, budget and seed.
         work_dir: A local folder for the checkpoint (``model/``) and TensorBoard logs (``logs/``).
 
@@ -53,7 +53,7 @@ def execute_trial(spec: ExperimentSpec, trial: TrialSpec, work_dir: str | Path) 
     start = time.monotonic()
     work = Path(work_dir)
     try:
-        return _execute(spec, trial, work, start)
+        return _execute(spec.resolved(), trial, work, start)
     except Exception as e:  # A trial's failure must not stop the study.
         (work / LOGS_DIR).mkdir(parents=True, exist_ok=True)
         (work / LOGS_DIR / "error.txt").write_text(traceback.format_exc())

@@ -138,7 +138,7 @@ def test_task_config_follows_the_spec(files) -> None:
     assert config.train_data.global_batch_size == config.validation_data.global_batch_size == 4
     without = DETECTION.build_task(TASK, files.data_spec(with_annotations=False), BUDGET)
     assert without.task_config.annotation_file is None
-    with pytest.raises(RuntimeError, match="has no backbone"):
+    with pytest.raises(RuntimeError, match="has no network"):
         without.build_model()
 
 

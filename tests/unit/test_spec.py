@@ -186,7 +186,11 @@ def problems_of(spec):
             "objectives.reward: unknown reward 'mnass' (did you mean 'mnas'?)",
         ),
         ("objectives.reward=metric", "reward is 'metric', which ignores objectives.constraints"),
-        ("objectives.metric=", "objectives.metric is empty"),
+        (
+            "objectives.metric=top_1_accuracy",
+            "objectives.metric 'top_1_accuracy' is not a metric the detection task reports: "
+            "use one of AP, AP50",
+        ),
         (
             "algorithm.name=evolution",
             "studies.proxy.algorithm.name: unknown algorithm 'evolution'",
@@ -268,3 +272,10 @@ def test_validate_read_only_store_root(tmp_path):
         assert "store_root:" in problems_of(parse_spec(VALID, [f"store_root={tmp_path / 's'}"]))
     finally:
         tmp_path.chmod(0o700)
+
+
+def test_an_empty_metric_takes_the_task_kinds_default(valid):
+    spec = valid.with_overrides(["objectives.metric="])
+    assert spec.objectives.metric == ""
+    assert spec.resolved().objectives.metric == "AP"
+    spec.validate()

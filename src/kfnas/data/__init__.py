@@ -7,6 +7,12 @@ data prepared for tf-models-official works unchanged. Per task kind:
 * ``synthetic``: ``write_detection_dataset`` writes a small, seeded, easy detection dataset
   (shapes on a plain background) for tests, demos and smoke runs; no download needed.
 * ``detection``: ``detection_data_problems`` checks a user's detection data before any trial starts.
+* ``synthetic_segmentation``: ``write_segmentation_dataset`` writes the same shapes as per-pixel
+  class masks (official.vision's segmentation TFRecord format).
+* ``segmentation``: ``segmentation_data_problems`` checks a user's segmentation data.
+* ``synthetic_classification``: ``write_classification_dataset`` writes one shape per image, its
+  class the shape and colour (official.vision's classification TFRecord format).
+* ``classification``: ``classification_data_problems`` checks a user's classification data.
 
 Modules here import TensorFlow inside their functions only, so importing ``kfnas.data`` is cheap.
 
@@ -16,21 +22,30 @@ returning messages that say what to fix) and, if tests need it, its writer in ``
 
 from __future__ import annotations
 
+from kfnas.data.classification import classification_data_problems
 from kfnas.data.detection import detection_data_problems
 from kfnas.data.synthetic import SHAPES, DatasetFiles, write_detection_dataset
+from kfnas.data.synthetic_classification import write_classification_dataset
 from kfnas.registry import Registry
 
 #: Synthetic dataset writers by task kind (``kfnas make-data KIND``); each takes ``out_dir`` and the
 #: keyword arguments ``num_train``, ``num_validation``, ``image_size``, ``num_classes``, ``seed``
 #: and returns a ``DatasetFiles``.
 GENERATORS: Registry = Registry(
-    "data generator", {"detection": "kfnas.data.synthetic:write_detection_dataset"}
+    "data generator",
+    {
+        "detection": "kfnas.data.synthetic:write_detection_dataset",
+        "segmentation": "kfnas.data.synthetic_segmentation:write_segmentation_dataset",
+        "classification": "kfnas.data.synthetic_classification:write_classification_dataset",
+    },
 )
 
 __all__ = [
     "GENERATORS",
     "SHAPES",
     "DatasetFiles",
+    "classification_data_problems",
     "detection_data_problems",
+    "write_classification_dataset",
     "write_detection_dataset",
 ]

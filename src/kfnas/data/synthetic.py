@@ -99,14 +99,16 @@ SHAPES: tuple[Shape, ...] = (
 
 @dataclasses.dataclass(frozen=True)
 class DatasetFiles:
-    """What ``write_detection_dataset`` wrote.
+    """What a synthetic dataset writer (``write_detection_dataset``, ...) wrote.
 
     Attributes:
         out_dir: The folder (local or ``gs://``) holding the files.
         train: The training shards, in order.
         validation: The validation shards, in order.
-        annotations: The COCO JSON of the validation records.
-        num_classes: Number of classes (labels ``1..num_classes``).
+        annotations: The COCO JSON of the validation records; empty for a kind without one
+            (classification).
+        num_classes: Number of classes (detection labels ``1..num_classes``, classification
+            labels ``0..num_classes - 1``).
         image_size: Side of the square images, in pixels.
     """
 

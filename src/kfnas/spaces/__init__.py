@@ -20,6 +20,10 @@ _BUILTINS: dict[str, str] = {
     "spinenet": "kfnas.spaces.spinenet:SPINENET",
     "spinenet_v2": "kfnas.spaces.spinenet:SPINENET_V2",
     "spinenet_mbconv": "kfnas.spaces.spinenet:SPINENET_MBCONV",
+    "mnasnet": "kfnas.spaces.mnasnet:MNASNET",
+    "mnasnet_a1": "kfnas.spaces.mnasnet:MNASNET_A1",
+    "efficientnet_v2": "kfnas.spaces.efficientnet_v2:EFFICIENTNET_V2",
+    "nasfpn": "kfnas.spaces.nasfpn:NASFPN",
 }
 
 SPACES: Registry[SearchSpace] = Registry("search space", _BUILTINS)

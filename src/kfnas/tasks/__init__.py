@@ -16,6 +16,8 @@ from kfnas.registry import Registry
 
 _BUILTINS: dict[str, str] = {
     "detection": "kfnas.tasks.detection:DETECTION",
+    "segmentation": "kfnas.tasks.segmentation:SEGMENTATION",
+    "classification": "kfnas.tasks.classification:CLASSIFICATION",
 }
 
 TASKS: Registry = Registry("task", _BUILTINS)

@@ -29,15 +29,23 @@ min_level, max_level              3, 7       feature levels (stride ``2**level``
                                              endpoints, head and anchors; proxies use e.g. 3..5
 filter_size_scale                 -          backbone width multiplier (SpineNet-49: 1.0)
 endpoints_num_filters             -          backbone output channels (SpineNet 256, Mobile 48)
+                                             (mnasnet, efficientnet_v2: a 1x1 conv of that
+                                             width on level 5; default 0, none)
 resample_alpha                    -          SpineNet cross-scale resampling width (0.5)
 block_repeats                     -          blocks per SpineNet node (1; keep 1 for mbconv)
 se_ratio, expand_ratio            -          SpineNetMobile squeeze-excite (0.2), expansion (6)
 init_stochastic_depth_rate        -          stochastic depth drop rate of the backbone (0.0)
+decoder_num_filters               -          NAS-FPN node channels (256; space nasfpn)
+decoder_num_repeats               -          stacked NAS-FPN cells (5; space nasfpn)
 activation                        swish      backbone and head activation (``relu`` or ``swish``)
+                                             (unset: the mnasnet backbones keep relu)
 norm_momentum, norm_epsilon       .99, 1e-3  batch normalization of backbone and head
 l2_weight_decay                   4e-5       L2 weight decay of backbone and head
 head_num_convs, head_num_filters  4, 256     RetinaNet head depth and width
 head_use_separable_conv           false      separable convolutions in the head
+fpn_num_filters                   256        width of the FPN that ``build_model`` puts on a
+                                             backbone whose levels miss some of min..max or
+                                             differ in width (mnasnet, efficientnet_v2)
 anchor_size                       3.0        base anchor side, in strides of its level
 anchor_num_scales                 3          anchor scales per level
 anchor_aspect_ratios              .5, 1, 2   anchor aspect ratios (width / height)
@@ -134,6 +142,8 @@ OPTIONS: dict[str, _Option] = {
     "se_ratio": _fraction(),
     "expand_ratio": _int(1),
     "init_stochastic_depth_rate": _fraction(),
+    "decoder_num_filters": _int(1),
+    "decoder_num_repeats": _int(1),
     "activation": _Option("swish", lambda v: v in ("relu", "swish"), "'relu' or 'swish'"),
     "norm_momentum": _fraction(0.99),
     "norm_epsilon": _num(0, 0.001, strict=True),
@@ -141,6 +151,7 @@ OPTIONS: dict[str, _Option] = {
     "head_num_convs": _int(0, 4),
     "head_num_filters": _int(1, 256),
     "head_use_separable_conv": _flag(False),
+    "fpn_num_filters": _int(1, 256),
     "anchor_size": _num(0, 3.0, strict=True),
     "anchor_num_scales": _int(1, 3),
     "anchor_aspect_ratios": _Option(
@@ -238,7 +249,11 @@ def _model_config(task: TaskSpec, opts: dict[str, Any]) -> Any:
             anchor_size=float(opts["anchor_size"]),
         ),
         backbone=backbones.Backbone(type=None),  # The search space builds it.
-        decoder=decoders.Decoder(type="identity", identity=decoders.Identity()),
+        decoder=decoders.Decoder(
+            type="identity",
+            identity=decoders.Identity(),
+            fpn=decoders.FPN(num_filters=opts["fpn_num_filters"], use_separable_conv=False),
+        ),
         head=cfg.RetinaNetHead(
             num_convs=opts["head_num_convs"],
             num_filters=opts["head_num_filters"],
@@ -362,23 +377,49 @@ class DetectionTask:
     def build_model(self, official_task: Any, network: Network) -> Any:
         """RetinaNet around ``network`` (``factory.build_retinanet``).
 
-        The decoder is the network's when the space searches one (NAS-FPN), else the config's
-        (identity: SpineNet backbones already give every level).
+        The decoder is the network's when the space searches one (NAS-FPN). Otherwise it is the
+        config's identity when the backbone gives every level ``min_level..max_level`` at one
+        width (SpineNet), and else official.vision's ``FPN`` (``fpn_num_filters`` wide, no
+        separable convs, the head's activation and batch norm): it makes the levels above the
+        backbone's top (mobile backbones end at level 5) and one width for the shared head.
         """
         import tf_keras
         from official.vision.modeling import factory
 
         config = official_task.task_config
-        input_specs = tf_keras.layers.InputSpec(shape=[None, *config.model.input_size])
+        model = config.model
+        input_specs = tf_keras.layers.InputSpec(shape=[None, *model.input_size])
         decay = config.losses.l2_weight_decay
         # Halved as RetinaNetTask.build_model does, to match tf.nn.l2_loss.
         regularizer = tf_keras.regularizers.l2(decay / 2.0) if decay else None
+        decoder = network.decoder
+        specs = network.backbone.output_specs
+        levels = [str(level) for level in range(model.min_level, model.max_level + 1)]
+        if decoder is None and (
+            any(level not in specs for level in levels)
+            or len({specs[level][-1] for level in levels}) > 1
+        ):
+            from official.vision.modeling.decoders import FPN
+
+            norm = model.norm_activation
+            decoder = FPN(
+                input_specs=specs,
+                min_level=model.min_level,
+                max_level=model.max_level,
+                num_filters=model.decoder.fpn.num_filters,
+                use_separable_conv=False,
+                activation=norm.activation,
+                use_sync_bn=norm.use_sync_bn,
+                norm_momentum=norm.norm_momentum,
+                norm_epsilon=norm.norm_epsilon,
+                kernel_regularizer=regularizer,
+            )
         return factory.build_retinanet(
             input_specs=input_specs,
-            model_config=config.model,
+            model_config=model,
             l2_regularizer=regularizer,
             backbone=network.backbone,
-            decoder=network.decoder,
+            decoder=decoder,
         )
 
     def optimizer_config(self, task: TaskSpec, budget: BudgetSpec) -> Any:

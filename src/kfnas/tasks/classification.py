@@ -1,0 +1,405 @@
+"""Image classification: official.vision's classifier around a searched backbone, top-1 accuracy.
+
+``CLASSIFICATION`` follows ``kfnas.tasks.base.TaskKind``. ``build_task`` configures tf-models'
+``ImageClassificationTask`` (its input pipeline, cross-entropy loss with label smoothing, accuracy
+metrics) from the spec; ``build_model`` wraps the searched backbone with
+``factory.build_classification_model`` (``ClassificationModel``: global average pooling of the
+backbone's top level, dropout, one dense layer of logits). A classification space searches the
+backbone only: a ``Network`` with a decoder is refused (there is no ``backbone`` option either,
+since no space searches a decoder for classification).
+
+Data: official.vision's classification TFRecords as they are, ``tf.train.Example`` records with
+the encoded image in ``image/encoded`` (JPEG, PNG, GIF or BMP; see ``decode_jpeg_only``) and one
+integer ``image/class/label`` in ``0..num_classes - 1`` (ImageNet records labelled 1..1000 need
+``num_classes: 1001``, as in tf-models' own ImageNet configs). ``data.annotations`` is not used.
+
+Metrics: ``top_1_accuracy`` (the default metric) and ``top_5_accuracy``, the names the search's
+objectives use; they are tf-models' ``accuracy`` and ``top_5_accuracy`` renamed (``build_task``
+returns an ``ImageClassificationTask`` subclass whose ``build_metrics`` gives them these names,
+so the trainer reports them as such). Like tf-models (which does not clip ``top_k`` to the number
+of classes), top-5 accuracy is reported whatever the number of classes; with 5 classes or fewer
+every class is among the top 5 and it is 1.0 by definition: search on ``top_1_accuracy``.
+
+Top level: ``ClassificationModel`` pools ``endpoints[max(endpoints)]``, a *string* maximum, which
+is the highest level only while every key is a single digit. A backbone whose keys would sort
+wrongly (``'10'`` < ``'9'``, or extra keys such as ``'5/expanded'`` above ``'5'``) is wrapped so
+that the model sees only its numerically highest level key; other backbones go in unchanged.
+
+================================  =========  =====================================================
+option                            default    meaning
+================================  =========  =====================================================
+dropout_rate                      0.2        dropout before the dense layer of logits
+add_head_batch_norm               false      batch normalization before the pooling
+label_smoothing                   0.1        label smoothing of the cross-entropy loss
+l2_weight_decay                   4e-5       L2 weight decay of the head and of the backbone
+norm_momentum, norm_epsilon       .99, 1e-3  batch normalization of the head and of the backbone
+endpoints_num_filters             -          width of the backbone's 1x1 head conv (1280)
+init_stochastic_depth_rate        -          backbone stochastic depth drop rate (0.0)
+activation                        -          backbone activation (the space's: relu, swish)
+aug_rand_hflip                    true       random horizontal flips in training
+aug_crop                          true       random crops of 8-100 % of the area in training, a
+                                             central crop in evaluation (tf-models' Parser)
+center_crop_fraction              0.875      side of the evaluation crop (with ``aug_crop``)
+decode_jpeg_only                  false      true: JPEG only, decoded and cropped at once (faster
+                                             on large JPEGs); false: any format tf decodes
+shuffle_buffer_size               1000       training shuffle buffer (records)
+cache_data                        false      cache decoded data in memory (small data sets)
+validation_batch_size             batch      validation batch (default ``budget.batch_size``)
+optimizer                         sgd        ``sgd`` or ``rmsprop`` (rho 0.9, epsilon 1e-3)
+learning_rate                     lr         base rate; default ``0.1 * batch_size / 256``
+momentum                          0.9        optimizer momentum
+lr_schedule                       cosine     ``cosine`` (to 0 at the last step) or ``step`` (x0.1
+                                             after 1/3, 2/3 and 8/9 of the steps: ResNet's 30,
+                                             60 and 80 of 90 epochs)
+warmup_steps                      steps/20   linear warm-up (default ``train_steps // 20``)
+warmup_learning_rate              0.0        rate at step 0 of the warm-up
+================================  =========  =====================================================
+
+``-`` means "the space's published default": those knobs are checked here and read by a
+classification space's ``build_network`` (``mnasnet``, ``efficientnet_v2``: see
+``kfnas.spaces._mobile_space``), as are ``l2_weight_decay``, ``norm_momentum`` and
+``norm_epsilon``, whose defaults here are the spaces' own. Dropout 0.2 and label smoothing 0.1
+follow Vertex NAS's ``image_classification_nas``; L2 4e-5 is MobileNetV2's.
+
+To add a knob: add one line to ``OPTIONS`` and read it in ``_model_config``, ``_data_config`` or
+``optimizer_config`` (backbone knobs: in the space). To add a schedule or an optimizer: one entry
+in ``SCHEDULES`` or ``OPTIMIZERS``.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import functools
+from collections.abc import Callable
+from typing import TYPE_CHECKING, Any
+
+from kfnas.spec import SpecError
+from kfnas.tasks.options import (
+    Option,
+    choice,
+    flag,
+    fraction,
+    integer,
+    number,
+    resolve,
+    table_problems,
+)
+
+if TYPE_CHECKING:
+    from kfnas.spaces.base import Network
+    from kfnas.spec import BudgetSpec, DataSpec, TaskSpec
+
+#: kfnas metric name -> the name of the tf-models metric it is (``ImageClassificationTask``).
+METRIC_KEYS: dict[str, str] = {"top_1_accuracy": "accuracy", "top_5_accuracy": "top_5_accuracy"}
+TOP_K = 5
+
+
+def _cosine(rate: float, steps: int) -> dict[str, Any]:
+    return {"type": "cosine", "cosine": {"initial_learning_rate": rate, "decay_steps": steps}}
+
+
+def _step(rate: float, steps: int) -> dict[str, Any]:
+    boundaries: list[int] = []
+    for fraction_of_steps in (1 / 3, 2 / 3, 8 / 9):
+        step = int(fraction_of_steps * steps)
+        if step >= 1 and (not boundaries or step > boundaries[-1]):
+            boundaries.append(step)
+    values = [rate * 0.1**i for i in range(len(boundaries) + 1)]
+    return {"type": "stepwise", "stepwise": {"boundaries": boundaries, "values": values}}
+
+
+#: Learning-rate schedules: name -> ``(base rate, train steps) -> learning_rate config``.
+SCHEDULES: dict[str, Callable[[float, int], dict[str, Any]]] = {"cosine": _cosine, "step": _step}
+
+#: Optimizers: name -> ``momentum -> optimizer config`` (official.modeling.optimization).
+OPTIMIZERS: dict[str, Callable[[float], dict[str, Any]]] = {
+    "sgd": lambda momentum: {"type": "sgd", "sgd": {"momentum": momentum}},
+    "rmsprop": lambda momentum: {
+        "type": "rmsprop",
+        "rmsprop": {"rho": 0.9, "momentum": momentum, "epsilon": 0.001},
+    },
+}
+
+#: Every knob of ``task.options`` (see the table in the module docstring).
+OPTIONS: dict[str, Option] = {
+    "dropout_rate": Option(0.2, lambda v: fraction().check(v) and v < 1, "a number in [0, 1)"),
+    "add_head_batch_norm": flag(False),
+    "label_smoothing": fraction(0.1),
+    "l2_weight_decay": number(0, 4e-5),
+    "norm_momentum": fraction(0.99),
+    "norm_epsilon": number(0, 0.001, strict=True),
+    "endpoints_num_filters": integer(0),
+    "init_stochastic_depth_rate": fraction(),
+    "activation": choice(("relu", "relu6", "swish", "hard_swish")),
+    "aug_rand_hflip": flag(True),
+    "aug_crop": flag(True),
+    "center_crop_fraction": fraction(0.875, positive=True),
+    "decode_jpeg_only": flag(False),
+    "shuffle_buffer_size": integer(1, 1000),
+    "cache_data": flag(False),
+    "validation_batch_size": integer(1),
+    "optimizer": choice(OPTIMIZERS, "sgd"),
+    "learning_rate": number(0, strict=True),
+    "momentum": fraction(0.9),
+    "lr_schedule": choice(SCHEDULES, "cosine"),
+    "warmup_steps": integer(0),
+    "warmup_learning_rate": number(0, 0.0),
+}
+
+
+def option_problems(task: TaskSpec) -> list[str]:
+    """What is wrong with ``task.options`` for classification, as messages that say what to change.
+
+    Checks unknown keys (the message lists the valid ones) and values of the wrong type or range.
+    """
+    return table_problems("classification", task.options, OPTIONS)
+
+
+def resolved_options(task: TaskSpec) -> dict[str, Any]:
+    """``task.options`` over the defaults of ``OPTIONS`` (backbone knobs left out unless set)."""
+    return resolve(task.options, OPTIONS)
+
+
+def _check(task: TaskSpec) -> dict[str, Any]:
+    problems = option_problems(task)
+    if problems:
+        raise SpecError(
+            "the classification task options are not valid:\n  - " + "\n  - ".join(problems)
+        )
+    return resolved_options(task)
+
+
+def _model_config(task: TaskSpec, opts: dict[str, Any]) -> Any:
+    from official.vision.configs import backbones, common
+    from official.vision.configs import image_classification as cfg
+
+    return cfg.ImageClassificationModel(
+        num_classes=task.num_classes,
+        input_size=[task.image_size, task.image_size, 3],
+        backbone=backbones.Backbone(type=None),  # The search space builds it.
+        dropout_rate=float(opts["dropout_rate"]),
+        add_head_batch_norm=opts["add_head_batch_norm"],
+        norm_activation=common.NormActivation(
+            use_sync_bn=False,
+            norm_momentum=float(opts["norm_momentum"]),
+            norm_epsilon=float(opts["norm_epsilon"]),
+        ),
+    )
+
+
+def _data_config(pattern: str, batch_size: int, opts: dict[str, Any], *, training: bool) -> Any:
+    from official.vision.configs import image_classification as cfg
+
+    return cfg.DataConfig(
+        input_path=pattern,
+        global_batch_size=batch_size,
+        is_training=training,
+        drop_remainder=training,  # Validation keeps its last partial batch: every image counts.
+        dtype="float32",
+        shuffle_buffer_size=opts["shuffle_buffer_size"],
+        cache=opts["cache_data"],
+        aug_rand_hflip=training and opts["aug_rand_hflip"],
+        aug_crop=opts["aug_crop"],
+        center_crop_fraction=float(opts["center_crop_fraction"]),
+        decode_jpeg_only=opts["decode_jpeg_only"],
+    )
+
+
+@functools.cache
+def _searched_task_class() -> type:
+    """``ImageClassificationTask`` with kfnas metric names and a searched network."""
+    from official.vision.tasks import image_classification
+
+    class SearchedImageClassificationTask(image_classification.ImageClassificationTask):
+        """tf-models' image classification task with a searched backbone.
+
+        ``build_metrics`` names its metrics ``top_1_accuracy`` and ``top_5_accuracy`` (the task
+        config always has ``losses.one_hot``, so they are the categorical accuracies tf-models
+        uses then). Set ``network_factory`` (``input_specs -> Network``) before tools that call
+        ``build_model()`` themselves; or build the model with ``CLASSIFICATION.build_model``.
+        """
+
+        network_factory: Callable[[Any], Any] | None = None
+
+        def build_model(self) -> Any:
+            import tf_keras
+
+            if self.network_factory is None:
+                raise RuntimeError(
+                    "this classification task has no network: set task.network_factory, or build "
+                    "the model with kfnas.tasks.classification.CLASSIFICATION.build_model"
+                )
+            input_specs = tf_keras.layers.InputSpec(
+                shape=[None, *self.task_config.model.input_size]
+            )
+            return CLASSIFICATION.build_model(self, self.network_factory(input_specs))
+
+        def build_metrics(self, training: bool = True) -> list[Any]:
+            import tf_keras
+
+            return [
+                tf_keras.metrics.CategoricalAccuracy(name="top_1_accuracy"),
+                tf_keras.metrics.TopKCategoricalAccuracy(k=TOP_K, name="top_5_accuracy"),
+            ]
+
+    return SearchedImageClassificationTask
+
+
+def top_level_backbone(backbone: Any, input_specs: Any) -> Any:
+    """``backbone``, or a wrapper giving only its top level where string order would mislead.
+
+    ``ClassificationModel`` pools ``endpoints[max(endpoints)]``. When that string maximum is not
+    the numerically highest all-digit key, the result is a functional model around ``backbone``
+    whose only output is ``{top: endpoints[top]}``.
+
+    Raises:
+        ValueError: No endpoint key is a level number.
+    """
+    keys = list(backbone.output_specs)
+    levels = [key for key in keys if key.isdigit()]
+    if not levels:
+        raise ValueError(
+            f"the backbone's endpoints {keys} have no level key ('2', '3', ...): a classification "
+            f"backbone must give its features by level, as official.vision backbones do"
+        )
+    top = max(levels, key=int)
+    if max(keys) == top:
+        return backbone
+    import tf_keras
+
+    inputs = tf_keras.Input(shape=input_specs.shape[1:], name="image")
+    endpoints = backbone(inputs)
+    return tf_keras.Model(inputs, {top: endpoints[top]}, name=f"{backbone.name}_level_{top}")
+
+
+@dataclasses.dataclass(frozen=True)
+class ClassificationTask:
+    """The classification task kind (see the module docstring); ``CLASSIFICATION`` is one."""
+
+    name: str = "classification"
+    metric_names: tuple[str, ...] = tuple(METRIC_KEYS)
+    default_metric: str = "top_1_accuracy"
+
+    def build_task(self, task: TaskSpec, data: DataSpec, budget: BudgetSpec) -> Any:
+        """A configured ``ImageClassificationTask`` subclass (see the module docstring).
+
+        Raises:
+            SpecError: ``option_problems`` found problems.
+        """
+        opts = _check(task)  # Before importing TensorFlow: bad options fail fast.
+        from official.vision.configs import image_classification as cfg
+
+        config = cfg.ImageClassificationTask(
+            model=_model_config(task, opts),
+            train_data=_data_config(data.train, budget.batch_size, opts, training=True),
+            validation_data=_data_config(
+                data.validation,
+                opts.get("validation_batch_size", budget.batch_size),
+                opts,
+                training=False,
+            ),
+            losses=cfg.Losses(
+                one_hot=True,
+                label_smoothing=float(opts["label_smoothing"]),
+                l2_weight_decay=float(opts["l2_weight_decay"]),
+            ),
+            evaluation=cfg.Evaluation(top_k=TOP_K),
+        )
+        return _searched_task_class()(config)
+
+    def build_model(self, official_task: Any, network: Network) -> Any:
+        """``ClassificationModel`` around ``network.backbone`` (``build_classification_model``).
+
+        Raises:
+            ValueError: ``network`` has a decoder (a classification model has none), or its
+                backbone gives no level keys.
+        """
+        if network.decoder is not None:
+            raise ValueError(
+                f"a classification model pools the backbone's top level and has no decoder, but "
+                f"the network has one ({type(network.decoder).__name__}): use a space that "
+                f"searches a backbone for classification (its build_network leaves decoder None)"
+            )
+        import tf_keras
+        from official.vision.modeling import factory
+
+        config = official_task.task_config
+        input_specs = tf_keras.layers.InputSpec(shape=[None, *config.model.input_size])
+        decay = config.losses.l2_weight_decay
+        # Halved as ImageClassificationTask.build_model does, to match tf.nn.l2_loss.
+        regularizer = tf_keras.regularizers.l2(decay / 2.0) if decay else None
+        return factory.build_classification_model(
+            input_specs=input_specs,
+            model_config=config.model,
+            l2_regularizer=regularizer,
+            backbone=top_level_backbone(network.backbone, input_specs),
+        )
+
+    def optimizer_config(self, task: TaskSpec, budget: BudgetSpec) -> Any:
+        """The options' optimizer, schedule and linear warm-up over ``budget.train_steps`` steps."""
+        opts = _check(task)
+        from official.modeling import optimization
+
+        steps = max(1, budget.train_steps)
+        rate = float(opts.get("learning_rate", 0.1 * budget.batch_size / 256))
+        config: dict[str, Any] = {
+            "optimizer": OPTIMIZERS[opts["optimizer"]](float(opts["momentum"])),
+            "learning_rate": SCHEDULES[opts["lr_schedule"]](rate, steps),
+        }
+        warmup = int(opts.get("warmup_steps", steps // 20))
+        if warmup > 0:
+            config["warmup"] = {
+                "type": "linear",
+                "linear": {
+                    "warmup_steps": warmup,
+                    "warmup_learning_rate": float(opts["warmup_learning_rate"]),
+                },
+            }
+        return optimization.OptimizationConfig(config)
+
+    def input_shape(self, task: TaskSpec) -> tuple[int, ...]:
+        """``(image_size, image_size, 3)``."""
+        return (task.image_size, task.image_size, 3)
+
+    def data_problems(self, task: TaskSpec, data: DataSpec) -> list[str]:
+        """See ``kfnas.data.classification.classification_data_problems``."""
+        from kfnas.data.classification import classification_data_problems
+
+        opts = resolved_options(task)
+        return classification_data_problems(
+            task,
+            data,
+            decode_jpeg_only=opts["decode_jpeg_only"] is True,
+            aug_crop=opts["aug_crop"] is True,
+        )
+
+    def option_problems(self, task: TaskSpec) -> list[str]:
+        """See the module function ``option_problems``."""
+        return option_problems(task)
+
+    def metrics_from_logs(self, logs: dict[str, Any]) -> dict[str, float]:
+        """``metric_names`` -> float, from an evaluation's results (keyed by metric name).
+
+        Raises:
+            KeyError: A metric is missing from ``logs`` (the message lists the keys present).
+        """
+        missing = [name for name in METRIC_KEYS if name not in logs]
+        if missing:
+            raise KeyError(f"evaluation logs lack {missing}; they have {sorted(logs)}")
+        return {name: float(logs[name]) for name in METRIC_KEYS}
+
+
+CLASSIFICATION = ClassificationTask()
+
+__all__ = [
+    "CLASSIFICATION",
+    "METRIC_KEYS",
+    "OPTIMIZERS",
+    "OPTIONS",
+    "SCHEDULES",
+    "TOP_K",
+    "ClassificationTask",
+    "option_problems",
+    "resolved_options",
+    "top_level_backbone",
+]
