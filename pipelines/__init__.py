@@ -5,6 +5,9 @@
 * ``profiles``: cluster profiles (``profiles/*.yaml``) and how they configure each kind of step;
 * ``compile``: ``compile_pipeline`` (what ``kfnas compile`` runs);
 * ``local``: ``run_search_locally`` under ``kfp.local`` (what ``kfnas run`` runs).
+* ``submit``: ``submit_search`` (what ``kfnas submit`` runs): compile, check, upload, start a run;
+* ``parameters``: a compiled pipeline's run parameters and arguments checked against them;
+* ``kfp_api``: talking to a KFP API server through ``kfp.Client``, with errors that say what to fix.
 
 Pipelines wire ``kfnas.components`` into DAGs; only this package and ``kfnas.components`` import
 kfp.

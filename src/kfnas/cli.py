@@ -397,6 +397,56 @@ def _run_run(args: argparse.Namespace) -> int:
     return 0
 
 
+def _add_submit(parser: argparse.ArgumentParser) -> None:
+    parser.add_argument("spec", nargs="?", help="experiment spec YAML file (default: the demo's)")
+    _add_overrides(parser)
+    parser.add_argument("--host", help="KFP UI/API URL, e.g. http://localhost:8080 (or KFP_HOST)")
+    parser.add_argument("--namespace", help="Kubernetes namespace of a multi-user KFP")
+    parser.add_argument("--token", help="bearer token for the KFP API (or KFP_TOKEN)")
+    parser.add_argument("--profile", help="cluster profile or profile YAML (default gke-gpu)")
+    _add_counts(parser, from_spec=True)
+    parser.add_argument("--experiment", help="KFP experiment of the run (default kfnas)")
+    parser.add_argument("--pipeline-name", help="KFP pipeline to upload to (default kfnas-search)")
+    parser.add_argument("--run-name", help="the run's name (default: spec name and time)")
+    parser.add_argument("--params", help="YAML or JSON file: pipeline parameter -> value")
+    parser.add_argument(
+        "--param", action="append", default=[], metavar="NAME=VALUE", help="(repeatable)"
+    )
+    parser.add_argument("--dry-run", action="store_true", help="compile and check; send nothing")
+
+
+def _run_submit(args: argparse.Namespace) -> int:
+    from kfnas.pipelines.parameters import load_params_file, parse_param_args
+    from kfnas.pipelines.submit import SubmitSpec, prepare_submission, submit
+
+    host, token = args.host or os.environ.get("KFP_HOST"), args.token or os.environ.get("KFP_TOKEN")
+    if not host and not args.dry_run:
+        raise SpecError("kfnas submit needs the KFP address: --host URL or KFP_HOST")
+    options = {"profile": args.profile, "rounds": args.rounds, "trials_per_round": args.trials}
+    options |= {"parallelism": args.parallelism, "top_k": args.top_k, "run_name": args.run_name}
+    options |= {"pipeline_name": args.pipeline_name, "experiment": args.experiment}
+    submission = prepare_submission(
+        SubmitSpec(**{name: value for name, value in options.items() if value is not None}),
+        load_params_file(args.params) if args.params else None,
+        parse_param_args(args.param),
+        _spec_text(args.spec) if args.spec else None,
+        args.overrides,
+    )
+    for line in submission.summary():
+        console.print(line, soft_wrap=True)
+    if args.dry_run:
+        console.print(f"Dry run: nothing was sent{' to ' + host if host else ''}.")
+        return 0
+    result = submit(submission, host, namespace=args.namespace, token=token)
+    uploaded = "a new pipeline" if result.new_pipeline else "a new version"
+    console.print(
+        f"Uploaded {uploaded if result.new_version else 'nothing (same YAML)'}: pipeline "
+        f"{result.pipeline_id}, version {result.pipeline_version_name}. Run {result.run_id}:"
+    )
+    console.print(result.run_url, soft_wrap=True)
+    return 0
+
+
 def _run_inputs(spec: str, out: Path) -> tuple[str, list[str]]:
     """The spec text and base overrides of ``kfnas run``: a file, or the demo on generated data."""
     if spec != "demo" or Path(spec).is_file():
@@ -512,6 +562,7 @@ _COMMANDS: dict[str, tuple[str, Callable[[argparse.ArgumentParser], None] | None
         _add_run,
         _run_run,
     ),
+    "submit": ("upload the search pipeline to KFP and start a run", _add_submit, _run_submit),
 }
 
 
