@@ -169,7 +169,8 @@ def _run_make_data(args: argparse.Namespace) -> int:
     )
     console.print(f"train:       {files.train_pattern}")
     console.print(f"validation:  {files.validation_pattern}")
-    console.print(f"annotations: {files.annotations}")
+    if files.annotations:
+        console.print(f"annotations: {files.annotations}")
     return 0
 
 

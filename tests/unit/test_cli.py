@@ -33,6 +33,24 @@ def test_spaces_lists_exact_sizes(capsys):
     assert "spinenet_v2" in out and "detection" in out
 
 
+@pytest.mark.parametrize(
+    ("space", "tasks", "decisions", "size"),
+    [
+        ("mnasnet", "classification, detection", 42, 9749755840167936),
+        ("mnasnet_a1", "classification, detection", 42, 9749755840167936),
+        ("efficientnet_v2", "classification, detection", 42, 24346898290704384),
+        ("nasfpn", "detection, segmentation", 28, 1931334451200000),
+        ("spinenet_mbconv", "detection", 75, 7387964932475008321091901849600000),
+    ],
+)
+def test_spaces_lists_each_space_with_its_tasks_and_exact_size(
+    capsys, space, tasks, decisions, size
+):
+    status, out = run(capsys, "spaces")
+    assert status == 0
+    assert f"│ {space} │ {tasks} │ {decisions} │ {size} │" in words(out)
+
+
 def test_spaces_show_prints_decisions_and_candidates(capsys):
     status, out = run(capsys, "spaces", "show", "spinenet_v2")
     assert status == 0
