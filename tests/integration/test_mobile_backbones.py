@@ -2,7 +2,7 @@
 
 Each space's reference and a random architecture build a ``MobileStageBackbone`` that runs forward
 on a 64x64 image with endpoints '2'..'5'; RetinaNet puts official.vision's FPN on it (levels 3..5
-and 3..7) but keeps SpineNet's identity decoder; one mnasnet detection trial trains 10 steps on
+and 3..7) but keeps SpineNet's identity decoder; one mnasnet detection trial trains 3 steps on
 generated TFRecords and is scored with COCO AP.
 """
 
@@ -182,7 +182,7 @@ task:
             fpn_num_filters: 16, validation_batch_size: 2, learning_rate: 0.01, warmup_steps: 2}
 studies:
   proxy: {space: mnasnet}
-budget: {train_steps: 10, batch_size: 2}
+budget: {train_steps: 3, batch_size: 2, latency_runs: 5}
 """
 
 

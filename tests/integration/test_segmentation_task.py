@@ -54,7 +54,7 @@ task:
 studies:
   proxy: {{space: nasfpn}}
 objectives: {{metric: {metric}}}
-budget: {{train_steps: 10, batch_size: 2, latency_runs: 3}}
+budget: {{train_steps: 3, batch_size: 2, latency_runs: 3}}
 """
 TRIAL_OPTIONS = {
     "segmentation": {**SEG_TASK.options, "learning_rate": 0.02, "warmup_steps": 2},
