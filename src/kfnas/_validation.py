@@ -12,6 +12,7 @@ from __future__ import annotations
 
 import re
 from collections.abc import Callable
+from typing import Any
 
 from kfnas.registry import RegistryError
 from kfnas.spec import CONSTRAINT_MEASURES, ExperimentSpec, SpecError
@@ -41,9 +42,23 @@ def _budget_problems(spec: ExperimentSpec) -> list[str]:
     return spec.budget.problems("budget")
 
 
+def _refinement_problems(spec: ExperimentSpec, name: str, space: Any) -> list[str]:
+    """A refinement study needs a study before it whose trials train a network it can refine."""
+    where = f"studies.{name}.space {space.name!r}"
+    names = list(spec.studies)
+    if names.index(name) == 0:
+        return [
+            f"{where} refines the best trial of the study before it, and {name} is the first "
+            f"study: put an architecture study (e.g. proxy: {{space: spinenet}}) before it"
+        ]
+    network = spec.studies[names[0]].space
+    return [f"{where}: {m}" for m in space.base_problems(network)]
+
+
 def _study_problems(spec: ExperimentSpec) -> list[str]:
     from kfnas.search.algorithms import ALGORITHMS
     from kfnas.spaces import get_space
+    from kfnas.spaces.base import is_refinement
 
     if not spec.studies:
         return [
@@ -74,6 +89,8 @@ def _study_problems(spec: ExperimentSpec) -> list[str]:
                         f"{where}.space {study.space!r}: {m}"
                         for m in space.task_problems(spec.task)
                     )
+                if is_refinement(space):
+                    out.extend(_refinement_problems(spec, name, space))
         assert study.algorithm is not None and study.budget is not None  # resolved() sets them.
         if study.budget is not spec.budget:
             out.extend(study.budget.problems(f"{where}.budget"))
@@ -87,7 +104,30 @@ def _study_problems(spec: ExperimentSpec) -> list[str]:
                 f"{prefix}: {p}"
                 for p in algorithm.problems(study.algorithm.options, num_objectives)
             )
+            if algorithm.complete(study.algorithm.options).get("full") is True:
+                out.extend(_full_grid_problems(name, study))
     return sorted(set(out), key=out.index)
+
+
+def _full_grid_problems(name: str, study: Any) -> list[str]:
+    """A grid study asked to cover its whole space needs a budget of at least the grid's size."""
+    import pyglove as pg
+
+    from kfnas.spaces import get_space
+
+    try:
+        size = pg.dna_spec(get_space(study.space).hyper()).space_size
+    except RegistryError:
+        return []  # reported with the space
+    budget = study.budget.rounds * study.budget.trials_per_round
+    if budget >= size:
+        return []
+    return [
+        f"studies.{name}: the grid of {study.space} has {size} points but the budget allows "
+        f"{budget} trials ({study.budget.rounds} rounds x {study.budget.trials_per_round}): raise "
+        f"studies.{name}.budget.trials_per_round or rounds, or set "
+        f"studies.{name}.algorithm.options.full=false to sample the grid's first {budget} points"
+    ]
 
 
 def _objective_problems(spec: ExperimentSpec) -> list[str]:

@@ -32,7 +32,7 @@ from collections.abc import Sequence
 from typing import Any
 
 from kfnas._strict import from_data
-from kfnas.spec import ExperimentSpec, parse_spec
+from kfnas.spec import AlgorithmSpec, ExperimentSpec, StudySpec, parse_spec
 
 #: The study the search pipeline searches in, and the two that retrain its best architectures.
 PROXY = "proxy"
@@ -180,7 +180,32 @@ def complete_studies(spec: ExperimentSpec) -> ExperimentSpec:
     for name in (VALIDATION, FINAL):
         if not studies[name].space:
             studies[name] = dataclasses.replace(studies[name], space=proxy.space)
-    return dataclasses.replace(spec, studies=studies)
+    # proxy, validation, the refinement studies in the spec's order (each refines the best trial
+    # of the one before it), final.
+    middle = [n for n in studies if n not in (PROXY, VALIDATION, FINAL)]
+    ordered = {n: studies[n] for n in (PROXY, VALIDATION, *middle, FINAL)}
+    return dataclasses.replace(spec, studies=_default_algorithms(ordered))
+
+
+def _default_algorithms(studies: dict[str, StudySpec]) -> dict[str, StudySpec]:
+    """Refinement studies without an algorithm take their space's default (grid for scaling)."""
+    from kfnas.registry import RegistryError
+    from kfnas.spaces import get_space
+    from kfnas.spaces.base import is_refinement
+
+    out = dict(studies)
+    for name, study in studies.items():
+        if study.algorithm is not None or not study.space:
+            continue
+        try:
+            space = get_space(study.space)
+        except RegistryError:
+            continue  # validation reports it
+        if is_refinement(space):
+            out[name] = dataclasses.replace(
+                study, algorithm=AlgorithmSpec(name=space.default_algorithm)
+            )
+    return out
 
 
 def demo_spec_yaml() -> str:

@@ -111,6 +111,9 @@ class BudgetSpec:
         latency_runs: Batch-1 inference runs timed for each trial's ``latency_ms`` (their median),
             after a fifth as many warm-up runs. Smoke tests and CI may lower it; a search that
             ranks by latency should keep it high.
+        evaluations: Evaluations spread evenly over each trial's training; with more than one, the
+            trial reports the best by ``objectives.metric`` (and its ``eval_step``), as
+            augmentation studies do: they train to the end and keep the best evaluation.
     """
 
     rounds: int = 2
@@ -119,6 +122,7 @@ class BudgetSpec:
     batch_size: int = 8
     max_consecutive_failures: int = 5
     latency_runs: int = 100
+    evaluations: int = 1
 
     def problems(self, where: str) -> list[str]:
         """What is wrong with this budget (``where`` names it in the messages)."""

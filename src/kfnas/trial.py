@@ -53,7 +53,7 @@ def execute_trial(spec: ExperimentSpec, trial: TrialSpec, work_dir: str | Path) 
     start = time.monotonic()
     work = Path(work_dir)
     try:
-        return _execute(spec.resolved(), trial, work, start)
+        return _execute(trial_experiment_spec(spec, trial), trial, work, start)
     except Exception as e:  # A trial's failure must not stop the study.
         (work / LOGS_DIR).mkdir(parents=True, exist_ok=True)
         (work / LOGS_DIR / "error.txt").write_text(traceback.format_exc())
@@ -73,6 +73,7 @@ def _execute(spec: ExperimentSpec, trial: TrialSpec, work: Path, start: float) -
     task_kind = TASKS.get(spec.task.kind)
     official_task = task_kind.build_task(spec.task, spec.data, budget)
     model = build_trial_model(spec, trial, official_task)
+    evaluations = min(budget.evaluations, budget.train_steps)
     outcome = train_and_evaluate(
         official_task,
         model,
@@ -80,6 +81,7 @@ def _execute(spec: ExperimentSpec, trial: TrialSpec, work: Path, start: float) -
         train_steps=budget.train_steps,
         log_dir=str(work / LOGS_DIR),
         checkpoint_dir=str(work / MODEL_DIR),
+        eval_every=budget.train_steps // evaluations if evaluations > 1 else None,
         seed=trial.seed,
     )
     duration = time.monotonic() - start
@@ -91,7 +93,7 @@ def _execute(spec: ExperimentSpec, trial: TrialSpec, work: Path, start: float) -
             duration_s=duration,
         )
     metrics = {
-        **outcome.metrics,
+        **_best_evaluation(outcome, spec.objectives.metric, evaluations),
         **_measure(model, task_kind.input_shape(spec.task), budget.latency_runs),
     }
     metrics["train_steps_per_second"] = outcome.steps_per_second
@@ -147,6 +149,17 @@ def local_trial(
     )
 
 
+def trial_experiment_spec(spec: ExperimentSpec, trial: TrialSpec) -> ExperimentSpec:
+    """The resolved spec ``trial`` trains under: the experiment's with its ``task_overrides``.
+
+    Scaling and augmentation trials (and their retrained copies) change the task: image size,
+    head, augmentation policy. Everything that builds or trains a trial's model uses this spec.
+    """
+    if trial.task_overrides:
+        spec = spec.with_overrides(list(trial.task_overrides))
+    return spec.resolved()
+
+
 def build_trial_model(spec: ExperimentSpec, trial: TrialSpec, official_task: Any) -> Any:
     """The trial's full model: its space's network inside its task's model.
 
@@ -160,6 +173,14 @@ def build_trial_model(spec: ExperimentSpec, trial: TrialSpec, official_task: Any
     arch = pg.from_json_str(trial.arch_json)
     network = get_space(trial.space).build_network(arch, spec.task, input_specs)
     return task_kind.build_model(official_task, network)
+
+
+def _best_evaluation(outcome: Any, metric: str, evaluations: int) -> dict[str, float]:
+    """The final evaluation, or with several the best by ``metric`` and the step it came at."""
+    if evaluations <= 1 or not outcome.evaluations:
+        return dict(outcome.metrics)
+    step, best = max(outcome.evaluations, key=lambda e: e[1].get(metric, -math.inf))
+    return {**best, "eval_step": float(step)}
 
 
 def _measure(model: Any, input_shape: tuple[int, ...], latency_runs: int) -> dict[str, float]:

@@ -5,8 +5,7 @@ records of its own version or older (older records are upgraded in ``_upgrade``)
 ones with an error that says to upgrade kfnas, so an old controller never misreads a newer trial.
 
 To extend: add a field with a default, bump ``SCHEMA_VERSION`` and teach ``_upgrade`` how to fill
-the
-field from older records.
+the field from older records.
 """
 
 from __future__ import annotations
@@ -19,7 +18,8 @@ from collections.abc import Mapping
 from typing import Any, Self
 
 # 2: TrialSpec gained ``source_study`` and ``source_trial`` (a retrained copy of another trial).
-SCHEMA_VERSION = 2
+# 3: TrialSpec gained ``task_overrides`` (a scaling or augmentation choice applied to the task).
+SCHEMA_VERSION = 3
 
 
 class RecordError(ValueError):
@@ -56,7 +56,7 @@ def _check_version(data: Mapping[str, Any], kind: str) -> int:
 def _upgrade(data: dict[str, Any], version: int) -> dict[str, Any]:
     """Brings an older record up to ``SCHEMA_VERSION``.
 
-    Version 1 records need nothing: the fields added since have defaults that mean "not set".
+    Versions 1 and 2 need nothing: the fields added since have defaults that mean "not set".
     """
     del version
     return data
@@ -131,16 +131,22 @@ class TrialSpec(_Record):
         study: Study name (``proxy``, ``validation``, ...).
         trial_id: Integer id, increasing in proposal order within the study.
         round: The round of the study that proposed it (1-based).
-        space: Registered search-space name.
-        dna_json: ``pg.to_json_str(dna)``, with the metadata the algorithms need to recover.
-        arch_json: The materialized architecture, serialized, so the model can be rebuilt without
-        the
-            search code.
+        space: The search space of ``arch_json``: the network the trial trains. For a study over a
+            refinement space (scaling, augmentation) it is the refined trial's space, not the
+            study's.
+        dna_json: ``pg.to_json_str(dna)`` of the study's own decision, with the metadata the
+            algorithms need to recover (a point of the study's space, refinement spaces included).
+        arch_json: The materialized network architecture, serialized, so the model can be rebuilt
+            without the search code.
         budget: The training budget of the trial (steps, batch size, ...), resolved from the study.
         seed: Seed for the trial's training.
         source_study: For a retrained copy of another trial (validation, final training): the
             study of the trial whose architecture it trains; empty for a proposed trial.
         source_trial: The id of that trial in ``source_study``; ``None`` for a proposed trial.
+            A refinement study's trial names the trial it refines here.
+        task_overrides: Dotted overrides of the experiment's ``task`` this trial trains with
+            (``task.image_size=256``, ``task.options.augmentation=...``): the scaling and
+            augmentation choices of its line, oldest first. Retrained copies keep them.
     """
 
     experiment: str
@@ -154,8 +160,12 @@ class TrialSpec(_Record):
     seed: int = 0
     source_study: str = ""
     source_trial: int | None = None
+    task_overrides: tuple[str, ...] = ()
 
     def __post_init__(self) -> None:
+        bad = [o for o in self.task_overrides if not o.startswith("task.") or "=" not in o]
+        if bad:
+            raise RecordError(f"task_overrides must read 'task.<key>=<value>', got {bad}")
         if self.trial_id < 0 or self.round < 1:
             raise RecordError(
                 f"trial_id must be >= 0 and round >= 1, got trial_id={self.trial_id}, "
@@ -166,6 +176,12 @@ class TrialSpec(_Record):
                 f"source_study and source_trial are set together or not at all, got "
                 f"source_study={self.source_study!r}, source_trial={self.source_trial!r}"
             )
+
+    @classmethod
+    def _decode(cls, data: dict[str, Any]) -> dict[str, Any]:
+        if "task_overrides" in data:
+            data["task_overrides"] = tuple(data["task_overrides"])
+        return data
 
 
 @dataclasses.dataclass(frozen=True)

@@ -237,7 +237,10 @@ def test_bad_options_say_what_to_change() -> None:
     assert "must be int, got '5'" in " ".join(evolution.problems({"population_size": "5"}, 1))
     assert "must be int, got True" in " ".join(evolution.problems({"population_size": True}, 1))
     assert ALGORITHMS.get("grid").problems({"seed": 1}, 1) == [
-        "unknown option(s) seed for grid; valid options: none (it takes no options)"
+        "unknown option(s) seed for grid; valid options: full"
+    ]
+    assert ALGORITHMS.get("random").problems({"seed": 1}, 1) == [
+        "unknown option(s) seed for random; valid options: none (it takes no options)"
     ]
     with pytest.raises(ValueError, match="invalid options for algorithm 'hill_climb'"):
         propose(make_study("hill_climb", batch_size=-1), [], 1, round_index=1)

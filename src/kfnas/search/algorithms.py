@@ -218,8 +218,12 @@ RANDOM = Algorithm(
 
 GRID = Algorithm(
     name="grid",
-    summary="Visits every point of a small, finite space once, in order.",
+    summary=(
+        "Visits every point of a small, finite space once, in order; full=true refuses a "
+        "budget (rounds x trials_per_round) smaller than the grid."
+    ),
     factory=_grid,
+    options={"full": False},
 )
 
 REGULARIZED_EVOLUTION = Algorithm(

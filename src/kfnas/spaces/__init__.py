@@ -14,7 +14,7 @@ line to ``_BUILTINS``. The conformance tests in ``tests/conformance`` then cover
 from __future__ import annotations
 
 from kfnas.registry import Registry, RegistryError, load_object
-from kfnas.spaces.base import SearchSpace
+from kfnas.spaces.base import RefinementSpace, SearchSpace
 
 _BUILTINS: dict[str, str] = {
     "spinenet": "kfnas.spaces.spinenet:SPINENET",
@@ -26,10 +26,10 @@ _BUILTINS: dict[str, str] = {
     "nasfpn": "kfnas.spaces.nasfpn:NASFPN",
 }
 
-SPACES: Registry[SearchSpace] = Registry("search space", _BUILTINS)
+SPACES: Registry[SearchSpace | RefinementSpace] = Registry("search space", _BUILTINS)
 
 
-def get_space(name: str) -> SearchSpace:
+def get_space(name: str) -> SearchSpace | RefinementSpace:
     """Returns the registered space ``name``, or a user's own given as ``"module:object"``.
 
     Raises:
@@ -44,13 +44,15 @@ def get_space(name: str) -> SearchSpace:
             f"cannot import the search space {name!r}: {e}. Check that the module is installed in "
             f"the image and importable (python -c 'import {name.partition(':')[0]}')"
         ) from e
-    if not isinstance(space, SearchSpace):
+    if not isinstance(space, SearchSpace | RefinementSpace):
         raise RegistryError(
             f"{name!r} is a {type(space).__name__}, not a search space: it needs a 'name', the "
             f"'tasks' it serves and the methods 'hyper()', 'reference()' and 'build_network()' "
-            f"(see kfnas.spaces.base.SearchSpace)"
+            f"(see kfnas.spaces.base.SearchSpace; or, for a space that refines a trained trial, "
+            f"'base_problems()' and 'task_overrides()' in place of 'build_network()': "
+            f"kfnas.spaces.base.RefinementSpace)"
         )
     return space
 
 
-__all__ = ["SPACES", "SearchSpace", "get_space"]
+__all__ = ["SPACES", "RefinementSpace", "SearchSpace", "get_space"]

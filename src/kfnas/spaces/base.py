@@ -1,9 +1,9 @@
 """The search-space interface and the functions that turn a DNA into a stored architecture.
 
 A space is any object with the attributes of ``SearchSpace`` (a ``typing.Protocol``; no base class
-to
-inherit). It must not import TensorFlow at module import time: proposing trials only needs
-``hyper()``.
+to inherit), which builds networks, or of ``RefinementSpace``, which changes how an already chosen
+network is trained (scaling, augmentation). It must not import TensorFlow at module import time:
+proposing trials only needs ``hyper()``.
 
 To extend the interface: add the member here with its contract, then implement it in every built-in
 space; the conformance suite checks every registered space against this protocol.
@@ -88,16 +88,75 @@ class SearchSpace(Protocol):
         ...
 
 
-def dna_spec(space: SearchSpace) -> pg.DNASpec:
+@runtime_checkable
+class RefinementSpace(Protocol):
+    """A space that refines a trained trial instead of defining a network: scaling, augmentation.
+
+    A study over a refinement space starts from the best trial of the study before it (say the
+    validated winner). Each of its trials trains that trial's network again, with the task
+    changed by the point it proposes: ``task_overrides`` turns the point into dotted overrides
+    of the experiment's ``task`` (image size, head width, ``task.options.augmentation``, ...),
+    stored in the trial's ``TrialSpec.task_overrides`` and kept by every later retraining.
+
+    Attributes:
+        name: The registry name.
+        tasks: The task kinds it applies to.
+        default_algorithm: The algorithm its studies use unless the spec names one (``grid`` for
+            small spaces).
+    """
+
+    name: str
+    tasks: tuple[str, ...]
+    default_algorithm: str
+
+    def hyper(self) -> Any:
+        """Returns the PyGlove hyper value; equal on every call (see ``SearchSpace.hyper``)."""
+        ...
+
+    def reference(self) -> Any | None:
+        """The published default point of the space, or ``None`` (see ``SearchSpace``)."""
+        ...
+
+    def task_problems(self, task: Any) -> list[str]:
+        """What stops this space from serving ``task`` (see ``SearchSpace.task_problems``)."""
+        ...
+
+    def base_problems(self, space_name: str) -> list[str]:
+        """What stops this space from refining trials of the space ``space_name``, as fixes.
+
+        Scaling, for example, only applies to SpineNet architectures. Empty when it applies.
+        """
+        ...
+
+    def task_overrides(self, point: Any, task: Any) -> list[str]:
+        """The dotted ``task.*=value`` overrides that apply ``point`` to ``task``.
+
+        Args:
+            point: A materialized point of ``hyper()``.
+            task: The experiment's ``kfnas.spec.TaskSpec``, before the overrides.
+
+        Returns:
+            Overrides such as ``["task.image_size=384", "task.options.head_num_convs=2"]``; every
+            value is YAML (lists and mappings in flow style), as ``--set`` reads it.
+        """
+        ...
+
+
+def is_refinement(space: Any) -> bool:
+    """Whether ``space`` refines trained trials (``RefinementSpace``) rather than builds one."""
+    return isinstance(space, RefinementSpace) and not isinstance(space, SearchSpace)
+
+
+def dna_spec(space: SearchSpace | RefinementSpace) -> pg.DNASpec:
     """The DNA spec of ``space`` (what algorithms search over)."""
     return pg.dna_spec(space.hyper())
 
 
-def materialize(space: SearchSpace, dna: pg.DNA) -> Any:
+def materialize(space: SearchSpace | RefinementSpace, dna: pg.DNA) -> Any:
     """The architecture that ``dna`` selects in ``space``."""
     return pg.materialize(space.hyper(), dna)
 
 
-def architecture_json(space: SearchSpace, dna: pg.DNA) -> str:
+def architecture_json(space: SearchSpace | RefinementSpace, dna: pg.DNA) -> str:
     """The architecture selected by ``dna``, serialized so it can be rebuilt without the search."""
     return pg.to_json_str(materialize(space, dna), json_indent=2, hide_default_values=False)

@@ -74,6 +74,9 @@ class TrainOutcome:
         steps_per_second: Steady-state speed: the steps after the first divided by their time
             (``train_seconds - first_step_seconds``); ``steps / train_seconds`` when one step ran,
             0 when none did.
+        evaluations: Every evaluation of this call as ``(step, metrics)``, periodic ones first and
+            the final one last (``metrics`` is the last one's). A restarted pod's call holds only
+            the evaluations it ran itself.
     """
 
     status: TrialStatus
@@ -87,6 +90,7 @@ class TrainOutcome:
     eval_seconds: float = 0.0
     teardown_seconds: float = 0.0
     steps_per_second: float = 0.0
+    evaluations: tuple[tuple[int, dict[str, float]], ...] = ()
 
 
 class NonFiniteLossError(ArithmeticError):
@@ -187,6 +191,7 @@ class _TrialRun:
         self.summary_every, self.progress = summary_every, progress
         self.phase, self.step, self.initial_step = "setup", 0, 0
         self.times = {"setup": 0.0, "train": 0.0, "first_step": 0.0, "eval": 0.0, "teardown": 0.0}
+        self.evaluations: list[tuple[int, dict[str, float]]] = []
         self.logs: TrialLogs | None = None
 
     def execute(
@@ -361,6 +366,7 @@ class _TrialRun:
     def _evaluate(self, eval_steps: int | None) -> dict[str, float]:
         start = time.perf_counter()
         metrics = self.evaluator.evaluate(eval_steps)
+        self.evaluations.append((self.step, metrics))
         self.logs.write("eval", metrics, self.step)
         if self.evaluator.report:
             self.logs.write_text("eval", "evaluation_report", self.evaluator.report, self.step)
@@ -390,6 +396,7 @@ class _TrialRun:
             eval_seconds=t["eval"],
             teardown_seconds=t["teardown"],
             steps_per_second=speed,
+            evaluations=tuple(self.evaluations),
         )
 
 
