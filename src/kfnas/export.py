@@ -7,12 +7,15 @@ restores the model weights of the trial's latest checkpoint (the ``model`` entry
 
     <export_dir>/saved_model/        the SavedModel and its serving signatures
     <export_dir>/architecture.json   the trial's arch_json (``pg.from_json_str`` rebuilds it)
-    <export_dir>/params.yaml         the tf-models experiment config of the model (head, anchors,
-                                     NMS, input size; the backbone is the architecture above)
+    <export_dir>/params.yaml         the tf-models experiment config of the task (model head,
+                                     input size, preprocessing, ...; the backbone is the
+                                     architecture above)
     <export_dir>/export.json         the ``ExportRecord``, written last: it marks the export done
 
 The serving code is tf-models-official's: each task kind names an ``ExportModule`` of
-``official.vision.serving`` (``DetectionModule`` for detection) and the export goes through
+``official.vision.serving`` in ``SERVING_EXPORTS`` (``DetectionModule``, ``SegmentationModule``,
+and for classification ``ClassificationModule`` through ``kfnas.serving``, which makes its two
+signatures preprocess alike) and the export goes through
 ``export_saved_model_lib.export_inference_graph``. Every signature takes one tensor, ``inputs``,
 holding a batch of any size:
 
@@ -20,19 +23,32 @@ holding a batch of any size:
   images of one batch must share their size (official's decoder stacks them).
 * ``image_tensor``: a uint8 tensor ``[batch, height, width, 3]`` of any height and width.
 
-Both resize (keeping the aspect ratio) and normalize the images as training did. For detection
-they return ``detection_boxes`` ``[batch, N, 4]`` (``ymin, xmin, ymax, xmax``, normalized to
-``[0, 1]`` of the input image), ``detection_scores`` ``[batch, N]``, ``detection_classes``
-``[batch, N]`` (int32, class ids ``1..num_classes``), ``num_detections`` ``[batch]`` (int32; the
-rows after it are padding) and official's ``image_info`` ``[batch, 4, 2]`` (original size,
-resized size, scale and offset, each ``[y, x]``), with ``N`` the task's ``max_num_detections``.
+Both preprocess the images as the task's evaluation did (resize, normalize) and return, per kind
+(``num_classes`` is ``task.num_classes``; ``S`` is ``task.image_size``):
 
-To extend to a new task kind (segmentation, classification): add one ``ServingExport`` line to
-``SERVING_EXPORTS`` naming its ``official.vision.serving`` module class (e.g.
-``official.vision.serving.semantic_segmentation:SegmentationModule`` or
-``official.vision.serving.image_classification:ClassificationModule``; they take the same
-constructor arguments) and any export-time overrides of its task config. Nothing else branches on
-the task kind.
+* detection (images resized keeping their aspect ratio, padded): ``detection_boxes``
+  ``[batch, N, 4]`` (``ymin, xmin, ymax, xmax``, normalized to ``[0, 1]`` of the input image),
+  ``detection_scores`` ``[batch, N]``, ``detection_classes`` ``[batch, N]`` (int32, class ids
+  ``1..num_classes``), ``num_detections`` ``[batch]`` (int32; the rows after it are padding) and
+  official's ``image_info`` ``[batch, 4, 2]`` (original size, resized size, scale and offset, each
+  ``[y, x]``), with ``N`` the task's ``max_num_detections``.
+* classification (images center-cropped when ``aug_crop`` is on, as evaluation does, then resized
+  to ``S x S``): ``logits`` and ``probs`` (their softmax, summing to 1), both float32
+  ``[batch, num_classes]``; class ids are ``0..num_classes - 1``.
+* segmentation (images resized keeping their aspect ratio, padded to ``S x S``): ``logits``
+  float32 ``[batch, S, S, num_classes + 1]``, per-pixel class scores at the model's input size
+  (their argmax over the last axis is the mask: 0 the background, ``1..num_classes`` the
+  classes), and ``image_info`` as for detection: the caller's image is the top-left
+  ``image_info[:, 0] * image_info[:, 2]`` (original size times scale) of the mask, the rest
+  padding.
+  official's ``rescale_output`` (masks at the caller's size) serves one image per batch only, so
+  it stays off.
+
+``ExportRecord.outputs`` lists the output keys the export's signatures return.
+
+To extend to a new task kind: add one ``ServingExport`` line to ``SERVING_EXPORTS`` naming its
+``official.vision.serving`` module class (or a ``kfnas.serving`` factory adjusting it) and any
+export-time overrides of its task config. Nothing else branches on the task kind.
 
 This module imports TensorFlow only inside its functions.
 """
@@ -67,9 +83,9 @@ class ServingExport:
     """How one task kind is exported: an ``official.vision.serving`` module and its settings.
 
     Attributes:
-        module: ``"package.module:Class"`` of an ``official.vision.serving.export_base
-            .ExportModule`` subclass taking ``params, batch_size, input_image_size, input_type,
-            num_channels, model``.
+        module: ``"package.module:name"`` of an ``official.vision.serving.export_base
+            .ExportModule`` subclass, or of a factory returning one, called with the keyword
+            arguments ``params, batch_size, input_image_size, input_type, num_channels, model``.
         signatures: tf-models input type -> the signature name it gets in the SavedModel.
         config_overrides: Overrides of the tf-models task config applied before the model is
             built (``hyperparams.Config.override``, strict), e.g. its ``export_config``.
@@ -82,12 +98,19 @@ class ServingExport:
     config_overrides: Mapping[str, Any] = dataclasses.field(default_factory=dict)
 
 
-#: Task kind name -> how to export it. Add segmentation and classification here.
+#: Task kind name -> how to export it (see the module docstring for what each one returns).
 SERVING_EXPORTS: dict[str, ServingExport] = {
     "detection": ServingExport(
         module="official.vision.serving.detection:DetectionModule",
         # Boxes relative to the caller's image rather than to the resized model input.
         config_overrides={"export_config": {"output_normalized_coordinates": True}},
+    ),
+    "classification": ServingExport(module="kfnas.serving:classification_module"),
+    "segmentation": ServingExport(
+        module="official.vision.serving.semantic_segmentation:SegmentationModule",
+        # Logits at the model's input size, with image_info: official's rescaling to the
+        # caller's size raises for any batch size but 1, and the signatures take any batch.
+        config_overrides={"export_config": {"rescale_output": False}},
     ),
 }
 
@@ -106,7 +129,7 @@ class ExportRecord:
         outputs: The output keys every signature returns.
         input_size: The model's input ``(height, width, channels)``; served images of another size
             are resized to it.
-        task_kind: The task kind (``detection``, ...).
+        task_kind: The task kind (a ``SERVING_EXPORTS`` key: ``detection``, ...).
         experiment: The experiment name.
         study: The trial's study.
         trial_id: The trial's id.
@@ -169,6 +192,9 @@ def export_saved_model(
         FileNotFoundError: ``checkpoint_dir`` holds no checkpoint.
         FileExistsError: ``export_dir`` already holds a finished export.
     """
+    from kfnas.trial import trial_experiment_spec
+
+    spec = trial_experiment_spec(spec, trial)  # with the trial's scaling and augmentation
     serving = serving_export(spec.task.kind)
     import tensorflow as tf  # Only the export itself needs TensorFlow.
 
@@ -284,13 +310,15 @@ def _export_module(
     params = config_definitions.ExperimentConfig(task=official_task.task_config)
     input_size = tuple(int(d) for d in task_kind.input_shape(spec.task))
     *image_size, channels = input_size
-    module_name, class_name = serving.module.split(":")
-    module_class = getattr(importlib.import_module(module_name), class_name)
-    module = module_class(
+    module_name, factory_name = serving.module.split(":")
+    module_factory = getattr(importlib.import_module(module_name), factory_name)
+    module = module_factory(
         params=params,
         batch_size=None,  # Any batch size.
         input_image_size=list(image_size),
-        input_type="image_tensor",  # Only "tflite" changes what serve() does.
+        # serve() then preprocesses every image itself, whichever signature decoded it ("tflite"
+        # skips that, "image_bytes" makes official's classification module skip its crop).
+        input_type="image_tensor",
         num_channels=channels,
         model=model,
     )
