@@ -20,6 +20,7 @@ COPY pyproject.toml README.md ./
 COPY src src
 COPY components components
 COPY pipelines pipelines
+COPY schemas schemas
 RUN python3 -m pip install -c images/constraints.txt . \
  && python3 -c 'import kfnas, tensorflow as tf; print("kfnas", kfnas.__version__, "tf", tf.__version__)'
 

@@ -1,7 +1,14 @@
 """The ``export_model`` step: the final trial as a SavedModel in the store's ``export/<version>``.
 
-The ``model`` artifact records where the export lies (``metadata["store_uri"]``) with the trial and
-version, so the KFP UI links a run to its model without copying the SavedModel.
+The stage also writes the handoff package beside the SavedModel (``model_card.md``,
+``handoff.json``) and moves the store's ``export/latest`` pointer to this version. The ``model``
+artifact carries the handoff manifest's fields in its ``metadata`` (``kfnas.handoff.Handoff``:
+task, signatures, metrics, latency, FLOPs, parameters, architecture, lineage, run id, image) and
+``store_uri``, the export folder, so the KFP UI and a model registry link a run to its model
+without copying the SavedModel. To record the run and image exactly, a pipeline passes
+``run_id=dsl.PIPELINE_JOB_ID_PLACEHOLDER`` and ``image=IMAGE`` (the image it was compiled for; a
+default here would be evaluated in the container, where this module's globals are gone); without
+them the step records no run id and ``_image.IMAGE`` as the container computes it.
 """
 
 from kfp import dsl
@@ -12,12 +19,21 @@ from kfnas.components._image import IMAGE
 
 @dsl.component(base_image=IMAGE, install_kfp_package=False)
 def export_model(
-    experiment_uri: str, study: str, trial_id: int, version: str, model: Output[Model]
+    experiment_uri: str,
+    study: str,
+    trial_id: int,
+    version: str,
+    model: Output[Model],
+    run_id: str = "",
+    image: str = "",
 ) -> str:
     """Exports the trial (at once if already exported); returns the export folder's URI."""
     from kfnas import stages
+    from kfnas.components._image import IMAGE as RUNTIME_IMAGE
+    from kfnas.handoff import read_handoff
 
-    uri = stages.export_model(experiment_uri, study, int(trial_id), version)
-    model.metadata.update({"store_uri": uri, "study": study, "trial_id": int(trial_id)})
-    model.metadata["version"] = version
+    image = image or RUNTIME_IMAGE
+    uri = stages.export_model(experiment_uri, study, int(trial_id), version, run_id, image)
+    model.metadata.update(read_handoff(uri).to_dict())
+    model.metadata.update({"store_uri": uri, "version": version})
     return uri

@@ -533,6 +533,50 @@ def _print_summary(uri: str, out: Path, model_version: str) -> None:
     console.print(f"KFP outputs (metrics, report artifacts): {out / 'kfp'}")
 
 
+def _add_trials(parser: argparse.ArgumentParser) -> None:
+    parser.add_argument("experiment", help="experiment URI (<store_root>/<name>)")
+    parser.add_argument("--study", default="proxy", help="the study to list (default: proxy)")
+    parser.add_argument("--json", action="store_true", help="print JSON lines, one per trial")
+
+
+def _run_trials(args: argparse.Namespace) -> int:
+    import json
+
+    from kfnas.listing import PENDING, list_trials
+
+    rows = list_trials(args.experiment, args.study)
+    if args.json:
+        for row in rows:
+            console.out(json.dumps(row.to_dict()), highlight=False)
+        return 0
+    metric = rows[0].metric if rows else "metric"
+    sources = any(r.source for r in rows)
+    table = Table(title=f"Study {args.study}: {len(rows)} trials")
+    for name in ("id", "round", "status", metric, "reward", "latency ms", "M mult-adds", "params"):
+        table.add_column(name, overflow="fold")
+    table.add_column("duration", overflow="fold")
+    if sources:
+        table.add_column("retrains", overflow="fold")
+    for r in rows:
+        table.add_row(
+            str(r.trial_id),
+            str(r.round),
+            r.status,
+            f"{r.value:.4f}" if r.value is not None else "-",
+            f"{r.reward:.4f}" if r.reward is not None else "-",
+            f"{r.latency_ms:.2f}" if r.latency_ms is not None else "-",
+            f"{r.flops / 1e6:.1f}" if r.flops is not None else "-",
+            f"{r.params:,.0f}" if r.params is not None else "-",
+            f"{r.duration_s:.0f} s" if r.status != PENDING else "-",
+            *([r.source] if sources else []),
+        )
+    console.print(table)
+    for r in rows:
+        if r.error:
+            console.print(f"trial {r.trial_id}: {r.status}: {r.error}", soft_wrap=True)
+    return 0
+
+
 _Handler = Callable[[argparse.Namespace], int]
 _COMMANDS: dict[str, tuple[str, Callable[[argparse.ArgumentParser], None] | None, _Handler]] = {
     "spaces": ("list the search spaces, or `show NAME` its decisions", _add_spaces, _run_spaces),
@@ -552,6 +596,7 @@ _COMMANDS: dict[str, tuple[str, Callable[[argparse.ArgumentParser], None] | None
         _run_trial,
     ),
     "search": ("run a study in this process: propose, train, select", _add_search, _run_search),
+    "trials": ("list a study's trials from the store (table or JSON)", _add_trials, _run_trials),
     "demo": ("generate data and run a small search locally", _add_demo, _run_demo),
     "compile": (
         "compile the search pipeline for a cluster profile into KFP YAML",

@@ -7,7 +7,10 @@ Every path is relative to the store root::
     <experiment>/studies/<study>/trials/<trial id, 6 digits>/result.json  (written last: done)
     <experiment>/studies/<study>/trials/<trial id, 6 digits>/model/ and logs/
     <experiment>/reports/
-    <experiment>/export/<version>/
+    <experiment>/export/<version>/                 one exported model version (kept for good)
+    <experiment>/export/<version>/model_card.md    its model card
+    <experiment>/export/<version>/handoff.json     its handoff manifest (written last: done)
+    <experiment>/export/latest                     names the newest finished version (JSON)
 
 To extend: add a method here that returns the new path (built from the ones above), and use it
 everywhere instead of formatting paths by hand.
@@ -20,6 +23,8 @@ import re
 _NAME = re.compile(r"[A-Za-z0-9_-]+")
 _VERSION = re.compile(r"[A-Za-z0-9][A-Za-z0-9._-]*")
 _TRIAL_DIGITS = 6
+#: The name of the export folder's pointer file; no version may take it.
+LATEST = "latest"
 
 
 def check_name(name: str, kind: str) -> str:
@@ -146,11 +151,32 @@ class ExperimentLayout:
 
         Raises:
             ValueError: ``version`` is not letters, digits, '.', '-' and '_' starting with a letter
-                or digit (for example ``v1`` or ``2024.06.01``).
+                or digit (for example ``v1`` or ``2024.06.01``), or it is the reserved ``latest``.
         """
         if not isinstance(version, str) or not _VERSION.fullmatch(version):
             raise ValueError(
                 f"export version {version!r} is not valid: use letters, digits, '.', '-' and '_', "
                 f"starting with a letter or digit (for example 'v1' or '2024.06.01')"
             )
-        return f"{self.experiment}/export/{version}"
+        if version == LATEST:
+            raise ValueError(
+                f"export version {LATEST!r} is reserved for the pointer to the newest version; "
+                f"choose another name (for example 'v1')"
+            )
+        return f"{self.exports_dir()}/{version}"
+
+    def exports_dir(self) -> str:
+        """The folder holding every exported version and the ``latest`` pointer."""
+        return f"{self.experiment}/export"
+
+    def export_latest(self) -> str:
+        """The pointer to the newest finished export: ``<experiment>/export/latest`` (JSON)."""
+        return f"{self.exports_dir()}/{LATEST}"
+
+    def model_card(self, version: str) -> str:
+        """The model card of an exported version: ``.../export/<version>/model_card.md``."""
+        return f"{self.export_dir(version)}/model_card.md"
+
+    def handoff_json(self, version: str) -> str:
+        """The handoff manifest of an exported version, written last of its files."""
+        return f"{self.export_dir(version)}/handoff.json"

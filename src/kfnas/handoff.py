@@ -1,0 +1,482 @@
+"""The MLOps handoff of an exported model: ``handoff.json``, ``model_card.md`` and ``latest``.
+
+The export step (``kfnas.stages.export_model``) writes a SavedModel into
+``<experiment>/export/<version>/`` (``kfnas.export``), then calls ``write_handoff``, which adds
+to that folder, in this order:
+
+1. ``model_card.md``: the model card a person reads (task, data, architecture, metrics, latency,
+   FLOPs, parameters, the search in brief, known limits);
+2. ``handoff.json``: the ``Handoff`` manifest a machine reads (``schemas/handoff.schema.json``,
+   shipped as ``kfnas.schemas``): model version, framework versions, serving signatures read
+   from the SavedModel, metrics, the architecture JSON that rebuilds it, lineage, run and image;
+3. last, ``<experiment>/export/latest``: a small JSON pointer naming the newest finished version,
+   written atomically through the store. A reader that follows ``latest`` therefore never sees a
+   half-written version. Earlier versions stay where they are; ``latest`` only moves forward (to a
+   version whose handoff was created no earlier than the one it names).
+
+``read_handoff(uri)`` reads a manifest back from a version folder, its ``handoff.json`` or the
+``export/latest`` pointer (local or ``gs://``), upgrading older schema versions and refusing
+missing URIs, newer schema versions and documents that break the schema, with messages that say
+what to do. ``kfnas.model_card.render_model_card`` renders the card from a ``Handoff``.
+
+To add a field: add it to ``Handoff`` with a default, add it to the JSON schema, bump
+``SCHEMA_VERSION`` (and the schema's ``const``) and teach ``_upgrade`` to fill it for older
+manifests. This module imports TensorFlow only to read the SavedModel's signatures.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import datetime
+import importlib.metadata
+import importlib.resources
+import json
+import os
+import platform
+from collections.abc import Mapping, Sequence
+from typing import TYPE_CHECKING, Any
+
+from kfnas.export import ARCHITECTURE_FILE, RECORD_FILE, SAVED_MODEL_DIR, ExportRecord
+from kfnas.store import ArtifactStore, ObjectExists, ObjectNotFound, StoreError, open_store
+from kfnas.store.layout import LATEST
+from kfnas.types import TrialSpec
+from kfnas.version import __version__
+
+if TYPE_CHECKING:
+    from kfnas.stages import Experiment
+
+# 1: the first layout.
+SCHEMA_VERSION = 1
+#: File of the export folder holding the ``Handoff``; written last of the folder's files.
+HANDOFF_FILE = "handoff.json"
+#: File of the export folder holding the model card.
+MODEL_CARD_FILE = "model_card.md"
+#: The tf-models experiment config that ``export_inference_graph`` writes beside the SavedModel.
+TASK_CONFIG_FILE = "params.yaml"
+#: Environment variable read for the KFP run id when the caller gives none.
+RUN_ID_ENV = "KFNAS_RUN_ID"
+#: Distributions whose versions the manifest records (besides Python's).
+FRAMEWORKS = ("tensorflow", "tf-models-official", "pyglove", "kfp")
+
+Tensor = dict[str, Any]  # {"dtype": "float32", "shape": [null, 4] or null}
+Signature = dict[str, dict[str, Tensor]]  # {"inputs": {...}, "outputs": {...}}
+
+
+class HandoffError(ValueError):
+    """A handoff manifest that cannot be used: a newer or unknown schema, or a broken document."""
+
+
+class HandoffNotFoundError(FileNotFoundError):
+    """No handoff manifest at the URI given (nothing exported there yet, or a wrong URI)."""
+
+
+@dataclasses.dataclass(frozen=True)
+class Handoff:
+    """What an exported model is, how to call it, how well it did and where it came from.
+
+    Attributes:
+        model_version: The export folder name (``<experiment>/export/<model_version>``).
+        created: When the manifest was written (UTC, ISO 8601).
+        task_kind: The task kind (``detection``, ``classification``, ``segmentation``, ...).
+        num_classes: The number of classes of the task.
+        input_size: The model's input ``(height, width, channels)``.
+        frameworks: Distribution name -> version: ``python``, ``tensorflow``,
+            ``tf-models-official``, ``kfnas`` and more.
+        saved_model: The SavedModel folder, relative to the export folder.
+        signatures: Serving signature name -> ``{"inputs": {key: tensor}, "outputs": {...}}``,
+            each tensor ``{"dtype": str, "shape": [int or None] or None}`` (``None``: any size).
+        metric: The objective metric the search maximized.
+        metrics: The exported trial's metrics on the evaluation data, with its measurements.
+        reward: The exported trial's reward.
+        latency_ms: Batch-1 latency on the trial machine's device, if measured.
+        flops: Multiply-adds of one batch-1 inference, if counted.
+        params: Number of weights, if counted.
+        space: The search space of the architecture.
+        arch_json: The architecture, serialized (``pg.from_json_str`` rebuilds it).
+        experiment: The experiment name.
+        experiment_uri: The experiment's URI in the store.
+        study: The exported trial's study.
+        trial_id: The exported trial's id.
+        lineage: The exported trial first, then the trial each step retrained (e.g. final <-
+            validation <- proxy), each ``{"study", "trial_id", "metric"}``.
+        run_id: The KFP run id; empty when unknown (``kfp.local`` and the CLI have none).
+        image: The runtime image of the pipeline's steps; empty when unknown.
+        data: The data patterns used: ``train``, ``validation``, ``annotations``.
+        files: Role -> path relative to the export folder (``saved_model``, ``architecture``,
+            ``export_record``, ``model_card``, ...).
+        search_history: One summary per study: trials, completed, failed, best metric, best
+            reward.
+        kendall_tau: Rank correlation of proxy vs full-training scores, when computable.
+    """
+
+    model_version: str
+    created: str
+    task_kind: str
+    num_classes: int
+    input_size: tuple[int, ...]
+    frameworks: dict[str, str]
+    saved_model: str
+    signatures: dict[str, Signature]
+    metric: str
+    metrics: dict[str, float]
+    reward: float | None
+    latency_ms: float | None
+    flops: float | None
+    params: float | None
+    space: str
+    arch_json: str
+    experiment: str
+    experiment_uri: str
+    study: str
+    trial_id: int
+    lineage: list[dict[str, Any]]
+    run_id: str = ""
+    image: str = ""
+    data: dict[str, str] = dataclasses.field(default_factory=dict)
+    files: dict[str, str] = dataclasses.field(default_factory=dict)
+    search_history: list[dict[str, Any]] = dataclasses.field(default_factory=list)
+    kendall_tau: float | None = None
+
+    def to_dict(self) -> dict[str, Any]:
+        """The manifest as plain JSON-ready data, ``schema_version`` first."""
+        data = {"schema_version": SCHEMA_VERSION, **dataclasses.asdict(self)}
+        data["input_size"] = list(self.input_size)
+        return data
+
+    def to_json(self) -> str:
+        """The manifest as the indented JSON text of ``handoff.json``."""
+        return json.dumps(self.to_dict(), indent=2, allow_nan=False)
+
+    @classmethod
+    def from_dict(cls, data: Mapping[str, Any], source: str = "handoff.json") -> Handoff:
+        """Reads ``to_dict`` data: checks the schema version, upgrades, validates the schema.
+
+        Args:
+            data: The parsed JSON object.
+            source: Where it came from, for messages.
+
+        Raises:
+            HandoffError: A newer or missing schema version, or a document the schema refuses.
+        """
+        version = data.get("schema_version")
+        if not isinstance(version, int) or isinstance(version, bool) or version < 1:
+            raise HandoffError(
+                f"{source} has no valid schema_version (got {version!r}): it is not a kfnas "
+                f"handoff manifest or it is damaged; export the model again to rewrite it"
+            )
+        if version > SCHEMA_VERSION:
+            raise HandoffError(
+                f"{source} has schema_version {version}, newer than {SCHEMA_VERSION} that kfnas "
+                f"{__version__} reads: it was written by a newer kfnas; upgrade kfnas to read it"
+            )
+        upgraded = _upgrade(dict(data), version)
+        problem = schema_problem(upgraded)
+        if problem:
+            raise HandoffError(f"{source} does not match the handoff schema: {problem}")
+        values = {k: v for k, v in upgraded.items() if k != "schema_version"}
+        values["input_size"] = tuple(values["input_size"])
+        return cls(**values)
+
+
+def _upgrade(data: dict[str, Any], version: int) -> dict[str, Any]:
+    """Brings an older manifest up to ``SCHEMA_VERSION`` (version 1 is the first: nothing yet)."""
+    del version
+    data["schema_version"] = SCHEMA_VERSION
+    return data
+
+
+def handoff_schema() -> dict[str, Any]:
+    """The JSON schema of ``handoff.json`` (``schemas/handoff.schema.json``)."""
+    text = importlib.resources.files("kfnas.schemas").joinpath("handoff.schema.json").read_text()
+    return json.loads(text)
+
+
+def schema_problem(data: Mapping[str, Any]) -> str:
+    """What the JSON schema finds wrong with ``data`` (the most relevant error), or ``""``."""
+    import jsonschema
+
+    validator = jsonschema.Draft202012Validator(handoff_schema())
+    error = jsonschema.exceptions.best_match(validator.iter_errors(data))
+    if error is None:
+        return ""
+    where = ".".join(str(p) for p in error.absolute_path) or "the top level"
+    return f"at {where}: {error.message}"
+
+
+def framework_versions() -> dict[str, str]:
+    """The versions of Python, kfnas and ``FRAMEWORKS`` in this process (``""``: not installed)."""
+    versions = {"python": platform.python_version(), "kfnas": __version__}
+    for name in FRAMEWORKS:
+        try:
+            versions[name] = importlib.metadata.version(name)
+        except importlib.metadata.PackageNotFoundError:
+            versions[name] = ""
+    return versions
+
+
+def read_signatures(
+    store: ArtifactStore, saved_model_dir: str, names: Sequence[str]
+) -> dict[str, Signature]:
+    """The inputs and outputs (dtype, shape) of the named signatures of a stored SavedModel.
+
+    Reads ``saved_model.pb`` through the store and parses it; the model itself is not loaded.
+
+    Raises:
+        HandoffError: The SavedModel lacks one of ``names``.
+    """
+    import tensorflow as tf
+    from tensorflow.core.protobuf import saved_model_pb2
+
+    proto = saved_model_pb2.SavedModel()
+    proto.ParseFromString(store.read_bytes(f"{saved_model_dir}/saved_model.pb"))
+    found = proto.meta_graphs[0].signature_def
+
+    def tensors(infos: Any) -> dict[str, Tensor]:
+        out = {}
+        for key in sorted(infos):
+            shape = infos[key].tensor_shape
+            dims = (
+                None if shape.unknown_rank else [d.size if d.size >= 0 else None for d in shape.dim]
+            )
+            out[key] = {"dtype": tf.dtypes.as_dtype(infos[key].dtype).name, "shape": dims}
+        return out
+
+    if missing := [n for n in names if n not in found]:
+        raise HandoffError(
+            f"the SavedModel at {store.uri(saved_model_dir)} has no signature {missing}; it has "
+            f"{sorted(n for n in found if not n.startswith('__'))}"
+        )
+    return {
+        n: {"inputs": tensors(found[n].inputs), "outputs": tensors(found[n].outputs)} for n in names
+    }
+
+
+def write_handoff(
+    exp: Experiment,
+    version: str,
+    *,
+    run_id: str = "",
+    image: str = "",
+    now: datetime.datetime | None = None,
+) -> Handoff:
+    """Writes the model card and ``handoff.json`` of a finished export, then moves ``latest``.
+
+    Safe to run again: a version that already has its ``handoff.json`` keeps it (only ``latest``
+    is brought forward if a run stopped before moving it).
+
+    Args:
+        exp: The opened experiment (``kfnas.stages.open_experiment``).
+        version: The exported version (``export.json`` must exist in its folder).
+        run_id: The KFP run id; if empty, ``$KFNAS_RUN_ID`` or empty.
+        image: The runtime image reference of the pipeline's steps; empty if unknown.
+        now: The creation time to record (default: now, UTC).
+
+    Returns:
+        The manifest written (or found).
+
+    Raises:
+        HandoffNotFoundError: The version has no finished export.
+    """
+    from kfnas.model_card import render_model_card
+
+    folder = exp.layout.export_dir(version)
+    store = exp.store
+    path = exp.layout.handoff_json(version)
+    if store.exists(path):
+        handoff = _read(store, path)
+    else:
+        if not store.exists(f"{folder}/{RECORD_FILE}"):
+            raise HandoffNotFoundError(
+                f"{store.uri(folder)} holds no finished export ({RECORD_FILE} missing); export "
+                f"the model first (kfnas.stages.export_model)"
+            )
+        record = ExportRecord.from_dict(json.loads(store.read_text(f"{folder}/{RECORD_FILE}")))
+        handoff = _build(exp, version, record, run_id or os.environ.get(RUN_ID_ENV, ""), image, now)
+        store.write_text(exp.layout.model_card(version), render_model_card(handoff))
+        try:
+            store.write_text(path, handoff.to_json(), if_absent=True)
+        except ObjectExists:  # Another writer finished first: keep its manifest.
+            handoff = _read(store, path)
+    _advance_latest(store, exp.layout.export_latest(), handoff)
+    return handoff
+
+
+def _build(
+    exp: Experiment,
+    version: str,
+    record: ExportRecord,
+    run_id: str,
+    image: str,
+    now: datetime.datetime | None,
+) -> Handoff:
+    """The manifest of one export, from its record, the trial records and the spec."""
+    from kfnas.model_card import proxy_pairs, study_summary
+    from kfnas.reports import kendall_tau
+
+    spec, records = exp.spec, exp.records
+    trial = records.read_spec(record.study, record.trial_id)
+    result = records.read_result(record.study, record.trial_id)
+    metrics = dict(result.metrics if result else record.metrics)
+    metric = spec.objectives.metric
+    folder = exp.layout.export_dir(version)
+    histories = {study: records.history(study) for study in spec.studies}
+    pairs = proxy_pairs(histories, metric)
+    created = (now or datetime.datetime.now(datetime.UTC)).astimezone(datetime.UTC)
+    return Handoff(
+        model_version=version,
+        created=created.isoformat(timespec="seconds"),
+        task_kind=record.task_kind,
+        num_classes=spec.task.num_classes,
+        input_size=tuple(record.input_size),
+        frameworks=framework_versions(),
+        saved_model=SAVED_MODEL_DIR,
+        signatures=read_signatures(exp.store, f"{folder}/{SAVED_MODEL_DIR}", record.signatures),
+        metric=metric,
+        metrics=metrics,
+        reward=result.reward if result else None,
+        latency_ms=metrics.get("latency_ms"),
+        flops=metrics.get("flops"),
+        params=metrics.get("params"),
+        space=trial.space,
+        arch_json=trial.arch_json,
+        experiment=exp.layout.experiment,
+        experiment_uri=exp.uri,
+        study=record.study,
+        trial_id=record.trial_id,
+        lineage=_lineage(exp, trial, metric),
+        run_id=run_id,
+        image=image,
+        data=dataclasses.asdict(spec.data),
+        files=_files(exp.store, folder),
+        search_history=[
+            study_summary(s, spec.study(s).space, h, metric) for s, h in histories.items()
+        ],
+        kendall_tau=kendall_tau(*zip(*pairs, strict=True)) if len(pairs) >= 2 else None,
+    )
+
+
+def _files(store: ArtifactStore, folder: str) -> dict[str, str]:
+    """Role -> path relative to the export folder of each file of the handoff package."""
+    files = {
+        "saved_model": SAVED_MODEL_DIR,
+        "architecture": ARCHITECTURE_FILE,
+        "export_record": RECORD_FILE,
+        "model_card": MODEL_CARD_FILE,
+    }
+    if store.exists(f"{folder}/{TASK_CONFIG_FILE}"):  # tf-models' experiment config of the task
+        files["task_config"] = TASK_CONFIG_FILE
+    return files
+
+
+def _lineage(exp: Experiment, trial: TrialSpec, metric: str) -> list[dict[str, Any]]:
+    steps, source = [], trial
+    while True:
+        result = exp.records.read_result(source.study, source.trial_id)
+        value = result.metrics.get(metric) if result else None
+        steps.append({"study": source.study, "trial_id": source.trial_id, "metric": value})
+        if source.source_trial is None:
+            return steps
+        source = exp.records.read_spec(source.source_study, source.source_trial)
+
+
+def _advance_latest(store: ArtifactStore, pointer: str, handoff: Handoff) -> None:
+    """Points ``latest`` at ``handoff``'s version unless it names a newer one (atomic write)."""
+    try:
+        current = json.loads(store.read_text(pointer))
+    except (ObjectNotFound, json.JSONDecodeError):
+        current = None  # None yet, or damaged: this finished version replaces it.
+    if (
+        isinstance(current, dict)
+        and current.get("version") != handoff.model_version
+        and _time(str(current.get("created", ""))) > _time(handoff.created)
+    ):
+        return  # A newer version is already the latest: never move back.
+    text = json.dumps(
+        {
+            "schema_version": SCHEMA_VERSION,
+            "version": handoff.model_version,
+            "created": handoff.created,
+            "handoff": f"{handoff.model_version}/{HANDOFF_FILE}",
+        },
+        indent=2,
+    )
+    store.write_text(pointer, text)
+
+
+def _time(text: str) -> datetime.datetime:
+    try:
+        return datetime.datetime.fromisoformat(text)
+    except ValueError:
+        return datetime.datetime.min.replace(tzinfo=datetime.UTC)
+
+
+def read_handoff(uri: str) -> Handoff:
+    """Reads the handoff manifest of an exported model.
+
+    Args:
+        uri: An export version folder (``<store>/<experiment>/export/<version>``), its
+            ``handoff.json``, the experiment's ``export`` folder or its ``export/latest`` pointer
+            (both follow the pointer to the newest finished version); local or ``gs://``.
+
+    Raises:
+        HandoffNotFoundError: Nothing exported there (the message lists the versions found nearby).
+        HandoffError: A newer or unknown schema version, or a document the schema refuses.
+    """
+    parent, _, name = uri.rstrip("/").rpartition("/")
+    if name == HANDOFF_FILE:
+        return _read(open_store(parent or "."), HANDOFF_FILE)
+    if name == LATEST:
+        return _read(open_store(parent or "."), _follow(open_store(parent or "."), LATEST))
+    store = open_store(uri)
+    if not store.exists(HANDOFF_FILE) and store.exists(LATEST):
+        return _read(store, _follow(store, LATEST))
+    return _read(store, HANDOFF_FILE)
+
+
+def _follow(store: ArtifactStore, pointer: str) -> str:
+    try:
+        data = json.loads(store.read_text(pointer))
+    except ObjectNotFound as e:
+        raise HandoffNotFoundError(_missing(store.uri(pointer), "no model exported yet")) from e
+    except json.JSONDecodeError as e:
+        raise HandoffError(f"{store.uri(pointer)} is not a kfnas latest pointer: {e}") from e
+    if not isinstance(data, dict) or not isinstance(data.get("version"), str):
+        raise HandoffError(f"{store.uri(pointer)} names no version; export the model again")
+    if data.get("schema_version", 0) > SCHEMA_VERSION:
+        raise HandoffError(
+            f"{store.uri(pointer)} has schema_version {data['schema_version']}, newer than "
+            f"{SCHEMA_VERSION} that kfnas {__version__} reads; upgrade kfnas to read it"
+        )
+    return f"{data['version']}/{HANDOFF_FILE}"
+
+
+def _read(store: ArtifactStore, path: str) -> Handoff:
+    uri = store.uri(path)
+    try:
+        text = store.read_text(path)
+    except ObjectNotFound as e:
+        raise HandoffNotFoundError(_missing(uri, f"{HANDOFF_FILE} does not exist")) from e
+    try:
+        data = json.loads(text)
+    except json.JSONDecodeError as e:
+        raise HandoffError(f"{uri} is not valid JSON ({e}); export the model again") from e
+    if not isinstance(data, dict):
+        raise HandoffError(f"{uri} must hold a JSON object, got {type(data).__name__}")
+    return Handoff.from_dict(data, uri)
+
+
+def _missing(uri: str, why: str) -> str:
+    """The message for a missing manifest, with the versions exported nearby when there are some."""
+    folder = uri.rsplit("/", 1)[0]
+    exports = folder if folder.endswith("/export") else folder.rpartition("/")[0]
+    try:
+        versions = [v for v in open_store(exports).list_children() if v != LATEST]
+    except (StoreError, ValueError):
+        versions = []
+    nearby = f"; versions in {exports}: {', '.join(versions)}" if versions else ""
+    return (
+        f"no model handoff at {uri}: {why}{nearby}. Give an export version folder "
+        f"(<store>/<experiment>/export/<version>), its {HANDOFF_FILE}, or "
+        f"<store>/<experiment>/export/{LATEST}; a model is exported by the pipeline's export_model "
+        f"step (kfnas run)"
+    )

@@ -1,0 +1,288 @@
+"""The model card of an exported model (``model_card.md``) and the search summary it shows.
+
+``render_model_card(handoff)`` turns a ``kfnas.handoff.Handoff`` into readable Markdown: the task,
+the data used, an architecture summary, the metrics on the evaluation data, latency, FLOPs and
+parameters, how to call the SavedModel, the search history in brief, known limits and provenance.
+It is a pure function of the manifest, so the card and ``handoff.json`` never disagree.
+``study_summary`` and ``proxy_pairs`` compute the search history the manifest records, from trial
+histories as ``TrialRecords.history`` returns them. No TensorFlow, no kfp, no store access here.
+
+To add a section: write a ``_<section>(handoff) -> list[str]`` function returning its Markdown
+lines (heading first) and add it to ``_SECTIONS``; to state another limit, add it to
+``_limits``.
+"""
+
+from __future__ import annotations
+
+import json
+from collections.abc import Callable, Mapping, Sequence
+from typing import TYPE_CHECKING, Any
+
+from kfnas.types import TrialResult, TrialSpec
+
+if TYPE_CHECKING:
+    from kfnas.handoff import Handoff
+
+History = Sequence[tuple[TrialSpec, TrialResult | None]]
+#: Lines of the architecture summary shown before it is cut (the whole is in architecture.json).
+SUMMARY_LINES = 40
+
+
+def study_summary(study: str, space: str, history: History, metric: str) -> dict[str, Any]:
+    """One study in brief: trials, completed, failed (or infeasible), best metric and reward."""
+    results = [r for _, r in history if r is not None]
+    done = [r for r in results if r.completed]
+    scores = [r.metrics[metric] for r in done if metric in r.metrics]
+    rewards = [r.reward for r in done if r.reward is not None]
+    return {
+        "study": study,
+        "space": space,
+        "trials": len(history),
+        "completed": len(done),
+        "failed": len(results) - len(done),
+        "best_metric": max(scores) if scores else None,
+        "best_reward": max(rewards) if rewards else None,
+    }
+
+
+def proxy_pairs(histories: Mapping[str, History], metric: str) -> list[tuple[float, float]]:
+    """(proxy score, full-training score) of each completed retrained copy of a proposed trial.
+
+    A retrained copy names its source (``TrialSpec.source_study``/``source_trial``); copies of
+    copies (the final training of a validated trial) are left out, so the pairs compare the proxy
+    task with full training, as the report's rank correlation does.
+    """
+    specs = {(s.study, s.trial_id): s for history in histories.values() for s, _ in history}
+    scores = {
+        (s.study, s.trial_id): r.metrics[metric]
+        for history in histories.values()
+        for s, r in history
+        if r is not None and r.completed and metric in r.metrics
+    }
+    pairs = []
+    for key, spec in specs.items():
+        source = specs.get((spec.source_study, spec.source_trial))
+        if source is None or source.source_study:
+            continue
+        proxy, full = scores.get((source.study, source.trial_id)), scores.get(key)
+        if proxy is not None and full is not None:
+            pairs.append((proxy, full))
+    return pairs
+
+
+def architecture_summary(arch_json: str, max_lines: int = SUMMARY_LINES) -> list[str]:
+    """The architecture as short lines: its type, then one line per field (per item of lists)."""
+    data = json.loads(arch_json)
+    if not isinstance(data, dict):
+        return [_compact(data)]
+    lines = [_type_name(data)]
+    for key, value in data.items():
+        if key == "_type":
+            continue
+        if isinstance(value, list) and value and all(isinstance(v, dict) for v in value):
+            lines.append(f"{key}:")
+            lines += [f"  {i}: {_compact(v)}" for i, v in enumerate(value)]
+        else:
+            lines.append(f"{key} = {_compact(value)}")
+    if len(lines) > max_lines:
+        cut = len(lines) - max_lines
+        lines = [*lines[:max_lines], f"... ({cut} more lines: see architecture.json)"]
+    return lines
+
+
+def _type_name(value: Mapping[str, Any]) -> str:
+    return str(value.get("_type", "")).rpartition(".")[2] or "object"
+
+
+def _compact(value: Any) -> str:
+    if isinstance(value, dict):
+        fields = ", ".join(f"{k}={_compact(v)}" for k, v in value.items() if k != "_type")
+        return f"{_type_name(value)}({fields})"
+    if isinstance(value, list):
+        return "[" + ", ".join(_compact(v) for v in value) + "]"
+    return json.dumps(value)
+
+
+def _num(value: float | None, spec: str = ".4f", scale: float = 1.0) -> str:
+    return "-" if value is None else format(value / scale, spec)
+
+
+def _cell(text: object) -> str:
+    return str(text).replace("|", "\\|").replace("\n", " ") or "-"
+
+
+def _table(header: Sequence[str], rows: Sequence[Sequence[object]]) -> list[str]:
+    lines = ["| " + " | ".join(header) + " |", "|" + "---|" * len(header)]
+    return lines + ["| " + " | ".join(_cell(c) for c in row) + " |" for row in rows]
+
+
+def _overview(h: Handoff) -> list[str]:
+    height, width, channels = h.input_size
+    return [
+        f"# Model card: {h.experiment} {h.model_version}",
+        "",
+        f"A {h.task_kind} model for {h.num_classes} classes on {height}x{width}x{channels} "
+        f"images, found by neural architecture search in space `{h.space}` and exported on "
+        f"{h.created} from {h.study} trial {h.trial_id} of experiment `{h.experiment}`. "
+        f"The machine-readable manifest is `handoff.json` beside this card.",
+    ]
+
+
+def _serving(h: Handoff) -> list[str]:
+    def tensors(spec: Mapping[str, Any]) -> str:
+        shown = []
+        for key, t in spec.items():
+            shape = (
+                "?"
+                if t["shape"] is None
+                else ", ".join("?" if d is None else str(d) for d in t["shape"])
+            )
+            shown.append(f"`{key}` {t['dtype']} [{shape}]")
+        return "<br>".join(shown)
+
+    rows = [
+        (f"`{n}`", tensors(s["inputs"]), tensors(s["outputs"])) for n, s in h.signatures.items()
+    ]
+    return [
+        "## How to call it",
+        "",
+        f"`tf.saved_model.load('<this folder>/{h.saved_model}').signatures[NAME](inputs=...)`; "
+        f"`?` is a dimension of any size (any batch). Images are preprocessed inside the model as "
+        f"evaluation did.",
+        "",
+        *_table(("signature", "inputs", "outputs"), rows),
+    ]
+
+
+def _data(h: Handoff) -> list[str]:
+    rows = [
+        ("training", f"`{h.data.get('train', '')}`"),
+        ("evaluation (validation)", f"`{h.data.get('validation', '')}`"),
+        ("annotations", f"`{h.data.get('annotations')}`" if h.data.get("annotations") else "-"),
+    ]
+    return ["## Data used", "", *_table(("split", "files"), rows)]
+
+
+def _architecture(h: Handoff) -> list[str]:
+    chain = " <- ".join(f"{s['study']} trial {s['trial_id']}" for s in h.lineage)
+    return [
+        "## Architecture",
+        "",
+        f"Search space `{h.space}`; lineage {chain}. `architecture.json` holds it whole "
+        f"(`pg.from_json_str` rebuilds it; so does `arch_json` in `handoff.json`).",
+        "",
+        "```",
+        *architecture_summary(h.arch_json),
+        "```",
+    ]
+
+
+def _metrics(h: Handoff) -> list[str]:
+    measured = {"latency_ms", "flops", "params", "memory_mb"}
+    rows = [
+        (f"**{k}**" if k == h.metric else k, _num(v))
+        for k, v in sorted(h.metrics.items())
+        if k not in measured
+    ]
+    rows.append(("reward", _num(h.reward)))
+    cost = [
+        ("latency (ms, batch 1, trial machine's device)", _num(h.latency_ms, ".2f")),
+        ("FLOPs (M multiply-adds, batch 1)", _num(h.flops, ".1f", 1e6)),
+        ("parameters", _num(h.params, ",.0f")),
+    ]
+    if "memory_mb" in h.metrics:
+        cost.append(("peak accelerator memory (MB, batch 1)", _num(h.metrics["memory_mb"], ".1f")))
+    return [
+        "## Metrics on the evaluation data",
+        "",
+        f"The objective metric, `{h.metric}`, is in bold.",
+        "",
+        *_table(("metric", "value"), rows),
+        "",
+        "## Latency, FLOPs and parameters",
+        "",
+        *_table(("measure", "value"), cost),
+    ]
+
+
+def _history(h: Handoff) -> list[str]:
+    rows = [
+        (
+            s["study"],
+            f"`{s['space']}`",
+            s["trials"],
+            s["completed"],
+            s["failed"],
+            _num(s["best_metric"]),
+            _num(s["best_reward"]),
+        )
+        for s in h.search_history
+    ]
+    tau = (
+        f"Kendall's tau of proxy vs full-training `{h.metric}`: {h.kendall_tau:.3f} (1: the proxy "
+        f"ranked the validated candidates as full training did)."
+        if h.kendall_tau is not None
+        else "Kendall's tau of proxy vs full-training scores: not computed (fewer than 2 "
+        "validated candidates)."
+    )
+    header = (
+        "study",
+        "space",
+        "trials",
+        "completed",
+        "failed or infeasible",
+        f"best {h.metric}",
+        "best reward",
+    )
+    return ["## Search history in brief", "", *_table(header, rows), "", tau]
+
+
+def _limits(h: Handoff) -> list[str]:
+    limits = [
+        "Trained and evaluated only on the data named above. The metrics are on the validation "
+        "data the search also used to choose this architecture, so they are optimistic: measure "
+        "the model on held-out data of the target domain before relying on it. Data made by "
+        "`kfnas make-data` or the demo is generated shapes: a model trained on it has not "
+        "learned real images.",
+        "Latency was measured once per trial on the trial machine's device (CPU or the trial's "
+        "GPU) at batch 1 on the model alone, without image decoding or pre- and post-processing; "
+        "measure again on the serving hardware.",
+        "The proxy study trained each candidate briefly; its ranking can differ from full "
+        "training (see Kendall's tau above), so a better architecture may have been passed over.",
+        f"Served images are resized (detection and segmentation: keeping their aspect ratio, "
+        f"padded) to {h.input_size[0]}x{h.input_size[1]}; images much larger than that, or framed "
+        f"unlike the training data, were not evaluated.",
+    ]
+    if h.task_kind == "detection":
+        limits.append("Detections are capped per image (see the output shapes above).")
+    return ["## Known limits", "", *(f"- {text}" for text in limits)]
+
+
+def _provenance(h: Handoff) -> list[str]:
+    rows = [
+        ("experiment", f"`{h.experiment_uri}`"),
+        ("KFP run id", h.run_id or "none recorded (a local run, or not passed)"),
+        ("image", f"`{h.image}`" if h.image else "not recorded"),
+        *((name, version or "not installed") for name, version in sorted(h.frameworks.items())),
+    ]
+    return ["## Provenance", "", *_table(("what", "value"), rows)]
+
+
+_SECTIONS: tuple[Callable[[Handoff], list[str]], ...] = (
+    _overview,
+    _data,
+    _architecture,
+    _metrics,
+    _serving,
+    _history,
+    _limits,
+    _provenance,
+)
+
+
+def render_model_card(handoff: Handoff) -> str:
+    """The model card of ``handoff`` as Markdown text."""
+    lines: list[str] = []
+    for section in _SECTIONS:
+        lines += [*section(handoff), ""]
+    return "\n".join(lines)
