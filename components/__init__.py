@@ -12,11 +12,13 @@ To add a component: write ``components/<stage>.py`` with one
 
 from kfnas.components.export_model import export_model
 from kfnas.components.init_experiment import init_experiment
+from kfnas.components.propose_refinement import propose_refinement
 from kfnas.components.propose_retraining import propose_retraining
 from kfnas.components.propose_trials import propose_trials
 from kfnas.components.report import report
 from kfnas.components.run_trial import run_trial
 from kfnas.components.select_top import select_top
+from kfnas.components.select_winner import select_winner
 
 #: Every component by the name of the stage it runs.
 COMPONENTS = {
@@ -27,6 +29,8 @@ COMPONENTS = {
         run_trial,
         select_top,
         propose_retraining,
+        propose_refinement,
+        select_winner,
         report,
         export_model,
     )
@@ -36,9 +40,11 @@ __all__ = [
     "COMPONENTS",
     "export_model",
     "init_experiment",
+    "propose_refinement",
     "propose_retraining",
     "propose_trials",
     "report",
     "run_trial",
     "select_top",
+    "select_winner",
 ]

@@ -31,6 +31,12 @@ def init_experiment(
     full_batch_size: int,
     metric: str,
     latency_target_ms: float,
+    scaling_trials: int,
+    scaling_train_steps: int,
+    augmentation_space: str,
+    augmentation_trials: int,
+    augmentation_train_steps: int,
+    augmentation_evaluations: int,
 ) -> str:
     """Validates the spec and its data and creates (or resumes) the experiment; returns its URI."""
     settings = dict(locals())  # Every parameter; the two below are not settings.

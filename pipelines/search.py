@@ -1,4 +1,4 @@
-"""The search pipeline: proxy search, validation by full training, final training of the winner.
+"""The search pipeline: proxy search, validation, scaling and augmentation, final training.
 
 ``build_search_pipeline(rounds, trials_per_round, parallelism, top_k, profile)`` returns the
 ``@dsl.pipeline`` function; its DAG is::
@@ -8,9 +8,10 @@
       -> round 2: propose (after every trial of round 1) -> ... -> round R
       -> select top k -> validation: propose (copies of the top k with the full budget)
       -> validation [ParallelFor: run_trial]                                          (training)
-      -> report
-      -> (scaling and augmentation studies: a later issue, see ``_refine_winner``)
-      -> select the winner -> final: propose -> final training [run_trial]             (training)
+      -> scaling: propose -> scaling [ParallelFor: run_trial]     (optional; training)
+      -> augmentation: propose -> augmentation [ParallelFor: run_trial] (optional; training)
+      -> select the winner -> report
+      -> final: propose (the winner, with its scaling and policy) -> final training   (training)
       -> export [export_model: SavedModel in the store's export/<model_version>]
 
 KFP v2 has no loops, so the number of rounds and the parallelism are fixed when the pipeline is
@@ -48,14 +49,17 @@ from kfp.dsl import PipelineTask
 from kfnas.components import (
     export_model,
     init_experiment,
+    propose_refinement,
     propose_retraining,
     propose_trials,
     report,
     run_trial,
     select_top,
+    select_winner,
 )
+from kfnas.components._image import IMAGE
 from kfnas.pipelines.profiles import ClusterProfile, apply_step_profile
-from kfnas.settings import FINAL, PROXY, VALIDATION
+from kfnas.settings import AUGMENTATION, FINAL, PROXY, SCALING, VALIDATION
 
 PIPELINE_NAME = "kfnas-search"
 
@@ -112,7 +116,14 @@ def _export_each(steps: _Steps) -> Callable[..., Any]:
         with dsl.ParallelFor(trial_ids, parallelism=1) as trial_id:
             steps.light(
                 export_model(
-                    experiment_uri=experiment_uri, study=study, trial_id=trial_id, version=version
+                    experiment_uri=experiment_uri,
+                    study=study,
+                    trial_id=trial_id,
+                    version=version,
+                    # Recorded in handoff.json: the KFP run, and the image compiled in (the
+                    # component cannot default to it: its source runs in the container).
+                    run_id=dsl.PIPELINE_JOB_ID_PLACEHOLDER,
+                    image=IMAGE,
                 ),
                 "export",
             )
@@ -120,23 +131,29 @@ def _export_each(steps: _Steps) -> Callable[..., Any]:
     return export_each
 
 
-def _refine_winner(steps: _Steps, experiment_uri: Any, after: PipelineTask) -> tuple[str, Any]:
-    """Where the scaling and augmentation studies will go (a later issue).
+def _refine_winner(steps: _Steps, trainings: Any, experiment_uri: Any, after: Any) -> Any:
+    """The optional scaling and augmentation studies, then the choice of the final trial.
 
-    They will run between validation and final training: a ``scaling`` study over the scaling knobs
-    of the best validated architecture (SpineNet family), then an ``augmentation`` study over
-    augmentation policies for it, each built like the validation block (propose, then a
-    ``_train_each`` sub-pipeline of training steps, then a select). Until then the winner is the
-    best validated trial.
+    Each study proposes one round (none when the run switched it off: its loop then has no
+    iteration) and trains its trials as full trainings: ``scaling`` over the best validated
+    architecture, ``augmentation`` over the best trial so far. ``select_winner`` then names the
+    study and trial the final training copies, with their scaling and policy.
 
     Returns:
-        The study the final training copies its architecture from, and that study's chosen trial
-        ids (a one-item list).
+        The ``select_winner`` task (outputs ``study`` and ``trial_ids``).
     """
-    best = steps.light(
-        select_top(experiment_uri=experiment_uri, study=VALIDATION, k=1), "select the winner"
-    ).after(after)
-    return VALIDATION, best.output
+    previous = after
+    for study in (SCALING, AUGMENTATION):
+        proposed = steps.light(
+            propose_refinement(experiment_uri=experiment_uri, study=study), f"{study}: propose"
+        ).after(previous)
+        previous = steps.group(
+            trainings(experiment_uri=experiment_uri, study=study, trial_ids=proposed.output),
+            study,
+        )
+    return steps.light(select_winner(experiment_uri=experiment_uri), "select the winner").after(
+        previous
+    )
 
 
 def _retrain(steps: _Steps, experiment_uri: Any, source: str, ids: Any, study: str) -> Any:
@@ -187,7 +204,7 @@ def build_search_pipeline(
         name=PIPELINE_NAME,
         description=(
             f"kfnas neural architecture search: {rounds} rounds of proxy trials, full training of "
-            f"the best, final training of the winner."
+            f"the best, optional scaling and augmentation studies, final training of the winner."
         ),
     )
     def search_pipeline(
@@ -209,6 +226,12 @@ def build_search_pipeline(
         top_k: int = default_top_k,
         metric: str = "",
         latency_target_ms: float = 0.0,
+        scaling_trials: int = 0,
+        scaling_train_steps: int = 0,
+        augmentation_space: str = "",
+        augmentation_trials: int = 0,
+        augmentation_train_steps: int = 0,
+        augmentation_evaluations: int = 0,
         model_version: str = "v1",
         overrides: list[str] = [],  # noqa: B006 - KFP reads the default from the signature
     ) -> str:
@@ -238,6 +261,19 @@ def build_search_pipeline(
             top_k: How many of the best proxy trials are trained with the full budget.
             metric: Evaluation metric the reward is built on (AP, top_1_accuracy, ...).
             latency_target_ms: Target latency in ms of the MnasNet-style reward constraint.
+            scaling_trials: Scaling study after validation (SpineNet spaces only): this many
+                points of spinenet_scaling (432 in all, grid search) trained on the best
+                validated architecture with the full budget; 0 switches it off.
+            scaling_train_steps: Training steps of each scaling trial; 0: the full training's.
+            augmentation_space: Augmentation study's space (randaugment_detection,
+                autoaugment_segmentation, ...); empty: randaugment for the task.
+            augmentation_trials: Augmentation-policy study after scaling: this many policies
+                trained on the best architecture so far (scaled, if scaling ran); 0 switches it
+                off.
+            augmentation_train_steps: Training steps of each augmentation trial; 0: the full
+                training's (augmentation trials train to the end, no proxy).
+            augmentation_evaluations: Evaluations per augmentation trial, which reports the best;
+                0: 3.
             model_version: Folder the final model is exported to, under the experiment's
                 export/ in the store; an existing export of this version is kept.
             overrides: More spec changes as a JSON list of "dotted.key=value" strings, e.g.
@@ -267,6 +303,12 @@ def build_search_pipeline(
                 full_batch_size=full_batch_size,
                 metric=metric,
                 latency_target_ms=latency_target_ms,
+                scaling_trials=scaling_trials,
+                scaling_train_steps=scaling_train_steps,
+                augmentation_space=augmentation_space,
+                augmentation_trials=augmentation_trials,
+                augmentation_train_steps=augmentation_train_steps,
+                augmentation_evaluations=augmentation_evaluations,
             ),
             "init experiment",
         )
@@ -289,9 +331,11 @@ def build_search_pipeline(
         validation = steps.group(
             trainings(experiment_uri=uri, study=VALIDATION, trial_ids=validation_ids), "validation"
         )
-        steps.light(report(experiment_uri=uri), "report").after(validation)
-        source_study, winners = _refine_winner(steps, uri, validation)
-        final_ids = _retrain(steps, uri, source_study, winners, FINAL)
+        winner = _refine_winner(steps, trainings, uri, validation)
+        steps.light(report(experiment_uri=uri), "report").after(winner)
+        final_ids = _retrain(
+            steps, uri, winner.outputs["study"], winner.outputs["trial_ids"], FINAL
+        )
         final = steps.group(
             trainings(experiment_uri=uri, study=FINAL, trial_ids=final_ids), "final training"
         )

@@ -23,7 +23,7 @@ import dataclasses
 import html
 import io
 import math
-from collections.abc import Callable, Sequence
+from collections.abc import Callable, Mapping, Sequence
 
 from matplotlib import colormaps
 from matplotlib.figure import Figure
@@ -158,9 +158,33 @@ _COLUMNS: list[tuple[str, Callable[[int, _Row], str]]] = [
 ]
 
 
-def _table(rows: list[_Row], metric: str) -> tuple[list[str], list[list[str]]]:
+def _table(
+    rows: list[_Row], metric: str, choices: Mapping[int, str] | None = None
+) -> tuple[list[str], list[list[str]]]:
     headers = [h.format(metric=metric) for h, _ in _COLUMNS]
-    return headers, [[cell(i, r) for _, cell in _COLUMNS] for i, r in enumerate(rows, 1)]
+    cells = [[cell(i, r) for _, cell in _COLUMNS] for i, r in enumerate(rows, 1)]
+    if choices is None:
+        return headers, cells
+    return [*headers, "choice"], [
+        [*row, choices.get(r.trial_id, "-")] for row, r in zip(cells, rows, strict=True)
+    ]
+
+
+@dataclasses.dataclass(frozen=True)
+class Refinement:
+    """A refinement study (scaling, augmentation) as the report shows it.
+
+    Attributes:
+        study: The study's name.
+        space: Its space.
+        history: ``TrialRecords.history(study)``.
+        choices: Trial id -> what the trial changed (its own task overrides, as text).
+    """
+
+    study: str
+    space: str
+    history: History
+    choices: Mapping[int, str]
 
 
 def _reason(row: _Row) -> str:
@@ -239,6 +263,25 @@ def _plot_pareto(rows: list[_Row], metric: str, targets: list[float]) -> Figure:
     return fig
 
 
+def _plot_ranked(rows: list[_Row], metric: str, choices: Mapping[int, str]) -> Figure:
+    """The completed trials of a refinement study ranked by ``metric``, labelled by choice."""
+    ranked = sorted(
+        (r for r in rows if r.metric is not None), key=lambda r: (-(r.metric or 0.0), r.trial_id)
+    )[:20]
+    fig = Figure(figsize=(8, 1.2 + 0.35 * max(len(ranked), 1)), layout="constrained")
+    ax = fig.subplots()
+    if ranked:
+        labels = [f"{r.trial_id}: {choices.get(r.trial_id, '-')}"[:80] for r in ranked]
+        ax.barh(range(len(ranked)), [r.metric or 0.0 for r in ranked], color="tab:purple")
+        ax.set_yticks(range(len(ranked)), labels, fontsize="x-small")
+        ax.invert_yaxis()
+    else:
+        ax.text(0.5, 0.5, f"no trial has {metric} yet", ha="center", transform=ax.transAxes)
+    ax.set(xlabel=metric, title=f"Choices ranked by {metric}")
+    ax.grid(alpha=0.3, axis="x")
+    return fig
+
+
 def _tau_text(tau: float | None, n: int) -> str:
     if tau is not None:
         return f"Kendall tau = {tau:.3f} over {n} candidates"
@@ -282,10 +325,17 @@ class _Section:
     failures: list[str]
 
     @classmethod
-    def of(cls, title: str, rows: list[_Row], metric: str, top_k: int) -> _Section:
+    def of(
+        cls,
+        title: str,
+        rows: list[_Row],
+        metric: str,
+        top_k: int,
+        choices: Mapping[int, str] | None = None,
+    ) -> _Section:
         counts = {s: sum(r.status == s for r in rows) for s in _STATUSES}
         text = ", ".join(f"{s}: {n}" for s, n in counts.items() if s != PENDING or n)
-        headers, cells = _table(_ranked(rows)[:top_k], metric)
+        headers, cells = _table(_ranked(rows)[:top_k], metric, choices)
         bad = [r for r in rows if r.status not in (TrialStatus.COMPLETED.value, PENDING)]
         failures = [f"trial {r.trial_id} ({r.status}): {_reason(r)}" for r in bad]
         return cls(title, text, headers, cells, failures)
@@ -353,6 +403,7 @@ def build_report(
     proxy_study: str = "proxy",
     validation_study: str = "validation",
     top_k: int = 10,
+    refinements: Sequence[Refinement] = (),
 ) -> Report:
     """Builds the report of an experiment from its trial records.
 
@@ -368,6 +419,9 @@ def build_report(
         proxy_study: Name of the proxy study, for headings and its space and algorithm.
         validation_study: Name of the validation study, for headings.
         top_k: How many candidates the tables list.
+        refinements: The refinement studies that ran (scaling, augmentation), in chain order;
+            each gets a section (its candidates with what each changed), its metric against
+            latency with the latency targets marked, and its choices ranked by the metric.
 
     Returns:
         The report; ``kendall_tau`` is ``None`` without at least 2 pairs.
@@ -383,6 +437,10 @@ def build_report(
     if validation_history is not None:
         v_rows = _rows(validation_history, metric)
         sections.append(_Section.of(f"Study {validation_study}", v_rows, metric, top_k))
+    refined = [(r, _rows(r.history, metric)) for r in refinements]
+    for r, r_rows in refined:
+        title = f"Study {r.study} ({r.space})"
+        sections.append(_Section.of(title, r_rows, metric, top_k, r.choices))
     info = {"Space": space, "algorithm": algorithm, "metric": metric}
     md = [f"# kfnas report: {_md_cell(name)}", ""]
     md += ["; ".join(f"{k}: {_md_cell(v)}" for k, v in info.items()), ""]
@@ -402,7 +460,12 @@ def build_report(
         md += ["## Proxy vs full training", "", tau_text, ""]
         body.append(f"<h2>Proxy vs full training</h2><p>{html.escape(tau_text)}</p>")
     body.append("<h2>Plots</h2>")
-    for caption, fig in _figures(rows, exp_spec, pairs, tau):
+    figures = _figures(rows, exp_spec, pairs, tau)
+    targets = [c.target for c in exp_spec.objectives.constraints if c.measure == LATENCY]
+    for r, r_rows in refined:
+        figures.append((f"{r.study}: {metric} vs latency", _plot_pareto(r_rows, metric, targets)))
+        figures.append((f"{r.study}: choices ranked", _plot_ranked(r_rows, metric, r.choices)))
+    for caption, fig in figures:
         body.append(
             f'<figure><img alt="{html.escape(caption)}" '
             f'src="data:image/png;base64,{_png_base64(fig)}">'

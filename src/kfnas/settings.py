@@ -32,12 +32,21 @@ from collections.abc import Sequence
 from typing import Any
 
 from kfnas._strict import from_data
-from kfnas.spec import AlgorithmSpec, ExperimentSpec, StudySpec, parse_spec
+from kfnas.spec import AlgorithmSpec, BudgetSpec, ExperimentSpec, StudySpec, parse_spec
 
 #: The study the search pipeline searches in, and the two that retrain its best architectures.
 PROXY = "proxy"
 VALIDATION = "validation"
 FINAL = "final"
+#: The optional refinement studies the pipeline runs between validation and final training.
+SCALING = "scaling"
+AUGMENTATION = "augmentation"
+#: The scaling study's space, and the augmentation study's by task kind (``augmentation_space``
+#: picks another).
+SCALING_SPACE = "spinenet_scaling"
+DEFAULT_AUGMENTATION_SPACE = "randaugment_{kind}"
+#: Evaluations of an augmentation trial (it reports the best) unless ``augmentation_evaluations``.
+AUGMENTATION_EVALUATIONS = 3
 
 #: A validation study the spec does not define trains this many times the proxy study's steps.
 FULL_TRAINING_STEPS_FACTOR = 10
@@ -91,6 +100,17 @@ class ExperimentSettings:
         metric: ``objectives.metric``: the evaluation metric the reward is built on.
         latency_target_ms: The target of the ``latency_ms`` constraint; one is added (``hard``)
             if the spec has none.
+        scaling_trials: Adds (or sizes) the ``scaling`` study: this many trials of
+            ``spinenet_scaling`` over the best validated architecture, one round.
+        scaling_train_steps: Training steps of each scaling trial (default: the full training's).
+        augmentation_space: The ``augmentation`` study's space (default:
+            ``randaugment_<task kind>``).
+        augmentation_trials: Adds (or sizes) the ``augmentation`` study: this many policies
+            trained on the best architecture so far (scaled, if scaling ran), one round.
+        augmentation_train_steps: Training steps of each augmentation trial (default: the full
+            training's: augmentation trials train to the end, no proxy).
+        augmentation_evaluations: Evaluations per augmentation trial; it reports the best
+            (default ``AUGMENTATION_EVALUATIONS``).
     """
 
     experiment_name: str = ""
@@ -110,6 +130,12 @@ class ExperimentSettings:
     full_batch_size: int = 0
     metric: str = ""
     latency_target_ms: float = 0.0
+    scaling_trials: int = 0
+    scaling_train_steps: int = 0
+    augmentation_space: str = ""
+    augmentation_trials: int = 0
+    augmentation_train_steps: int = 0
+    augmentation_evaluations: int = 0
 
     @classmethod
     def from_kwargs(cls, settings: dict[str, Any]) -> ExperimentSettings:
@@ -159,11 +185,16 @@ def _latency_override(spec: ExperimentSpec, target: float) -> str:
     return f"objectives.constraints={json.dumps(added)}"
 
 
-def complete_studies(spec: ExperimentSpec) -> ExperimentSpec:
+def complete_studies(
+    spec: ExperimentSpec, settings: ExperimentSettings | None = None
+) -> ExperimentSpec:
     """Adds the ``validation`` and ``final`` studies a spec with a ``proxy`` study lacks.
 
-    Also gives a ``validation`` or ``final`` study defined without a space the proxy's space. A
-    spec without a ``proxy`` study is returned as it is.
+    Also gives a ``validation`` or ``final`` study defined without a space the proxy's space, adds
+    the refinement studies the settings ask for (``scaling``, ``augmentation``), gives refinement
+    studies without a budget one round of the full-training budget, and orders the chain
+    ``proxy, validation, <refinements>, final``. A spec without a ``proxy`` study is returned as
+    it is.
     """
     if PROXY not in spec.studies:
         return spec
@@ -180,11 +211,44 @@ def complete_studies(spec: ExperimentSpec) -> ExperimentSpec:
     for name in (VALIDATION, FINAL):
         if not studies[name].space:
             studies[name] = dataclasses.replace(studies[name], space=proxy.space)
+    full = studies[VALIDATION].budget or spec.budget
+    studies.update(_refinement_studies(spec, settings or ExperimentSettings(), full))
     # proxy, validation, the refinement studies in the spec's order (each refines the best trial
     # of the one before it), final.
     middle = [n for n in studies if n not in (PROXY, VALIDATION, FINAL)]
     ordered = {n: studies[n] for n in (PROXY, VALIDATION, *middle, FINAL)}
     return dataclasses.replace(spec, studies=_default_algorithms(ordered))
+
+
+def _refinement_studies(
+    spec: ExperimentSpec, settings: ExperimentSettings, full: BudgetSpec
+) -> dict[str, StudySpec]:
+    """The refinement studies of the run: the spec's, and those the settings add or size."""
+    out = {}
+    one_round = dataclasses.replace(full, rounds=1)
+    asked = {
+        SCALING: (SCALING_SPACE, settings.scaling_trials, settings.scaling_train_steps, 0),
+        AUGMENTATION: (
+            settings.augmentation_space or DEFAULT_AUGMENTATION_SPACE.format(kind=spec.task.kind),
+            settings.augmentation_trials,
+            settings.augmentation_train_steps,
+            settings.augmentation_evaluations or AUGMENTATION_EVALUATIONS,
+        ),
+    }
+    for name, (space, trials, steps, evaluations) in asked.items():
+        study = spec.studies.get(name)
+        if study is None and not trials:
+            continue
+        study = study or StudySpec(space=space)
+        if name == AUGMENTATION and settings.augmentation_space:
+            study = dataclasses.replace(study, space=settings.augmentation_space)
+        budget = study.budget or dataclasses.replace(
+            one_round, evaluations=evaluations or one_round.evaluations
+        )
+        changes = {"trials_per_round": trials, "train_steps": steps}
+        budget = dataclasses.replace(budget, **{k: v for k, v in changes.items() if v})
+        out[name] = dataclasses.replace(study, budget=budget)
+    return out
 
 
 def _default_algorithms(studies: dict[str, StudySpec]) -> dict[str, StudySpec]:
@@ -237,4 +301,4 @@ def experiment_spec(
     spec = parse_spec(text)
     extra = (settings or ExperimentSettings()).overrides(spec)
     spec = spec.with_overrides([*extra, *overrides])
-    return complete_studies(spec).validate().resolved()
+    return complete_studies(spec, settings).validate().resolved()

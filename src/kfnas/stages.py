@@ -28,9 +28,9 @@ import pyglove as pg
 
 from kfnas._validation import check_data
 from kfnas.search.controller import history_from_records, propose
-from kfnas.settings import PROXY, VALIDATION, ExperimentSettings, experiment_spec
+from kfnas.settings import FINAL, PROXY, VALIDATION, ExperimentSettings, experiment_spec
 from kfnas.spaces import get_space
-from kfnas.spaces.base import architecture_json
+from kfnas.spaces.base import architecture_json, is_refinement, materialize
 from kfnas.spec import ExperimentSpec, SpecError
 from kfnas.store import ArtifactStore, ExperimentLayout, ObjectNotFound, TrialRecords, open_store
 from kfnas.types import TrialResult, TrialSpec, TrialStatus
@@ -160,21 +160,82 @@ def propose_trials(experiment_uri: str, study: str, round_index: int) -> list[in
     space = get_space(study_spec.space)
     first = records.next_trial_id(study)
     budget = dataclasses.asdict(study_spec.budget)
+    base = _refined_trial(exp, study) if is_refinement(space) else None
     for offset, dna in enumerate(dnas):
-        records.write_spec(
-            TrialSpec(
-                experiment=exp.spec.name,
-                study=study,
-                trial_id=first + offset,
-                round=round_index,
-                space=study_spec.space,
-                dna_json=pg.to_json_str(dna),
-                arch_json=architecture_json(space, dna),
-                budget=budget,
-                seed=(study_spec.seed or 0) * 100003 + first + offset,
-            )
+        trial = TrialSpec(
+            experiment=exp.spec.name,
+            study=study,
+            trial_id=first + offset,
+            round=round_index,
+            space=study_spec.space,
+            dna_json=pg.to_json_str(dna),
+            arch_json=architecture_json(space, dna),
+            budget=budget,
+            seed=(study_spec.seed or 0) * 100003 + first + offset,
         )
+        if base is not None:
+            trial = _refining(trial, base, space, materialize(space, dna), exp.spec)
+        records.write_spec(trial)
     return [first + offset for offset in range(len(dnas))]
+
+
+def propose_refinement(experiment_uri: str, study: str) -> list[int]:
+    """Proposes the one round of an optional refinement study (``scaling``, ``augmentation``).
+
+    Its trials retrain the best trial of the study before it with the task changed by each
+    proposed point (see ``kfnas.spaces.base.RefinementSpace``).
+
+    Returns:
+        The trial ids; empty when the experiment has no such study (the run switched it off).
+    """
+    if study not in open_experiment(experiment_uri).spec.studies:
+        return []
+    return propose_trials(experiment_uri, study, 1)
+
+
+def select_winner(experiment_uri: str) -> tuple[str, list[int]]:
+    """The trial the final training retrains: the best of the last study before ``final``.
+
+    The chain is ``validation`` and then the refinement studies the experiment has, each refining
+    the best of the one before; the winner comes from the last of them with a completed trial (a
+    refinement study whose every trial failed falls back to the study before it).
+
+    Returns:
+        ``(study, [trial id])``.
+
+    Raises:
+        StudyStoppedError: Not even the validation study has a completed trial.
+    """
+    exp = open_experiment(experiment_uri)
+    names = list(exp.spec.studies)
+    chain = names[names.index(VALIDATION) : names.index(FINAL)] if FINAL in names else [VALIDATION]
+    for study in reversed(chain[1:]):
+        if any(r is not None and r.completed for _, r in exp.records.history(study)):
+            return study, select_top(experiment_uri, study, 1)
+    return VALIDATION, select_top(experiment_uri, VALIDATION, 1)
+
+
+def _refined_trial(exp: Experiment, study: str) -> TrialSpec:
+    """The trial a refinement study starts from: the best of the study before it."""
+    names = list(exp.spec.studies)
+    previous = names[names.index(study) - 1]
+    (best,) = select_top(exp.uri, previous, 1)
+    return exp.records.read_spec(previous, best)
+
+
+def _refining(
+    trial: TrialSpec, base: TrialSpec, space: Any, point: Any, spec: ExperimentSpec
+) -> TrialSpec:
+    """``trial`` (a point of a refinement space) made to train ``base``'s network, refined."""
+    task = spec.with_overrides(list(base.task_overrides)).task
+    return dataclasses.replace(
+        trial,
+        space=base.space,
+        arch_json=base.arch_json,
+        source_study=base.study,
+        source_trial=base.trial_id,
+        task_overrides=(*base.task_overrides, *space.task_overrides(point, task)),
+    )
 
 
 def run_trial(experiment_uri: str, study: str, trial_id: int) -> TrialResult:
@@ -324,7 +385,13 @@ def report(experiment_uri: str, html_path: str = "", markdown_path: str = "") ->
         for spec, r in validation
         if r and r.completed and metric in r.metrics and scores.get(spec.source_trial) is not None
     ]
-    built = build_report(exp.spec, proxy, validation or None, pairs=pairs if validation else None)
+    built = build_report(
+        exp.spec,
+        proxy,
+        validation or None,
+        pairs=pairs if validation else None,
+        refinements=_refinements(exp),
+    )
     uris: dict[str, Any] = write_report(exp.store, exp.layout, built)
     for path, text in ((html_path, built.html), (markdown_path, built.markdown)):
         if path:
@@ -333,18 +400,47 @@ def report(experiment_uri: str, html_path: str = "", markdown_path: str = "") ->
     return {**uris, "kendall_tau": built.kendall_tau}
 
 
-def export_model(experiment_uri: str, study: str, trial_id: int, version: str) -> str:
+def _refinements(exp: Experiment) -> list[Any]:
+    """The refinement studies between validation and final, with what each trial changed."""
+    from kfnas.reports import Refinement
+
+    names = list(exp.spec.studies)
+    if VALIDATION not in names or FINAL not in names:
+        return []
+    out = []
+    for study in names[names.index(VALIDATION) + 1 : names.index(FINAL)]:
+        history = exp.records.history(study)
+        choices = {}
+        for spec, _ in history:
+            inherited = 0
+            if spec.source_study:
+                source = exp.records.read_spec(spec.source_study, spec.source_trial or 0)
+                inherited = len(source.task_overrides)
+            own = spec.task_overrides[inherited:]
+            choices[spec.trial_id] = ", ".join(o.removeprefix("task.") for o in own) or "-"
+        out.append(Refinement(study, exp.spec.studies[study].space, history, choices))
+    return out
+
+
+def export_model(
+    experiment_uri: str, study: str, trial_id: int, version: str, run_id: str = "", image: str = ""
+) -> str:
     """Exports a completed trial as a SavedModel to the experiment's ``export/<version>`` folder.
 
     The trial's model is rebuilt from its ``arch_json``, its checkpoint restored and the SavedModel
-    written with its serving signatures and ``export.json`` (``kfnas.export``). An export already
-    finished in that folder is kept: running this again returns its URI.
+    written with its serving signatures and ``export.json`` (``kfnas.export``); then the handoff
+    package is added (``kfnas.handoff``: ``model_card.md``, ``handoff.json``) and, last, the
+    experiment's ``export/latest`` pointer moves to this version. Earlier versions stay. An export
+    already finished in that folder is kept: running this again returns its URI (and completes a
+    handoff that a stopped run left unwritten).
 
     Args:
         experiment_uri: From ``init_experiment``.
         study: The trial's study (the search pipeline exports its ``final`` trial).
         trial_id: A COMPLETED trial.
         version: The export's folder name, e.g. ``v1`` (letters, digits, ``.``, ``-``, ``_``).
+        run_id: The KFP run id recorded in ``handoff.json`` (default: ``$KFNAS_RUN_ID`` or none).
+        image: The runtime image reference recorded in ``handoff.json`` (default: none).
 
     Returns:
         The URI of the export folder.
@@ -354,6 +450,7 @@ def export_model(experiment_uri: str, study: str, trial_id: int, version: str) -
             folder holds the export of another trial (export to a new version).
     """
     from kfnas.export import RECORD_FILE, export_saved_model  # TensorFlow: only to export.
+    from kfnas.handoff import write_handoff
 
     exp = open_experiment(experiment_uri)
     folder = exp.layout.export_dir(version)
@@ -365,14 +462,17 @@ def export_model(experiment_uri: str, study: str, trial_id: int, version: str) -
                 f"{uri} already holds the export of {done.get('study')} trial "
                 f"{done.get('trial_id')}; export {study} trial {trial_id} to another version"
             )
-        return uri
-    result = exp.records.read_result(study, trial_id)
-    if result is None or not result.completed:
-        status = result.status.value if result else "not finished"
-        raise ValueError(f"{study} trial {trial_id} is {status}: only a COMPLETED trial exports")
-    trial = exp.records.read_spec(study, trial_id)
-    model_dir = exp.store.uri(exp.layout.trial_model_dir(study, trial_id))
-    export_saved_model(exp.spec, trial, model_dir, uri, metrics=result.metrics)
+    else:
+        result = exp.records.read_result(study, trial_id)
+        if result is None or not result.completed:
+            status = result.status.value if result else "not finished"
+            raise ValueError(
+                f"{study} trial {trial_id} is {status}: only a COMPLETED trial exports"
+            )
+        trial = exp.records.read_spec(study, trial_id)
+        model_dir = exp.store.uri(exp.layout.trial_model_dir(study, trial_id))
+        export_saved_model(exp.spec, trial, model_dir, uri, metrics=result.metrics)
+    write_handoff(exp, version, run_id=run_id, image=image)
     return uri
 
 

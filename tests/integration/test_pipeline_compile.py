@@ -183,8 +183,9 @@ def test_light_steps_get_no_gpu_settings(compiled):
     executors = spec["deploymentSpec"]["executors"]
     k8s = platform["platforms"]["kubernetes"]["deploymentSpec"]["executors"]
     light = [label for _, name, _, label in _tasks(spec) if _kind(name) == "light"]
-    # init, 2 x propose, select, propose, report, select, propose, export
-    assert len(light) == 9
+    # init, 2 x propose, select, propose, 2 x propose refinement, select winner, report, propose,
+    # export
+    assert len(light) == 11
     for label in light:
         assert "accelerator" not in executors[label]["container"].get("resources", {})
         config = k8s.get(label, {})
@@ -193,7 +194,7 @@ def test_light_steps_get_no_gpu_settings(compiled):
         assert "gpu" not in text and "accelerator" not in text, label
 
 
-def test_the_dag_chains_rounds_validation_and_final_training(compiled):
+def test_the_dag_chains_rounds_validation_refinements_and_final_training(compiled):
     _, spec, _ = compiled
     tasks = spec["root"]["dag"]["tasks"]
     by_name = {task["taskInfo"]["name"]: (key, task) for key, task in tasks.items()}
@@ -206,8 +207,12 @@ def test_the_dag_chains_rounds_validation_and_final_training(compiled):
         "select top k",
         "validation: propose",
         "validation",
-        "report",
+        "scaling: propose",
+        "scaling",
+        "augmentation: propose",
+        "augmentation",
         "select the winner",
+        "report",
         "final: propose",
         "final training",
         "export",
@@ -223,8 +228,12 @@ def test_the_dag_chains_rounds_validation_and_final_training(compiled):
         ("select top k", "round 2: trials"),
         ("validation: propose", "select top k"),
         ("validation", "validation: propose"),
-        ("report", "validation"),
-        ("select the winner", "validation"),
+        ("scaling: propose", "validation"),
+        ("scaling", "scaling: propose"),
+        ("augmentation: propose", "scaling"),
+        ("augmentation", "augmentation: propose"),
+        ("select the winner", "augmentation"),
+        ("report", "select the winner"),
         ("final: propose", "select the winner"),
         ("final training", "final: propose"),
         ("export", "final training"),
@@ -235,6 +244,8 @@ def test_the_dag_chains_rounds_validation_and_final_training(compiled):
         "round 1: trials": 2,
         "round 2: trials": 2,
         "validation": 2,
+        "scaling": 2,
+        "augmentation": 2,
         "final training": 2,
         "export": 1,
     }

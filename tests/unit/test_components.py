@@ -27,6 +27,8 @@ def test_every_stage_of_the_pipeline_has_a_component():
         "run_trial",
         "select_top",
         "propose_retraining",
+        "propose_refinement",
+        "select_winner",
         "report",
         "export_model",
     }

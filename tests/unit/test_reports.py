@@ -7,6 +7,7 @@ from pathlib import Path
 import pytest
 
 from kfnas.reports import (
+    Refinement,
     Report,
     _plot_pareto,
     _rows,
@@ -181,3 +182,26 @@ def test_write_report_writes_both_files(tmp_path, report):
     assert Path(uris["html"]).read_text() == report.html
     assert Path(uris["markdown"]).read_text() == report.markdown
     assert store.read_text("demo/reports/report.html") == report.html
+
+
+def test_refinement_studies_get_a_section_with_choices_and_two_plots():
+    scaling = [
+        (trial(1, 1, "scaling"), done(1, 0.55, 0.50, 18.0, 500e6, 3_000_000)),
+        (trial(2, 1, "scaling"), done(2, 0.60, 0.41, 40.0, 900e6, 4_000_000)),
+        (trial(3, 1, "scaling"), TrialResult(3, TrialStatus.FAILED, error="OOM")),
+    ]
+    choices = {1: "image_size=512, options.head_num_convs=4", 2: "image_size=640", 3: "x"}
+    refinement = Refinement("scaling", "spinenet_scaling", scaling, choices)
+    built = build_report(SPEC, PROXY, VALIDATION, pairs=PAIRS, refinements=[refinement])
+    assert built.html.count(PNG) == 5  # by trial, Pareto, proxy vs full, scaling x 2
+    assert "Study scaling (spinenet_scaling)" in built.html
+    assert "scaling: choices ranked" in built.html and "scaling: AP vs latency" in built.html
+    section = built.markdown.split("## Study scaling (spinenet_scaling)")[1]
+    rows = table_rows(section)
+    assert rows[0][-1] == "choice"
+    # Ranked by reward: trial 1 (0.50) before trial 2 (0.41), each with what it changed.
+    assert [(row[1], row[-1]) for row in rows[1:3]] == [
+        ("1", "image_size=512, options.head_num_convs=4"),
+        ("2", "image_size=640"),
+    ]
+    assert "trial 3 (FAILED): OOM" in section
