@@ -5,10 +5,10 @@ The stage also writes the handoff package beside the SavedModel (``model_card.md
 artifact carries the handoff manifest's fields in its ``metadata`` (``kfnas.handoff.Handoff``:
 task, signatures, metrics, latency, FLOPs, parameters, architecture, lineage, run id, image) and
 ``store_uri``, the export folder, so the KFP UI and a model registry link a run to its model
-without copying the SavedModel. To record the run and image exactly, a pipeline passes
+without copying the SavedModel. To record the run and image, a pipeline passes
 ``run_id=dsl.PIPELINE_JOB_ID_PLACEHOLDER`` and ``image=IMAGE`` (the image it was compiled for; a
 default here would be evaluated in the container, where this module's globals are gone); without
-them the step records no run id and ``_image.IMAGE`` as the container computes it.
+them the step records neither.
 """
 
 from kfp import dsl
@@ -29,10 +29,9 @@ def export_model(
 ) -> str:
     """Exports the trial (at once if already exported); returns the export folder's URI."""
     from kfnas import stages
-    from kfnas.components._image import IMAGE as RUNTIME_IMAGE
     from kfnas.handoff import read_handoff
 
-    image = image or RUNTIME_IMAGE
+    # Not kfnas.components here: it imports kfp.dsl, which the executor's kfp does not have.
     uri = stages.export_model(experiment_uri, study, int(trial_id), version, run_id, image)
     model.metadata.update(read_handoff(uri).to_dict())
     model.metadata.update({"store_uri": uri, "version": version})
