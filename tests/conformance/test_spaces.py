@@ -4,8 +4,11 @@ Per space: ``hyper()`` is stable and proposes only (no TensorFlow); a random arc
 materializes and its JSON rebuilds it; the published reference (where the space has one) lies
 inside the space, i.e. it decodes from a DNA of the space; ``task_problems`` accepts the tiny task.
 Per (space, task) pair: the network builds, the task wraps it into its official.vision model, and
-the model runs forward on a tiny batch. A new built-in space, or a new task a space serves, is
-covered as soon as it is registered; a new task kind needs one entry in ``TINY_TASKS``.
+the model runs forward on a tiny batch. A refinement space (``RefinementSpace``: scaling,
+augmentation) builds no network: instead the task overrides of random points must read
+``task.<key>=<value>`` and apply to the tiny task cleanly, and it must refine at least one
+registered network space. A new built-in space, or a new task a space serves, is covered as soon
+as it is registered; a new task kind needs one entry in ``TINY_TASKS``.
 """
 
 from __future__ import annotations
@@ -20,9 +23,17 @@ import pytest
 os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "3")
 
 from kfnas.data import GENERATORS
+from kfnas.search.algorithms import ALGORITHMS
 from kfnas.spaces import SPACES, get_space
-from kfnas.spaces.base import Network, SearchSpace, dna_spec, materialize
-from kfnas.spec import BudgetSpec, TaskSpec
+from kfnas.spaces.base import (
+    Network,
+    RefinementSpace,
+    SearchSpace,
+    dna_spec,
+    is_refinement,
+    materialize,
+)
+from kfnas.spec import BudgetSpec, ExperimentSpec, TaskSpec
 from kfnas.tasks import TASKS
 
 BUILTIN_SPACES = sorted(SPACES.names())
@@ -76,16 +87,23 @@ PAIRS = [
     for task in get_space(space).tasks
     if task in TASKS.names()
 ]
+#: The pairs whose space builds a network (refinement spaces change the task instead).
+NETWORK_PAIRS = [(space, task) for space, task in PAIRS if not is_refinement(get_space(space))]
+REFINEMENT_PAIRS = [pair for pair in PAIRS if pair not in NETWORK_PAIRS]
 
 
-def _random_arch(space: SearchSpace, seed: int = 0):
+def _random_arch(space: SearchSpace | RefinementSpace, seed: int = 0):
     return materialize(space, pg.random_dna(dna_spec(space), random.Random(seed)))
 
 
 @pytest.mark.parametrize("name", BUILTIN_SPACES)
 def test_space_follows_the_protocol(name):
     space = get_space(name)
-    assert isinstance(space, SearchSpace)
+    if is_refinement(space):
+        assert isinstance(space, RefinementSpace)
+        assert space.default_algorithm in ALGORITHMS.names()
+    else:
+        assert isinstance(space, SearchSpace)
     assert space.name == name
     assert space.tasks and all(isinstance(t, str) for t in space.tasks)
     assert pg.eq(space.hyper(), space.hyper())
@@ -139,8 +157,35 @@ def datasets(tmp_path_factory):
     return get
 
 
+@pytest.mark.parametrize(("name", "task_kind"), REFINEMENT_PAIRS)
+def test_refinement_overrides_apply_to_the_tiny_task(name, task_kind):
+    space = get_space(name)
+    task = _tiny_task(name, task_kind)
+    spec = ExperimentSpec(task=task)
+    for seed in range(3):
+        overrides = space.task_overrides(_random_arch(space, seed), task)
+        assert overrides and all(isinstance(o, str) for o in overrides)
+        for override in overrides:
+            key, sep, value = override.partition("=")
+            assert sep and key.startswith("task.") and value, override
+        refined = spec.with_overrides(overrides).task
+        assert refined.kind == task.kind
+        assert TASKS.get(task_kind).option_problems(refined) == []
+
+
+@pytest.mark.parametrize("name", [n for n in BUILTIN_SPACES if is_refinement(get_space(n))])
+def test_a_refinement_space_refines_some_network_space(name):
+    space = get_space(name)
+    problems = {base: space.base_problems(base) for base in BUILTIN_SPACES}
+    assert all(
+        isinstance(p, list) and all(isinstance(m, str) for m in p) for p in problems.values()
+    )
+    accepted = [base for base, p in problems.items() if not p]
+    assert accepted and not any(is_refinement(get_space(base)) for base in accepted)
+
+
 @pytest.mark.tf
-@pytest.mark.parametrize(("name", "task_kind"), PAIRS)
+@pytest.mark.parametrize(("name", "task_kind"), NETWORK_PAIRS)
 def test_the_model_builds_and_runs_forward(name, task_kind, datasets):
     import tensorflow as tf
     import tf_keras

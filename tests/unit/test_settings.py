@@ -105,3 +105,45 @@ def test_demo_names_the_built_in_spec():
 def test_a_spec_without_proxy_study_is_left_as_it_is():
     spec = parse_spec(SPEC.replace("proxy:", "search:"))
     assert complete_studies(spec) == spec
+
+
+def test_refinement_studies_sit_between_validation_and_final_with_the_full_budget():
+    settings = ExperimentSettings(
+        scaling_trials=4,
+        scaling_train_steps=30,
+        augmentation_trials=5,
+        full_train_steps=50,
+    )
+    spec = experiment_spec(SPEC, ["studies.proxy.space=spinenet"], settings)
+    assert list(spec.studies) == ["proxy", "validation", "scaling", "augmentation", "final"]
+    scaling, augmentation = spec.study("scaling"), spec.study("augmentation")
+    assert (scaling.space, scaling.algorithm.name) == ("spinenet_scaling", "grid")
+    assert (augmentation.space, augmentation.algorithm.name) == ("randaugment_detection", "grid")
+    assert (scaling.budget.rounds, scaling.budget.trials_per_round) == (1, 4)
+    assert (scaling.budget.train_steps, scaling.budget.evaluations) == (30, 1)
+    # Augmentation trials train the full budget and report the best of 3 evaluations.
+    assert (augmentation.budget.trials_per_round, augmentation.budget.train_steps) == (5, 50)
+    assert augmentation.budget.evaluations == 3
+    assert spec.study("final").budget.train_steps == 50
+
+
+def test_refinement_studies_are_off_by_default_and_a_spec_may_define_them():
+    assert "scaling" not in experiment_spec(SPEC).studies
+    text = SPEC.replace(
+        "  proxy: {space: spinenet_mbconv}",
+        "  proxy: {space: spinenet}\n  augmentation: {space: autoaugment_detection}",
+    )
+    spec = experiment_spec(text)
+    assert list(spec.studies) == ["proxy", "validation", "augmentation", "final"]
+    augmentation = spec.study("augmentation")
+    assert augmentation.algorithm.name == "regularized_evolution"  # the space's default
+    assert augmentation.budget == spec.study("validation").budget.__class__(
+        **{**vars(spec.study("validation").budget), "rounds": 1, "evaluations": 3}
+    )
+    spec = experiment_spec(text, settings=ExperimentSettings(augmentation_trials=2))
+    assert spec.study("augmentation").budget.trials_per_round == 2
+
+
+def test_scaling_a_network_that_is_not_a_spinenet_is_refused_before_any_trial():
+    with pytest.raises(SpecError, match="spinenet_scaling"):
+        experiment_spec(SPEC, ["studies.proxy.space=mnasnet"], ExperimentSettings(scaling_trials=2))

@@ -20,10 +20,16 @@ _BUILTINS: dict[str, str] = {
     "spinenet": "kfnas.spaces.spinenet:SPINENET",
     "spinenet_v2": "kfnas.spaces.spinenet:SPINENET_V2",
     "spinenet_mbconv": "kfnas.spaces.spinenet:SPINENET_MBCONV",
+    "spinenet49": "kfnas.spaces.spinenet49:SPINENET49",
+    "spinenet_scaling": "kfnas.spaces.spinenet_scaling:SPINENET_SCALING",
     "mnasnet": "kfnas.spaces.mnasnet:MNASNET",
     "mnasnet_a1": "kfnas.spaces.mnasnet:MNASNET_A1",
     "efficientnet_v2": "kfnas.spaces.efficientnet_v2:EFFICIENTNET_V2",
     "nasfpn": "kfnas.spaces.nasfpn:NASFPN",
+    "randaugment_detection": "kfnas.spaces.augmentation:RANDAUGMENT_DETECTION",
+    "randaugment_segmentation": "kfnas.spaces.augmentation:RANDAUGMENT_SEGMENTATION",
+    "autoaugment_detection": "kfnas.spaces.augmentation:AUTOAUGMENT_DETECTION",
+    "autoaugment_segmentation": "kfnas.spaces.augmentation:AUTOAUGMENT_SEGMENTATION",
 }
 
 SPACES: Registry[SearchSpace | RefinementSpace] = Registry("search space", _BUILTINS)

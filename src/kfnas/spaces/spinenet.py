@@ -137,6 +137,37 @@ _BACKBONES: dict[str, _Backbone] = {
 }
 
 
+#: The module of tf-models' ``SpineNet`` (residual and bottleneck blocks).
+SPINENET_MODULE = "official.vision.modeling.backbones.spinenet"
+
+
+def image_size_problems(
+    image_size: int, top_level: int, where: str = "task.image_size"
+) -> list[str]:
+    """Refuses an input size that tf-models' ``SpineNet`` cannot line up at every block level.
+
+    ``SpineNet`` builds every block at its own level (up to ``top_level``, 7 in every SpineNet
+    space), whatever ``task.options.max_level`` says. A level's width is ``ceil(size / 2**level)``
+    and a parent is upsampled by the integer ratio of the widths, so the sum of two parents only
+    lines up when ``size`` is a multiple of ``2**top_level`` or a power of two (96 px: level 5 is
+    3 wide, level 6 is 2, and level 6 upsampled is 4: the model fails to build).
+
+    Args:
+        image_size: The input side in pixels.
+        top_level: The highest block level of the architectures.
+        where: How messages name the size.
+    """
+    stride = 2**top_level
+    if image_size % stride == 0 or image_size & (image_size - 1) == 0:
+        return []
+    return [
+        f"{where} {image_size} is neither a multiple of 2**{top_level} = {stride} nor a power of "
+        f"two: SpineNet builds blocks up to level {top_level} whatever task.options.max_level "
+        f"says, and at other sizes their feature maps do not line up; use a multiple of {stride} "
+        f"(e.g. {-(-image_size // stride) * stride}) or a power of two"
+    ]
+
+
 def backbone_option_defaults(module_name: str) -> dict[str, Any]:
     """The ``task.options`` knobs of one tf-models SpineNet module, with their defaults."""
     return {**SHARED_BACKBONE_DEFAULTS, **_BACKBONES[module_name].defaults}
@@ -223,6 +254,11 @@ class SpineNetSpace:
             raise ValueError(f"{self.name}: need min_level <= max_level and input_window >= 2")
 
     @property
+    def tf_modules(self) -> frozenset[str]:
+        """The tf-models-official modules whose backbones build this space's architectures."""
+        return frozenset(_TF_MODULE_BY_BLOCK_FN[fn] for fn in self.block_fns)
+
+    @property
     def intermediate_levels(self) -> list[int]:
         """The multiset of intermediate base levels, e.g. ``[2, 3, 3, 3, 4, ...]``."""
         return [level for level, count in self.intermediate_blocks_alloc for _ in range(count)]
@@ -279,13 +315,25 @@ class SpineNetSpace:
         """
         return None
 
+    @property
+    def top_level(self) -> int:
+        """The highest level a block of this space can have."""
+        intermediate = max(level for level, _ in self.intermediate_blocks_alloc)
+        return max(intermediate + max(self.level_offsets), self.max_level)
+
     def task_problems(self, task: Any) -> list[str]:
-        """A fixed ``task.options.backbone`` makes no sense here: this space is the backbone."""
+        """A fixed ``task.options.backbone`` (this space is the backbone), a bad image size.
+
+        The image size rule (``image_size_problems``) applies to tf-models' ``SpineNet`` only:
+        ``SpineNetMobile`` clips block levels to ``max_level``, which the task's own check covers.
+        """
         if task.options.get("backbone") is not None:
             return [
                 f"task.options.backbone is set but {self.name} searches the backbone itself: "
                 f"remove task.options.backbone (it is for spaces that search a decoder, nasfpn)"
             ]
+        if SPINENET_MODULE in self.tf_modules:
+            return image_size_problems(task.image_size, self.top_level)
         return []
 
     def build_network(self, arch: SpineNetArchitecture, task: Any, input_specs: Any) -> Network:
@@ -432,6 +480,7 @@ __all__ = [
     "SHARED_BACKBONE_DEFAULTS",
     "SPINENET",
     "SPINENET_MBCONV",
+    "SPINENET_MODULE",
     "SPINENET_V2",
     "BlockTuple",
     "SpineNetArchitecture",
@@ -439,6 +488,7 @@ __all__ = [
     "SpineNetSpace",
     "backbone_option_defaults",
     "block_specs",
+    "image_size_problems",
     "tf_module_name",
     "to_tf_block_specs",
 ]
