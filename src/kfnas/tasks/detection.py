@@ -54,6 +54,9 @@ huber_loss_delta                  0.1        box regression Huber loss delta
 box_loss_weight                   50         weight of the box loss
 aug_rand_hflip                    true       random horizontal flips in training
 aug_scale_min, aug_scale_max      1.0, 1.0   random scale jitter range in training
+augmentation                      none       RandAugment or AutoAugment policy applied to the
+                                             decoded training images and boxes before the
+                                             flip and scale jitter (``kfnas.augment.tables``)
 max_num_instances                 100        objects kept per image
 shuffle_buffer_size               1000       training shuffle buffer (records)
 cache_data                        false      cache decoded data in memory (small data sets)
@@ -79,6 +82,7 @@ import functools
 from collections.abc import Callable
 from typing import TYPE_CHECKING, Any
 
+from kfnas.augment.tables import augmentation_problems
 from kfnas.spec import SpecError
 
 if TYPE_CHECKING:
@@ -166,6 +170,8 @@ OPTIONS: dict[str, _Option] = {
     "aug_rand_hflip": _flag(True),
     "aug_scale_min": _num(0, 1.0, strict=True),
     "aug_scale_max": _num(0, 1.0, strict=True),
+    # Checked in option_problems by augmentation_problems, whose messages say what to write.
+    "augmentation": _Option(None, lambda v: True, "a RandAugment or AutoAugment policy"),
     "max_num_instances": _int(1, 100),
     "shuffle_buffer_size": _int(1, 1000),
     "cache_data": _flag(False),
@@ -198,6 +204,8 @@ def option_problems(task: TaskSpec) -> list[str]:
             )
         elif not OPTIONS[key].check(value):
             out.append(f"task.options.{key} must be {OPTIONS[key].expected}, got {value!r}")
+    if "augmentation" in task.options:
+        out.extend(augmentation_problems(task.options["augmentation"], "detection"))
     if out:
         return out
     opts = resolved_options(task)
@@ -307,6 +315,15 @@ def _searched_task_class() -> type:
         """
 
         network_factory: Callable[[Any], Any] | None = None
+        #: ``task.options.augmentation``: the training inputs apply it (``kfnas.augment``).
+        augmentation: Any = None
+
+        def build_inputs(self, params: Any, input_context: Any = None) -> Any:
+            if params.is_training and self.augmentation is not None:
+                from kfnas.augment.inputs import detection_inputs
+
+                return detection_inputs(self, params, input_context, self.augmentation)
+            return super().build_inputs(params, input_context)
 
         def build_model(self) -> Any:
             import tf_keras
@@ -372,7 +389,9 @@ class DetectionTask:
             use_coco_metrics=True,
             max_num_eval_detections=opts["max_num_detections"],
         )
-        return _searched_task_class()(config)
+        official_task = _searched_task_class()(config)
+        official_task.augmentation = opts.get("augmentation")
+        return official_task
 
     def build_model(self, official_task: Any, network: Network) -> Any:
         """RetinaNet around ``network`` (``factory.build_retinanet``).

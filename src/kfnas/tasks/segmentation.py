@@ -45,6 +45,9 @@ norm_momentum, norm_epsilon .99, 1e-3  batch normalization of backbone, decoder 
 l2_weight_decay             4e-5       L2 weight decay of the whole model
 aug_rand_hflip              true       random horizontal flips in training
 aug_scale_min, aug_scale_max 1.0, 1.0  random scale jitter range in training
+augmentation                none       RandAugment or AutoAugment policy applied to the decoded
+                                       training images and masks before normalization, flip and
+                                       scale jitter (``kfnas.augment.tables``)
 validation_batch_size       batch      validation batch (default ``budget.batch_size``)
 learning_rate               lr         base rate; default ``0.01 * batch_size / 32`` (Vertex's
                                        segmentation recipe: 0.01 at batch 32)
@@ -66,6 +69,7 @@ import functools
 from collections.abc import Callable
 from typing import TYPE_CHECKING, Any
 
+from kfnas.augment.tables import augmentation_problems
 from kfnas.spec import SpecError
 from kfnas.tasks.options import (
     Option,
@@ -106,6 +110,8 @@ OPTIONS: dict[str, Option] = {
     "aug_rand_hflip": flag(True),
     "aug_scale_min": number(0, 1.0, strict=True),
     "aug_scale_max": number(0, 1.0, strict=True),
+    # Checked in option_problems by augmentation_problems, whose messages say what to write.
+    "augmentation": Option(None, lambda v: True, "a RandAugment or AutoAugment policy"),
     "validation_batch_size": integer(1),
     "learning_rate": number(0, strict=True),
     "warmup_steps": integer(0),
@@ -120,6 +126,8 @@ def option_problems(task: TaskSpec) -> list[str]:
     jitter range, and an image size that ``2**max_level`` does not divide.
     """
     out = table_problems("segmentation", task.options, OPTIONS)
+    if "augmentation" in task.options:
+        out.extend(augmentation_problems(task.options["augmentation"], "segmentation"))
     if out:
         return out
     opts = resolve(task.options, OPTIONS)
@@ -240,6 +248,15 @@ def _searched_task_class() -> type:
         """
 
         network_factory: Callable[[Any], Any] | None = None
+        #: ``task.options.augmentation``: the training inputs apply it (``kfnas.augment``).
+        augmentation: Any = None
+
+        def build_inputs(self, params: Any, input_context: Any = None) -> Any:
+            if params.is_training and self.augmentation is not None:
+                from kfnas.augment.inputs import segmentation_inputs
+
+                return segmentation_inputs(self, params, input_context, self.augmentation)
+            return super().build_inputs(params, input_context)
 
         def build_model(self) -> Any:
             import tf_keras
@@ -303,7 +320,9 @@ class SegmentationTask:
             evaluation=cfg.Evaluation(report_per_class_iou=True, report_train_mean_iou=True),
             allow_image_summary=False,  # No image summaries: trials report scalars only.
         )
-        return _searched_task_class()(config)
+        official_task = _searched_task_class()(config)
+        official_task.augmentation = opts.get("augmentation")
+        return official_task
 
     def build_model(self, official_task: Any, network: Network) -> Any:
         """The segmentation model around ``network`` (``factory.build_segmentation_model``).
