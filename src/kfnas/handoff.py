@@ -93,6 +93,8 @@ class Handoff:
         params: Number of weights, if counted.
         space: The search space of the architecture.
         arch_json: The architecture, serialized (``pg.from_json_str`` rebuilds it).
+        task_overrides: The dotted ``task.*`` overrides it was trained with (its scaling and
+            augmentation policy); a retraining applies them to the experiment's task.
         experiment: The experiment name.
         experiment_uri: The experiment's URI in the store.
         study: The exported trial's study.
@@ -125,6 +127,7 @@ class Handoff:
     params: float | None
     space: str
     arch_json: str
+    task_overrides: tuple[str, ...]
     experiment: str
     experiment_uri: str
     study: str
@@ -175,6 +178,7 @@ class Handoff:
             raise HandoffError(f"{source} does not match the handoff schema: {problem}")
         values = {k: v for k, v in upgraded.items() if k != "schema_version"}
         values["input_size"] = tuple(values["input_size"])
+        values["task_overrides"] = tuple(values["task_overrides"])
         return cls(**values)
 
 
@@ -339,6 +343,7 @@ def _build(
         params=metrics.get("params"),
         space=trial.space,
         arch_json=trial.arch_json,
+        task_overrides=tuple(trial.task_overrides),
         experiment=exp.layout.experiment,
         experiment_uri=exp.uri,
         study=record.study,
@@ -346,7 +351,7 @@ def _build(
         lineage=_lineage(exp, trial, metric),
         run_id=run_id,
         image=image,
-        data=dataclasses.asdict(spec.data),
+        data=dataclasses.asdict(spec.with_overrides(list(trial.data_overrides)).data),
         files=_files(exp.store, folder),
         search_history=[
             study_summary(s, spec.study(s).space, h, metric) for s, h in histories.items()

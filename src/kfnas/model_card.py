@@ -174,6 +174,12 @@ def _architecture(h: Handoff) -> list[str]:
         "```",
         *architecture_summary(h.arch_json),
         "```",
+        *(
+            ["", "Trained with these changes to the experiment's task (scaling, augmentation):", ""]
+            + [f"- `{o}`" for o in h.task_overrides]
+            if h.task_overrides
+            else []
+        ),
     ]
 
 
