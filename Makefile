@@ -19,7 +19,7 @@ $(STAMP): $(VENV)/bin/python pyproject.toml images/constraints.txt
 install: $(STAMP)
 
 demo: $(STAMP)
-	$(VENV)/bin/kfnas demo --out demo-output
+	$(VENV)/bin/kfnas run demo --out demo-output
 
 lint: $(STAMP)
 	$(VENV)/bin/ruff check .
