@@ -279,3 +279,26 @@ def test_an_empty_metric_takes_the_task_kinds_default(valid):
     assert spec.objectives.metric == ""
     assert spec.resolved().objectives.metric == "AP"
     spec.validate()
+
+
+@pytest.mark.parametrize(
+    ("kind", "space", "serves"),
+    [
+        ("classification", "nasfpn", "detection, segmentation"),
+        ("segmentation", "mnasnet", "classification, detection"),
+        ("classification", "spinenet", "detection"),
+    ],
+)
+def test_a_built_in_space_named_for_a_task_it_does_not_serve_is_refused(valid, kind, space, serves):
+    spec = valid.with_overrides(
+        [
+            f"task.kind={kind}",
+            "task.options={}",
+            "objectives.metric=",
+            f"studies.proxy.space={space}",
+        ]
+    )
+    assert (
+        f"studies.proxy.space {space!r} serves {serves}, not task.kind {kind!r}: pick a space for "
+        f"{kind} or change the task"
+    ) in problems_of(spec)
