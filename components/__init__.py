@@ -12,9 +12,11 @@ To add a component: write ``components/<stage>.py`` with one
 
 from kfnas.components.export_model import export_model
 from kfnas.components.init_experiment import init_experiment
+from kfnas.components.init_retraining import init_retraining
 from kfnas.components.propose_refinement import propose_refinement
 from kfnas.components.propose_retraining import propose_retraining
 from kfnas.components.propose_trials import propose_trials
+from kfnas.components.publish_if_not_worse import publish_if_not_worse
 from kfnas.components.report import report
 from kfnas.components.run_trial import run_trial
 from kfnas.components.select_top import select_top
@@ -33,6 +35,8 @@ COMPONENTS = {
         select_winner,
         report,
         export_model,
+        init_retraining,
+        publish_if_not_worse,
     )
 }
 
@@ -40,9 +44,11 @@ __all__ = [
     "COMPONENTS",
     "export_model",
     "init_experiment",
+    "init_retraining",
     "propose_refinement",
     "propose_retraining",
     "propose_trials",
+    "publish_if_not_worse",
     "report",
     "run_trial",
     "select_top",

@@ -1,7 +1,8 @@
-"""Compiling the search pipeline for a cluster: a profile and the compile-time counts -> YAML.
+"""Compiling the pipelines for a cluster: a profile (and compile-time counts) -> YAML.
 
-``compile_pipeline`` is what ``kfnas compile`` runs. The YAML it writes is uploaded in the KFP UI
-(or submitted with ``kfp.Client``); its parameters (data, budgets, ...) are set per run there.
+``compile_pipeline`` (the search) and ``compile_retraining`` are what ``kfnas compile`` runs. The
+YAML it writes is uploaded in the KFP UI (or submitted with ``kfp.Client``); its parameters (data,
+budgets, ...) are set per run there.
 
 To compile another pipeline: give it a ``build_<name>(...)`` in its own module and a
 ``compile_<name>`` function here that loads the profile the same way.
@@ -14,6 +15,7 @@ from pathlib import Path
 from kfp import compiler
 
 from kfnas.pipelines.profiles import ClusterProfile, load_profile
+from kfnas.pipelines.retraining import build_retraining_pipeline
 from kfnas.pipelines.search import build_search_pipeline
 
 
@@ -49,4 +51,27 @@ def compile_pipeline(
     path = Path(output_path)
     path.parent.mkdir(parents=True, exist_ok=True)
     compiler.Compiler().compile(pipeline, str(path))
+    return path
+
+
+def compile_retraining(
+    profile: str | Path | ClusterProfile | None, output_path: str | Path
+) -> Path:
+    """Compiles the retraining pipeline with a cluster profile into a KFP pipeline YAML file.
+
+    Args:
+        profile: As for ``compile_pipeline``.
+        output_path: Where to write the YAML; its folder is created.
+
+    Returns:
+        The path written.
+
+    Raises:
+        ProfileError: The profile does not exist or is invalid.
+    """
+    if profile is not None and not isinstance(profile, ClusterProfile):
+        profile = load_profile(profile)
+    path = Path(output_path)
+    path.parent.mkdir(parents=True, exist_ok=True)
+    compiler.Compiler().compile(build_retraining_pipeline(profile), str(path))
     return path

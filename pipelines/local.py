@@ -7,8 +7,8 @@ installed kfnas, and nothing is pip-installed. ``kfp.local`` runs at most two it
 Its task logs (every step's output) go to ``log_file`` when one is given, so a person can follow
 progress elsewhere (``kfnas run`` reads the store) and read the details after.
 
-To run another pipeline locally: build it like ``build_search_pipeline`` and call it the same way
-inside ``_local_session``.
+``run_retraining_locally`` does the same for the retraining pipeline. To run another pipeline
+locally: build it like ``build_search_pipeline`` and call it the same way inside ``_local_session``.
 """
 
 from __future__ import annotations
@@ -21,6 +21,7 @@ from typing import Any, TextIO
 
 from kfp import local
 
+from kfnas.pipelines.retraining import build_retraining_pipeline
 from kfnas.pipelines.search import build_search_pipeline
 
 
@@ -72,6 +73,31 @@ def run_search_locally(
         RuntimeError: A step failed (its log says why).
     """
     pipeline = build_search_pipeline(rounds, trials_per_round, parallelism, top_k)
+    Path(pipeline_root).mkdir(parents=True, exist_ok=True)
+    with _local_session(Path(pipeline_root), log_file):
+        task = pipeline(**arguments)
+    return str(task.output)
+
+
+def run_retraining_locally(
+    arguments: Mapping[str, Any], *, pipeline_root: str | Path, log_file: TextIO | None = None
+) -> str:
+    """Runs the retraining pipeline in subprocesses of this Python and waits for it to end.
+
+    Args:
+        arguments: Pipeline parameters (see ``build_retraining_pipeline``): ``handoff_uri``,
+            ``train_data``, ``tolerance``, ...
+        pipeline_root: Folder for the KFP outputs (the publish step's metrics).
+        log_file: Where the steps' logs go; ``None`` prints them.
+
+    Returns:
+        ``published`` or ``rejected``.
+
+    Raises:
+        RuntimeError: A step failed (its log says why), e.g. new data that do not fit the model
+            or a retrained trial that failed.
+    """
+    pipeline = build_retraining_pipeline()
     Path(pipeline_root).mkdir(parents=True, exist_ok=True)
     with _local_session(Path(pipeline_root), log_file):
         task = pipeline(**arguments)

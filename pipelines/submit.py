@@ -21,8 +21,8 @@ Problems found before anything is sent are ``SubmitError``s; the server's are ``
 
 To submit another pipeline: give ``prepare_submission`` a compile step for it (see
 ``compile.py``) and a way to validate its arguments; ``submit`` works for any compiled pipeline.
-A recurring run (``kfnas schedule``) would reuse ``prepare_submission`` and ``_upload`` and call
-``Client.create_recurring_run`` instead of ``run_pipeline``.
+``kfnas schedule`` (``pipelines/schedule.py``) reuses ``upload_pipeline`` for the retraining
+pipeline and creates a recurring run instead of a run.
 """
 
 from __future__ import annotations
@@ -273,17 +273,25 @@ def prepare_submission(
     )
 
 
-def _upload(
-    client: Any, host: str, submission: Submission, namespace: str | None, package: Path
+def upload_pipeline(
+    client: Any,
+    host: str,
+    name: str,
+    version_name: str,
+    description: str,
+    namespace: str | None,
+    package: Path,
 ) -> tuple[str, str, str, bool, bool]:
-    """Uploads the pipeline, or a version of it; reuses a version of the same content.
+    """Uploads a compiled pipeline as ``name``, or as version ``version_name`` of it if it exists.
+
+    A version of that name (the same content, when named after its hash) is reused as it is.
 
     Returns:
         The pipeline id, version id and version name, and whether each was created.
+
+    Raises:
+        KfpApiError: The server refuses a request, or has several pipelines named ``name``.
     """
-    name, version_name = submission.spec.pipeline_name, submission.version_name
-    profile, rounds = submission.spec.profile, submission.rounds
-    description = f"kfnas {__version__}: profile {profile}, {rounds} rounds"
     found = listed(
         host,
         f"listing pipelines named {name!r}",
@@ -360,8 +368,16 @@ def submit(
     with tempfile.TemporaryDirectory(prefix="kfnas-submit-") as folder:
         package = Path(folder) / f"{submission.spec.pipeline_name}.yaml"
         package.write_text(submission.package_yaml)
-        pipeline_id, version_id, version_name, new_pipeline, new_version = _upload(
-            client, host, submission, namespace, package
+        spec = submission.spec
+        description = f"kfnas {__version__}: profile {spec.profile}, {submission.rounds} rounds"
+        pipeline_id, version_id, version_name, new_pipeline, new_version = upload_pipeline(
+            client,
+            host,
+            spec.pipeline_name,
+            submission.version_name,
+            description,
+            namespace,
+            package,
         )
     experiment = client_call(
         host,

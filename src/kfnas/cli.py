@@ -335,13 +335,24 @@ def _add_compile(parser: argparse.ArgumentParser) -> None:
         help="cluster profile: gke-gpu, nvidia-gpu, cpu-only, or a profile YAML file",
     )
     parser.add_argument("-o", "--output", required=True, help="pipeline YAML file to write")
+    parser.add_argument(
+        "--pipeline",
+        choices=["search", "retraining"],
+        default="search",
+        help="the search (default) or the retraining pipeline (the counts apply to the search)",
+    )
     _add_counts(parser, from_spec=False)
 
 
 def _run_compile(args: argparse.Namespace) -> int:
     from kfnas.components._image import IMAGE, REGISTRY_ENV
-    from kfnas.pipelines.compile import compile_pipeline
+    from kfnas.pipelines.compile import compile_pipeline, compile_retraining
 
+    if args.pipeline == "retraining":
+        path = compile_retraining(args.profile, args.output)
+        console.print(f"Wrote {path}: the retraining pipeline, profile {args.profile}.")
+        console.print(f"Image: {IMAGE} (set {REGISTRY_ENV} to compile for your registry)")
+        return 0
     rounds, trials = args.rounds or 2, args.trials or 3
     path = compile_pipeline(args.profile, rounds, trials, args.parallelism, args.top_k, args.output)
     console.print(
@@ -445,6 +456,71 @@ def _run_submit(args: argparse.Namespace) -> int:
         f"{result.pipeline_id}, version {result.pipeline_version_name}. Run {result.run_id}:"
     )
     console.print(result.run_url, soft_wrap=True)
+    return 0
+
+
+def _add_schedule(parser: argparse.ArgumentParser) -> None:
+    action = parser.add_mutually_exclusive_group(required=True)
+    action.add_argument(
+        "--cron", help="when to retrain: KFP cron with seconds, e.g. '0 0 3 * * *' (03:00 daily)"
+    )
+    action.add_argument("--list", action="store_true", help="list the recurring runs")
+    action.add_argument("--disable", metavar="ID", help="disable the recurring run ID")
+    parser.add_argument("--handoff", help="model to retrain, e.g. gs://b/nas/EXP/export/latest")
+    parser.add_argument("--host", help="KFP UI/API URL, e.g. http://localhost:8080 (or KFP_HOST)")
+    parser.add_argument("--namespace", help="Kubernetes namespace of a multi-user KFP")
+    parser.add_argument("--token", help="bearer token for the KFP API (or KFP_TOKEN)")
+    parser.add_argument("--profile", help="cluster profile or profile YAML (default gke-gpu)")
+    parser.add_argument("--experiment", help="KFP experiment of the runs (default kfnas)")
+    parser.add_argument("--name", help="the recurring run's name (default: retrain HANDOFF)")
+    parser.add_argument("--pipeline-name", help="KFP pipeline (default kfnas-retraining)")
+    parser.add_argument("--max-concurrency", type=int, help="runs at once (default 1)")
+    parser.add_argument("--catchup", action="store_true", help="start runs missed while paused")
+    parser.add_argument("--params", help="YAML or JSON file: pipeline parameter -> value")
+    parser.add_argument(
+        "--param", action="append", default=[], metavar="NAME=VALUE", help="(repeatable)"
+    )
+    parser.add_argument("--dry-run", action="store_true", help="compile and check; send nothing")
+
+
+def _run_schedule(args: argparse.Namespace) -> int:
+    from kfnas.pipelines import schedule as sched
+    from kfnas.pipelines.parameters import load_params_file, parse_param_args
+
+    host, token = args.host or os.environ.get("KFP_HOST"), args.token or os.environ.get("KFP_TOKEN")
+    if args.cron is not None:
+        if not args.handoff:
+            raise SpecError("kfnas schedule --cron needs the model to retrain: --handoff URI")
+        options = {"profile": args.profile, "experiment": args.experiment, "name": args.name}
+        options |= {"pipeline_name": args.pipeline_name, "max_concurrency": args.max_concurrency}
+        prepared = sched.prepare_schedule(
+            sched.ScheduleSpec(
+                args.cron,
+                catchup=args.catchup,
+                **{name: value for name, value in options.items() if value is not None},
+            ),
+            args.handoff,
+            load_params_file(args.params) if args.params else None,
+            parse_param_args(args.param),
+        )
+        for line in prepared.summary():
+            console.print(line, soft_wrap=True)
+        if args.dry_run:
+            console.print("Dry run: nothing was sent.")
+            return 0
+    if not host:
+        raise SpecError("kfnas schedule needs the KFP address: --host URL or KFP_HOST")
+    if args.list:
+        table = Table("name", "id", "cron", "status")
+        for info in sched.list_schedules(host, args.namespace, token):
+            table.add_row(info.name, info.recurring_run_id, info.cron, info.status)
+        console.print(table)
+    elif args.disable:
+        sched.disable_schedule(host, args.disable, args.namespace, token)
+        console.print(f"Disabled recurring run {args.disable}: it starts no new runs.")
+    else:
+        info = sched.create_schedule(prepared, host, args.namespace, token)
+        console.print(f"Created recurring run {info.name!r} ({info.recurring_run_id}): {info.cron}")
     return 0
 
 
@@ -609,6 +685,11 @@ _COMMANDS: dict[str, tuple[str, Callable[[argparse.ArgumentParser], None] | None
         _run_run,
     ),
     "submit": ("upload the search pipeline to KFP and start a run", _add_submit, _run_submit),
+    "schedule": (
+        "create (--cron), list or disable recurring retraining runs on KFP",
+        _add_schedule,
+        _run_schedule,
+    ),
 }
 
 

@@ -9,7 +9,9 @@ An experiment URI is ``<store_root>/<experiment name>``; ``ExperimentLayout`` kn
 it. The search pipeline calls, in order: ``init_experiment``; per round ``propose_trials`` and
 ``run_trial`` for each trial; ``select_top``; ``propose_retraining`` of the best proxy trials into
 the ``validation`` study and ``run_trial`` for each; ``report``; ``select_top`` of the validation
-study, ``propose_retraining`` of the winner into ``final``, ``run_trial`` and ``export_model``.
+study, ``propose_retraining`` of the winner into ``final``, ``run_trial`` and ``export_model``. The
+retraining pipeline calls ``init_retraining``, ``run_trial`` and ``publish_if_not_worse`` (their
+logic lives in ``kfnas.retraining``).
 
 To add a stage: write one function here (about 40 lines at most, its contract in the docstring) that
 opens the experiment with ``open_experiment``, then wrap it in ``components/<stage>.py``.
@@ -449,10 +451,16 @@ def export_model(
         ValueError: The trial is not COMPLETED, the version is not a valid folder name, or the
             folder holds the export of another trial (export to a new version).
     """
+    return _export(open_experiment(experiment_uri), study, trial_id, version, run_id, image)
+
+
+def _export(
+    exp: Experiment, study: str, trial_id: int, version: str, run_id: str, image: str
+) -> str:
+    """``export_model`` on an opened experiment (also the publishing half of a retraining)."""
     from kfnas.export import RECORD_FILE, export_saved_model  # TensorFlow: only to export.
     from kfnas.handoff import write_handoff
 
-    exp = open_experiment(experiment_uri)
     folder = exp.layout.export_dir(version)
     uri = exp.store.uri(folder)
     if exp.store.exists(f"{folder}/{RECORD_FILE}"):
@@ -474,6 +482,136 @@ def export_model(
         export_saved_model(exp.spec, trial, model_dir, uri, metrics=result.metrics)
     write_handoff(exp, version, run_id=run_id, image=image)
     return uri
+
+
+def init_retraining(
+    handoff_uri: str,
+    train_data: str,
+    validation_data: str = "",
+    annotations: str = "",
+    full_train_steps: int = 0,
+    full_batch_size: int = 0,
+    new_version: str = "",
+    run_id: str = "",
+) -> dict[str, Any]:
+    """Plans the retraining of an exported model on new data: one trial of study ``retraining``.
+
+    The trial trains the handoff's architecture with its scaling and augmentation policy
+    (``task_overrides``) and the full-training budget on the new data, in the experiment the model
+    came from; the new data are checked with the experiment's task first. Running this again for
+    the same ``new_version`` (or, with none, the same ``run_id``) returns the same trial. See
+    ``kfnas.retraining``.
+
+    Args:
+        handoff_uri: The model to retrain: an export version folder, its ``handoff.json``, or
+            ``<experiment>/export/latest``.
+        train_data: File pattern of the new training TFRecords.
+        validation_data: File pattern of the new validation TFRecords; empty keeps the
+            experiment's (and its annotations).
+        annotations: COCO annotation JSON of the new validation data (detection).
+        full_train_steps: Training steps; 0: the final study's.
+        full_batch_size: Batch size; 0: the final study's.
+        new_version: The version a published model gets; empty: the UTC date and time.
+        run_id: The KFP run id, so a rerun of the run resumes.
+
+    Returns:
+        ``{"experiment_uri", "study", "trial_id", "version", "previous_version"}``.
+
+    Raises:
+        HandoffNotFoundError: Nothing exported at ``handoff_uri``.
+        HandoffError: The handoff has a newer or invalid schema version.
+        RetrainingError: The new data do not fit the model's task and classes, the version is
+            taken, or the budget is invalid.
+    """
+    from kfnas.handoff import read_handoff
+    from kfnas.retraining import new_data_overrides, plan_retraining
+
+    previous = read_handoff(handoff_uri)
+    exp = open_experiment(previous.experiment_uri)
+    record = plan_retraining(
+        exp,
+        previous,
+        new_data_overrides(train_data, validation_data, annotations),
+        version=new_version,
+        train_steps=full_train_steps,
+        batch_size=full_batch_size,
+        run_id=run_id,
+    )
+    return {
+        "experiment_uri": exp.uri,
+        "study": record.study,
+        "trial_id": record.trial_id,
+        "version": record.version,
+        "previous_version": record.previous_version,
+    }
+
+
+def publish_if_not_worse(
+    experiment_uri: str,
+    study: str,
+    trial_id: int,
+    previous_handoff_uri: str,
+    new_version: str,
+    tolerance: float,
+    run_id: str = "",
+    image: str = "",
+) -> dict[str, Any]:
+    """Exports a retrained trial as ``new_version`` only if it is not worse than the previous one.
+
+    It publishes (``export_model``: SavedModel, handoff, ``latest`` moved) when its score on the
+    previous handoff's metric is at least the previous score minus ``tolerance``; otherwise the
+    previous version stays current. Either way ``retraining/<new_version>.json`` records the
+    status, both scores and the tolerance. A run already judged returns its record.
+
+    Args:
+        experiment_uri: From ``init_retraining``.
+        study: From ``init_retraining`` (``retraining``).
+        trial_id: From ``init_retraining``.
+        previous_handoff_uri: The version to compare with (``init_retraining``'s ``handoff_uri``;
+            ``export/latest`` compares with the current version).
+        new_version: From ``init_retraining``.
+        tolerance: How much lower the new score may be (0: at least as good; negative: better
+            by at least that much).
+        run_id: The KFP run id recorded in the new handoff.
+        image: The runtime image recorded in the new handoff.
+
+    Returns:
+        The ``RetrainingRecord`` as a dict (``status``: ``published`` or ``rejected``).
+
+    Raises:
+        RetrainingFailedError: The trial did not complete (recorded as ``failed``); nothing
+            published.
+        RetrainingError: ``tolerance`` is not finite.
+        ValueError: ``new_version`` has no retraining of that trial.
+    """
+    from kfnas.handoff import read_handoff
+    from kfnas.retraining import (
+        FAILED,
+        PLANNED,
+        PUBLISHED,
+        RetrainingFailedError,
+        judge_retraining,
+        read_record,
+        write_record,
+    )
+
+    exp = open_experiment(experiment_uri)
+    record = read_record(exp, new_version)
+    if record is None or (record.study, record.trial_id) != (study, trial_id):
+        raise ValueError(f"no retraining of {study} trial {trial_id} to version {new_version!r}")
+    if record.status == PLANNED:
+        result = exp.records.read_result(study, trial_id)
+        record = judge_retraining(record, result, read_handoff(previous_handoff_uri), tolerance)
+        if record.status == PUBLISHED:
+            uri = _export(exp, study, trial_id, new_version, run_id, image)
+            record = dataclasses.replace(record, export_uri=uri)
+        write_record(exp, record)
+    if record.status == FAILED:
+        raise RetrainingFailedError(
+            f"the retraining to {new_version} failed, {record.previous_version} stays current: "
+            f"{record.reason}"
+        )
+    return record.to_dict()
 
 
 def _check_failures(study: str, history: list, limit: int) -> None:

@@ -150,13 +150,14 @@ def local_trial(
 
 
 def trial_experiment_spec(spec: ExperimentSpec, trial: TrialSpec) -> ExperimentSpec:
-    """The resolved spec ``trial`` trains under: the experiment's with its ``task_overrides``.
+    """The resolved spec ``trial`` trains under: the experiment's with its trial overrides.
 
     Scaling and augmentation trials (and their retrained copies) change the task: image size,
-    head, augmentation policy. Everything that builds or trains a trial's model uses this spec.
+    head, augmentation policy (``task_overrides``); a retraining on new data changes the data
+    (``data_overrides``). Everything that builds or trains a trial's model uses this spec.
     """
-    if trial.task_overrides:
-        spec = spec.with_overrides(list(trial.task_overrides))
+    if overrides := [*trial.task_overrides, *trial.data_overrides]:
+        spec = spec.with_overrides(overrides)
     return spec.resolved()
 
 

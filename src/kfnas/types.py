@@ -19,7 +19,8 @@ from typing import Any, Self
 
 # 2: TrialSpec gained ``source_study`` and ``source_trial`` (a retrained copy of another trial).
 # 3: TrialSpec gained ``task_overrides`` (a scaling or augmentation choice applied to the task).
-SCHEMA_VERSION = 3
+# 4: TrialSpec gained ``data_overrides`` (a retraining on new data: ``kfnas.retraining``).
+SCHEMA_VERSION = 4
 
 
 class RecordError(ValueError):
@@ -56,7 +57,7 @@ def _check_version(data: Mapping[str, Any], kind: str) -> int:
 def _upgrade(data: dict[str, Any], version: int) -> dict[str, Any]:
     """Brings an older record up to ``SCHEMA_VERSION``.
 
-    Versions 1 and 2 need nothing: the fields added since have defaults that mean "not set".
+    Versions 1 to 3 need nothing: the fields added since have defaults that mean "not set".
     """
     del version
     return data
@@ -147,6 +148,9 @@ class TrialSpec(_Record):
         task_overrides: Dotted overrides of the experiment's ``task`` this trial trains with
             (``task.image_size=256``, ``task.options.augmentation=...``): the scaling and
             augmentation choices of its line, oldest first. Retrained copies keep them.
+        data_overrides: Dotted overrides of the experiment's ``data`` this trial trains and is
+            evaluated on (``data.train=gs://b/new-*.tfrecord``); set by a retraining on new data
+            (``kfnas.retraining``), empty otherwise.
     """
 
     experiment: str
@@ -161,11 +165,13 @@ class TrialSpec(_Record):
     source_study: str = ""
     source_trial: int | None = None
     task_overrides: tuple[str, ...] = ()
+    data_overrides: tuple[str, ...] = ()
 
     def __post_init__(self) -> None:
-        bad = [o for o in self.task_overrides if not o.startswith("task.") or "=" not in o]
-        if bad:
-            raise RecordError(f"task_overrides must read 'task.<key>=<value>', got {bad}")
+        for name in ("task", "data"):
+            overrides = getattr(self, f"{name}_overrides")
+            if bad := [o for o in overrides if not o.startswith(f"{name}.") or "=" not in o]:
+                raise RecordError(f"{name}_overrides must read '{name}.<key>=<value>', got {bad}")
         if self.trial_id < 0 or self.round < 1:
             raise RecordError(
                 f"trial_id must be >= 0 and round >= 1, got trial_id={self.trial_id}, "
@@ -179,8 +185,9 @@ class TrialSpec(_Record):
 
     @classmethod
     def _decode(cls, data: dict[str, Any]) -> dict[str, Any]:
-        if "task_overrides" in data:
-            data["task_overrides"] = tuple(data["task_overrides"])
+        for name in ("task_overrides", "data_overrides"):
+            if name in data:
+                data[name] = tuple(data[name])
         return data
 
 

@@ -31,6 +31,8 @@ def test_every_stage_of_the_pipeline_has_a_component():
         "select_winner",
         "report",
         "export_model",
+        "init_retraining",
+        "publish_if_not_worse",
     }
 
 

@@ -11,6 +11,7 @@ Every path is relative to the store root::
     <experiment>/export/<version>/model_card.md    its model card
     <experiment>/export/<version>/handoff.json     its handoff manifest (written last: done)
     <experiment>/export/latest                     names the newest finished version (JSON)
+    <experiment>/retraining/<version>.json         one retraining run and how it ended (JSON)
 
 To extend: add a method here that returns the new path (built from the ones above), and use it
 everywhere instead of formatting paths by hand.
@@ -180,3 +181,16 @@ class ExperimentLayout:
     def handoff_json(self, version: str) -> str:
         """The handoff manifest of an exported version, written last of its files."""
         return f"{self.export_dir(version)}/handoff.json"
+
+    def retrainings_dir(self) -> str:
+        """The folder of the retraining records: ``<experiment>/retraining``."""
+        return f"{self.experiment}/retraining"
+
+    def retraining_record(self, version: str) -> str:
+        """The record of the retraining that makes ``version``: ``retraining/<version>.json``.
+
+        Raises:
+            ValueError: ``version`` is not a valid export version (see ``export_dir``).
+        """
+        self.export_dir(version)  # the same rules as the version's export folder
+        return f"{self.retrainings_dir()}/{version}.json"

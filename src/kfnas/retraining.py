@@ -1,0 +1,341 @@
+"""Retraining an exported model on new data, and publishing it only if it is not worse.
+
+A retraining run (``pipelines/retraining.py``; ``kfnas schedule`` makes it recurring) starts from
+the handoff of an exported model (``kfnas.handoff``) and new data:
+
+1. ``plan_retraining`` (stage ``init_retraining``) reads the handoff, checks the new data with the
+   experiment's task and writes one trial of the experiment's ``retraining`` study: the handoff's
+   space, architecture and ``task_overrides`` (its scaling and augmentation policy), the full
+   training budget of the ``final`` study (or the one given) and the new data.
+2. ``run_trial`` trains it like any other trial.
+3. ``judge_retraining`` (stage ``publish_if_not_worse``) compares its score with the previous
+   version's, on the previous handoff's metric: the stage exports it as the new version (which
+   moves ``export/latest``) only if ``score >= previous score - tolerance``; otherwise the
+   previous version stays current. A trial that did not complete never publishes.
+
+Design choices:
+
+- One ``retraining`` study per experiment, one trial per retraining run, in the experiment the
+  handoff came from: ids keep increasing over the runs, ``kfnas trials`` lists them, and the new
+  model's lineage (``source_study``/``source_trial``) leads back through the search.
+- ``experiment.json`` is written once and never changes: the new data are the trial's own
+  ``data_overrides`` (``kfnas.types.TrialSpec``), so the search's trials keep their data and each
+  retraining trial's record says exactly what it was trained and scored on.
+- ``<experiment>/retraining/<version>.json`` holds a ``RetrainingRecord``: written when the trial
+  is planned (``planned``), rewritten once when the run ends (``published``, ``rejected`` or
+  ``failed``, with both scores and the tolerance). A rerun of the same run (same version, or the
+  same KFP run id when the version is chosen by date) resumes from it, and a person reads there
+  why no new version appeared.
+- The new score is measured on the validation data the retraining uses (the new data's, when
+  given), the previous one is the handoff's: give the same validation data to compare like with
+  like.
+
+To extend the decision (more metrics, a relative tolerance): change ``judge``, a pure function,
+and add fields with defaults to ``RetrainingRecord`` (bump ``SCHEMA_VERSION`` if a reader needs
+them).
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import datetime
+import json
+import math
+from typing import TYPE_CHECKING, Any
+
+from kfnas.export import RECORD_FILE
+from kfnas.settings import FINAL
+from kfnas.spec import DataSpec, SpecError
+from kfnas.store import ObjectNotFound
+from kfnas.types import TrialResult, TrialSpec
+
+if TYPE_CHECKING:
+    from kfnas.handoff import Handoff
+    from kfnas.stages import Experiment
+
+#: The study of an experiment that holds its retraining trials.
+RETRAINING = "retraining"
+#: Statuses of a ``RetrainingRecord``.
+PLANNED, PUBLISHED, REJECTED, FAILED = "planned", "published", "rejected", "failed"
+#: Version of the ``RetrainingRecord`` JSON.
+SCHEMA_VERSION = 1
+
+
+class RetrainingError(SpecError):
+    """A retraining that cannot start: wrong data, a version taken, a bad budget or tolerance."""
+
+
+class RetrainingFailedError(RuntimeError):
+    """The retrained trial did not complete; the previous version stays current."""
+
+
+@dataclasses.dataclass(frozen=True)
+class RetrainingRecord:
+    """One retraining run and how it ended: ``<experiment>/retraining/<version>.json``.
+
+    Attributes:
+        version: The version it exports to if it is published.
+        trial_id: Its trial in ``study``.
+        previous_version: The version it retrains (and, when published, is compared with).
+        metric: The metric the two are compared on (the previous handoff's).
+        previous_score: The previous version's ``metric``; ``None`` if it has none.
+        data: The data the trial trains and is scored on: ``train``, ``validation``,
+            ``annotations``.
+        run_id: The KFP run that planned it; empty outside KFP.
+        status: ``planned``, then ``published``, ``rejected`` or ``failed``.
+        score: The retrained trial's ``metric``, once judged.
+        tolerance: How much worse than ``previous_score`` it may be and still publish.
+        export_uri: The exported version's folder, when published.
+        reason: One sentence saying why it ended as it did.
+        study: The study of the trial (``retraining``).
+    """
+
+    version: str
+    trial_id: int
+    previous_version: str
+    metric: str
+    previous_score: float | None
+    data: dict[str, str]
+    run_id: str = ""
+    status: str = PLANNED
+    score: float | None = None
+    tolerance: float | None = None
+    export_uri: str = ""
+    reason: str = ""
+    study: str = RETRAINING
+
+    def to_dict(self) -> dict[str, Any]:
+        """The record as JSON-ready data, ``schema_version`` first."""
+        return {"schema_version": SCHEMA_VERSION, **dataclasses.asdict(self)}
+
+    @classmethod
+    def from_json(cls, text: str) -> RetrainingRecord:
+        """Reads ``to_dict`` JSON.
+
+        Raises:
+            RetrainingError: A newer schema version (upgrade kfnas) or not a record.
+        """
+        data = json.loads(text)
+        if not isinstance(data, dict) or data.get("schema_version", 0) > SCHEMA_VERSION:
+            raise RetrainingError(
+                f"retraining record schema_version {data.get('schema_version')!r} is newer than "
+                f"{SCHEMA_VERSION}, or the file is not a retraining record: upgrade kfnas"
+            )
+        data.pop("schema_version", None)
+        return cls(**data)
+
+
+def read_record(exp: Experiment, version: str) -> RetrainingRecord | None:
+    """The record of the retraining to ``version``; ``None`` if there is none."""
+    try:
+        return RetrainingRecord.from_json(
+            exp.store.read_text(exp.layout.retraining_record(version))
+        )
+    except ObjectNotFound:
+        return None
+
+
+def write_record(exp: Experiment, record: RetrainingRecord) -> None:
+    """Writes (or replaces) the record of ``record.version``, atomically."""
+    text = json.dumps(record.to_dict(), indent=2, allow_nan=False)
+    exp.store.write_text(exp.layout.retraining_record(record.version), text)
+
+
+def _record_of_run(exp: Experiment, run_id: str) -> RetrainingRecord | None:
+    """The record a KFP run planned before (its step retried or the run resumed), if any."""
+    folder = exp.layout.retrainings_dir()
+    for name in exp.store.list_children(folder) if run_id else []:
+        record = RetrainingRecord.from_json(exp.store.read_text(f"{folder}/{name}"))
+        if record.run_id == run_id:
+            return record
+    return None
+
+
+def new_data_overrides(train: str, validation: str = "", annotations: str = "") -> list[str]:
+    """The trial's ``data_overrides`` for new data; empty validation data keeps the experiment's.
+
+    New validation data replace the annotations too (the experiment's describe its own validation
+    images), with ``annotations`` or none.
+
+    Raises:
+        RetrainingError: No training data given.
+    """
+    if not train.strip():
+        raise RetrainingError(
+            "a retraining needs new training data: give train_data, a TFRecord file pattern such "
+            "as gs://bucket/new/train-*.tfrecord"
+        )
+    values = {"train": train.strip()}
+    if validation.strip():
+        values |= {"validation": validation.strip(), "annotations": annotations.strip()}
+    elif annotations.strip():
+        raise RetrainingError(
+            "annotations were given without validation_data: they describe validation images, "
+            "so give the validation data they belong to"
+        )
+    return [f"data.{key}={json.dumps(value)}" for key, value in values.items()]
+
+
+def _budget(exp: Experiment, train_steps: int, batch_size: int) -> dict[str, Any]:
+    """The final study's budget (the full training), with the steps and batch size given."""
+    budget = exp.spec.study(FINAL).budget or exp.spec.budget
+    changes = {k: v for k, v in (("train_steps", train_steps), ("batch_size", batch_size)) if v}
+    budget = dataclasses.replace(budget, **changes)
+    if problems := budget.problems("retraining budget"):
+        raise RetrainingError("; ".join(problems))
+    return dataclasses.asdict(budget)
+
+
+def _source_dna(exp: Experiment, previous: Handoff) -> str:
+    """The DNA of the exported trial, when its record is still in the store (else none)."""
+    try:
+        return exp.records.read_spec(previous.study, previous.trial_id).dna_json
+    except ObjectNotFound:
+        return ""
+
+
+def plan_retraining(
+    exp: Experiment,
+    previous: Handoff,
+    data_overrides: list[str],
+    *,
+    version: str = "",
+    train_steps: int = 0,
+    batch_size: int = 0,
+    run_id: str = "",
+    now: datetime.datetime | None = None,
+) -> RetrainingRecord:
+    """Writes the retraining trial of ``previous`` on new data, and its record (or resumes them).
+
+    Args:
+        exp: The experiment ``previous`` was exported from.
+        previous: The handoff of the version to retrain.
+        data_overrides: From ``new_data_overrides``.
+        version: The version to export to; empty: the UTC date and time (``20260131-030000``),
+            so each scheduled run makes a new version.
+        train_steps: Training steps; 0: the final study's.
+        batch_size: Batch size; 0: the final study's.
+        run_id: The KFP run id: a rerun of the same run resumes its retraining.
+        now: The time an empty ``version`` is named after (default: now).
+
+    Returns:
+        The record, ``planned`` (or as a rerun finds it).
+
+    Raises:
+        RetrainingError: The new data do not fit the model's task (the data check's message), the
+            version is taken by another export or retraining, or the budget is invalid.
+    """
+    from kfnas._validation import check_data
+    from kfnas.trial import trial_experiment_spec
+
+    if RETRAINING in exp.spec.studies:
+        raise RetrainingError(f"experiment {exp.spec.name!r} has a study named {RETRAINING!r}")
+    resumed = read_record(exp, version) if version else _record_of_run(exp, run_id)
+    if not version:
+        stamp = (now or datetime.datetime.now(datetime.UTC)).strftime("%Y%m%d-%H%M%S")
+        version = resumed.version if resumed else stamp
+    if version == previous.model_version:
+        raise RetrainingError(f"the retrained model needs a version other than {version!r}")
+    trial = TrialSpec(
+        experiment=exp.spec.name,
+        study=RETRAINING,
+        trial_id=resumed.trial_id if resumed else exp.records.next_trial_id(RETRAINING),
+        round=1,
+        space=previous.space,
+        dna_json=_source_dna(exp, previous),
+        arch_json=previous.arch_json,
+        budget=_budget(exp, train_steps, batch_size),
+        source_study=previous.study,
+        source_trial=previous.trial_id,
+        task_overrides=tuple(previous.task_overrides),
+        data_overrides=tuple(data_overrides),
+    )
+    trial = dataclasses.replace(trial, seed=(exp.spec.study(FINAL).seed or 0) + trial.trial_id)
+    data = trial_experiment_spec(exp.spec, trial).data
+    if resumed is not None:
+        if (resumed.previous_version, resumed.data) != (previous.model_version, _data(data)):
+            raise RetrainingError(
+                f"version {version!r} was already retrained from {resumed.previous_version!r} on "
+                f"{resumed.data}: give this retraining another new_version"
+            )
+        return resumed
+    if exp.store.exists(f"{exp.layout.export_dir(version)}/{RECORD_FILE}"):
+        raise RetrainingError(
+            f"{exp.store.uri(exp.layout.export_dir(version))} already holds an exported model: "
+            f"give the retrained model another new_version"
+        )
+    try:
+        check_data(trial_experiment_spec(exp.spec, trial))
+    except SpecError as e:
+        raise RetrainingError(
+            f"the new data cannot retrain {previous.model_version} ({previous.task_kind}, "
+            f"{previous.num_classes} classes), nothing was trained: {e}\nA retraining keeps the "
+            f"model's task and classes; for other classes run a new search."
+        ) from e
+    exp.records.write_spec(trial)
+    record = RetrainingRecord(
+        version=version,
+        trial_id=trial.trial_id,
+        previous_version=previous.model_version,
+        metric=previous.metric,
+        previous_score=previous.metrics.get(previous.metric),
+        data=_data(data),
+        run_id=run_id,
+    )
+    write_record(exp, record)
+    return record
+
+
+def _data(data: DataSpec) -> dict[str, str]:
+    return dataclasses.asdict(data)
+
+
+def judge(score: float | None, previous_score: float | None, tolerance: float) -> tuple[bool, str]:
+    """Whether a retrained score publishes: ``score >= previous_score - tolerance``.
+
+    Returns:
+        ``(publish, reason)``; a missing score never publishes, a missing previous score always.
+    """
+    if score is None or not math.isfinite(score):
+        return False, "the retrained trial has no score to compare"
+    if previous_score is None:
+        return True, "the previous version has no score to compare with"
+    bar = previous_score - tolerance
+    if score >= bar:
+        return True, f"{score:.6g} >= {previous_score:.6g} - {tolerance:g} (previous - tolerance)"
+    return False, (
+        f"{score:.6g} < {previous_score:.6g} - {tolerance:g}: worse than the previous version by "
+        f"more than the tolerance"
+    )
+
+
+def judge_retraining(
+    record: RetrainingRecord, result: TrialResult | None, previous: Handoff, tolerance: float
+) -> RetrainingRecord:
+    """The record of a trained retraining, judged against ``previous``: published or not.
+
+    ``published`` here means "to export": the caller exports it and sets ``export_uri``.
+
+    Raises:
+        RetrainingError: ``tolerance`` is not a finite number.
+    """
+    if not isinstance(tolerance, int | float) or not math.isfinite(tolerance):
+        raise RetrainingError(f"tolerance must be a finite number, e.g. 0.01; got {tolerance!r}")
+    previous_score = previous.metrics.get(previous.metric)
+    base = dataclasses.replace(
+        record,
+        previous_version=previous.model_version,
+        metric=previous.metric,
+        previous_score=previous_score,
+        tolerance=float(tolerance),
+    )
+    if result is None or not result.completed:
+        status = result.status.value if result else "not finished"
+        why = f": {result.error}" if result and result.error else ""
+        reason = f"trial {record.trial_id} of {record.study} is {status}{why}"
+        return dataclasses.replace(base, status=FAILED, reason=reason)
+    score = result.metrics.get(previous.metric)
+    publish, reason = judge(score, previous_score, tolerance)
+    return dataclasses.replace(
+        base, status=PUBLISHED if publish else REJECTED, score=score, reason=reason
+    )
