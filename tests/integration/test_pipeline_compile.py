@@ -11,7 +11,7 @@ import yaml
 
 from kfnas.cli import main
 from kfnas.components._image import IMAGE
-from kfnas.pipelines.compile import compile_pipeline
+from kfnas.pipelines.compile import compile_pipeline, compile_retraining
 from kfnas.pipelines.profiles import (
     ProfileError,
     StepProfile,
@@ -137,13 +137,13 @@ def _actual_platform(config: dict) -> dict:
     return out
 
 
-def test_each_step_carries_exactly_its_kind_of_settings(compiled):
-    profile, spec, platform = compiled
+def _check_steps(profile, spec, platform, kind_of) -> set[str]:
+    """Checks every step against its kind's profile section; returns the kinds seen."""
     executors = spec["deploymentSpec"]["executors"]
     k8s = platform["platforms"]["kubernetes"]["deploymentSpec"]["executors"]
     kinds = set()
     for path, name, task, label in _tasks(spec):
-        kind = _kind(name)
+        kind = kind_of(name)
         kinds.add(kind)
         step = profile.step(kind)
         container = executors[label]["container"]
@@ -175,7 +175,26 @@ def test_each_step_carries_exactly_its_kind_of_settings(compiled):
         }
         assert task.get("retryPolicy") == expected_retry, where
         assert not task.get("cachingOptions", {}).get("enableCache"), where
-    assert kinds == {"trial", "training", "light"}
+    return kinds
+
+
+def test_each_step_carries_exactly_its_kind_of_settings(compiled):
+    profile, spec, platform = compiled
+    assert _check_steps(profile, spec, platform, _kind) == {"trial", "training", "light"}
+
+
+@pytest.mark.parametrize("name", PROFILES)
+def test_the_retraining_pipeline_compiles_with_each_profile(name, tmp_path):
+    path = compile_retraining(name, tmp_path / "retraining.yaml")
+    spec, platform = yaml.safe_load_all(path.read_text())
+    assert spec["pipelineInfo"]["name"] == "kfnas-retraining"
+    names = sorted(n for _, n, _, _ in _tasks(spec))
+    assert names == ["init retraining", "publish if not worse", "retraining"]
+
+    def kind_of(step):
+        return "training" if step == "retraining" else "light"
+
+    assert _check_steps(load_profile(name), spec, platform, kind_of) == {"training", "light"}
 
 
 def test_light_steps_get_no_gpu_settings(compiled):
