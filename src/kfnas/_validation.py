@@ -52,7 +52,8 @@ def _refinement_problems(spec: ExperimentSpec, name: str, space: Any) -> list[st
             f"study: put an architecture study (e.g. proxy: {{space: spinenet}}) before it"
         ]
     network = spec.studies[names[0]].space
-    return [f"{where}: {m}" for m in space.base_problems(network)]
+    problems = [*space.base_problems(network), *space.objective_problems(spec.objectives)]
+    return [f"{where}: {m}" for m in problems]
 
 
 def _study_problems(spec: ExperimentSpec) -> list[str]:

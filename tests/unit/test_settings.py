@@ -113,6 +113,7 @@ def test_refinement_studies_sit_between_validation_and_final_with_the_full_budge
         scaling_train_steps=30,
         augmentation_trials=5,
         full_train_steps=50,
+        latency_target_ms=30.0,  # scaling needs a latency target
     )
     spec = experiment_spec(SPEC, ["studies.proxy.space=spinenet"], settings)
     assert list(spec.studies) == ["proxy", "validation", "scaling", "augmentation", "final"]
@@ -147,3 +148,12 @@ def test_refinement_studies_are_off_by_default_and_a_spec_may_define_them():
 def test_scaling_a_network_that_is_not_a_spinenet_is_refused_before_any_trial():
     with pytest.raises(SpecError, match="spinenet_scaling"):
         experiment_spec(SPEC, ["studies.proxy.space=mnasnet"], ExperimentSettings(scaling_trials=2))
+
+
+def test_scaling_without_a_latency_target_is_refused_before_any_trial():
+    with pytest.raises(SpecError) as e:
+        experiment_spec(
+            SPEC, ["studies.proxy.space=spinenet"], ExperimentSettings(scaling_trials=2)
+        )
+    assert "a scaling study needs a latency target in its reward" in str(e.value)
+    assert "set the pipeline's latency_target_ms" in str(e.value)

@@ -123,9 +123,17 @@ def test_user_spaces_are_judged_by_what_they_build():
     assert SPINENET_SCALING.base_problems("no_such_space") == []  # reported with the study
 
 
-def _spec(studies: dict) -> ExperimentSpec:
+def _spec(studies: dict, latency_target: float | None = 30.0) -> ExperimentSpec:
     task = {"kind": "detection", "image_size": 512}
-    return ExperimentSpec.from_dict({"task": task, "studies": studies})
+    constraints = [] if latency_target is None else [{"measure": "latency_ms", "target": 30.0}]
+    objectives = {"metric": "AP", "constraints": constraints}
+    return ExperimentSpec.from_dict({"task": task, "studies": studies, "objectives": objectives})
+
+
+def test_validate_refuses_scaling_without_a_latency_target():
+    studies = {"proxy": {"space": "spinenet"}, "scaling": {"space": "spinenet_scaling"}}
+    with pytest.raises(SpecError, match="a scaling study needs a latency target in its reward"):
+        _spec(studies, latency_target=None).validate()
 
 
 def test_validate_refuses_scaling_a_non_spinenet_architecture():

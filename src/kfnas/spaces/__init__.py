@@ -55,7 +55,8 @@ def get_space(name: str) -> SearchSpace | RefinementSpace:
             f"{name!r} is a {type(space).__name__}, not a search space: it needs a 'name', the "
             f"'tasks' it serves and the methods 'hyper()', 'reference()' and 'build_network()' "
             f"(see kfnas.spaces.base.SearchSpace; or, for a space that refines a trained trial, "
-            f"'base_problems()' and 'task_overrides()' in place of 'build_network()': "
+            f"'base_problems()', 'objective_problems()' and 'task_overrides()' in place of "
+            f"'build_network()': "
             f"kfnas.spaces.base.RefinementSpace)"
         )
     return space

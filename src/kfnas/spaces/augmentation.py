@@ -135,6 +135,11 @@ class RandAugmentSpace:
         """Refuses refinement spaces; every network space can be retrained with augmentation."""
         return _base_problems(space_name)
 
+    def objective_problems(self, objectives: Any) -> list[str]:
+        """None: a policy is judged by the metric alone (the network, so latency, is fixed)."""
+        del objectives
+        return []
+
     def task_overrides(self, point: RandAugmentPoint, task: Any) -> list[str]:
         """``["task.options.augmentation={"randaugment": {"num_layers": N, "magnitude": M}}"]``."""
         del task
@@ -212,6 +217,11 @@ class AutoAugmentSpace:
     def base_problems(self, space_name: str) -> list[str]:
         """Refuses refinement spaces; every network space can be retrained with augmentation."""
         return _base_problems(space_name)
+
+    def objective_problems(self, objectives: Any) -> list[str]:
+        """None: a policy is judged by the metric alone (the network, so latency, is fixed)."""
+        del objectives
+        return []
 
     def task_overrides(self, point: Any, task: Any) -> list[str]:
         """``["task.options.augmentation={"autoaugment": [[[op, magnitude, prob], ...], ...]}"]``.

@@ -128,6 +128,14 @@ class RefinementSpace(Protocol):
         """
         ...
 
+    def objective_problems(self, objectives: Any) -> list[str]:
+        """What the experiment's ``objectives`` (``kfnas.spec.ObjectiveSpec``) lack for this space.
+
+        Scaling, for example, trades accuracy for latency, so its reward needs a latency target.
+        Empty when they suffice.
+        """
+        ...
+
     def task_overrides(self, point: Any, task: Any) -> list[str]:
         """The dotted ``task.*=value`` overrides that apply ``point`` to ``task``.
 

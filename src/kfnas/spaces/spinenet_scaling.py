@@ -177,6 +177,16 @@ class SpineNetScalingSpace:
             )
         return out
 
+    def objective_problems(self, objectives: Any) -> list[str]:
+        """Scaling trades accuracy for latency: the reward needs a ``latency_ms`` target."""
+        if any(c.measure == "latency_ms" for c in objectives.constraints):
+            return []
+        return [
+            "a scaling study needs a latency target in its reward (scaling trades accuracy for "
+            "latency; without one the grid's largest model wins): add objectives.constraints: "
+            "[{measure: latency_ms, target: <ms>}] or set the pipeline's latency_target_ms"
+        ]
+
     def base_problems(self, space_name: str) -> list[str]:
         """Refuses architectures that tf-models' ``SpineNet`` does not build (module docstring).
 
