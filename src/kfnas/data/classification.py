@@ -22,8 +22,9 @@ To add a check: write a function returning messages and call it from
 
 from __future__ import annotations
 
-import math
 from typing import TYPE_CHECKING, Any
+
+from kfnas.data._files import first_line, split_files
 
 if TYPE_CHECKING:
     from kfnas.spec import DataSpec, TaskSpec
@@ -60,30 +61,9 @@ def classification_data_problems(
     import tensorflow as tf  # Checking data needs it; naming the task does not.
 
     jpeg_only = decode_jpeg_only and aug_crop  # tf-models decodes any format otherwise.
-    out: list[str] = []
-    for split in ("train", "validation"):
-        pattern = getattr(data, split)
-        if not pattern:
-            out.append(
-                f"data.{split} is empty: give a file pattern of classification TFRecords, or "
-                f"{MAKE_DATA_HINT}"
-            )
-            continue
-        try:
-            files = sorted(tf.io.gfile.glob(pattern))
-        except tf.errors.OpError as e:
-            out.append(f"data.{split} pattern {pattern!r} cannot be listed: {_first_line(e)}")
-            continue
-        if not files:
-            out.append(
-                f"data.{split} pattern {pattern!r} matches no file: check the path, or "
-                f"{MAKE_DATA_HINT}"
-            )
-            continue
-        checked = files[:max_files]
-        per_file = max(1, math.ceil(max_records / len(checked)))
-        for path in checked:
-            out.extend(_file_problems(tf, path, per_file, task, jpeg_only=jpeg_only))
+    out, files = split_files(tf, data, "classification", MAKE_DATA_HINT, max_records, max_files)
+    for _, path, per_file in files:
+        out.extend(_file_problems(tf, path, per_file, task, jpeg_only=jpeg_only))
     return out
 
 
@@ -109,7 +89,7 @@ def _file_problems(tf: Any, path: str, limit: int, task: TaskSpec, *, jpeg_only:
             if index == 0:
                 problems.extend(_parser_problems(tf, path, record, task, jpeg_only=jpeg_only))
     except tf.errors.OpError as e:
-        return [f"{path} cannot be read as TFRecords: {_first_line(e)}"]
+        return [f"{path} cannot be read as TFRecords: {first_line(e)}"]
     if num_read == 0:
         problems.append(f"{path} holds no records")
     if bad_labels:
@@ -173,14 +153,9 @@ def _parser_problems(
     except (tf.errors.OpError, ValueError) as e:
         return [
             f"{path}: official.vision's classification parser cannot read the first record: "
-            f"{_first_line(e)}; is {IMAGE_KEY!r} an encoded JPEG, PNG, GIF or BMP image?"
+            f"{first_line(e)}; is {IMAGE_KEY!r} an encoded JPEG, PNG, GIF or BMP image?"
         ]
     return []
-
-
-def _first_line(error: BaseException) -> str:
-    text = getattr(error, "message", None) or str(error)
-    return text.strip().splitlines()[0] if text.strip() else type(error).__name__
 
 
 __all__ = ["IMAGE_KEY", "LABEL_KEY", "MAKE_DATA_HINT", "classification_data_problems"]

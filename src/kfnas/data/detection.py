@@ -24,8 +24,9 @@ To add a check: write a function returning messages and call it from ``detection
 from __future__ import annotations
 
 import json
-import math
 from typing import TYPE_CHECKING, Any
+
+from kfnas.data._files import first_line, split_files
 
 if TYPE_CHECKING:
     from kfnas.spec import DataSpec, TaskSpec
@@ -64,34 +65,13 @@ def detection_data_problems(
     """
     import tensorflow as tf  # Checking data needs it; naming the task does not.
 
-    out: list[str] = []
+    out, files = split_files(tf, data, "detection", MAKE_DATA_HINT, max_records, max_files)
     validation_ids: list[int] = []
-    for split in ("train", "validation"):
-        pattern = getattr(data, split)
-        if not pattern:
-            out.append(
-                f"data.{split} is empty: give a file pattern of detection TFRecords, or "
-                f"{MAKE_DATA_HINT}"
-            )
-            continue
-        try:
-            files = sorted(tf.io.gfile.glob(pattern))
-        except tf.errors.OpError as e:
-            out.append(f"data.{split} pattern {pattern!r} cannot be listed: {_first_line(e)}")
-            continue
-        if not files:
-            out.append(
-                f"data.{split} pattern {pattern!r} matches no file: check the path, or "
-                f"{MAKE_DATA_HINT}"
-            )
-            continue
-        checked = files[:max_files]
-        per_file = max(1, math.ceil(max_records / len(checked)))
-        for path in checked:
-            problems, ids = _file_problems(tf, path, per_file, task.num_classes, split)
-            out.extend(problems)
-            if split == "validation":
-                validation_ids.extend(ids)
+    for split, path, per_file in files:
+        problems, ids = _file_problems(tf, path, per_file, task.num_classes, split)
+        out.extend(problems)
+        if split == "validation":
+            validation_ids.extend(ids)
     if data.annotations:
         out.extend(_annotation_problems(tf, data.annotations, task.num_classes, validation_ids))
     return out
@@ -133,7 +113,7 @@ def _file_problems(
                 decoded_one = True
                 problems.extend(_decoder_problems(tf, path, index, record))
     except tf.errors.OpError as e:
-        return [f"{path} cannot be read as TFRecords: {_first_line(e)}"], source_ids
+        return [f"{path} cannot be read as TFRecords: {first_line(e)}"], source_ids
     if num_read == 0:
         problems.append(f"{path} holds no records")
     elif num_with_objects == 0:
@@ -188,7 +168,7 @@ def _decoder_problems(tf: Any, path: str, index: int, record: bytes) -> list[str
     try:
         tf_example_decoder.TfExampleDecoder().decode(tf.constant(record))
     except (tf.errors.OpError, ValueError) as e:
-        return [f"{path}: TfExampleDecoder cannot decode record {index}: {_first_line(e)}"]
+        return [f"{path}: TfExampleDecoder cannot decode record {index}: {first_line(e)}"]
     return []
 
 
@@ -206,7 +186,7 @@ def _annotation_problems(
         with tf.io.gfile.GFile(path, "r") as f:
             coco = json.loads(f.read())
     except (tf.errors.OpError, UnicodeDecodeError) as e:
-        return [f"{where} cannot be read: {_first_line(e)}; {fix}"]
+        return [f"{where} cannot be read: {first_line(e)}; {fix}"]
     except json.JSONDecodeError as e:
         return [f"{where} is not valid JSON ({e}): {fix}"]
     missing = [
@@ -234,11 +214,6 @@ def _annotation_problems(
             f"the JSON must describe data.validation; {fix}"
         )
     return out
-
-
-def _first_line(error: BaseException) -> str:
-    text = getattr(error, "message", None) or str(error)
-    return text.strip().splitlines()[0] if text.strip() else type(error).__name__
 
 
 __all__ = ["MAKE_DATA_HINT", "detection_data_problems"]

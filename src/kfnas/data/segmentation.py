@@ -24,10 +24,11 @@ To add a check: write a function returning messages and call it from
 
 from __future__ import annotations
 
-import math
 from typing import TYPE_CHECKING, Any
 
 import numpy as np
+
+from kfnas.data._files import first_line, split_files
 
 if TYPE_CHECKING:
     from kfnas.spec import DataSpec, TaskSpec
@@ -61,30 +62,9 @@ def segmentation_data_problems(
     """
     import tensorflow as tf  # Checking data needs it; naming the task does not.
 
-    out: list[str] = []
-    for split in ("train", "validation"):
-        pattern = getattr(data, split)
-        if not pattern:
-            out.append(
-                f"data.{split} is empty: give a file pattern of segmentation TFRecords, or "
-                f"{MAKE_DATA_HINT}"
-            )
-            continue
-        try:
-            files = sorted(tf.io.gfile.glob(pattern))
-        except tf.errors.OpError as e:
-            out.append(f"data.{split} pattern {pattern!r} cannot be listed: {_first_line(e)}")
-            continue
-        if not files:
-            out.append(
-                f"data.{split} pattern {pattern!r} matches no file: check the path, or "
-                f"{MAKE_DATA_HINT}"
-            )
-            continue
-        checked = files[:max_files]
-        per_file = max(1, math.ceil(max_records / len(checked)))
-        for path in checked:
-            out.extend(_file_problems(tf, path, per_file, task.num_classes))
+    out, files = split_files(tf, data, "segmentation", MAKE_DATA_HINT, max_records, max_files)
+    for _, path, per_file in files:
+        out.extend(_file_problems(tf, path, per_file, task.num_classes))
     return out
 
 
@@ -107,7 +87,7 @@ def _file_problems(tf: Any, path: str, limit: int, num_classes: int) -> list[str
             if found:
                 return [f"{path}: record {index} {p}" for p in found]
     except tf.errors.OpError as e:
-        return [f"{path} cannot be read as TFRecords: {_first_line(e)}"]
+        return [f"{path} cannot be read as TFRecords: {first_line(e)}"]
     if num_read == 0:
         problems.append(f"{path} holds no records")
     bad = sorted(v for v in bad_values if v > num_classes and v != IGNORE_LABEL)
@@ -137,11 +117,11 @@ def _record_problems(tf: Any, feature: Any, bad_values: set[int]) -> list[str]:
     try:
         image = tf.io.decode_image(feature["image/encoded"].bytes_list.value[0]).numpy()
     except (tf.errors.OpError, ValueError) as e:
-        return [f"has an image/encoded that is not a PNG/JPEG image: {_first_line(e)}"]
+        return [f"has an image/encoded that is not a PNG/JPEG image: {first_line(e)}"]
     try:
         mask = tf.io.decode_image(feature[MASK_KEY].bytes_list.value[0]).numpy()
     except (tf.errors.OpError, ValueError) as e:
-        return [f"has a {MASK_KEY} that is not a PNG image: {_first_line(e)}"]
+        return [f"has a {MASK_KEY} that is not a PNG image: {first_line(e)}"]
     out = []
     if image.ndim != 3 or image.shape[:2] != (height, width) or image.shape[2] not in (1, 3):
         out.append(
@@ -170,13 +150,8 @@ def _decoder_problems(tf: Any, record: bytes) -> list[str]:
     try:
         segmentation_input.Decoder().decode(tf.constant(record))
     except (tf.errors.OpError, ValueError) as e:
-        return [f"cannot be parsed by the official segmentation Decoder: {_first_line(e)}"]
+        return [f"cannot be parsed by the official segmentation Decoder: {first_line(e)}"]
     return []
-
-
-def _first_line(error: BaseException) -> str:
-    text = getattr(error, "message", None) or str(error)
-    return text.strip().splitlines()[0] if text.strip() else type(error).__name__
 
 
 __all__ = ["IGNORE_LABEL", "MAKE_DATA_HINT", "segmentation_data_problems"]
