@@ -35,8 +35,8 @@ os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "3")
 
 from kfnas.data import write_detection_dataset
 from kfnas.pipelines.local import run_search_locally
-from kfnas.stages import open_experiment
-from kfnas.types import TrialStatus
+from kfnas.records.trial import TrialStatus
+from kfnas.store import open_experiment
 
 SPEC = """
 name: pipeline-overhead

@@ -18,11 +18,11 @@ import time
 
 import pyglove as pg
 
+from kfnas.config.spec import AlgorithmSpec, BudgetSpec, StudySpec
 from kfnas.search.algorithms import ALGORITHMS
 from kfnas.search.controller import HistoryEntry, propose
 from kfnas.spaces import get_space
 from kfnas.spaces.base import dna_spec
-from kfnas.spec import AlgorithmSpec, BudgetSpec, StudySpec
 
 SPACE = "spinenet_mbconv"
 

@@ -39,8 +39,8 @@ from official.core import base_task
 from official.core import config_definitions as cfg
 from official.modeling import optimization
 
+from kfnas.records.trial import TrialStatus
 from kfnas.training import seed_everything, train_and_evaluate
-from kfnas.types import TrialStatus
 
 TARGET_RATIO = 0.95
 
@@ -120,9 +120,9 @@ def toy_setup(name: str, batch_size: int) -> Setup:
 def detection_setup(batch_size: int, steps: int, work: str) -> Setup:
     import pyglove as pg
 
+    from kfnas.config.spec import BudgetSpec, TaskSpec
     from kfnas.data.synthetic import write_detection_dataset
     from kfnas.spaces import get_space
-    from kfnas.spec import BudgetSpec, TaskSpec
     from kfnas.tasks.detection import DETECTION
 
     files = write_detection_dataset(work, num_train=64, num_validation=16, image_size=64)

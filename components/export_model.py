@@ -2,7 +2,8 @@
 
 The stage also writes the handoff package beside the SavedModel (``model_card.md``,
 ``handoff.json``) and moves the store's ``export/latest`` pointer to this version. The ``model``
-artifact carries the handoff manifest's fields in its ``metadata`` (``kfnas.handoff.Handoff``:
+artifact carries the handoff manifest's fields in its ``metadata``
+(``kfnas.export.handoff.Handoff``:
 task, signatures, metrics, latency, FLOPs, parameters, architecture, lineage, run id, image) and
 ``store_uri``, the export folder, so the KFP UI and a model registry link a run to its model
 without copying the SavedModel. To record the run and image, a pipeline passes
@@ -29,7 +30,7 @@ def export_model(
 ) -> str:
     """Exports the trial (at once if already exported); returns the export folder's URI."""
     from kfnas import stages
-    from kfnas.handoff import read_handoff
+    from kfnas.export.handoff import read_handoff
 
     # Not kfnas.components here: it imports kfp.dsl, which the executor's kfp does not have.
     uri = stages.export_model(experiment_uri, study, int(trial_id), version, run_id, image)

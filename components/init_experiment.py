@@ -1,7 +1,8 @@
 """The ``init_experiment`` step: validate the spec and the data, write ``experiment.json``.
 
 Its parameters are ``kfnas.stages.init_experiment``'s: the spec text, the overrides and the named
-settings of ``kfnas.settings.ExperimentSettings`` (an empty string or 0 keeps the spec's value).
+settings of ``kfnas.config.settings.ExperimentSettings`` (an empty string or 0 keeps the spec's
+value).
 To add a setting, add it there, here and to the pipelines that pass it.
 """
 

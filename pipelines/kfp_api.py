@@ -21,7 +21,7 @@ import warnings
 from collections.abc import Callable
 from typing import Any, TypeVar
 
-from kfnas._strict import SpecError
+from kfnas.config.strict import SpecError
 
 _HEALTHZ = "/apis/v2beta1/healthz"
 _PORT_FORWARD = "kubectl -n kubeflow port-forward svc/ml-pipeline-ui 8080:80"

@@ -26,7 +26,7 @@ from typing import Any
 
 import yaml
 
-from kfnas._strict import SpecError, load_yaml
+from kfnas.config.strict import SpecError, load_yaml
 
 
 class ParameterError(SpecError):

@@ -30,7 +30,7 @@ from typing import Any, Literal
 from kfp import kubernetes
 from kfp.dsl import PipelineTask
 
-from kfnas._strict import SpecError, from_data, load_yaml
+from kfnas.config.strict import SpecError, from_data, load_yaml
 
 PROFILES_DIR = Path(__file__).parent / "profiles"
 

@@ -10,7 +10,7 @@
                       previous version and record why in retraining/<version>.json]
 
 The trial belongs to the ``retraining`` study of the experiment the handoff came from (see
-``kfnas.retraining``). A trial that fails is recorded by ``run_trial``; the publish step then
+``kfnas.stages.retraining``). A trial that fails is recorded by ``run_trial``; the publish step then
 fails the run with the trial's error, and nothing is published. A rejection is not a failure: the
 run succeeds, its output ``status`` is ``rejected`` and the ``metrics`` artifact of the publish
 step shows both scores. ``kfnas schedule`` runs this pipeline on a cron schedule

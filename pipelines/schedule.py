@@ -34,7 +34,7 @@ from collections.abc import Mapping
 from pathlib import Path
 from typing import Any
 
-from kfnas._strict import SpecError
+from kfnas.config.strict import SpecError
 from kfnas.pipelines.compile import compile_retraining
 from kfnas.pipelines.kfp_api import client_call, connect
 from kfnas.pipelines.parameters import PipelineParameter, pipeline_parameters, typed_arguments

@@ -58,8 +58,8 @@ from kfnas.components import (
     select_winner,
 )
 from kfnas.components._image import IMAGE
+from kfnas.config.studies import AUGMENTATION, FINAL, PROXY, SCALING, VALIDATION
 from kfnas.pipelines.profiles import ClusterProfile, apply_step_profile
-from kfnas.settings import AUGMENTATION, FINAL, PROXY, SCALING, VALIDATION
 
 PIPELINE_NAME = "kfnas-search"
 

@@ -36,7 +36,10 @@ from collections.abc import Mapping, Sequence
 from pathlib import Path
 from typing import Any
 
-from kfnas._strict import SpecError
+from kfnas.config.settings import ExperimentSettings
+from kfnas.config.spec import ExperimentSpec
+from kfnas.config.strict import SpecError
+from kfnas.config.studies import PROXY
 from kfnas.pipelines.compile import compile_pipeline
 from kfnas.pipelines.kfp_api import KfpApiError, client_call, connect, listed, name_filter
 from kfnas.pipelines.parameters import (
@@ -46,8 +49,7 @@ from kfnas.pipelines.parameters import (
     unknown_name_message,
 )
 from kfnas.pipelines.search import PIPELINE_NAME
-from kfnas.settings import PROXY, ExperimentSettings, experiment_spec
-from kfnas.spec import ExperimentSpec
+from kfnas.validation import experiment_spec
 from kfnas.version import __version__
 
 #: Defaults of ``kfnas submit``.

@@ -2,7 +2,7 @@
 
 The library (everything under ``kfnas``) never imports kfp; ``kfnas.components`` and
 ``kfnas.pipelines`` wrap its stages for KFP. Import submodules directly, for example
-``from kfnas.spec import ExperimentSpec``; this package keeps its import cheap on purpose.
+``from kfnas.config.spec import ExperimentSpec``; this package keeps its import cheap on purpose.
 """
 
 from kfnas.version import __version__

@@ -9,7 +9,8 @@ TensorFlow.
 
 To extend: call ``REGISTRY.register("my_name")`` as a decorator on the object, or
 ``REGISTRY.register("my_name", obj)``; to add a built-in, add one line to the lazy table that the
-registry is created with (see ``kfnas.spaces``, ``kfnas.search.algorithms``, ``kfnas.rewards``).
+registry is created with (see ``kfnas.spaces``, ``kfnas.search.algorithms``,
+``kfnas.search.rewards``).
 """
 
 from __future__ import annotations

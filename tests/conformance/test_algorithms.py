@@ -13,11 +13,11 @@ from typing import Any
 import pyglove as pg
 import pytest
 
+from kfnas.config.spec import AlgorithmSpec, BudgetSpec, StudySpec
+from kfnas.records.trial import TrialResult, TrialSpec, TrialStatus
 from kfnas.search import ALGORITHMS, HistoryEntry, history_from_records, propose
 from kfnas.spaces import get_space
 from kfnas.spaces.base import architecture_json, dna_spec, materialize
-from kfnas.spec import AlgorithmSpec, BudgetSpec, StudySpec
-from kfnas.types import TrialResult, TrialSpec, TrialStatus
 
 pytestmark = pytest.mark.usefixtures("search_spaces")
 

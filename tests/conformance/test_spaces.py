@@ -22,6 +22,7 @@ import pytest
 
 os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "3")
 
+from kfnas.config.spec import BudgetSpec, ExperimentSpec, TaskSpec
 from kfnas.data import GENERATORS
 from kfnas.search.algorithms import ALGORITHMS
 from kfnas.spaces import SPACES, get_space
@@ -33,7 +34,6 @@ from kfnas.spaces.base import (
     is_refinement,
     materialize,
 )
-from kfnas.spec import BudgetSpec, ExperimentSpec, TaskSpec
 from kfnas.tasks import TASKS
 
 BUILTIN_SPACES = sorted(SPACES.names())

@@ -28,10 +28,10 @@ import numpy as np
 import pytest
 
 from kfnas.data import GENERATORS
-from kfnas.export import read_export_record
+from kfnas.export.saved_model import read_export_record
 from kfnas.pipelines.local import run_search_locally
-from kfnas.stages import open_experiment
-from kfnas.types import TrialStatus
+from kfnas.records.trial import TrialStatus
+from kfnas.store import open_experiment
 
 pytestmark = [pytest.mark.slow, pytest.mark.tf]
 

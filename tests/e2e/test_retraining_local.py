@@ -18,10 +18,11 @@ import pytest
 os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "3")
 
 from kfnas import stages
+from kfnas.config.studies import RETRAINING
 from kfnas.data import write_detection_dataset
-from kfnas.handoff import read_handoff
+from kfnas.export.handoff import read_handoff
 from kfnas.pipelines.local import run_retraining_locally
-from kfnas.retraining import RETRAINING
+from kfnas.store import open_experiment
 
 pytestmark = [pytest.mark.slow, pytest.mark.tf]
 
@@ -84,4 +85,4 @@ def test_retraining_publishes_when_not_worse_and_keeps_latest_when_worse(tmp_pat
     assert records["v3"]["previous_version"] == "v2"
     assert records["v3"]["previous_score"] == current.metrics["AP"]
     assert records["v3"]["tolerance"] == -2.0
-    assert stages.open_experiment(uri).records.trial_ids(RETRAINING) == [1, 2]
+    assert open_experiment(uri).records.trial_ids(RETRAINING) == [1, 2]

@@ -21,7 +21,7 @@ import pytest
 os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "3")
 
 from kfnas.augment.tables import AUTOAUGMENT_OPS
-from kfnas.spec import BudgetSpec, TaskSpec
+from kfnas.config.spec import BudgetSpec, TaskSpec
 
 pytestmark = pytest.mark.tf
 

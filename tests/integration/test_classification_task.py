@@ -19,9 +19,7 @@ import pytest
 
 os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "3")
 
-from kfnas.spaces import SPACES
-from kfnas.spaces.base import Network
-from kfnas.spec import (
+from kfnas.config.spec import (
     BudgetSpec,
     DataSpec,
     ExperimentSpec,
@@ -30,9 +28,12 @@ from kfnas.spec import (
     StudySpec,
     TaskSpec,
 )
+from kfnas.spaces import SPACES
+from kfnas.spaces.base import Network
 from kfnas.tasks import TASKS
 from kfnas.tasks.base import TaskKind
 from kfnas.tasks.classification import CLASSIFICATION, OPTIONS, option_problems
+from kfnas.validation import validate
 
 pytestmark = pytest.mark.tf
 
@@ -208,8 +209,8 @@ def test_build_model_needs_a_network_factory(files) -> None:
 
 
 def test_trains_and_evaluates_top_1_accuracy(files, tmp_path: Path) -> None:
+    from kfnas.records.trial import TrialStatus
     from kfnas.training.trainer import seed_everything, train_and_evaluate
-    from kfnas.types import TrialStatus
 
     official_task = CLASSIFICATION.build_task(TASK, files.data_spec(), BUDGET)
     seed_everything(0)
@@ -246,18 +247,20 @@ def tiny_space():
 
 
 def test_a_trial_result_carries_the_accuracy_metrics(files, tmp_path: Path, tiny_space) -> None:
-    from kfnas.trial import execute_trial, local_trial
-    from kfnas.types import TrialStatus
+    from kfnas.records.trial import TrialStatus
+    from kfnas.training.runner import execute_trial, local_trial
 
-    spec = ExperimentSpec(
-        name="classification-trial",
-        task=TASK,
-        data=files.data_spec(),
-        studies={"proxy": StudySpec(space=tiny_space.name)},
-        budget=BudgetSpec(train_steps=10, batch_size=8),
-        objectives=ObjectiveSpec(metric=CLASSIFICATION.default_metric),
-        store_root=str(tmp_path / "store"),
-    ).validate()
+    spec = validate(
+        ExperimentSpec(
+            name="classification-trial",
+            task=TASK,
+            data=files.data_spec(),
+            studies={"proxy": StudySpec(space=tiny_space.name)},
+            budget=BudgetSpec(train_steps=10, batch_size=8),
+            objectives=ObjectiveSpec(metric=CLASSIFICATION.default_metric),
+            store_root=str(tmp_path / "store"),
+        )
+    )
     result = execute_trial(spec, local_trial(spec, "proxy", seed=1), tmp_path / "work")
     assert result.status is TrialStatus.COMPLETED, result.error
     for key in (*CLASSIFICATION.metric_names, "params", "flops", "latency_ms"):

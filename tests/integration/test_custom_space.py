@@ -18,10 +18,11 @@ import pytest
 os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "3")
 
 from kfnas.cli import main
+from kfnas.config.spec import SpecError
 from kfnas.data import write_detection_dataset
-from kfnas.spec import SpecError
-from kfnas.stages import init_experiment, open_experiment, propose_trials, run_trial
-from kfnas.types import TrialStatus
+from kfnas.records.trial import TrialStatus
+from kfnas.stages import init_experiment, propose_trials, run_trial
+from kfnas.store import open_experiment
 
 MODULE = "my_team_spaces"
 SPACE = f"{MODULE}:TINY_BACKBONES"

@@ -19,10 +19,10 @@ import pytest
 
 os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "3")
 
+from kfnas.config.spec import BudgetSpec, SpecError, TaskSpec
 from kfnas.spaces import get_space
 from kfnas.spaces.base import dna_spec, materialize
 from kfnas.spaces.spinenet import SHARED_BACKBONE_DEFAULTS
-from kfnas.spec import BudgetSpec, SpecError, TaskSpec
 from kfnas.tasks import TASKS
 from kfnas.tasks.base import TaskKind
 from kfnas.tasks.detection import DETECTION, OPTIONS, option_problems
@@ -215,7 +215,7 @@ def test_tasks_and_data_modules_import_without_tensorflow() -> None:
         "from kfnas.tasks import TASKS\n"
         "import kfnas.data, kfnas.tasks.detection as d\n"
         "task = TASKS.get('detection')\n"
-        "from kfnas.spec import TaskSpec\n"
+        "from kfnas.config.spec import TaskSpec\n"
         "problems = d.option_problems(TaskSpec(options={'nope': 1}))\n"
         "heavy = sorted({m.split('.')[0] for m in sys.modules}"
         " & {'tensorflow', 'tf_keras', 'keras', 'official'})\n"

@@ -20,8 +20,9 @@ import pytest
 
 os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "3")
 
+from kfnas.config.spec import ExperimentSpec, parse_spec
 from kfnas.data import DatasetFiles, write_detection_dataset
-from kfnas.export import (
+from kfnas.export.saved_model import (
     ARCHITECTURE_FILE,
     RECORD_FILE,
     SERVING_EXPORTS,
@@ -29,9 +30,9 @@ from kfnas.export import (
     export_saved_model,
     read_export_record,
 )
-from kfnas.spec import ExperimentSpec, parse_spec
-from kfnas.trial import MODEL_DIR, execute_trial, local_trial
-from kfnas.types import TrialResult, TrialSpec, TrialStatus
+from kfnas.records.trial import TrialResult, TrialSpec, TrialStatus
+from kfnas.training.runner import MODEL_DIR, execute_trial, local_trial
+from kfnas.validation import validate
 
 pytestmark = pytest.mark.tf
 
@@ -71,10 +72,12 @@ def exported(tmp_path_factory):
     """A trial trained 2 steps and exported once, shared by the tests."""
     root = tmp_path_factory.mktemp("export")
     files = write_detection_dataset(root / "data", num_train=4, num_validation=2)
-    spec = parse_spec(
-        SPEC,
-        [f"data.train={files.train_pattern}", f"data.validation={files.validation_pattern}"],
-    ).validate()
+    spec = validate(
+        parse_spec(
+            SPEC,
+            [f"data.train={files.train_pattern}", f"data.validation={files.validation_pattern}"],
+        )
+    )
     trial = local_trial(spec, "proxy", seed=0)
     result = execute_trial(spec, trial, root / "work")
     assert result.status is TrialStatus.COMPLETED, result.error
@@ -217,7 +220,7 @@ def test_a_task_kind_without_an_exporter_lists_the_exportable_ones(exported, tmp
 
 def test_the_module_imports_without_tensorflow():
     code = (
-        "import sys, kfnas.export; "
+        "import sys, kfnas.export.saved_model; "
         "print(sorted({m.split('.')[0] for m in sys.modules} & "
         "{'tensorflow', 'tf_keras', 'keras', 'official'}))"
     )

@@ -23,11 +23,17 @@ import pytest
 
 os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "3")
 
+from kfnas.config.spec import ExperimentSpec, parse_spec
 from kfnas.data import GENERATORS, DatasetFiles
-from kfnas.export import RECORD_FILE, ExportRecord, export_saved_model, read_export_record
-from kfnas.spec import ExperimentSpec, parse_spec
-from kfnas.trial import MODEL_DIR, execute_trial, local_trial
-from kfnas.types import TrialResult, TrialSpec, TrialStatus
+from kfnas.export.saved_model import (
+    RECORD_FILE,
+    ExportRecord,
+    export_saved_model,
+    read_export_record,
+)
+from kfnas.records.trial import TrialResult, TrialSpec, TrialStatus
+from kfnas.training.runner import MODEL_DIR, execute_trial, local_trial
+from kfnas.validation import validate
 
 pytestmark = pytest.mark.tf
 
@@ -154,7 +160,7 @@ def exported(request, tmp_path_factory) -> Exported:
         space=case.space,
     )
     data = [f"data.train={files.train_pattern}", f"data.validation={files.validation_pattern}"]
-    spec = parse_spec(text, data).validate()
+    spec = validate(parse_spec(text, data))
     trial = local_trial(spec, "proxy", seed=0)
     result = execute_trial(spec, trial, root / "work")
     assert result.status is TrialStatus.COMPLETED, result.error
@@ -217,7 +223,7 @@ def test_both_signatures_serve_a_generated_image_alike(exported):
 def test_any_batch_and_image_size_is_served_alike_by_both_signatures(exported):
     """Images of another shape are preprocessed once, the same way whichever signature decodes.
 
-    (official's classification module alone crops encoded images twice: ``kfnas.serving``.)
+    (official's classification module alone crops encoded images twice: ``kfnas.export.serving``.)
     """
     import tensorflow as tf
 
@@ -234,15 +240,15 @@ def test_classification_serving_preprocesses_as_evaluation_does(signature):
     """Both signatures crop the task's ``center_crop_fraction`` once, then resize and normalize.
 
     official's ``ClassificationModule`` built for ``image_tensor`` crops encoded images twice and
-    always 7/8 of the side; ``kfnas.serving`` adjusts it. The model here returns its input.
+    always 7/8 of the side; ``kfnas.export.serving`` adjusts it. The model here returns its input.
     """
     import tensorflow as tf
     import tf_keras
     from official.core import config_definitions
     from official.vision.dataloaders import classification_input
 
-    from kfnas.serving import classification_module
-    from kfnas.spec import BudgetSpec, DataSpec, TaskSpec
+    from kfnas.config.spec import BudgetSpec, DataSpec, TaskSpec
+    from kfnas.export.serving import classification_module
     from kfnas.tasks.classification import CLASSIFICATION
 
     size, fraction = 64, 0.5

@@ -20,7 +20,8 @@ os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "3")
 
 from kfnas import stages
 from kfnas.data import write_detection_dataset
-from kfnas.handoff import HANDOFF_FILE, MODEL_CARD_FILE, read_handoff
+from kfnas.export.handoff import HANDOFF_FILE, MODEL_CARD_FILE, read_handoff
+from kfnas.store import Experiment, open_experiment
 
 pytestmark = pytest.mark.tf
 
@@ -45,7 +46,7 @@ class Exported:
     uri: str
     trial_id: int
     folder: Path
-    experiment: stages.Experiment
+    experiment: Experiment
 
 
 @pytest.fixture(scope="module")
@@ -59,7 +60,7 @@ def exported(tmp_path_factory):
     result = stages.run_trial(uri, "proxy", trial_id)
     assert result.completed, result.error
     folder = stages.export_model(uri, "proxy", trial_id, "v1", run_id="run-7", image="reg/kfnas:9")
-    return Exported(uri, trial_id, Path(folder), stages.open_experiment(uri))
+    return Exported(uri, trial_id, Path(folder), open_experiment(uri))
 
 
 def test_export_step_writes_a_handoff_that_matches_the_schema(exported):

@@ -17,13 +17,14 @@ import pytest
 
 os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "3")
 
+from kfnas.config.spec import BudgetSpec, TaskSpec, parse_spec
 from kfnas.data import write_detection_dataset
+from kfnas.records.trial import TrialStatus
 from kfnas.spaces import get_space
 from kfnas.spaces.base import dna_spec, materialize
-from kfnas.spec import BudgetSpec, TaskSpec, parse_spec
 from kfnas.tasks.detection import DETECTION
-from kfnas.trial import execute_trial, local_trial
-from kfnas.types import TrialStatus
+from kfnas.training.runner import execute_trial, local_trial
+from kfnas.validation import validate
 
 pytestmark = pytest.mark.tf
 
@@ -187,7 +188,7 @@ budget: {train_steps: 3, batch_size: 2, latency_runs: 5}
 
 
 def test_a_mnasnet_detection_trial_completes_with_ap(files, tmp_path) -> None:
-    spec = (
+    spec = validate(
         parse_spec(
             TRIAL_SPEC,
             [
@@ -196,8 +197,6 @@ def test_a_mnasnet_detection_trial_completes_with_ap(files, tmp_path) -> None:
                 f"data.annotations={files.annotations}",
             ],
         )
-        .validate()
-        .resolved()
     )
     trial = local_trial(spec, "proxy", seed=10)  # 13 blocks, conv and mbconv stages.
     result = execute_trial(spec, trial, tmp_path / "work")

@@ -6,10 +6,11 @@ the pipeline calls; a second run over the same store trains nothing again.
 
 import pytest
 
+from kfnas.cli.local_study import run_study
 from kfnas.data import write_detection_dataset
-from kfnas.local_run import run_study
-from kfnas.stages import init_experiment, open_experiment, propose_trials, run_trial, select_top
-from kfnas.types import TrialStatus
+from kfnas.records.trial import TrialStatus
+from kfnas.stages import init_experiment, propose_trials, run_trial, select_top
+from kfnas.store import open_experiment
 
 pytestmark = [pytest.mark.tf, pytest.mark.slow]
 
@@ -89,7 +90,7 @@ def test_rerunning_the_study_trains_nothing_twice(study, monkeypatch):
     def no_training(*args, **kwargs):
         raise AssertionError("a finished trial was trained again")
 
-    monkeypatch.setattr("kfnas.trial.execute_trial", no_training)
+    monkeypatch.setattr("kfnas.training.runner.execute_trial", no_training)
     for round_index in (1, 2):
         ids = propose_trials(uri, "proxy", round_index)
         assert ids == [i for i in run.trial_ids if before[i] and (i - 1) // 3 + 1 == round_index]

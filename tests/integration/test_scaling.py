@@ -16,19 +16,13 @@ import json
 import pytest
 
 from kfnas.data import write_detection_dataset
+from kfnas.records.trial import TrialStatus
 from kfnas.spaces import SPACES
 from kfnas.spaces.spinenet_scaling import SpineNetScalingSpace
-from kfnas.stages import (
-    init_experiment,
-    open_experiment,
-    propose_retraining,
-    propose_trials,
-    run_trial,
-    select_top,
-)
+from kfnas.stages import init_experiment, propose_retraining, propose_trials, run_trial, select_top
+from kfnas.store import open_experiment
 from kfnas.tasks import TASKS
-from kfnas.trial import trial_experiment_spec
-from kfnas.types import TrialStatus
+from kfnas.training.runner import trial_experiment_spec
 
 pytestmark = [pytest.mark.tf, pytest.mark.slow]
 

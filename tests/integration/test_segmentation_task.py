@@ -2,7 +2,8 @@
 
 A random NAS-FPN cell over a narrow ResNet-10 builds into official.vision's segmentation model and
 RetinaNet, both run forward; one short real trial each (nasfpn x segmentation, nasfpn x detection)
-trains, evaluates and measures through ``kfnas.trial.execute_trial``. NAS-FPN always builds levels
+trains, evaluates and measures through ``kfnas.training.runner.execute_trial``. NAS-FPN always
+builds levels
 3..7, so these tests use 128 px images (the smallest side the cell takes), not 64.
 """
 
@@ -20,14 +21,15 @@ import pytest
 
 os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "3")
 
+from kfnas.config.spec import BudgetSpec, SpecError, TaskSpec, parse_spec
+from kfnas.records.trial import TrialStatus
 from kfnas.spaces import get_space
 from kfnas.spaces.base import Network, dna_spec, materialize
 from kfnas.spaces.spinenet import SHARED_BACKBONE_DEFAULTS
-from kfnas.spec import BudgetSpec, SpecError, TaskSpec, parse_spec
 from kfnas.tasks import TASKS
 from kfnas.tasks.base import TaskKind
 from kfnas.tasks.segmentation import OPTIONS, SEGMENTATION, option_problems
-from kfnas.types import TrialStatus
+from kfnas.validation import validate
 
 SIZE = 128
 NARROW = {
@@ -135,7 +137,7 @@ def test_random_nasfpn_segmentation_model_trains_and_evaluates(seg_files) -> Non
 
 @pytest.mark.tf
 def test_random_nasfpn_retinanet_runs_forward() -> None:
-    from kfnas.spec import DataSpec
+    from kfnas.config.spec import DataSpec
     from kfnas.tasks.detection import DETECTION
 
     task = TaskSpec(num_classes=3, image_size=SIZE, options=TRIAL_OPTIONS["detection"])
@@ -174,14 +176,16 @@ def test_backbone_only_networks_get_identity_or_fpn(seg_files) -> None:
     ],
 )
 def test_a_short_nasfpn_trial_completes(kind, metric, names, seg_files, det_files, tmp_path):
-    from kfnas.trial import execute_trial, local_trial
+    from kfnas.training.runner import execute_trial, local_trial
 
     files = seg_files if kind == "segmentation" else det_files
     text = TRIAL_SPEC.format(kind=kind, options=json.dumps(TRIAL_OPTIONS[kind]), metric=metric)
-    spec = parse_spec(
-        text,
-        [f"data.train={files.train_pattern}", f"data.validation={files.validation_pattern}"],
-    ).validate()
+    spec = validate(
+        parse_spec(
+            text,
+            [f"data.train={files.train_pattern}", f"data.validation={files.validation_pattern}"],
+        )
+    )
     trial = local_trial(spec, "proxy", seed=2)
     result = execute_trial(spec, trial, tmp_path / "work")
     assert result.status is TrialStatus.COMPLETED, result.error
@@ -222,7 +226,7 @@ def test_spec_validation_names_the_nasfpn_fixes() -> None:
         kind="segmentation", options=json.dumps({"backbone": "resnet11"}), metric="mean_iou"
     ).replace("image_size: 128", "image_size: 64")
     with pytest.raises(SpecError) as error:
-        parse_spec(text).validate()
+        validate(parse_spec(text))
     message = str(error.value)
     assert "task.options.backbone 'resnet11' is not a backbone nasfpn can sit on" in message
     assert "task.image_size 64 is not a multiple of 128" in message
@@ -254,7 +258,7 @@ def test_modules_import_without_tensorflow() -> None:
         "from kfnas.tasks import TASKS\n"
         "from kfnas.spaces import get_space\n"
         "import kfnas.data, kfnas.data.segmentation, kfnas.data.synthetic_segmentation\n"
-        "from kfnas.spec import TaskSpec\n"
+        "from kfnas.config.spec import TaskSpec\n"
         "task = TASKS.get('segmentation')\n"
         "space = get_space('nasfpn')\n"
         "problems = space.task_problems(TaskSpec(image_size=128)) + task.option_problems(\n"

@@ -1,6 +1,7 @@
 """One short real trial for every (built-in space, task it serves) pair, on generated data.
 
-Each trial trains 3 steps through ``kfnas.trial.execute_trial`` (the code a pipeline step runs),
+Each trial trains 3 steps through ``kfnas.training.runner.execute_trial`` (the code a pipeline step
+runs),
 evaluates with the task's official metrics and measures params, multiply-adds and latency. Pairs
 whose trial is tested with more detail elsewhere are listed in ``ELSEWHERE``; a new built-in space,
 or a new task a space serves, gets a trial here as soon as it is registered (a new task kind needs
@@ -16,13 +17,14 @@ import pytest
 
 os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "3")
 
+from kfnas.config.spec import parse_spec
 from kfnas.data import GENERATORS
+from kfnas.records.trial import TrialStatus
 from kfnas.spaces import SPACES, get_space
 from kfnas.spaces.base import is_refinement
-from kfnas.spec import parse_spec
 from kfnas.tasks import TASKS
-from kfnas.trial import execute_trial, local_trial
-from kfnas.types import TrialStatus
+from kfnas.training.runner import execute_trial, local_trial
+from kfnas.validation import validate
 
 pytestmark = pytest.mark.tf
 
@@ -92,7 +94,7 @@ def test_a_short_trial_completes_with_the_task_metrics(space, kind, datasets, tm
     files = datasets(kind)
     text = SPEC.format(kind=kind, space=space, options=json.dumps(TASK_OPTIONS[kind]))
     spec = parse_spec(text, [f"data.{k}={v}" for k, v in vars(files.data_spec()).items() if v])
-    trial = local_trial(spec.validate(), "proxy", seed=3)
+    trial = local_trial(validate(spec), "proxy", seed=3)
     result = execute_trial(spec, trial, tmp_path / "work")
     assert result.status is TrialStatus.COMPLETED, result.error
     task = TASKS.get(kind)

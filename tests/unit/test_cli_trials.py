@@ -8,8 +8,9 @@ from rich.console import Console
 from kfnas import cli
 from kfnas.cli import main
 from kfnas.data import write_detection_dataset
-from kfnas.stages import init_experiment, open_experiment
-from kfnas.types import TrialResult, TrialSpec, TrialStatus
+from kfnas.records.trial import TrialResult, TrialSpec, TrialStatus
+from kfnas.stages import init_experiment
+from kfnas.store import open_experiment
 
 SPEC = """
 name: trials-test

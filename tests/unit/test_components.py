@@ -14,7 +14,7 @@ import pytest
 from kfnas import stages
 from kfnas.components import COMPONENTS
 from kfnas.components._image import DEFAULT_REGISTRY, IMAGE, REGISTRY_ENV
-from kfnas.settings import ExperimentSettings
+from kfnas.config.settings import ExperimentSettings
 from kfnas.version import __version__
 
 ROOT = Path(__file__).parents[2]

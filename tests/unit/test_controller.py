@@ -16,6 +16,8 @@ from typing import Any
 import pyglove as pg
 import pytest
 
+from kfnas.config.spec import AlgorithmSpec, StudySpec
+from kfnas.records.trial import TrialResult, TrialSpec, TrialStatus
 from kfnas.registry import RegistryError
 from kfnas.search import (
     ALGORITHMS,
@@ -27,8 +29,6 @@ from kfnas.search import (
 from kfnas.search.controller import recover_generator
 from kfnas.spaces import SPACES
 from kfnas.spaces.base import dna_spec
-from kfnas.spec import AlgorithmSpec, StudySpec
-from kfnas.types import TrialResult, TrialSpec, TrialStatus
 
 EVOLUTION = ("regularized_evolution", "hill_climb", "nsga2")
 SMALL_OPTIONS: dict[str, dict[str, Any]] = {

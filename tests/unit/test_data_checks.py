@@ -11,9 +11,9 @@ import pytest
 
 os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "3")
 
+from kfnas.config.spec import DataSpec, TaskSpec
 from kfnas.data.detection import detection_data_problems
 from kfnas.data.synthetic import DatasetFiles, write_detection_dataset
-from kfnas.spec import DataSpec, TaskSpec
 
 pytestmark = pytest.mark.tf
 

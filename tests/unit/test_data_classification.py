@@ -16,11 +16,11 @@ import pytest
 
 os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "3")
 
+from kfnas.config.spec import DataSpec, TaskSpec
 from kfnas.data import GENERATORS
 from kfnas.data.classification import classification_data_problems
 from kfnas.data.synthetic import SHAPES, DatasetFiles
 from kfnas.data.synthetic_classification import write_classification_dataset
-from kfnas.spec import DataSpec, TaskSpec
 from kfnas.tasks.classification import CLASSIFICATION
 
 pytestmark = pytest.mark.tf

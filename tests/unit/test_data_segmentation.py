@@ -12,11 +12,11 @@ from PIL import Image
 
 os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "3")
 
+from kfnas.config.spec import DataSpec, TaskSpec
 from kfnas.data import GENERATORS
 from kfnas.data.segmentation import segmentation_data_problems
 from kfnas.data.synthetic import SHAPES, DatasetFiles
 from kfnas.data.synthetic_segmentation import MASK_KEY, write_segmentation_dataset
-from kfnas.spec import DataSpec, TaskSpec
 
 pytestmark = pytest.mark.tf
 

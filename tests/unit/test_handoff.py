@@ -18,8 +18,7 @@ from pathlib import Path
 import jsonschema
 import pytest
 
-from kfnas.export import RECORD_FILE, ExportRecord
-from kfnas.handoff import (
+from kfnas.export.handoff import (
     HANDOFF_FILE,
     MODEL_CARD_FILE,
     RUN_ID_ENV,
@@ -28,11 +27,12 @@ from kfnas.handoff import (
     HandoffError,
     HandoffNotFoundError,
     read_handoff,
-    write_handoff,
 )
-from kfnas.stages import init_experiment, open_experiment
-from kfnas.store import ExperimentLayout, LocalStore
-from kfnas.types import TrialResult, TrialSpec, TrialStatus
+from kfnas.export.package import write_handoff
+from kfnas.export.saved_model import RECORD_FILE, ExportRecord
+from kfnas.records.trial import TrialResult, TrialSpec, TrialStatus
+from kfnas.stages import init_experiment
+from kfnas.store import ExperimentLayout, LocalStore, open_experiment
 
 pytestmark = pytest.mark.tf
 

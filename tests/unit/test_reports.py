@@ -6,19 +6,11 @@ from pathlib import Path
 
 import pytest
 
-from kfnas.reports import (
-    Refinement,
-    Report,
-    _plot_pareto,
-    _rows,
-    build_report,
-    kendall_tau,
-    pareto_front,
-    write_report,
-)
-from kfnas.spec import ConstraintSpec, ExperimentSpec, ObjectiveSpec, StudySpec
+from kfnas.config.spec import ConstraintSpec, ExperimentSpec, ObjectiveSpec, StudySpec
+from kfnas.records.trial import TrialResult, TrialSpec, TrialStatus
+from kfnas.search.ranking import kendall_tau, pareto_front
 from kfnas.store import ExperimentLayout, LocalStore
-from kfnas.types import TrialResult, TrialSpec, TrialStatus
+from kfnas.views.report import Refinement, Report, _plot_pareto, _rows, build_report, write_report
 
 PNG = "data:image/png;base64,"
 LONG_REASON = "ResourceExhausted: OOM <script>alert(1)</script> " + "x" * 400

@@ -21,19 +21,20 @@ import pytest
 os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "3")
 
 from kfnas import stages
+from kfnas.config.studies import RETRAINING
 from kfnas.data import write_detection_dataset
-from kfnas.handoff import HANDOFF_FILE, HandoffError, HandoffNotFoundError, read_handoff
-from kfnas.retraining import (
+from kfnas.export.handoff import HANDOFF_FILE, HandoffError, HandoffNotFoundError, read_handoff
+from kfnas.records.trial import TrialResult, TrialStatus
+from kfnas.stages.retraining import (
     FAILED,
     PUBLISHED,
     REJECTED,
-    RETRAINING,
     RetrainingError,
     RetrainingFailedError,
     judge,
     read_record,
 )
-from kfnas.types import TrialResult, TrialStatus
+from kfnas.store import Experiment, open_experiment
 
 pytestmark = pytest.mark.tf
 
@@ -60,8 +61,8 @@ class Exported:
     new_data: object
 
     @property
-    def experiment(self) -> stages.Experiment:
-        return stages.open_experiment(self.uri)
+    def experiment(self) -> Experiment:
+        return open_experiment(self.uri)
 
     @property
     def latest(self) -> str:

@@ -4,15 +4,15 @@ import math
 
 import pytest
 
+from kfnas.config.spec import ConstraintSpec, ObjectiveSpec
 from kfnas.registry import RegistryError
-from kfnas.rewards import (
+from kfnas.search.rewards import (
     REWARDS,
     RewardError,
     compute_reward,
     constraint_factor,
     objective_vector,
 )
-from kfnas.spec import ConstraintSpec, ObjectiveSpec
 
 
 def flops(target, form="hard", exponent=None):

@@ -2,13 +2,10 @@
 
 import pytest
 
-from kfnas.settings import (
-    FULL_TRAINING_STEPS_FACTOR,
-    ExperimentSettings,
-    complete_studies,
-    experiment_spec,
-)
-from kfnas.spec import SpecError, parse_spec
+from kfnas.config.settings import ExperimentSettings
+from kfnas.config.spec import SpecError, parse_spec
+from kfnas.config.studies import FULL_TRAINING_STEPS_FACTOR
+from kfnas.validation import complete_studies, experiment_spec
 
 SPEC = """
 name: settings-test

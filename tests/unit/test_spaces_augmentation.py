@@ -23,11 +23,12 @@ from kfnas.augment.tables import (
     augmentation_problems,
     parse_augmentation,
 )
+from kfnas.config.spec import ExperimentSpec, SpecError
 from kfnas.spaces import get_space
 from kfnas.spaces.augmentation import DETECTION_POLICY_V0, RandAugmentPoint
 from kfnas.spaces.base import dna_spec, is_refinement, materialize
-from kfnas.spec import ExperimentSpec, SpecError
 from kfnas.tasks import TASKS
+from kfnas.validation import validate
 
 SPACES = {
     "randaugment_detection": ("detection", 20, 2, "grid"),
@@ -99,7 +100,7 @@ def test_random_points_round_trip_through_overrides_and_validate(name):
         expected = json.loads(overrides[0].partition("=")[2])
         refined = spec.with_overrides(overrides)
         assert refined.task.options["augmentation"] == expected
-        refined.validate()
+        validate(refined)
         assert TASKS.get(kind).option_problems(refined.task) == []
         config = parse_augmentation(expected, kind)
         if isinstance(config, AutoAugmentConfig):
@@ -134,7 +135,7 @@ def test_base_problems_refuse_refinement_spaces_only():
 
 def test_an_augmentation_space_for_the_wrong_task_is_refused_before_any_trial():
     with pytest.raises(SpecError) as e:
-        _spec("detection", "randaugment_segmentation").validate()
+        validate(_spec("detection", "randaugment_segmentation"))
     assert (
         "studies.augmentation.space 'randaugment_segmentation' serves segmentation, not "
         "task.kind 'detection': pick a space for detection"
@@ -142,7 +143,7 @@ def test_an_augmentation_space_for_the_wrong_task_is_refused_before_any_trial():
     with pytest.raises(
         SpecError, match=r"'autoaugment_detection' serves detection, not task\.kind"
     ):
-        _spec("segmentation", "autoaugment_detection").validate()
+        validate(_spec("segmentation", "autoaugment_detection"))
 
 
 BAD_POLICIES = [
@@ -196,7 +197,7 @@ def test_bad_policies_are_refused_with_what_to_write(kind, policy, message):
     problems = augmentation_problems(policy, kind)
     assert any(message in p for p in problems), problems
     with pytest.raises(SpecError) as e:
-        _spec(kind, f"randaugment_{kind}", {"augmentation": policy}).validate()
+        validate(_spec(kind, f"randaugment_{kind}", {"augmentation": policy}))
     assert message in str(e.value)
     with pytest.raises(ValueError, match="invalid augmentation policy"):
         parse_augmentation(policy, kind)
@@ -204,7 +205,7 @@ def test_bad_policies_are_refused_with_what_to_write(kind, policy, message):
 
 def test_a_valid_user_policy_passes_the_task_checks():
     policy = {"autoaugment": [[["TranslateX", 4, 0.6], ["Equalize", 0, 1]], [["Rotate", 10, 0]]]}
-    _spec("detection", "randaugment_detection", {"augmentation": policy}).validate()
+    validate(_spec("detection", "randaugment_detection", {"augmentation": policy}))
     config = parse_augmentation(policy, "detection")
     assert [len(sub) for sub in config.sub_policies] == [2, 1]
     assert config.sub_policies[0][1].prob == 1.0

@@ -11,6 +11,7 @@ import sys
 import pyglove as pg
 import pytest
 
+from kfnas.config.spec import TaskSpec
 from kfnas.spaces import SPACES, SearchSpace, get_space
 from kfnas.spaces._mobile_space import backbone_options
 from kfnas.spaces.base import architecture_json, dna_spec, materialize
@@ -18,7 +19,6 @@ from kfnas.spaces.efficientnet_v2 import EFFICIENTNET_V2, EfficientNetV2Architec
 from kfnas.spaces.efficientnet_v2 import stages as efficientnet_v2_stages
 from kfnas.spaces.mnasnet import MNASNET, MNASNET_A1, MnasNetArchitecture, MnasNetBlock
 from kfnas.spaces.mnasnet import stages as mnasnet_stages
-from kfnas.spec import TaskSpec
 
 NAMES = ["mnasnet", "mnasnet_a1", "efficientnet_v2"]
 EXPECTED_SIZE = {

@@ -12,6 +12,7 @@ import pytest
 
 os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "3")
 
+from kfnas.config.spec import TaskSpec
 from kfnas.spaces import SPACES, SearchSpace, get_space
 from kfnas.spaces.base import architecture_json, dna_spec, materialize
 from kfnas.spaces.nasfpn import (
@@ -22,7 +23,6 @@ from kfnas.spaces.nasfpn import (
     NasFpnSpace,
     block_specs,
 )
-from kfnas.spec import TaskSpec
 
 
 @functools.cache

@@ -10,15 +10,15 @@ from __future__ import annotations
 import pyglove as pg
 import pytest
 
+from kfnas.config.spec import ExperimentSpec, SpecError, TaskSpec
 from kfnas.search.controller import HistoryEntry, SpaceExhausted, propose
-from kfnas.settings import complete_studies
 from kfnas.spaces import SPACES, get_space
 from kfnas.spaces.base import dna_spec, is_refinement, materialize
 from kfnas.spaces.spinenet import block_specs
 from kfnas.spaces.spinenet49 import SPINENET_49_BLOCK_SPECS
 from kfnas.spaces.spinenet_scaling import SPINENET_SCALING, SpineNetScaling, SpineNetScalingSpace
-from kfnas.spec import ExperimentSpec, SpecError, TaskSpec
 from kfnas.tasks import TASKS
+from kfnas.validation import complete_studies, validate
 
 CANDIDATES = {
     "image_size": [512, 640],
@@ -133,24 +133,24 @@ def _spec(studies: dict, latency_target: float | None = 30.0) -> ExperimentSpec:
 def test_validate_refuses_scaling_without_a_latency_target():
     studies = {"proxy": {"space": "spinenet"}, "scaling": {"space": "spinenet_scaling"}}
     with pytest.raises(SpecError, match="a scaling study needs a latency target in its reward"):
-        _spec(studies, latency_target=None).validate()
+        validate(_spec(studies, latency_target=None))
 
 
 def test_validate_refuses_scaling_a_non_spinenet_architecture():
     spec = _spec({"proxy": {"space": "mnasnet"}, "scaling": {"space": "spinenet_scaling"}})
     with pytest.raises(SpecError) as e:
-        spec.validate()
+        validate(spec)
     message = str(e.value)
     assert "studies.scaling.space 'spinenet_scaling': it scales SpineNet backbones" in message
     assert "'mnasnet' builds no SpineNet backbone" in message
-    _spec({"proxy": {"space": "spinenet"}, "scaling": {"space": "spinenet_scaling"}}).validate()
-    _spec({"proxy": {"space": "spinenet49"}, "scaling": {"space": "spinenet_scaling"}}).validate()
+    validate(_spec({"proxy": {"space": "spinenet"}, "scaling": {"space": "spinenet_scaling"}}))
+    validate(_spec({"proxy": {"space": "spinenet49"}, "scaling": {"space": "spinenet_scaling"}}))
 
 
 def test_validate_refuses_a_scaling_study_placed_first():
     spec = _spec({"scaling": {"space": "spinenet_scaling"}, "proxy": {"space": "spinenet"}})
     with pytest.raises(SpecError, match="scaling is the first study: put an architecture study"):
-        spec.validate()
+        validate(spec)
 
 
 def test_a_full_grid_needs_a_budget_of_432_trials():
@@ -163,19 +163,21 @@ def test_a_full_grid_needs_a_budget_of_432_trials():
         },
     }
     with pytest.raises(SpecError) as e:
-        _spec(studies).validate()
+        validate(_spec(studies))
     assert (
         "studies.scaling: the grid of spinenet_scaling has 432 points but the budget allows 10 "
         "trials (1 rounds x 10)"
     ) in str(e.value)
     studies["scaling"]["budget"] = {"rounds": 2, "trials_per_round": 216}
-    _spec(studies).validate()
+    validate(_spec(studies))
 
 
 def test_the_scaling_study_defaults_to_grid_after_the_validation_study():
-    spec = complete_studies(
-        _spec({"proxy": {"space": "spinenet"}, "scaling": {"space": "spinenet_scaling"}})
-    ).validate()
+    spec = validate(
+        complete_studies(
+            _spec({"proxy": {"space": "spinenet"}, "scaling": {"space": "spinenet_scaling"}})
+        )
+    )
     assert list(spec.studies) == ["proxy", "validation", "scaling", "final"]
     assert spec.study("scaling").algorithm.name == "grid"
 

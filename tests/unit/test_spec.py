@@ -6,8 +6,7 @@ from pathlib import Path
 import pyglove as pg
 import pytest
 
-from kfnas.spaces import SPACES
-from kfnas.spec import (
+from kfnas.config.spec import (
     AlgorithmSpec,
     BudgetSpec,
     ConstraintSpec,
@@ -16,6 +15,8 @@ from kfnas.spec import (
     load_spec,
     parse_spec,
 )
+from kfnas.spaces import SPACES
+from kfnas.validation import resolve, validate
 
 EXAMPLE = Path(__file__).parents[2] / "src" / "kfnas" / "demo.yaml"
 
@@ -38,7 +39,7 @@ def valid(tmp_path):
 
 
 def test_example_spec_loads_and_validates(tmp_path):
-    spec = load_spec(EXAMPLE, [f"store_root={tmp_path}"]).validate()
+    spec = validate(load_spec(EXAMPLE, [f"store_root={tmp_path}"]))
     assert spec.studies["proxy"].space == "spinenet_mbconv"
     assert spec.objectives.constraints == [ConstraintSpec("latency_ms", 20.0, "hard")]
 
@@ -158,7 +159,7 @@ def test_bad_overrides(valid, override, message):
 
 def problems_of(spec):
     with pytest.raises(SpecError) as info:
-        spec.validate()
+        validate(spec)
     return str(info.value)
 
 
@@ -254,7 +255,7 @@ def test_validate_reports_every_problem_at_once(valid):
 def test_validate_nsga2_needs_two_objectives(valid):
     spec = valid.with_overrides(["algorithm.name=nsga2", "objectives.constraints=[]"])
     assert "nsga2 needs two or more objectives" in problems_of(spec)
-    valid.with_overrides(["algorithm.name=nsga2"]).validate()
+    validate(valid.with_overrides(["algorithm.name=nsga2"]))
 
 
 def test_validate_store_root_that_cannot_be_written(tmp_path):
@@ -277,8 +278,8 @@ def test_validate_read_only_store_root(tmp_path):
 def test_an_empty_metric_takes_the_task_kinds_default(valid):
     spec = valid.with_overrides(["objectives.metric="])
     assert spec.objectives.metric == ""
-    assert spec.resolved().objectives.metric == "AP"
-    spec.validate()
+    assert resolve(spec).objectives.metric == "AP"
+    validate(spec)
 
 
 @pytest.mark.parametrize(

@@ -6,23 +6,22 @@ import json
 import pyglove as pg
 import pytest
 
+from kfnas.config.spec import SpecError
 from kfnas.data import write_detection_dataset
+from kfnas.records.trial import TrialResult, TrialStatus
 from kfnas.spaces import get_space
 from kfnas.spaces.spinenet import block_specs
-from kfnas.spec import SpecError
 from kfnas.stages import (
     StudyStoppedError,
     export_model,
     init_experiment,
-    open_experiment,
     propose_retraining,
     propose_trials,
     report,
     run_trial,
 )
-from kfnas.store import ObjectNotFound
-from kfnas.types import TrialResult, TrialStatus
-from kfnas.watch import StoreWatcher
+from kfnas.store import ObjectNotFound, open_experiment
+from kfnas.views.watch import StoreWatcher
 
 SPEC = """
 name: stages-test

@@ -10,6 +10,7 @@ from pathlib import Path
 
 import pytest
 
+from kfnas.records.trial import TrialResult, TrialSpec, TrialStatus
 from kfnas.store import (
     ArtifactStore,
     ExperimentLayout,
@@ -22,7 +23,6 @@ from kfnas.store import (
     TrialRecords,
 )
 from kfnas.store.local import TEMP_PREFIX
-from kfnas.types import TrialResult, TrialSpec, TrialStatus
 
 # --- objects -------------------------------------------------------------------------------------
 

@@ -23,9 +23,9 @@ from official.core import base_task  # noqa: E402
 from official.core import config_definitions as cfg  # noqa: E402
 from official.modeling import optimization  # noqa: E402
 
+from kfnas.records.trial import TrialStatus  # noqa: E402
 from kfnas.training import TrainOutcome, scalar_logs, train_and_evaluate  # noqa: E402
 from kfnas.training.logs import ERROR_LOG  # noqa: E402
-from kfnas.types import TrialStatus  # noqa: E402
 
 pytestmark = pytest.mark.tf
 

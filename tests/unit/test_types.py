@@ -5,7 +5,7 @@ import json
 
 import pytest
 
-from kfnas.types import SCHEMA_VERSION, RecordError, TrialResult, TrialSpec, TrialStatus
+from kfnas.records.trial import SCHEMA_VERSION, RecordError, TrialResult, TrialSpec, TrialStatus
 
 
 def spec():

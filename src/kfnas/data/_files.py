@@ -13,7 +13,7 @@ from __future__ import annotations
 import math
 from typing import Any
 
-from kfnas.spec import DataSpec
+from kfnas.config.spec import DataSpec
 
 SPLITS = ("train", "validation")
 

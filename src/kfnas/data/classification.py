@@ -27,7 +27,7 @@ from typing import TYPE_CHECKING, Any
 from kfnas.data._files import first_line, split_files
 
 if TYPE_CHECKING:
-    from kfnas.spec import DataSpec, TaskSpec
+    from kfnas.config.spec import DataSpec, TaskSpec
 
 MAKE_DATA_HINT = "generate data with `kfnas make-data classification --out DIR`"
 IMAGE_KEY = "image/encoded"

@@ -29,7 +29,7 @@ from typing import TYPE_CHECKING, Any
 from kfnas.data._files import first_line, split_files
 
 if TYPE_CHECKING:
-    from kfnas.spec import DataSpec, TaskSpec
+    from kfnas.config.spec import DataSpec, TaskSpec
 
 MAKE_DATA_HINT = "generate data with `kfnas make-data detection --out DIR`"
 _BOX_KEYS = tuple(f"image/object/bbox/{c}" for c in ("xmin", "ymin", "xmax", "ymax"))

@@ -31,7 +31,7 @@ import numpy as np
 from kfnas.data._files import first_line, split_files
 
 if TYPE_CHECKING:
-    from kfnas.spec import DataSpec, TaskSpec
+    from kfnas.config.spec import DataSpec, TaskSpec
 
 MAKE_DATA_HINT = "generate data with `kfnas make-data segmentation --out DIR`"
 #: Mask value official.vision's segmentation loss and metrics ignore.

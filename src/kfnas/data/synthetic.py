@@ -35,7 +35,7 @@ from typing import Any
 import numpy as np
 from PIL import Image, ImageDraw
 
-from kfnas.spec import DataSpec
+from kfnas.config.spec import DataSpec
 
 #: Draws a filled shape into the square ``(x0, y0, x1, y1)`` (inclusive pixel corners).
 DrawFn = Callable[[ImageDraw.ImageDraw, tuple[int, int, int, int]], None]

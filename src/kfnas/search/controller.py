@@ -40,11 +40,11 @@ from collections.abc import Sequence
 
 import pyglove as pg
 
+from kfnas.config.spec import AlgorithmSpec, StudySpec
+from kfnas.records.trial import TrialResult, TrialSpec
 from kfnas.search.algorithms import ALGORITHMS, Algorithm, derive_seed
 from kfnas.spaces import get_space
 from kfnas.spaces.base import dna_spec
-from kfnas.spec import AlgorithmSpec, StudySpec
-from kfnas.types import TrialResult, TrialSpec
 
 __all__ = [
     "MAX_RANDOM_DRAWS",

@@ -85,7 +85,7 @@ def build_backbone(
 
     Args:
         stages: One dict per stage (``kfnas.spaces._mobile_backbone.STAGE_KEYS``).
-        task: The ``kfnas.spec.TaskSpec``; see the module docstring for the knobs read.
+        task: The ``kfnas.config.spec.TaskSpec``; see the module docstring for the knobs read.
         input_specs: The batched ``tf_keras.layers.InputSpec``.
         activation: The space's default activation.
 

@@ -63,7 +63,7 @@ class SearchSpace(Protocol):
         ...
 
     def task_problems(self, task: Any) -> list[str]:
-        """What stops this space from serving ``task`` (a ``kfnas.spec.TaskSpec``), as fixes.
+        """What stops this space from serving ``task`` (a ``kfnas.config.spec.TaskSpec``), as fixes.
 
         Called before any trial, with ``task.kind`` already among ``tasks``. For example, a space
         that searches the decoder names the fixed backbones it can sit on
@@ -78,7 +78,8 @@ class SearchSpace(Protocol):
         Args:
             arch: A materialized architecture of this space (``pg.materialize(hyper(), dna)``, or
                 ``pg.from_json_str`` of a trial's ``arch_json``).
-            task: The experiment's ``kfnas.spec.TaskSpec`` (model knobs are in ``task.options``).
+            task: The experiment's ``kfnas.config.spec.TaskSpec`` (model knobs are in
+            ``task.options``).
             input_specs: A ``tf_keras.layers.InputSpec`` of the batched model input.
 
         Returns:
@@ -129,7 +130,7 @@ class RefinementSpace(Protocol):
         ...
 
     def objective_problems(self, objectives: Any) -> list[str]:
-        """What the experiment's ``objectives`` (``kfnas.spec.ObjectiveSpec``) lack for this space.
+        """What the experiment's objectives (``kfnas.config.spec.ObjectiveSpec``) lack here.
 
         Scaling, for example, trades accuracy for latency, so its reward needs a latency target.
         Empty when they suffice.
@@ -141,7 +142,7 @@ class RefinementSpace(Protocol):
 
         Args:
             point: A materialized point of ``hyper()``.
-            task: The experiment's ``kfnas.spec.TaskSpec``, before the overrides.
+            task: The experiment's ``kfnas.config.spec.TaskSpec``, before the overrides.
 
         Returns:
             Overrides such as ``["task.image_size=384", "task.options.head_num_convs=2"]``; every

@@ -163,7 +163,7 @@ class EfficientNetV2Space:
 
         Args:
             arch: A materialized architecture of this space.
-            task: The ``kfnas.spec.TaskSpec``; its ``options`` set the backbone knobs
+            task: The ``kfnas.config.spec.TaskSpec``; its ``options`` set the backbone knobs
                 (``kfnas.spaces._mobile_space``).
             input_specs: The batched ``tf_keras.layers.InputSpec``.
 

@@ -349,7 +349,7 @@ class NasFpnSpace:
 
         Args:
             arch: A materialized architecture of this space.
-            task: The ``kfnas.spec.TaskSpec``; its ``options`` hold the knobs of the module
+            task: The ``kfnas.config.spec.TaskSpec``; its ``options`` hold the knobs of the module
                 docstring.
             input_specs: The batched ``tf_keras.layers.InputSpec``; a static side divisible by
                 ``2 ** max_level``.

@@ -345,7 +345,8 @@ class SpineNetSpace:
 
         Args:
             arch: A materialized architecture of this space.
-            task: The ``kfnas.spec.TaskSpec``; its ``options`` set the levels and the knobs listed
+            task: The ``kfnas.config.spec.TaskSpec``; its ``options`` set the levels and the knobs
+            listed
                 in the module docstring (missing ones take the published defaults).
             input_specs: The batched ``tf_keras.layers.InputSpec``; give a static height and width
                 divisible by ``2 ** max_level``.

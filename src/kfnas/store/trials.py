@@ -13,9 +13,9 @@ paths, with ``if_absent=True`` for anything that must not change once written.
 
 from __future__ import annotations
 
+from kfnas.records.trial import RecordError, TrialResult, TrialSpec
 from kfnas.store.base import ArtifactStore, ObjectExists, ObjectNotFound
 from kfnas.store.layout import ExperimentLayout
-from kfnas.types import RecordError, TrialResult, TrialSpec
 
 
 class TrialConflict(ObjectExists):

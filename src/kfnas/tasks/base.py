@@ -11,8 +11,8 @@ from __future__ import annotations
 from typing import TYPE_CHECKING, Any, Protocol, runtime_checkable
 
 if TYPE_CHECKING:
+    from kfnas.config.spec import BudgetSpec, DataSpec, TaskSpec
     from kfnas.spaces.base import Network
-    from kfnas.spec import BudgetSpec, DataSpec, TaskSpec
 
 
 @runtime_checkable

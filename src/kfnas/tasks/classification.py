@@ -73,7 +73,7 @@ import functools
 from collections.abc import Callable
 from typing import TYPE_CHECKING, Any
 
-from kfnas.spec import SpecError
+from kfnas.config.spec import SpecError
 from kfnas.tasks.options import (
     Option,
     choice,
@@ -86,8 +86,8 @@ from kfnas.tasks.options import (
 )
 
 if TYPE_CHECKING:
+    from kfnas.config.spec import BudgetSpec, DataSpec, TaskSpec
     from kfnas.spaces.base import Network
-    from kfnas.spec import BudgetSpec, DataSpec, TaskSpec
 
 #: kfnas metric name -> the name of the tf-models metric it is (``ImageClassificationTask``).
 METRIC_KEYS: dict[str, str] = {"top_1_accuracy": "accuracy", "top_5_accuracy": "top_5_accuracy"}

@@ -83,11 +83,11 @@ from collections.abc import Callable
 from typing import TYPE_CHECKING, Any
 
 from kfnas.augment.tables import augmentation_problems
-from kfnas.spec import SpecError
+from kfnas.config.spec import SpecError
 
 if TYPE_CHECKING:
+    from kfnas.config.spec import BudgetSpec, DataSpec, TaskSpec
     from kfnas.spaces.base import Network
-    from kfnas.spec import BudgetSpec, DataSpec, TaskSpec
 
 #: Feature levels RetinaNet and the SpineNet spaces support.
 LEVEL_RANGE = (3, 7)

@@ -70,7 +70,7 @@ from collections.abc import Callable
 from typing import TYPE_CHECKING, Any
 
 from kfnas.augment.tables import augmentation_problems
-from kfnas.spec import SpecError
+from kfnas.config.spec import SpecError
 from kfnas.tasks.options import (
     Option,
     choice,
@@ -83,8 +83,8 @@ from kfnas.tasks.options import (
 )
 
 if TYPE_CHECKING:
+    from kfnas.config.spec import BudgetSpec, DataSpec, TaskSpec
     from kfnas.spaces.base import Network
-    from kfnas.spec import BudgetSpec, DataSpec, TaskSpec
 
 #: Feature levels the decoders and the head may use.
 LEVEL_RANGE = (3, 7)

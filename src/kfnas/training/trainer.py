@@ -35,9 +35,9 @@ import numpy as np
 import tensorflow as tf
 import tf_keras
 
+from kfnas.records.trial import TrialStatus
 from kfnas.training.evaluation import Evaluator, is_infinite, scalar_logs
 from kfnas.training.logs import TrialLogs, learning_rate, short_message, write_error_log
-from kfnas.types import TrialStatus
 
 Progress = Callable[[int, Mapping[str, float]], None]
 """``progress(step, logs)``: called at each training summary with the scalars just written."""

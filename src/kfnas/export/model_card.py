@@ -1,6 +1,7 @@
 """The model card of an exported model (``model_card.md``) and the search summary it shows.
 
-``render_model_card(handoff)`` turns a ``kfnas.handoff.Handoff`` into readable Markdown: the task,
+``render_model_card(handoff)`` turns a ``kfnas.export.handoff.Handoff`` into readable Markdown: the
+task,
 the data used, an architecture summary, the metrics on the evaluation data, latency, FLOPs and
 parameters, how to call the SavedModel, the search history in brief, known limits and provenance.
 It is a pure function of the manifest, so the card and ``handoff.json`` never disagree.
@@ -16,12 +17,10 @@ from __future__ import annotations
 
 import json
 from collections.abc import Callable, Mapping, Sequence
-from typing import TYPE_CHECKING, Any
+from typing import Any
 
-from kfnas.types import TrialResult, TrialSpec
-
-if TYPE_CHECKING:
-    from kfnas.handoff import Handoff
+from kfnas.export.handoff import Handoff
+from kfnas.records.trial import TrialResult, TrialSpec
 
 History = Sequence[tuple[TrialSpec, TrialResult | None]]
 #: Lines of the architecture summary shown before it is cut (the whole is in architecture.json).

@@ -15,8 +15,9 @@ from __future__ import annotations
 import dataclasses
 from collections.abc import Callable
 
-from kfnas.stages import open_experiment, propose_trials, run_trial, select_top
-from kfnas.types import TrialResult
+from kfnas.records.trial import TrialResult
+from kfnas.stages import propose_trials, run_trial, select_top
+from kfnas.store import open_experiment
 
 #: Receives ``(round_index, trial_id, result)`` after each trial.
 Progress = Callable[[int, int, TrialResult], None]

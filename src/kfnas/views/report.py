@@ -27,11 +27,11 @@ from collections.abc import Callable, Mapping, Sequence
 
 from matplotlib import colormaps
 from matplotlib.figure import Figure
-from scipy import stats
 
-from kfnas.spec import ExperimentSpec, SpecError
+from kfnas.config.spec import ExperimentSpec, SpecError
+from kfnas.records.trial import TrialResult, TrialSpec, TrialStatus
+from kfnas.search.ranking import kendall_tau, pareto_front
 from kfnas.store import ArtifactStore, ExperimentLayout
-from kfnas.types import TrialResult, TrialSpec, TrialStatus
 
 __all__ = ["Report", "build_report", "kendall_tau", "pareto_front", "write_report"]
 
@@ -57,48 +57,6 @@ class Report:
     html: str
     markdown: str
     kendall_tau: float | None
-
-
-def pareto_front(points: Sequence[tuple[float, float]]) -> list[int]:
-    """The indices of the points no other point dominates, maximizing x and minimizing y.
-
-    Point ``j`` dominates ``i`` if ``x_j >= x_i`` and ``y_j <= y_i`` with one inequality strict;
-    equal points do not dominate each other, so duplicates on the front are all kept. Points with
-    a NaN coordinate are never on the front.
-
-    Args:
-        points: ``(quality, cost)`` pairs, e.g. ``(AP, latency_ms)``.
-
-    Returns:
-        Indices into ``points``, ascending.
-    """
-    valid = [i for i, (x, y) in enumerate(points) if not (math.isnan(x) or math.isnan(y))]
-
-    def dominated(i: int) -> bool:
-        xi, yi = points[i]
-        return any(
-            points[j][0] >= xi and points[j][1] <= yi and (points[j][0] > xi or points[j][1] < yi)
-            for j in valid
-        )
-
-    return [i for i in valid if not dominated(i)]
-
-
-def kendall_tau(xs: Sequence[float], ys: Sequence[float]) -> float | None:
-    """Kendall's rank correlation (tau-b, ``scipy.stats.kendalltau``) of two paired sequences.
-
-    Returns:
-        Tau in [-1, 1]; ``None`` for fewer than 2 pairs or when it is undefined (a side all tied).
-
-    Raises:
-        ValueError: ``xs`` and ``ys`` differ in length.
-    """
-    if len(xs) != len(ys):
-        raise ValueError(f"kendall_tau needs paired values, got {len(xs)} and {len(ys)}")
-    if len(xs) < 2:
-        return None
-    tau = float(stats.kendalltau(xs, ys).statistic)
-    return None if math.isnan(tau) else tau
 
 
 @dataclasses.dataclass(frozen=True)

@@ -1,7 +1,8 @@
 """Exporting a trained trial as a TensorFlow SavedModel for serving.
 
 ``export_saved_model`` rebuilds a trial's model from its stored ``arch_json`` (through
-``kfnas.trial.build_trial_model``: the search space builds the backbone, the task kind wraps it),
+``kfnas.training.runner.build_trial_model``: the search space builds the backbone, the task kind
+wraps it),
 restores the model weights of the trial's latest checkpoint (the ``model`` entry of the trainer's
 ``tf.train.Checkpoint``; the optimizer and step are left unread), and writes one export folder::
 
@@ -14,7 +15,8 @@ restores the model weights of the trial's latest checkpoint (the ``model`` entry
 
 The serving code is tf-models-official's: each task kind names an ``ExportModule`` of
 ``official.vision.serving`` in ``SERVING_EXPORTS`` (``DetectionModule``, ``SegmentationModule``,
-and for classification ``ClassificationModule`` through ``kfnas.serving``, which makes its two
+and for classification ``ClassificationModule`` through ``kfnas.export.serving``, which makes its
+two
 signatures preprocess alike) and the export goes through
 ``export_saved_model_lib.export_inference_graph``. Every signature takes one tensor, ``inputs``,
 holding a batch of any size:
@@ -47,7 +49,8 @@ Both preprocess the images as the task's evaluation did (resize, normalize) and 
 ``ExportRecord.outputs`` lists the output keys the export's signatures return.
 
 To extend to a new task kind: add one ``ServingExport`` line to ``SERVING_EXPORTS`` naming its
-``official.vision.serving`` module class (or a ``kfnas.serving`` factory adjusting it) and any
+``official.vision.serving`` module class (or a ``kfnas.export.serving`` factory adjusting it) and
+any
 export-time overrides of its task config. Nothing else branches on the task kind.
 
 This module imports TensorFlow only inside its functions.
@@ -62,8 +65,8 @@ import json
 from collections.abc import Iterator, Mapping
 from typing import Any
 
-from kfnas.spec import BudgetSpec, ExperimentSpec
-from kfnas.types import TrialSpec
+from kfnas.config.spec import BudgetSpec, ExperimentSpec
+from kfnas.records.trial import TrialSpec
 
 #: Subfolder of the export folder holding the SavedModel.
 SAVED_MODEL_DIR = "saved_model"
@@ -105,7 +108,7 @@ SERVING_EXPORTS: dict[str, ServingExport] = {
         # Boxes relative to the caller's image rather than to the resized model input.
         config_overrides={"export_config": {"output_normalized_coordinates": True}},
     ),
-    "classification": ServingExport(module="kfnas.serving:classification_module"),
+    "classification": ServingExport(module="kfnas.export.serving:classification_module"),
     "segmentation": ServingExport(
         module="official.vision.serving.semantic_segmentation:SegmentationModule",
         # Logits at the model's input size, with image_info: official's rescaling to the
@@ -192,7 +195,7 @@ def export_saved_model(
         FileNotFoundError: ``checkpoint_dir`` holds no checkpoint.
         FileExistsError: ``export_dir`` already holds a finished export.
     """
-    from kfnas.trial import trial_experiment_spec
+    from kfnas.training.runner import trial_experiment_spec
 
     spec = trial_experiment_spec(spec, trial)  # with the trial's scaling and augmentation
     serving = serving_export(spec.task.kind)
@@ -284,7 +287,8 @@ def serving_export(task_kind: str) -> ServingExport:
     if task_kind not in SERVING_EXPORTS:
         raise ValueError(
             f"task kind {task_kind!r} cannot be exported yet; exportable kinds: "
-            f"{', '.join(sorted(SERVING_EXPORTS))} (add it to kfnas.export.SERVING_EXPORTS)"
+            f"{', '.join(sorted(SERVING_EXPORTS))} (add it to "
+            f"kfnas.export.saved_model.SERVING_EXPORTS)"
         )
     return SERVING_EXPORTS[task_kind]
 
@@ -300,7 +304,7 @@ def _export_module(
     from official.core import config_definitions
 
     from kfnas.tasks import TASKS
-    from kfnas.trial import build_trial_model
+    from kfnas.training.runner import build_trial_model
 
     task_kind = TASKS.get(spec.task.kind)
     official_task = task_kind.build_task(spec.task, spec.data, BudgetSpec(**trial.budget))

@@ -15,9 +15,9 @@ from __future__ import annotations
 import dataclasses
 from typing import Any
 
-from kfnas.spec import SpecError
-from kfnas.stages import open_experiment
-from kfnas.types import TrialResult, TrialSpec
+from kfnas.config.spec import SpecError
+from kfnas.records.trial import TrialResult, TrialSpec
+from kfnas.store import open_experiment
 
 #: The status of a proposed trial that has no result yet (queued or running).
 PENDING = "PENDING"

@@ -1,22 +1,11 @@
-"""What a run asks for beyond its YAML spec: named settings, and the studies that retrain.
+"""What a run asks for beyond its YAML spec: named settings that become dotted overrides.
 
 The search pipeline (and ``kfnas run``) shows a few spec keys as named parameters (the data, the
 budgets, the latency target, ...) so that a KFP run form needs no YAML editing.
 ``ExperimentSettings`` holds them. An unset setting (an empty string or 0) keeps the spec's value;
 each set one becomes a dotted override applied before the user's own overrides, which therefore
-win. ``experiment_spec`` turns spec text, settings and overrides into the validated, resolved spec
-that ``init_experiment`` writes.
-
-The search pipeline runs the study chain ``proxy`` (the search) -> ``validation`` (the best proxy
-architectures trained with the full budget) -> ``final`` (the winner trained once more, then
-exported). ``complete_studies`` adds the retraining studies a spec does not define:
-
-* ``validation``: the proxy study's space, its budget with ``train_steps`` multiplied by
-  ``FULL_TRAINING_STEPS_FACTOR``;
-* ``final``: the validation study's space and budget.
-
-A spec may define either with only a ``budget``; its space then is the proxy study's (retraining
-copies proxy architectures, so it never proposes from the space).
+win. ``kfnas.validation.experiment_spec`` turns spec text, settings and overrides into the
+validated, resolved spec that ``init_experiment`` writes.
 
 To add a setting: add a field with an "unset" default to ``ExperimentSettings``, map it to its spec
 key in ``_KEYS`` (or write its rule in ``ExperimentSettings.overrides``), and add the same
@@ -28,28 +17,11 @@ from __future__ import annotations
 import dataclasses
 import importlib.resources
 import json
-from collections.abc import Sequence
 from typing import Any
 
-from kfnas._strict import from_data
-from kfnas.spec import AlgorithmSpec, BudgetSpec, ExperimentSpec, StudySpec, parse_spec
-
-#: The study the search pipeline searches in, and the two that retrain its best architectures.
-PROXY = "proxy"
-VALIDATION = "validation"
-FINAL = "final"
-#: The optional refinement studies the pipeline runs between validation and final training.
-SCALING = "scaling"
-AUGMENTATION = "augmentation"
-#: The scaling study's space, and the augmentation study's by task kind (``augmentation_space``
-#: picks another).
-SCALING_SPACE = "spinenet_scaling"
-DEFAULT_AUGMENTATION_SPACE = "randaugment_{kind}"
-#: Evaluations of an augmentation trial (it reports the best) unless ``augmentation_evaluations``.
-AUGMENTATION_EVALUATIONS = 3
-
-#: A validation study the spec does not define trains this many times the proxy study's steps.
-FULL_TRAINING_STEPS_FACTOR = 10
+from kfnas.config.spec import ExperimentSpec
+from kfnas.config.strict import from_data
+from kfnas.config.studies import FULL_TRAINING_STEPS_FACTOR, PROXY, VALIDATION
 
 #: ``spec_yaml`` naming the built-in demo spec (``src/kfnas/demo.yaml``) instead of YAML text.
 DEMO = "demo"
@@ -185,120 +157,6 @@ def _latency_override(spec: ExperimentSpec, target: float) -> str:
     return f"objectives.constraints={json.dumps(added)}"
 
 
-def complete_studies(
-    spec: ExperimentSpec, settings: ExperimentSettings | None = None
-) -> ExperimentSpec:
-    """Adds the ``validation`` and ``final`` studies a spec with a ``proxy`` study lacks.
-
-    Also gives a ``validation`` or ``final`` study defined without a space the proxy's space, adds
-    the refinement studies the settings ask for (``scaling``, ``augmentation``), gives refinement
-    studies without a budget one round of the full-training budget, and orders the chain
-    ``proxy, validation, <refinements>, final``. A spec without a ``proxy`` study is returned as
-    it is.
-    """
-    if PROXY not in spec.studies:
-        return spec
-    proxy = spec.study(PROXY)
-    assert proxy.budget is not None  # resolved
-    studies = dict(spec.studies)
-    if VALIDATION not in studies:
-        steps = proxy.budget.train_steps * FULL_TRAINING_STEPS_FACTOR
-        studies[VALIDATION] = dataclasses.replace(
-            spec.studies[PROXY], budget=dataclasses.replace(proxy.budget, train_steps=steps)
-        )
-    if FINAL not in studies:
-        studies[FINAL] = studies[VALIDATION]
-    for name in (VALIDATION, FINAL):
-        if not studies[name].space:
-            studies[name] = dataclasses.replace(studies[name], space=proxy.space)
-    full = studies[VALIDATION].budget or spec.budget
-    studies.update(_refinement_studies(spec, settings or ExperimentSettings(), full))
-    # proxy, validation, the refinement studies in the spec's order (each refines the best trial
-    # of the one before it), final.
-    middle = [n for n in studies if n not in (PROXY, VALIDATION, FINAL)]
-    ordered = {n: studies[n] for n in (PROXY, VALIDATION, *middle, FINAL)}
-    return dataclasses.replace(spec, studies=_default_algorithms(ordered))
-
-
-def _refinement_studies(
-    spec: ExperimentSpec, settings: ExperimentSettings, full: BudgetSpec
-) -> dict[str, StudySpec]:
-    """The refinement studies of the run: the spec's, and those the settings add or size."""
-    out = {}
-    one_round = dataclasses.replace(full, rounds=1)
-    asked = {
-        SCALING: (SCALING_SPACE, settings.scaling_trials, settings.scaling_train_steps, 0),
-        AUGMENTATION: (
-            settings.augmentation_space or DEFAULT_AUGMENTATION_SPACE.format(kind=spec.task.kind),
-            settings.augmentation_trials,
-            settings.augmentation_train_steps,
-            settings.augmentation_evaluations or AUGMENTATION_EVALUATIONS,
-        ),
-    }
-    for name, (space, trials, steps, evaluations) in asked.items():
-        study = spec.studies.get(name)
-        if study is None and not trials:
-            continue
-        study = study or StudySpec(space=space)
-        if name == AUGMENTATION and settings.augmentation_space:
-            study = dataclasses.replace(study, space=settings.augmentation_space)
-        budget = study.budget or dataclasses.replace(
-            one_round, evaluations=evaluations or one_round.evaluations
-        )
-        changes = {"trials_per_round": trials, "train_steps": steps}
-        budget = dataclasses.replace(budget, **{k: v for k, v in changes.items() if v})
-        out[name] = dataclasses.replace(study, budget=budget)
-    return out
-
-
-def _default_algorithms(studies: dict[str, StudySpec]) -> dict[str, StudySpec]:
-    """Refinement studies without an algorithm take their space's default (grid for scaling)."""
-    from kfnas.registry import RegistryError
-    from kfnas.spaces import get_space
-    from kfnas.spaces.base import is_refinement
-
-    out = dict(studies)
-    for name, study in studies.items():
-        if study.algorithm is not None or not study.space:
-            continue
-        try:
-            space = get_space(study.space)
-        except RegistryError:
-            continue  # validation reports it
-        if is_refinement(space):
-            out[name] = dataclasses.replace(
-                study, algorithm=AlgorithmSpec(name=space.default_algorithm)
-            )
-    return out
-
-
 def demo_spec_yaml() -> str:
     """The text of the built-in demo spec, ``src/kfnas/demo.yaml``."""
     return importlib.resources.files("kfnas").joinpath("demo.yaml").read_text()
-
-
-def experiment_spec(
-    spec_yaml: str,
-    overrides: Sequence[str] = (),
-    settings: ExperimentSettings | None = None,
-) -> ExperimentSpec:
-    """The validated, resolved spec of a run: spec text, then settings, then overrides.
-
-    Args:
-        spec_yaml: The experiment spec as YAML text, or ``"demo"`` (or empty) for the built-in
-            demo spec.
-        overrides: Dotted ``key=value`` overrides, applied last.
-        settings: Named settings, applied before ``overrides``.
-
-    Returns:
-        The spec with its retraining studies completed (``complete_studies``), validated and
-        resolved.
-
-    Raises:
-        SpecError: The spec, a setting or an override is invalid (every problem is listed).
-    """
-    text = demo_spec_yaml() if spec_yaml.strip() in ("", DEMO) else spec_yaml
-    spec = parse_spec(text)
-    extra = (settings or ExperimentSettings()).overrides(spec)
-    spec = spec.with_overrides([*extra, *overrides])
-    return complete_studies(spec, settings).validate().resolved()

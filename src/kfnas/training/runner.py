@@ -8,7 +8,7 @@ times inference, and the reward folds the constraints in. It works in a local fo
 trial cannot stop a study. Storing the outputs is the caller's job (``kfnas.stages.run_trial``).
 
 To extend what a trial measures: add the measurement to ``_measure`` and, if a constraint may
-target it, its name to ``kfnas.spec.CONSTRAINT_MEASURES``.
+target it, its name to ``kfnas.config.spec.CONSTRAINT_MEASURES``.
 """
 
 from __future__ import annotations
@@ -24,11 +24,11 @@ from typing import Any
 
 import pyglove as pg
 
-from kfnas.rewards import RewardError, compute_reward, objective_vector
+from kfnas.config.spec import BudgetSpec, ExperimentSpec
+from kfnas.records.trial import TrialResult, TrialSpec, TrialStatus
+from kfnas.search.rewards import RewardError, compute_reward, objective_vector
 from kfnas.spaces import get_space
-from kfnas.spec import BudgetSpec, ExperimentSpec
 from kfnas.tasks import TASKS
-from kfnas.types import TrialResult, TrialSpec, TrialStatus
 
 log = logging.getLogger(__name__)
 

@@ -1,9 +1,11 @@
 """official.vision serving modules, adjusted where kfnas's two-signature export needs it.
 
-``kfnas.export`` builds one ``official.vision.serving`` export module per task kind and traces both
+``kfnas.export.saved_model`` builds one ``official.vision.serving`` export module per task kind and
+traces both
 of its signatures from it: ``serving_default`` (encoded images) and ``image_tensor`` (uint8
 pixels). Most of official's modules serve both alike; the ones that do not get a subclass here,
-named in ``kfnas.export.SERVING_EXPORTS`` through a factory taking the module's constructor
+named in ``kfnas.export.saved_model.SERVING_EXPORTS`` through a factory taking the module's
+constructor
 arguments.
 
 ``classification_module``: official's ``ClassificationModule`` is written for one signature per

@@ -13,10 +13,9 @@ from __future__ import annotations
 
 from collections.abc import Iterator
 
-from kfnas.spec import SpecError
-from kfnas.stages import Experiment, open_experiment
-from kfnas.store import ObjectNotFound
-from kfnas.types import RecordError, TrialResult, TrialSpec
+from kfnas.config.spec import SpecError
+from kfnas.records.trial import RecordError, TrialResult, TrialSpec
+from kfnas.store import Experiment, ObjectNotFound, open_experiment
 
 
 class StoreWatcher:

@@ -3,7 +3,7 @@
 A reward function has the signature ``fn(metrics, objectives) -> float``, where ``metrics`` maps
 names to the trial's measured values (``AP``, ``latency_ms``, ``flops``, ...) and ``objectives`` is
 the
-``kfnas.spec.ObjectiveSpec``. The search maximizes the returned value.
+``kfnas.config.spec.ObjectiveSpec``. The search maximizes the returned value.
 
 Built-ins:
   * ``metric``: the quality metric alone; constraints are ignored.
@@ -28,7 +28,7 @@ from typing import TYPE_CHECKING
 from kfnas.registry import Registry
 
 if TYPE_CHECKING:
-    from kfnas.spec import ConstraintSpec, ObjectiveSpec
+    from kfnas.config.spec import ConstraintSpec, ObjectiveSpec
 
 
 class RewardError(ValueError):
@@ -86,8 +86,8 @@ def objective_vector(metrics: Mapping[str, float], objectives: ObjectiveSpec) ->
 
 
 _BUILTINS = {
-    "metric": "kfnas.rewards:metric_reward",
-    "mnas": "kfnas.rewards:mnas_reward",
+    "metric": "kfnas.search.rewards:metric_reward",
+    "mnas": "kfnas.search.rewards:mnas_reward",
 }
 
 REWARDS: Registry = Registry("reward", _BUILTINS)

@@ -23,9 +23,9 @@ from typing import TextIO
 from rich.console import Console
 from rich.table import Table
 
+from kfnas.config.spec import ExperimentSpec, SpecError
+from kfnas.records.trial import TrialResult
 from kfnas.registry import RegistryError
-from kfnas.spec import ExperimentSpec, SpecError
-from kfnas.types import TrialResult
 from kfnas.version import __version__
 
 console = Console(highlight=False)
@@ -106,7 +106,7 @@ def _run_algorithms(args: argparse.Namespace) -> int:
 
 
 def _run_rewards(args: argparse.Namespace) -> int:
-    from kfnas.rewards import REWARDS
+    from kfnas.search.rewards import REWARDS
 
     table = Table("reward", "what it computes", title="Rewards")
     for name in REWARDS.names():
@@ -117,7 +117,7 @@ def _run_rewards(args: argparse.Namespace) -> int:
 
 
 def _run_validate(args: argparse.Namespace) -> int:
-    from kfnas.settings import experiment_spec
+    from kfnas.validation import experiment_spec
 
     spec = experiment_spec(_spec_text(args.spec), args.overrides)
     console.print_json(spec.to_json())
@@ -185,7 +185,7 @@ def _add_trial(parser: argparse.ArgumentParser) -> None:
 
 
 def _run_trial(args: argparse.Namespace) -> int:
-    from kfnas.trial import execute_trial, local_trial
+    from kfnas.training.runner import execute_trial, local_trial
 
     spec = _checked_spec(args)
     arch_json = Path(args.arch).read_text() if args.arch else None
@@ -199,10 +199,10 @@ def _run_trial(args: argparse.Namespace) -> int:
 
 
 def _checked_spec(args: argparse.Namespace) -> ExperimentSpec:
-    from kfnas._validation import check_data
-    from kfnas.spec import load_spec
+    from kfnas.config.spec import load_spec
+    from kfnas.validation import check_data, validate
 
-    spec = load_spec(args.spec, args.overrides).validate().resolved()
+    spec = validate(load_spec(args.spec, args.overrides))
     check_data(spec)
     return spec
 
@@ -221,8 +221,8 @@ def _run_search(args: argparse.Namespace) -> int:
 
 
 def _search(uri: str, study: str, top: int) -> int:
-    from kfnas.local_run import run_study
-    from kfnas.stages import open_experiment
+    from kfnas.cli.local_study import run_study
+    from kfnas.store import open_experiment
 
     exp = open_experiment(uri)
     metric = exp.spec.objectives.metric
@@ -381,9 +381,10 @@ def _add_run(parser: argparse.ArgumentParser) -> None:
 
 
 def _run_run(args: argparse.Namespace) -> int:
-    from kfnas._validation import check_data
-    from kfnas.settings import PROXY, ExperimentSettings, experiment_spec
-    from kfnas.stages import experiment_uri
+    from kfnas.config.settings import ExperimentSettings
+    from kfnas.config.studies import PROXY
+    from kfnas.store import experiment_uri
+    from kfnas.validation import check_data, experiment_spec
 
     out = Path(args.out).resolve()
     text, overrides = _run_inputs(args.spec, out)
@@ -548,7 +549,7 @@ def _run_pipeline(
     ``counts`` are the compile-time rounds and parallelism; the steps' logs go to ``log``.
     """
     from kfnas.pipelines.local import run_search_locally
-    from kfnas.watch import StoreWatcher
+    from kfnas.views.watch import StoreWatcher
 
     watcher, done = StoreWatcher(uri), threading.Event()
     progress = Console(file=console.file, width=console.width, highlight=False)
@@ -585,8 +586,8 @@ def _run_pipeline(
 
 
 def _print_summary(uri: str, out: Path, model_version: str) -> None:
-    from kfnas.settings import FINAL, PROXY, VALIDATION
-    from kfnas.stages import open_experiment
+    from kfnas.config.studies import FINAL, PROXY, VALIDATION
+    from kfnas.store import open_experiment
 
     exp = open_experiment(uri)
     metric = exp.spec.objectives.metric
@@ -601,7 +602,7 @@ def _print_summary(uri: str, out: Path, model_version: str) -> None:
         source = exp.records.read_spec(source.source_study, source.source_trial)
     console.print(f"Best architecture: {' <- '.join(chain)}")
     console.print(f"  {exp.store.uri(exp.layout.trial_spec(FINAL, final.trial_id))} (arch_json)")
-    from kfnas.watch import describe_result
+    from kfnas.views.watch import describe_result
 
     console.print(f"  {describe_result(result, metric)}")
     console.print(f"Report: {exp.store.uri(exp.layout.report_html())}")
@@ -618,7 +619,7 @@ def _add_trials(parser: argparse.ArgumentParser) -> None:
 def _run_trials(args: argparse.Namespace) -> int:
     import json
 
-    from kfnas.listing import PENDING, list_trials
+    from kfnas.views.listing import PENDING, list_trials
 
     rows = list_trials(args.experiment, args.study)
     if args.json:

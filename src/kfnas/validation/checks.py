@@ -1,8 +1,8 @@
-"""The checks behind ``ExperimentSpec.validate()``: everything knowable before a trial starts.
+"""The checks behind ``validate(spec)``: everything knowable before a trial starts.
 
 Each check returns messages that name the key and say what to change; ``spec_problems`` gathers them
-all so a user fixes a spec in one pass. Checks that need the registries live here rather than in
-``spec.py`` so that loading a spec stays free of them.
+all so a user fixes a spec in one pass. They need the registries, so they live above them rather
+than in ``kfnas.config``, which stays free of them.
 
 To extend: write a ``_<part>_problems(spec)`` function returning a list of messages and add it to
 ``_CHECKS``.
@@ -10,12 +10,21 @@ To extend: write a ``_<part>_problems(spec)`` function returning a list of messa
 
 from __future__ import annotations
 
+import dataclasses
 import re
 from collections.abc import Callable
 from typing import Any
 
+import pyglove as pg
+
+from kfnas.config.spec import CONSTRAINT_MEASURES, ExperimentSpec, SpecError
 from kfnas.registry import RegistryError
-from kfnas.spec import CONSTRAINT_MEASURES, ExperimentSpec, SpecError
+from kfnas.search.algorithms import ALGORITHMS
+from kfnas.search.rewards import REWARDS
+from kfnas.spaces import get_space
+from kfnas.spaces.base import is_refinement
+from kfnas.store import root_problems
+from kfnas.tasks import TASKS
 
 _NAME = re.compile(r"^[A-Za-z0-9][A-Za-z0-9_-]{0,62}$")
 
@@ -30,8 +39,6 @@ def _name_problems(spec: ExperimentSpec) -> list[str]:
 
 
 def _task_problems(spec: ExperimentSpec) -> list[str]:
-    from kfnas.tasks import TASKS
-
     out = spec.task.problems()
     if spec.task.kind not in TASKS:
         return [*out, f"task.kind: {TASKS.unknown_message(spec.task.kind)}"]
@@ -57,10 +64,6 @@ def _refinement_problems(spec: ExperimentSpec, name: str, space: Any) -> list[st
 
 
 def _study_problems(spec: ExperimentSpec) -> list[str]:
-    from kfnas.search.algorithms import ALGORITHMS
-    from kfnas.spaces import get_space
-    from kfnas.spaces.base import is_refinement
-
     if not spec.studies:
         return [
             "studies is empty: add at least one study, e.g. studies: {proxy: {space: spinenet}}"
@@ -112,10 +115,6 @@ def _study_problems(spec: ExperimentSpec) -> list[str]:
 
 def _full_grid_problems(name: str, study: Any) -> list[str]:
     """A grid study asked to cover its whole space needs a budget of at least the grid's size."""
-    import pyglove as pg
-
-    from kfnas.spaces import get_space
-
     try:
         size = pg.dna_spec(get_space(study.space).hyper()).space_size
     except RegistryError:
@@ -132,9 +131,6 @@ def _full_grid_problems(name: str, study: Any) -> list[str]:
 
 
 def _objective_problems(spec: ExperimentSpec) -> list[str]:
-    from kfnas.rewards import REWARDS
-    from kfnas.tasks import TASKS
-
     objectives = spec.objectives
     out = []
     if not objectives.metric:
@@ -172,8 +168,6 @@ def _objective_problems(spec: ExperimentSpec) -> list[str]:
 
 
 def _store_problems(spec: ExperimentSpec) -> list[str]:
-    from kfnas.store import root_problems
-
     return [f"store_root: {p}" for p in root_problems(spec.store_root)]
 
 
@@ -192,14 +186,38 @@ def spec_problems(spec: ExperimentSpec) -> list[str]:
     return [message for check in _CHECKS for message in check(spec)]
 
 
+def resolve(spec: ExperimentSpec) -> ExperimentSpec:
+    """``spec.resolved()``, with an empty ``objectives.metric`` set to the task's default metric."""
+    resolved = spec.resolved()
+    if not resolved.objectives.metric and spec.task.kind in TASKS:
+        metric = TASKS.get(spec.task.kind).default_metric
+        objectives = dataclasses.replace(resolved.objectives, metric=metric)
+        resolved = dataclasses.replace(resolved, objectives=objectives)
+    return resolved
+
+
+def validate(spec: ExperimentSpec) -> ExperimentSpec:
+    """Checks everything that can be checked before a trial starts.
+
+    Returns:
+        The spec, resolved (``resolve``).
+
+    Raises:
+        SpecError: One message per problem found, each saying what to change.
+    """
+    resolved = resolve(spec)
+    problems = spec_problems(resolved)
+    if problems:
+        raise SpecError("the experiment spec is not valid:\n  - " + "\n  - ".join(problems))
+    return resolved
+
+
 def check_data(spec: ExperimentSpec) -> None:
     """Reads a bounded sample of the experiment's data and refuses data its task cannot use.
 
     Raises:
         SpecError: One line per problem, each naming the file and the fix.
     """
-    from kfnas.tasks import TASKS
-
     problems = TASKS.get(spec.task.kind).data_problems(spec.task, spec.data)
     if problems:
         raise SpecError("the experiment's data cannot be used:\n  - " + "\n  - ".join(problems))

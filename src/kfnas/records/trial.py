@@ -19,7 +19,7 @@ from typing import Any, Self
 
 # 2: TrialSpec gained ``source_study`` and ``source_trial`` (a retrained copy of another trial).
 # 3: TrialSpec gained ``task_overrides`` (a scaling or augmentation choice applied to the task).
-# 4: TrialSpec gained ``data_overrides`` (a retraining on new data: ``kfnas.retraining``).
+# 4: TrialSpec gained ``data_overrides`` (a retraining on new data: ``kfnas.stages.retraining``).
 SCHEMA_VERSION = 4
 
 
@@ -150,7 +150,7 @@ class TrialSpec(_Record):
             augmentation choices of its line, oldest first. Retrained copies keep them.
         data_overrides: Dotted overrides of the experiment's ``data`` this trial trains and is
             evaluated on (``data.train=gs://b/new-*.tfrecord``); set by a retraining on new data
-            (``kfnas.retraining``), empty otherwise.
+            (``kfnas.stages.retraining``), empty otherwise.
     """
 
     experiment: str

@@ -1,7 +1,7 @@
 """Retraining an exported model on new data, and publishing it only if it is not worse.
 
 A retraining run (``pipelines/retraining.py``; ``kfnas schedule`` makes it recurring) starts from
-the handoff of an exported model (``kfnas.handoff``) and new data:
+the handoff of an exported model (``kfnas.export.handoff``) and new data:
 
 1. ``plan_retraining`` (stage ``init_retraining``) reads the handoff, checks the new data with the
    experiment's task and writes one trial of the experiment's ``retraining`` study: the handoff's
@@ -19,7 +19,8 @@ Design choices:
   handoff came from: ids keep increasing over the runs, ``kfnas trials`` lists them, and the new
   model's lineage (``source_study``/``source_trial``) leads back through the search.
 - ``experiment.json`` is written once and never changes: the new data are the trial's own
-  ``data_overrides`` (``kfnas.types.TrialSpec``), so the search's trials keep their data and each
+  ``data_overrides`` (``kfnas.records.trial.TrialSpec``), so the search's trials keep their data
+  and each
   retraining trial's record says exactly what it was trained and scored on.
 - ``<experiment>/retraining/<version>.json`` holds a ``RetrainingRecord``: written when the trial
   is planned (``planned``), rewritten once when the run ends (``published``, ``rejected`` or
@@ -43,18 +44,16 @@ import json
 import math
 from typing import TYPE_CHECKING, Any
 
-from kfnas.export import RECORD_FILE
-from kfnas.settings import FINAL
-from kfnas.spec import DataSpec, SpecError
-from kfnas.store import ObjectNotFound
-from kfnas.types import TrialResult, TrialSpec
+from kfnas.config.spec import DataSpec, SpecError
+from kfnas.config.studies import FINAL, RETRAINING
+from kfnas.export.saved_model import RECORD_FILE
+from kfnas.records.trial import TrialResult, TrialSpec
+from kfnas.stages._common import export_trial
+from kfnas.store import Experiment, ObjectNotFound, open_experiment
 
 if TYPE_CHECKING:
-    from kfnas.handoff import Handoff
-    from kfnas.stages import Experiment
+    from kfnas.export.handoff import Handoff
 
-#: The study of an experiment that holds its retraining trials.
-RETRAINING = "retraining"
 #: Statuses of a ``RetrainingRecord``.
 PLANNED, PUBLISHED, REJECTED, FAILED = "planned", "published", "rejected", "failed"
 #: Version of the ``RetrainingRecord`` JSON.
@@ -225,8 +224,8 @@ def plan_retraining(
         RetrainingError: The new data do not fit the model's task (the data check's message), the
             version is taken by another export or retraining, or the budget is invalid.
     """
-    from kfnas._validation import check_data
-    from kfnas.trial import trial_experiment_spec
+    from kfnas.training.runner import trial_experiment_spec
+    from kfnas.validation import check_data
 
     if RETRAINING in exp.spec.studies:
         raise RetrainingError(f"experiment {exp.spec.name!r} has a study named {RETRAINING!r}")
@@ -339,3 +338,123 @@ def judge_retraining(
     return dataclasses.replace(
         base, status=PUBLISHED if publish else REJECTED, score=score, reason=reason
     )
+
+
+def init_retraining(
+    handoff_uri: str,
+    train_data: str,
+    validation_data: str = "",
+    annotations: str = "",
+    full_train_steps: int = 0,
+    full_batch_size: int = 0,
+    new_version: str = "",
+    run_id: str = "",
+) -> dict[str, Any]:
+    """Plans the retraining of an exported model on new data: one trial of study ``retraining``.
+
+    The trial trains the handoff's architecture with its scaling and augmentation policy
+    (``task_overrides``) and the full-training budget on the new data, in the experiment the model
+    came from; the new data are checked with the experiment's task first. Running this again for
+    the same ``new_version`` (or, with none, the same ``run_id``) returns the same trial. See
+    ``kfnas.stages.retraining``.
+
+    Args:
+        handoff_uri: The model to retrain: an export version folder, its ``handoff.json``, or
+            ``<experiment>/export/latest``.
+        train_data: File pattern of the new training TFRecords.
+        validation_data: File pattern of the new validation TFRecords; empty keeps the
+            experiment's (and its annotations).
+        annotations: COCO annotation JSON of the new validation data (detection).
+        full_train_steps: Training steps; 0: the final study's.
+        full_batch_size: Batch size; 0: the final study's.
+        new_version: The version a published model gets; empty: the UTC date and time.
+        run_id: The KFP run id, so a rerun of the run resumes.
+
+    Returns:
+        ``{"experiment_uri", "study", "trial_id", "version", "previous_version"}``.
+
+    Raises:
+        HandoffNotFoundError: Nothing exported at ``handoff_uri``.
+        HandoffError: The handoff has a newer or invalid schema version.
+        RetrainingError: The new data do not fit the model's task and classes, the version is
+            taken, or the budget is invalid.
+    """
+    from kfnas.export.handoff import read_handoff
+
+    previous = read_handoff(handoff_uri)
+    exp = open_experiment(previous.experiment_uri)
+    record = plan_retraining(
+        exp,
+        previous,
+        new_data_overrides(train_data, validation_data, annotations),
+        version=new_version,
+        train_steps=full_train_steps,
+        batch_size=full_batch_size,
+        run_id=run_id,
+    )
+    return {
+        "experiment_uri": exp.uri,
+        "study": record.study,
+        "trial_id": record.trial_id,
+        "version": record.version,
+        "previous_version": record.previous_version,
+    }
+
+
+def publish_if_not_worse(
+    experiment_uri: str,
+    study: str,
+    trial_id: int,
+    previous_handoff_uri: str,
+    new_version: str,
+    tolerance: float,
+    run_id: str = "",
+    image: str = "",
+) -> dict[str, Any]:
+    """Exports a retrained trial as ``new_version`` only if it is not worse than the previous one.
+
+    It publishes (``export_model``: SavedModel, handoff, ``latest`` moved) when its score on the
+    previous handoff's metric is at least the previous score minus ``tolerance``; otherwise the
+    previous version stays current. Either way ``retraining/<new_version>.json`` records the
+    status, both scores and the tolerance. A run already judged returns its record.
+
+    Args:
+        experiment_uri: From ``init_retraining``.
+        study: From ``init_retraining`` (``retraining``).
+        trial_id: From ``init_retraining``.
+        previous_handoff_uri: The version to compare with (``init_retraining``'s ``handoff_uri``;
+            ``export/latest`` compares with the current version).
+        new_version: From ``init_retraining``.
+        tolerance: How much lower the new score may be (0: at least as good; negative: better
+            by at least that much).
+        run_id: The KFP run id recorded in the new handoff.
+        image: The runtime image recorded in the new handoff.
+
+    Returns:
+        The ``RetrainingRecord`` as a dict (``status``: ``published`` or ``rejected``).
+
+    Raises:
+        RetrainingFailedError: The trial did not complete (recorded as ``failed``); nothing
+            published.
+        RetrainingError: ``tolerance`` is not finite.
+        ValueError: ``new_version`` has no retraining of that trial.
+    """
+    from kfnas.export.handoff import read_handoff
+
+    exp = open_experiment(experiment_uri)
+    record = read_record(exp, new_version)
+    if record is None or (record.study, record.trial_id) != (study, trial_id):
+        raise ValueError(f"no retraining of {study} trial {trial_id} to version {new_version!r}")
+    if record.status == PLANNED:
+        result = exp.records.read_result(study, trial_id)
+        record = judge_retraining(record, result, read_handoff(previous_handoff_uri), tolerance)
+        if record.status == PUBLISHED:
+            uri = export_trial(exp, study, trial_id, new_version, run_id, image)
+            record = dataclasses.replace(record, export_uri=uri)
+        write_record(exp, record)
+    if record.status == FAILED:
+        raise RetrainingFailedError(
+            f"the retraining to {new_version} failed, {record.previous_version} stays current: "
+            f"{record.reason}"
+        )
+    return record.to_dict()

@@ -23,7 +23,7 @@ from typing import Any, Literal
 
 import yaml
 
-from kfnas._strict import SpecError, from_data, load_yaml, set_dotted, to_data
+from kfnas.config.strict import SpecError, from_data, load_yaml, set_dotted, to_data
 
 # Quantities a trial measures that a reward constraint may target.
 CONSTRAINT_MEASURES = ("latency_ms", "flops", "memory_mb", "params")
@@ -254,14 +254,9 @@ class ExperimentSpec:
     def resolved(self) -> ExperimentSpec:
         """A copy whose studies carry their algorithm, budget and seed explicitly.
 
-        An empty ``objectives.metric`` becomes the task kind's default metric (a known kind).
+        ``kfnas.validation.resolve`` also fills an empty ``objectives.metric`` with the task's
+        default (it needs the task registry, which this layer does not see).
         """
-        from kfnas.tasks import TASKS
-
-        objectives = self.objectives
-        if not objectives.metric and self.task.kind in TASKS:
-            metric = TASKS.get(self.task.kind).default_metric
-            objectives = dataclasses.replace(objectives, metric=metric)
         studies = {
             name: dataclasses.replace(
                 study,
@@ -271,7 +266,7 @@ class ExperimentSpec:
             )
             for name, study in self.studies.items()
         }
-        return dataclasses.replace(self, studies=studies, objectives=objectives)
+        return dataclasses.replace(self, studies=studies)
 
     def study(self, name: str) -> StudySpec:
         """The resolved study ``name``.
@@ -284,22 +279,6 @@ class ExperimentSpec:
                 f"no study {name!r} in the experiment; studies: {', '.join(self.studies)}"
             )
         return self.resolved().studies[name]
-
-    def validate(self) -> ExperimentSpec:
-        """Checks everything that can be checked before a trial starts.
-
-        Returns:
-            The spec itself, so calls chain.
-
-        Raises:
-            SpecError: One message per problem found, each saying what to change.
-        """
-        from kfnas._validation import spec_problems  # Registries are only needed here.
-
-        problems = spec_problems(self.resolved())
-        if problems:
-            raise SpecError("the experiment spec is not valid:\n  - " + "\n  - ".join(problems))
-        return self
 
 
 def _merge_study_budgets(data: Any) -> Any:

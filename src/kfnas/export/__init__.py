@@ -1,0 +1,7 @@
+"""Exporting a trained trial for serving, and the handoff package MLOps receives.
+
+``saved_model`` writes the SavedModel with its serving signatures and ``export.json``;
+``serving`` holds the serving modules official.vision lacks; ``handoff`` is the ``Handoff``
+manifest (``handoff.json``) and its reader; ``model_card`` renders ``model_card.md`` from it;
+``package`` writes the card, the manifest and, last, the ``export/latest`` pointer.
+"""

@@ -1,0 +1,46 @@
+"""Pipeline stages: plain functions over the store, one per pipeline step.
+
+Stages take and return ids and URIs, never large data: the store is the single source of truth.
+Each stage opens the experiment (``kfnas.store.open_experiment``) at its start and writes once at
+its end; no stage calls another (what they share is in ``_common``), and every stage is safe to
+run again (a resubmitted pipeline resumes instead of redoing work). KFP components are thin
+wrappers over these functions; ``kfnas`` commands call them directly.
+
+The search pipeline calls ``init_experiment``; per round ``propose_trials`` and ``run_trial``;
+``select_top``; ``propose_retraining`` of the best proxy trials into ``validation`` and
+``run_trial`` for each; ``report``; per refinement study ``propose_refinement`` and ``run_trial``;
+``select_winner``, ``propose_retraining`` into ``final``, ``run_trial`` and ``export_model``. The
+retraining pipeline calls ``init_retraining``, ``run_trial`` and ``publish_if_not_worse``.
+
+To add a stage: write one function (about 40 lines at most, its contract in the docstring) in the
+module of its group (``search``, ``refinement``, ``report``, ``export``, ``retraining``), export it
+here, and wrap it in ``components/<stage>.py``.
+"""
+
+from kfnas.stages._common import StudyStoppedError
+from kfnas.stages.export import export_model
+from kfnas.stages.refinement import propose_refinement, select_winner
+from kfnas.stages.report import report
+from kfnas.stages.retraining import init_retraining, publish_if_not_worse
+from kfnas.stages.search import (
+    init_experiment,
+    propose_retraining,
+    propose_trials,
+    run_trial,
+    select_top,
+)
+
+__all__ = [
+    "StudyStoppedError",
+    "export_model",
+    "init_experiment",
+    "init_retraining",
+    "propose_refinement",
+    "propose_retraining",
+    "propose_trials",
+    "publish_if_not_worse",
+    "report",
+    "run_trial",
+    "select_top",
+    "select_winner",
+]

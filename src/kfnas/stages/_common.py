@@ -1,0 +1,172 @@
+"""Helpers the stages share: no stage calls another stage, they all call these.
+
+Proposing a round (``propose_round``), ranking a study's completed trials (``best_trials``), the
+per-trial seed (``trial_seed``), the stop after consecutive failures (``check_failures``) and the
+export of a trial with its handoff (``export_trial``) each live here once.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import json
+from typing import Any
+
+import pyglove as pg
+
+from kfnas.config.spec import ExperimentSpec, StudySpec
+from kfnas.records.trial import TrialResult, TrialSpec, TrialStatus
+from kfnas.search.controller import history_from_records, propose
+from kfnas.spaces import get_space
+from kfnas.spaces.base import architecture_json, is_refinement, materialize
+from kfnas.store import Experiment
+
+History = list[tuple[TrialSpec, TrialResult | None]]
+
+
+class StudyStoppedError(RuntimeError):
+    """A study that must not go on (for example too many failed trials in a row)."""
+
+
+def trial_seed(study: StudySpec, trial_id: int) -> int:
+    """The seed of a study's trial: the study's seed spread by a prime, plus the trial id."""
+    return (study.seed or 0) * 100003 + trial_id
+
+
+def best_trials(history: History, study: str, k: int) -> list[int]:
+    """The ids of the ``k`` best COMPLETED trials of ``history``, best first (ties: lower id).
+
+    Raises:
+        StudyStoppedError: No completed trial (the message lists why trials ended).
+        ValueError: ``k`` is not positive.
+    """
+    if k < 1:
+        raise ValueError(f"k must be at least 1, got {k}")
+    completed = [r for _, r in history if r is not None and r.completed]
+    if not completed:
+        ended = [f"trial {r.trial_id}: {r.status.value}: {r.error}" for _, r in history if r]
+        raise StudyStoppedError(
+            f"study {study!r} has no completed trial to select from ({len(history)} proposed)"
+            + ("; " + "; ".join(ended[-5:]) if ended else "")
+        )
+    ranked = sorted(completed, key=lambda r: (-(r.reward or 0.0), r.trial_id))
+    return [r.trial_id for r in ranked[:k]]
+
+
+def check_failures(study: str, history: History, limit: int) -> None:
+    """Stops a study whose last ``limit`` finished trials all failed.
+
+    Raises:
+        StudyStoppedError: Naming each of those trials and what to do.
+    """
+    finished = [result for _, result in history if result is not None]
+    recent = finished[-limit:]
+    if len(recent) == limit and all(r.status is not TrialStatus.COMPLETED for r in recent):
+        reasons = "\n  ".join(f"trial {r.trial_id}: {r.status.value}: {r.error}" for r in recent)
+        raise StudyStoppedError(
+            f"study {study!r} stopped: its last {limit} trials all failed:\n  {reasons}\n"
+            f"Fix the cause (see each trial's logs/), or raise budget.max_consecutive_failures."
+        )
+
+
+def propose_round(exp: Experiment, study: str, round_index: int) -> list[int]:
+    """Proposes round ``round_index`` of ``study`` and writes its ``trial.json`` files.
+
+    A round that already has trials returns their ids. A refinement study's trials retrain the
+    best trial of the study before it with each proposed point.
+
+    Raises:
+        StudyStoppedError: The last ``max_consecutive_failures`` trials all failed.
+    """
+    study_spec = exp.spec.study(study)
+    records = exp.records
+    history = records.history(study)
+    check_failures(study, history, study_spec.budget.max_consecutive_failures)
+    existing = [spec.trial_id for spec, _ in history if spec.round == round_index]
+    if existing:
+        return existing
+    dnas = propose(
+        study_spec,
+        history_from_records(history),
+        study_spec.budget.trials_per_round,
+        round_index=round_index,
+    )
+    space = get_space(study_spec.space)
+    first = records.next_trial_id(study)
+    budget = dataclasses.asdict(study_spec.budget)
+    base = _refined_trial(exp, study) if is_refinement(space) else None
+    for offset, dna in enumerate(dnas):
+        trial = TrialSpec(
+            experiment=exp.spec.name,
+            study=study,
+            trial_id=first + offset,
+            round=round_index,
+            space=study_spec.space,
+            dna_json=pg.to_json_str(dna),
+            arch_json=architecture_json(space, dna),
+            budget=budget,
+            seed=trial_seed(study_spec, first + offset),
+        )
+        if base is not None:
+            trial = _refining(trial, base, space, materialize(space, dna), exp.spec)
+        records.write_spec(trial)
+    return [first + offset for offset in range(len(dnas))]
+
+
+def _refined_trial(exp: Experiment, study: str) -> TrialSpec:
+    """The trial a refinement study starts from: the best of the study before it."""
+    names = list(exp.spec.studies)
+    previous = names[names.index(study) - 1]
+    (best,) = best_trials(exp.records.history(previous), previous, 1)
+    return exp.records.read_spec(previous, best)
+
+
+def _refining(
+    trial: TrialSpec, base: TrialSpec, space: Any, point: Any, spec: ExperimentSpec
+) -> TrialSpec:
+    """``trial`` (a point of a refinement space) made to train ``base``'s network, refined."""
+    task = spec.with_overrides(list(base.task_overrides)).task
+    return dataclasses.replace(
+        trial,
+        space=base.space,
+        arch_json=base.arch_json,
+        source_study=base.study,
+        source_trial=base.trial_id,
+        task_overrides=(*base.task_overrides, *space.task_overrides(point, task)),
+    )
+
+
+def export_trial(
+    exp: Experiment, study: str, trial_id: int, version: str, run_id: str, image: str
+) -> str:
+    """Exports a COMPLETED trial to ``export/<version>`` and writes its handoff.
+
+    See the ``export_model`` stage; the retraining's ``publish_if_not_worse`` publishes through
+    this too.
+    """
+    from kfnas.export.package import write_handoff
+    from kfnas.export.saved_model import (  # TensorFlow: only to export.
+        RECORD_FILE,
+        export_saved_model,
+    )
+
+    folder = exp.layout.export_dir(version)
+    uri = exp.store.uri(folder)
+    if exp.store.exists(f"{folder}/{RECORD_FILE}"):
+        done = json.loads(exp.store.read_text(f"{folder}/{RECORD_FILE}"))
+        if (done.get("study"), done.get("trial_id")) != (study, trial_id):
+            raise ValueError(
+                f"{uri} already holds the export of {done.get('study')} trial "
+                f"{done.get('trial_id')}; export {study} trial {trial_id} to another version"
+            )
+    else:
+        result = exp.records.read_result(study, trial_id)
+        if result is None or not result.completed:
+            status = result.status.value if result else "not finished"
+            raise ValueError(
+                f"{study} trial {trial_id} is {status}: only a COMPLETED trial exports"
+            )
+        trial = exp.records.read_spec(study, trial_id)
+        model_dir = exp.store.uri(exp.layout.trial_model_dir(study, trial_id))
+        export_saved_model(exp.spec, trial, model_dir, uri, metrics=result.metrics)
+    write_handoff(exp, version, run_id=run_id, image=image)
+    return uri

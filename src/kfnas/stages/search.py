@@ -1,0 +1,192 @@
+"""Stages of a search study: create the experiment, propose, train, rank and retrain trials.
+
+``init_experiment`` validates a run and writes ``experiment.json``; per round ``propose_trials``
+writes trial specs and ``run_trial`` trains each; ``select_top`` ranks a study and
+``propose_retraining`` copies the best into the next study (``validation``, ``final``).
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import tempfile
+from collections.abc import Sequence
+from pathlib import Path
+from typing import Any
+
+from kfnas.config.settings import ExperimentSettings
+from kfnas.config.spec import ExperimentSpec, SpecError
+from kfnas.records.trial import TrialResult
+from kfnas.stages._common import best_trials, propose_round, trial_seed
+from kfnas.store import ExperimentLayout, experiment_uri, open_experiment, open_store
+from kfnas.validation import check_data, experiment_spec
+
+
+def init_experiment(spec_yaml: str, overrides: Sequence[str] = (), **settings: Any) -> str:
+    """Validates a spec and writes it, resolved, as the experiment's ``experiment.json``.
+
+    Everything that can be checked before GPU time is spent is checked here: the spec, and the data
+    (patterns match files, records parse in the task's format, labels fit). The spec gets the
+    retraining studies it lacks (``kfnas.validation.complete_studies``). Running it again with the
+    same spec is a no-op, so a resubmitted pipeline resumes the experiment.
+
+    Args:
+        spec_yaml: The experiment spec as YAML text, or ``"demo"`` (or empty) for the built-in demo.
+        overrides: Dotted ``key=value`` overrides applied to it, last.
+        **settings: Named settings (the fields of ``kfnas.config.settings.ExperimentSettings``, e.g.
+            ``train_data=...``, ``proxy_train_steps=...``), applied before ``overrides``; an empty
+            string or 0 keeps the spec's value.
+
+    Returns:
+        The experiment URI, ``<store_root>/<name>``.
+
+    Raises:
+        SpecError: The spec or a setting is invalid, or the store already holds a different
+            experiment of that name (choose another name, or resume with the same spec).
+    """
+    spec = experiment_spec(spec_yaml, overrides, ExperimentSettings.from_kwargs(settings))
+    check_data(spec)
+    store = open_store(spec.store_root)
+    layout = ExperimentLayout(spec.name)
+    uri = experiment_uri(spec)
+    path = layout.experiment_json()
+    if store.exists(path):
+        if ExperimentSpec.from_json(store.read_text(path)) != spec:
+            raise SpecError(
+                f"the store already holds an experiment {spec.name!r} with a different spec at "
+                f"{store.uri(path)}: give this one another name, or rerun with the same spec "
+                f"to resume"
+            )
+        return uri
+    store.write_text(path, spec.to_json(), if_absent=True)
+    return uri
+
+
+def propose_trials(experiment_uri: str, study: str, round_index: int) -> list[int]:
+    """Proposes the trials of one round of a study and writes their ``trial.json``.
+
+    The controller is rebuilt from the stored history on every call; proposing again for a round
+    that already has trials returns those trials' ids.
+
+    Args:
+        experiment_uri: From ``init_experiment``.
+        study: The study's name in the spec.
+        round_index: The round, from 1.
+
+    Returns:
+        The trial ids of the round, in proposal order.
+
+    Raises:
+        StudyStoppedError: The last ``max_consecutive_failures`` trials all failed.
+    """
+    return propose_round(open_experiment(experiment_uri), study, round_index)
+
+
+def run_trial(experiment_uri: str, study: str, trial_id: int) -> TrialResult:
+    """Trains, evaluates and measures one proposed trial and records how it ended.
+
+    Idempotent: a trial whose ``result.json`` exists is returned as it is, without training, so a
+    resubmitted pipeline skips finished work. The checkpoint and TensorBoard logs are uploaded to
+    the trial's ``model/`` and ``logs/`` before ``result.json``, which is written last. A trial that
+    fails or diverges is recorded as FAILED or INFEASIBLE; this function does not raise for it.
+
+    Args:
+        experiment_uri: From ``init_experiment``.
+        study: The study's name.
+        trial_id: A trial written by ``propose_trials``.
+
+    Returns:
+        The trial's result.
+    """
+    exp = open_experiment(experiment_uri)
+    records = exp.records
+    done = records.read_result(study, trial_id)
+    if done is not None:
+        return done
+    from kfnas.training.runner import (  # TensorFlow: only to train.
+        LOGS_DIR,
+        MODEL_DIR,
+        execute_trial,
+    )
+
+    trial = records.read_spec(study, trial_id)
+    with tempfile.TemporaryDirectory(prefix=f"kfnas-trial-{trial_id}-") as work:
+        result = execute_trial(exp.spec, trial, work)
+        uploads = {
+            MODEL_DIR: exp.layout.trial_model_dir(study, trial_id),
+            LOGS_DIR: exp.layout.trial_logs_dir(study, trial_id),
+        }
+        for local, remote in uploads.items():
+            if (Path(work) / local).is_dir():
+                exp.store.upload_dir(Path(work) / local, remote)
+        if result.completed:
+            model_uri = exp.store.uri(exp.layout.trial_model_dir(study, trial_id))
+            result = dataclasses.replace(result, model_uri=model_uri)
+    records.write_result(study, result)
+    return result
+
+
+def select_top(experiment_uri: str, study: str, k: int) -> list[int]:
+    """The ids of the ``k`` best COMPLETED trials of a study, best first (ties: lower id first).
+
+    Raises:
+        StudyStoppedError: The study has no completed trial (the message lists why trials ended).
+        ValueError: ``k`` is not positive.
+    """
+    return best_trials(open_experiment(experiment_uri).records.history(study), study, k)
+
+
+def propose_retraining(
+    experiment_uri: str, source_study: str, study: str, source_trial_ids: Sequence[int]
+) -> list[int]:
+    """Writes trials of ``study`` that train architectures of ``source_study`` trials again.
+
+    Each new trial copies its source trial's space, DNA and architecture, takes ``study``'s budget
+    (for the ``validation`` and ``final`` studies, the full-training budget) and a seed of its own,
+    and records where it came from in ``source_study`` / ``source_trial``. A source trial already
+    retrained in ``study`` keeps its trial, so calling this again returns the same ids.
+
+    Args:
+        experiment_uri: From ``init_experiment``.
+        source_study: The study whose trials are retrained (``proxy``, ``validation``).
+        study: The study the new trials belong to (``validation``, ``final``).
+        source_trial_ids: The trials to retrain, e.g. from ``select_top``.
+
+    Returns:
+        The ids of the trials of ``study``, one per source trial, in the order given.
+
+    Raises:
+        SpecError: ``study`` is not a study of the experiment.
+        ValueError: ``source_study`` is ``study``.
+        ObjectNotFound: A source trial does not exist.
+    """
+    if source_study == study:
+        raise ValueError(f"a study cannot retrain its own trials ({study!r})")
+    exp = open_experiment(experiment_uri)
+    study_spec = exp.spec.study(study)
+    records = exp.records
+    retrained = {
+        spec.source_trial: spec.trial_id
+        for spec, _ in records.history(study)
+        if spec.source_study == source_study
+    }
+    next_id = records.next_trial_id(study)
+    budget = dataclasses.asdict(study_spec.budget)
+    for source_id in source_trial_ids:
+        if source_id in retrained:
+            continue
+        source = records.read_spec(source_study, source_id)
+        records.write_spec(
+            dataclasses.replace(
+                source,
+                study=study,
+                trial_id=next_id,
+                round=1,
+                budget=budget,
+                seed=trial_seed(study_spec, next_id),
+                source_study=source_study,
+                source_trial=source_id,
+            )
+        )
+        retrained[source_id] = next_id
+        next_id += 1
+    return [retrained[source_id] for source_id in source_trial_ids]
