@@ -71,7 +71,7 @@ def _finished(exp):
         ).st_mtime_ns
         for study in ("proxy", "validation", "final")
         for trial_id in exp.records.trial_ids(study)
-        if exp.records.is_done(study, trial_id)
+        if exp.records.read_result(study, trial_id) is not None
     }
 
 
@@ -119,7 +119,7 @@ def test_every_trial_of_every_study_finished(runs):
     assert ids == {"proxy": [1, 2, 3, 4], "validation": [1], "final": [1]}
     for study, trial_ids in ids.items():
         for trial_id in trial_ids:
-            assert exp.records.is_done(study, trial_id), (study, trial_id)
+            assert exp.records.read_result(study, trial_id) is not None, (study, trial_id)
     assert [exp.records.read_spec("proxy", i).round for i in ids["proxy"]] == [1, 1, 2, 2]
 
 

@@ -317,10 +317,8 @@ def records(store: ArtifactStore) -> TrialRecords:
 def test_result_json_written_last_marks_the_trial_done(records: TrialRecords) -> None:
     records.write_spec(_spec(7))
     assert records.read_spec("proxy", 7) == _spec(7)
-    assert not records.is_done("proxy", 7)
     assert records.read_result("proxy", 7) is None
     records.write_result("proxy", _result(7))
-    assert records.is_done("proxy", 7)
     assert records.read_result("proxy", 7) == _result(7)
     assert records.store.exists("exp-1/studies/proxy/trials/000007/result.json")
 
@@ -341,7 +339,7 @@ def test_a_result_without_trial_json_is_refused(records: TrialRecords) -> None:
         records.write_result("proxy", _result(4))
     assert "trial.json" in str(info.value)
     assert "trial 4" in str(info.value)
-    assert not records.is_done("proxy", 4)
+    assert records.read_result("proxy", 4) is None
 
 
 def test_rewriting_a_spec_is_a_no_op_but_a_different_one_is_refused(records: TrialRecords) -> None:

@@ -127,10 +127,6 @@ class TrialRecords:
         except RecordError as e:
             raise RecordError(f"{self.store.uri(path)}: {e}") from e
 
-    def is_done(self, study: str, trial_id: int) -> bool:
-        """Whether the trial has finished (its ``result.json`` exists)."""
-        return self.store.exists(self.layout.trial_result(study, trial_id))
-
     def trial_ids(self, study: str) -> list[int]:
         """The ids of the trial folders of ``study`` in numeric order (others names are skipped)."""
         ids = []
