@@ -2,8 +2,7 @@
 
 The export step (``kfnas.stages.export_model``) writes a SavedModel into
 ``<experiment>/export/<version>/`` (``kfnas.export.saved_model``), then calls ``write_handoff``,
-which adds
-to that folder, in this order:
+which adds to that folder, in this order:
 
 1. ``model_card.md``: the model card a person reads (task, data, architecture, metrics, latency,
    FLOPs, parameters, the search in brief, known limits);
@@ -20,9 +19,10 @@ to that folder, in this order:
 missing URIs, newer schema versions and documents that break the schema, with messages that say
 what to do. ``kfnas.export.model_card.render_model_card`` renders the card from a ``Handoff``.
 
-To add a field: add it to ``Handoff`` with a default, add it to the JSON schema, bump
-``SCHEMA_VERSION`` (and the schema's ``const``) and teach ``_upgrade`` to fill it for older
-manifests. This module imports TensorFlow only to read the SavedModel's signatures.
+``Handoff`` is a ``kfnas.records.Record`` whose reader also checks the JSON schema. To add a
+field: add it to ``Handoff`` with a default and to the JSON schema, bump ``SCHEMA_VERSION`` (and
+the schema's ``const``) and register in ``Handoff.UPGRADES`` how to fill it for older manifests.
+This module imports TensorFlow only to read the SavedModel's signatures.
 """
 
 from __future__ import annotations
@@ -35,6 +35,7 @@ import platform
 from collections.abc import Mapping, Sequence
 from typing import Any
 
+from kfnas.records import Record, RecordError
 from kfnas.store import ArtifactStore, ObjectNotFound, StoreError, open_store
 from kfnas.store.layout import LATEST
 from kfnas.version import __version__
@@ -56,7 +57,7 @@ Tensor = dict[str, Any]  # {"dtype": "float32", "shape": [null, 4] or null}
 Signature = dict[str, dict[str, Tensor]]  # {"inputs": {...}, "outputs": {...}}
 
 
-class HandoffError(ValueError):
+class HandoffError(RecordError):
     """A handoff manifest that cannot be used: a newer or unknown schema, or a broken document."""
 
 
@@ -65,7 +66,7 @@ class HandoffNotFoundError(FileNotFoundError):
 
 
 @dataclasses.dataclass(frozen=True)
-class Handoff:
+class Handoff(Record):
     """What an exported model is, how to call it, how well it did and where it came from.
 
     Attributes:
@@ -105,6 +106,10 @@ class Handoff:
         kendall_tau: Rank correlation of proxy vs full-training scores, when computable.
     """
 
+    KIND = "handoff manifest"
+    SCHEMA_VERSION = SCHEMA_VERSION
+    ERROR = HandoffError
+
     model_version: str
     created: str
     task_kind: str
@@ -134,53 +139,11 @@ class Handoff:
     search_history: list[dict[str, Any]] = dataclasses.field(default_factory=list)
     kendall_tau: float | None = None
 
-    def to_dict(self) -> dict[str, Any]:
-        """The manifest as plain JSON-ready data, ``schema_version`` first."""
-        data = {"schema_version": SCHEMA_VERSION, **dataclasses.asdict(self)}
-        data["input_size"] = list(self.input_size)
-        return data
-
-    def to_json(self) -> str:
-        """The manifest as the indented JSON text of ``handoff.json``."""
-        return json.dumps(self.to_dict(), indent=2, allow_nan=False)
-
     @classmethod
-    def from_dict(cls, data: Mapping[str, Any], source: str = "handoff.json") -> Handoff:
-        """Reads ``to_dict`` data: checks the schema version, upgrades, validates the schema.
-
-        Args:
-            data: The parsed JSON object.
-            source: Where it came from, for messages.
-
-        Raises:
-            HandoffError: A newer or missing schema version, or a document the schema refuses.
-        """
-        version = data.get("schema_version")
-        if not isinstance(version, int) or isinstance(version, bool) or version < 1:
-            raise HandoffError(
-                f"{source} has no valid schema_version (got {version!r}): it is not a kfnas "
-                f"handoff manifest or it is damaged; export the model again to rewrite it"
-            )
-        if version > SCHEMA_VERSION:
-            raise HandoffError(
-                f"{source} has schema_version {version}, newer than {SCHEMA_VERSION} that kfnas "
-                f"{__version__} reads: it was written by a newer kfnas; upgrade kfnas to read it"
-            )
-        upgraded = _upgrade(dict(data), version)
-        problem = schema_problem(upgraded)
-        if problem:
+    def _check(cls, data: Mapping[str, Any], source: str) -> None:
+        """Refuses a manifest that ``schemas/handoff.schema.json`` refuses."""
+        if problem := schema_problem(data):
             raise HandoffError(f"{source} does not match the handoff schema: {problem}")
-        values = {k: v for k, v in upgraded.items() if k != "schema_version"}
-        values["input_size"] = tuple(values["input_size"])
-        values["task_overrides"] = tuple(values["task_overrides"])
-        return cls(**values)
-
-
-def _upgrade(data: dict[str, Any], version: int) -> dict[str, Any]:
-    """Brings an older manifest up to ``SCHEMA_VERSION`` (version 1 is the first: nothing yet)."""
-    del version
-    data["schema_version"] = SCHEMA_VERSION
-    return data
 
 
 def handoff_schema() -> dict[str, Any]:

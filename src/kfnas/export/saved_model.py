@@ -61,11 +61,11 @@ from __future__ import annotations
 import contextlib
 import dataclasses
 import importlib
-import json
 from collections.abc import Iterator, Mapping
 from typing import Any
 
 from kfnas.config.spec import BudgetSpec, ExperimentSpec
+from kfnas.records import Record
 from kfnas.records.trial import TrialSpec
 
 #: Subfolder of the export folder holding the SavedModel.
@@ -119,11 +119,13 @@ SERVING_EXPORTS: dict[str, ServingExport] = {
 
 
 @dataclasses.dataclass(frozen=True)
-class ExportRecord:
+class ExportRecord(Record):
     """What ``export_saved_model`` wrote.
 
     ``export.json`` holds it with paths relative to the export folder (``read_export_record``
-    resolves them again), so the folder can be uploaded or moved as a whole.
+    resolves them again), so the folder can be uploaded or moved as a whole. A
+    ``kfnas.records.Record`` whose version 1 is written without ``schema_version``, as the first
+    releases wrote it.
 
     Attributes:
         saved_model_dir: The SavedModel folder (``tf.saved_model.load`` takes it).
@@ -141,6 +143,10 @@ class ExportRecord:
         metrics: The trial's metrics as the caller gave them (e.g. ``TrialResult.metrics``).
     """
 
+    KIND = "export record"
+    SCHEMA_VERSION = 1
+    UNVERSIONED_UNTIL = 1
+
     saved_model_dir: str
     architecture_file: str
     signatures: tuple[str, ...]
@@ -153,18 +159,6 @@ class ExportRecord:
     space: str
     checkpoint: str
     metrics: dict[str, float] = dataclasses.field(default_factory=dict)
-
-    def to_dict(self) -> dict[str, Any]:
-        """The record as plain JSON-ready data."""
-        return dataclasses.asdict(self)
-
-    @classmethod
-    def from_dict(cls, data: Mapping[str, Any]) -> ExportRecord:
-        """Reads ``to_dict``'s output back."""
-        values = dict(data)
-        for key in ("signatures", "outputs", "input_size"):
-            values[key] = tuple(values[key])
-        return cls(**values)
 
 
 def export_saved_model(
@@ -254,7 +248,7 @@ def export_saved_model(
     relative = dataclasses.replace(
         record, saved_model_dir=SAVED_MODEL_DIR, architecture_file=ARCHITECTURE_FILE
     )
-    _write_text(tf, _join(export_dir, RECORD_FILE), json.dumps(relative.to_dict(), indent=2))
+    _write_text(tf, _join(export_dir, RECORD_FILE), relative.to_json())
     return record
 
 
@@ -270,7 +264,7 @@ def read_export_record(export_dir: str) -> ExportRecord:
     if not tf.io.gfile.exists(path):
         raise FileNotFoundError(f"{export_dir} holds no finished export ({RECORD_FILE} missing)")
     with tf.io.gfile.GFile(path) as f:
-        record = ExportRecord.from_dict(json.load(f))
+        record = ExportRecord.from_json(f.read(), path)
     return dataclasses.replace(
         record,
         saved_model_dir=_join(export_dir, record.saved_model_dir),

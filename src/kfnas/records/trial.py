@@ -1,30 +1,25 @@
 """Trial records: what a trial is asked to do (``TrialSpec``) and what it did (``TrialResult``).
 
-Both are frozen dataclasses that round-trip through JSON with a ``schema_version``. A reader accepts
-records of its own version or older (older records are upgraded in ``_upgrade``) and refuses newer
-ones with an error that says to upgrade kfnas, so an old controller never misreads a newer trial.
-
-To extend: add a field with a default, bump ``SCHEMA_VERSION`` and teach ``_upgrade`` how to fill
-the field from older records.
+Both are ``kfnas.records.base.Record`` kinds sharing one ``SCHEMA_VERSION``, stored with sorted
+keys as ``trial.json`` and ``result.json``: a reader accepts records of its own version or older
+and refuses newer ones, so an old controller never misreads a newer trial. To add a field: give it
+a default, bump ``SCHEMA_VERSION`` below and note what it added.
 """
 
 from __future__ import annotations
 
 import dataclasses
 import enum
-import json
 import math
-from collections.abc import Mapping
-from typing import Any, Self
+from typing import Any
 
+from kfnas.records.base import Record, RecordError
+
+# 1 to 3 need no upgrade: the fields added since have defaults that mean "not set".
 # 2: TrialSpec gained ``source_study`` and ``source_trial`` (a retrained copy of another trial).
 # 3: TrialSpec gained ``task_overrides`` (a scaling or augmentation choice applied to the task).
 # 4: TrialSpec gained ``data_overrides`` (a retraining on new data: ``kfnas.stages.retraining``).
 SCHEMA_VERSION = 4
-
-
-class RecordError(ValueError):
-    """A trial record that cannot be read: malformed JSON, missing fields or a newer schema."""
 
 
 class TrialStatus(enum.Enum):
@@ -32,9 +27,8 @@ class TrialStatus(enum.Enum):
 
     COMPLETED: trained and evaluated; metrics and reward are set.
     FAILED: an exception ended it (``error`` holds the reason); the search goes on.
-    INFEASIBLE: the architecture cannot be trained as asked (for example a NaN or infinite loss, or
-    it
-        does not fit in memory); ``error`` holds the step and reason.
+    INFEASIBLE: the architecture cannot be trained as asked (for example a NaN or infinite loss,
+        or it does not fit in memory); ``error`` holds the step and reason.
     """
 
     COMPLETED = "COMPLETED"
@@ -42,89 +36,8 @@ class TrialStatus(enum.Enum):
     INFEASIBLE = "INFEASIBLE"
 
 
-def _check_version(data: Mapping[str, Any], kind: str) -> int:
-    version = data.get("schema_version")
-    if not isinstance(version, int) or isinstance(version, bool) or version < 1:
-        raise RecordError(f"{kind} record has no valid schema_version (got {version!r})")
-    if version > SCHEMA_VERSION:
-        raise RecordError(
-            f"{kind} record has schema_version {version}, newer than {SCHEMA_VERSION} that this "
-            f"kfnas reads; it was written by a newer kfnas: upgrade kfnas to read it"
-        )
-    return version
-
-
-def _upgrade(data: dict[str, Any], version: int) -> dict[str, Any]:
-    """Brings an older record up to ``SCHEMA_VERSION``.
-
-    Versions 1 to 3 need nothing: the fields added since have defaults that mean "not set".
-    """
-    del version
-    return data
-
-
-class _Record:
-    """JSON round trip shared by the trial records; unknown or missing fields are errors."""
-
-    def to_dict(self) -> dict[str, Any]:
-        """The record as plain JSON-ready data, including ``schema_version``."""
-        data = {"schema_version": SCHEMA_VERSION}
-        data.update(dataclasses.asdict(self))  # type: ignore[call-overload]
-        return data
-
-    def to_json(self) -> str:
-        """The record as indented JSON text."""
-        return json.dumps(
-            self.to_dict(), indent=2, sort_keys=True, default=_encode, allow_nan=False
-        )
-
-    @classmethod
-    def from_json(cls, text: str) -> Self:
-        """Parses a record written by ``to_json``.
-
-        Raises:
-            RecordError: The text is not a record of this kind or comes from a newer schema.
-        """
-        try:
-            data = json.loads(text)
-        except json.JSONDecodeError as e:
-            raise RecordError(f"{cls.__name__} is not valid JSON: {e}") from e
-        if not isinstance(data, dict):
-            raise RecordError(f"{cls.__name__} must be a JSON object, got {type(data).__name__}")
-        return cls.from_dict(data)
-
-    @classmethod
-    def from_dict(cls, data: Mapping[str, Any]) -> Self:
-        """Builds a record from ``to_dict`` data (see ``from_json``)."""
-        version = _check_version(data, cls.__name__)
-        data = _upgrade({k: v for k, v in data.items() if k != "schema_version"}, version)
-        names = {f.name for f in dataclasses.fields(cls)}  # type: ignore[arg-type]
-        required = {
-            f.name
-            for f in dataclasses.fields(cls)  # type: ignore[arg-type]
-            if f.default is dataclasses.MISSING and f.default_factory is dataclasses.MISSING
-        }
-        if unknown := sorted(set(data) - names):
-            raise RecordError(
-                f"{cls.__name__} has unknown fields {unknown}; known: {sorted(names)}"
-            )
-        if missing := sorted(required - set(data)):
-            raise RecordError(f"{cls.__name__} is missing fields {missing}")
-        return cls(**cls._decode(dict(data)))
-
-    @classmethod
-    def _decode(cls, data: dict[str, Any]) -> dict[str, Any]:
-        return data
-
-
-def _encode(value: object) -> object:
-    if isinstance(value, enum.Enum):
-        return value.value
-    raise TypeError(f"cannot encode {type(value).__name__} in a trial record")
-
-
 @dataclasses.dataclass(frozen=True)
-class TrialSpec(_Record):
+class TrialSpec(Record):
     """One trial to run, written by ``propose_trials`` as ``trial.json``.
 
     Attributes:
@@ -152,6 +65,10 @@ class TrialSpec(_Record):
             evaluated on (``data.train=gs://b/new-*.tfrecord``); set by a retraining on new data
             (``kfnas.stages.retraining``), empty otherwise.
     """
+
+    KIND = "trial spec"
+    SCHEMA_VERSION = SCHEMA_VERSION
+    SORT_KEYS = True
 
     experiment: str
     study: str
@@ -183,16 +100,9 @@ class TrialSpec(_Record):
                 f"source_study={self.source_study!r}, source_trial={self.source_trial!r}"
             )
 
-    @classmethod
-    def _decode(cls, data: dict[str, Any]) -> dict[str, Any]:
-        for name in ("task_overrides", "data_overrides"):
-            if name in data:
-                data[name] = tuple(data[name])
-        return data
-
 
 @dataclasses.dataclass(frozen=True)
-class TrialResult(_Record):
+class TrialResult(Record):
     """How one trial ended, written by ``run_trial`` as ``result.json``, the trial's last file.
 
     Attributes:
@@ -205,6 +115,10 @@ class TrialResult(_Record):
         duration_s: Wall time of the trial.
         error: Why the trial is FAILED or INFEASIBLE; empty for COMPLETED.
     """
+
+    KIND = "trial result"
+    SCHEMA_VERSION = SCHEMA_VERSION
+    SORT_KEYS = True
 
     trial_id: int
     status: TrialStatus
@@ -232,15 +146,3 @@ class TrialResult(_Record):
     def completed(self) -> bool:
         """Whether the trial was trained and evaluated."""
         return self.status is TrialStatus.COMPLETED
-
-    @classmethod
-    def _decode(cls, data: dict[str, Any]) -> dict[str, Any]:
-        status = data.get("status")
-        try:
-            data["status"] = TrialStatus(status)
-        except ValueError as e:
-            known = ", ".join(s.value for s in TrialStatus)
-            raise RecordError(f"unknown trial status {status!r}; known: {known}") from e
-        if data.get("objectives") is not None:
-            data["objectives"] = tuple(data["objectives"])
-        return data

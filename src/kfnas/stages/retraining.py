@@ -20,20 +20,18 @@ Design choices:
   model's lineage (``source_study``/``source_trial``) leads back through the search.
 - ``experiment.json`` is written once and never changes: the new data are the trial's own
   ``data_overrides`` (``kfnas.records.trial.TrialSpec``), so the search's trials keep their data
-  and each
-  retraining trial's record says exactly what it was trained and scored on.
-- ``<experiment>/retraining/<version>.json`` holds a ``RetrainingRecord``: written when the trial
-  is planned (``planned``), rewritten once when the run ends (``published``, ``rejected`` or
-  ``failed``, with both scores and the tolerance). A rerun of the same run (same version, or the
-  same KFP run id when the version is chosen by date) resumes from it, and a person reads there
-  why no new version appeared.
+  and each retraining trial's record says exactly what it was trained and scored on.
+- ``<experiment>/retraining/<version>.json`` holds a ``RetrainingRecord``
+  (``kfnas.records.retraining``): written when the trial is planned (``planned``), rewritten once
+  when the run ends (``published``, ``rejected`` or ``failed``, with both scores and the
+  tolerance). A rerun of the same run (same version, or the same KFP run id when the version is
+  chosen by date) resumes from it, and a person reads there why no new version appeared.
 - The new score is measured on the validation data the retraining uses (the new data's, when
   given), the previous one is the handoff's: give the same validation data to compare like with
   like.
 
 To extend the decision (more metrics, a relative tolerance): change ``judge``, a pure function,
-and add fields with defaults to ``RetrainingRecord`` (bump ``SCHEMA_VERSION`` if a reader needs
-them).
+and add fields with defaults to ``RetrainingRecord``.
 """
 
 from __future__ import annotations
@@ -47,17 +45,20 @@ from typing import TYPE_CHECKING, Any
 from kfnas.config.spec import DataSpec, SpecError
 from kfnas.config.studies import FINAL, RETRAINING
 from kfnas.export.saved_model import RECORD_FILE
+from kfnas.records import RecordError
+from kfnas.records.retraining import (
+    FAILED,
+    PLANNED,
+    PUBLISHED,
+    REJECTED,
+    RetrainingRecord,
+)
 from kfnas.records.trial import TrialResult, TrialSpec
 from kfnas.stages._common import export_trial
 from kfnas.store import Experiment, ObjectNotFound, open_experiment
 
 if TYPE_CHECKING:
     from kfnas.export.handoff import Handoff
-
-#: Statuses of a ``RetrainingRecord``.
-PLANNED, PUBLISHED, REJECTED, FAILED = "planned", "published", "rejected", "failed"
-#: Version of the ``RetrainingRecord`` JSON.
-SCHEMA_VERSION = 1
 
 
 class RetrainingError(SpecError):
@@ -68,83 +69,35 @@ class RetrainingFailedError(RuntimeError):
     """The retrained trial did not complete; the previous version stays current."""
 
 
-@dataclasses.dataclass(frozen=True)
-class RetrainingRecord:
-    """One retraining run and how it ended: ``<experiment>/retraining/<version>.json``.
-
-    Attributes:
-        version: The version it exports to if it is published.
-        trial_id: Its trial in ``study``.
-        previous_version: The version it retrains (and, when published, is compared with).
-        metric: The metric the two are compared on (the previous handoff's).
-        previous_score: The previous version's ``metric``; ``None`` if it has none.
-        data: The data the trial trains and is scored on: ``train``, ``validation``,
-            ``annotations``.
-        run_id: The KFP run that planned it; empty outside KFP.
-        status: ``planned``, then ``published``, ``rejected`` or ``failed``.
-        score: The retrained trial's ``metric``, once judged.
-        tolerance: How much worse than ``previous_score`` it may be and still publish.
-        export_uri: The exported version's folder, when published.
-        reason: One sentence saying why it ended as it did.
-        study: The study of the trial (``retraining``).
-    """
-
-    version: str
-    trial_id: int
-    previous_version: str
-    metric: str
-    previous_score: float | None
-    data: dict[str, str]
-    run_id: str = ""
-    status: str = PLANNED
-    score: float | None = None
-    tolerance: float | None = None
-    export_uri: str = ""
-    reason: str = ""
-    study: str = RETRAINING
-
-    def to_dict(self) -> dict[str, Any]:
-        """The record as JSON-ready data, ``schema_version`` first."""
-        return {"schema_version": SCHEMA_VERSION, **dataclasses.asdict(self)}
-
-    @classmethod
-    def from_json(cls, text: str) -> RetrainingRecord:
-        """Reads ``to_dict`` JSON.
-
-        Raises:
-            RetrainingError: A newer schema version (upgrade kfnas) or not a record.
-        """
-        data = json.loads(text)
-        if not isinstance(data, dict) or data.get("schema_version", 0) > SCHEMA_VERSION:
-            raise RetrainingError(
-                f"retraining record schema_version {data.get('schema_version')!r} is newer than "
-                f"{SCHEMA_VERSION}, or the file is not a retraining record: upgrade kfnas"
-            )
-        data.pop("schema_version", None)
-        return cls(**data)
-
-
 def read_record(exp: Experiment, version: str) -> RetrainingRecord | None:
-    """The record of the retraining to ``version``; ``None`` if there is none."""
+    """The record of the retraining to ``version``; ``None`` if there is none.
+
+    Raises:
+        RetrainingError: The record is damaged or was written by a newer kfnas.
+    """
     try:
-        return RetrainingRecord.from_json(
-            exp.store.read_text(exp.layout.retraining_record(version))
-        )
+        return _load(exp, exp.layout.retraining_record(version))
     except ObjectNotFound:
         return None
 
 
 def write_record(exp: Experiment, record: RetrainingRecord) -> None:
     """Writes (or replaces) the record of ``record.version``, atomically."""
-    text = json.dumps(record.to_dict(), indent=2, allow_nan=False)
-    exp.store.write_text(exp.layout.retraining_record(record.version), text)
+    exp.store.write_text(exp.layout.retraining_record(record.version), record.to_json())
+
+
+def _load(exp: Experiment, path: str) -> RetrainingRecord:
+    try:
+        return RetrainingRecord.from_json(exp.store.read_text(path), exp.store.uri(path))
+    except RecordError as e:
+        raise RetrainingError(str(e)) from e
 
 
 def _record_of_run(exp: Experiment, run_id: str) -> RetrainingRecord | None:
     """The record a KFP run planned before (its step retried or the run resumed), if any."""
     folder = exp.layout.retrainings_dir()
     for name in exp.store.list_children(folder) if run_id else []:
-        record = RetrainingRecord.from_json(exp.store.read_text(f"{folder}/{name}"))
+        record = _load(exp, f"{folder}/{name}")
         if record.run_id == run_id:
             return record
     return None
@@ -280,6 +233,7 @@ def plan_retraining(
         previous_score=previous.metrics.get(previous.metric),
         data=_data(data),
         run_id=run_id,
+        study=RETRAINING,
     )
     write_record(exp, record)
     return record
