@@ -1,9 +1,9 @@
 """The ``init_experiment`` step: validate the spec and the data, write ``experiment.json``.
 
 Its parameters are ``kfnas.stages.init_experiment``'s: the spec text, the overrides and the named
-settings of ``kfnas.config.settings.ExperimentSettings`` (an empty string or 0 keeps the spec's
-value).
-To add a setting, add it there, here and to the pipelines that pass it.
+settings declared by ``kfnas.config.settings.ExperimentSettings`` (an empty string or 0 keeps the
+spec's value). KFP ships this function's source to the container, so its signature is written out;
+``tests/integration/test_settings_declaration.py`` checks it against the declaration.
 """
 
 from kfp import dsl

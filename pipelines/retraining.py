@@ -16,9 +16,10 @@ run succeeds, its output ``status`` is ``rejected`` and the ``metrics`` artifact
 step shows both scores. ``kfnas schedule`` runs this pipeline on a cron schedule
 (``pipelines/schedule.py``); leave ``new_version`` empty there, so each run gets a dated version.
 
-Steps are configured like the search pipeline's (``_Steps``: display names, caching off, the
-cluster profile's settings by kind). To add a step (e.g. a check of the new data's statistics):
-write its stage and component, and call it below through ``steps.light`` or ``steps.training``.
+Steps are configured like the search pipeline's (``pipelines/steps.py``: display names, caching
+off, the cluster profile's settings by kind). To add a step (e.g. a check of the new data's
+statistics): write its stage and component, and call it below through ``steps.light`` or
+``steps.training``.
 """
 
 # No ``from __future__ import annotations``: KFP reads the pipeline signature's types at runtime.
@@ -30,7 +31,7 @@ from kfp import dsl
 from kfnas.components import init_retraining, publish_if_not_worse, run_trial
 from kfnas.components._image import IMAGE
 from kfnas.pipelines.profiles import ClusterProfile
-from kfnas.pipelines.search import _Steps
+from kfnas.pipelines.steps import Steps
 
 PIPELINE_NAME = "kfnas-retraining"
 
@@ -45,7 +46,7 @@ def build_retraining_pipeline(profile: ClusterProfile | None = None) -> Callable
     Returns:
         The ``@dsl.pipeline`` function, ready for ``kfp.compiler`` or ``kfp.local``.
     """
-    steps = _Steps(profile)
+    steps = Steps(profile)
 
     @dsl.pipeline(
         name=PIPELINE_NAME,

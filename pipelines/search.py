@@ -28,12 +28,19 @@ compiler mixes up the Kubernetes settings of two sub-pipelines' executors of the
 unless each sub-pipeline has a single executor (``tests/integration/test_pipeline_compile.py``
 checks every step's settings).
 
-A ``ClusterProfile`` (``pipelines/profiles.py``) gives each step its resources, by kind: ``trial``
-for the proxy trials, ``training`` for the full trainings, ``light`` for everything else. Without a
-profile the pipeline carries no platform settings (what ``kfp.local`` runs).
+A ``ClusterProfile`` (``pipelines/profiles.py``) gives each step its resources, by kind
+(``pipelines/steps.py``): ``trial`` for the proxy trials, ``training`` for the full trainings,
+``light`` for everything else. Without a profile the pipeline carries no platform settings (what
+``kfp.local`` runs).
 
-To add a step: write its stage and component, call the component in ``search_pipeline`` below
-through ``steps.light`` (or ``steps.trial``/``steps.training``), wrapping it in a one-component
+The pipeline's parameters are the run settings declared in ``kfnas.config.settings``
+(``ExperimentSettings``: descriptions and defaults) plus the four of ``_OWN_PARAMETERS`` below; its
+docstring and its call of ``init_experiment`` are built from those declarations, and a test checks
+the signature written out below against them.
+
+To add a step: write its stage and component, call the component in the part of the DAG it
+belongs to (``_proxy_search``, ``_validate``, ``_refine_winner``, ``_finish``) through
+``steps.light`` (or ``steps.trial``/``steps.training``), wrapping it in a one-component
 sub-pipeline like ``_train_each`` when it runs per trial, and order it with ``.after`` where it
 reads what an earlier step wrote without taking its output.
 """
@@ -44,7 +51,6 @@ from collections.abc import Callable
 from typing import Any
 
 from kfp import dsl
-from kfp.dsl import PipelineTask
 
 from kfnas.components import (
     export_model,
@@ -58,42 +64,45 @@ from kfnas.components import (
     select_winner,
 )
 from kfnas.components._image import IMAGE
+from kfnas.config.settings import run_parameters
 from kfnas.config.studies import AUGMENTATION, FINAL, PROXY, SCALING, VALIDATION
-from kfnas.pipelines.profiles import ClusterProfile, apply_step_profile
+from kfnas.pipelines.profiles import ClusterProfile
+from kfnas.pipelines.steps import Steps
 
 PIPELINE_NAME = "kfnas-search"
 
-
-@dataclasses.dataclass(frozen=True)
-class _Steps:
-    """Configures tasks by kind of step: display name, caching off, the profile's settings."""
-
-    profile: ClusterProfile | None
-
-    def _configure(self, kind: str, task: PipelineTask, name: str) -> PipelineTask:
-        task.set_display_name(name).set_caching_options(enable_caching=False)
-        if self.profile is not None:
-            apply_step_profile(task, self.profile.step(kind))
-        return task
-
-    def group(self, task: PipelineTask, name: str) -> PipelineTask:
-        """A sub-pipeline: a display name; its steps are configured inside it."""
-        return task.set_display_name(name)
-
-    def light(self, task: PipelineTask, name: str) -> PipelineTask:
-        """A short CPU step: init, propose, select, report, export."""
-        return self._configure("light", task, name)
-
-    def trial(self, task: PipelineTask, name: str) -> PipelineTask:
-        """A proxy trial."""
-        return self._configure("trial", task, name)
-
-    def training(self, task: PipelineTask, name: str) -> PipelineTask:
-        """A full training (validation or final)."""
-        return self._configure("training", task, name)
+#: The pipeline's parameters that are not run settings, with their descriptions.
+_OWN_PARAMETERS = {
+    "spec_yaml": 'The experiment spec as YAML text (see src/kfnas/demo.yaml), or "demo" for\n'
+    "the built-in demo spec.",
+    "top_k": "How many of the best proxy trials are trained with the full budget.",
+    "model_version": "Folder the final model is exported to, under the experiment's\n"
+    "export/ in the store; an existing export of this version is kept.",
+    "overrides": 'More spec changes as a JSON list of "dotted.key=value" strings, e.g.\n'
+    '["task.options.learning_rate=0.05"]; applied last.',
+}
 
 
-def _train_each(steps: _Steps, kind: str, parallelism: int) -> Callable[..., Any]:
+def parameter_descriptions() -> dict[str, str]:
+    """Every run parameter's description: the run settings' and the pipeline's own."""
+    settings = {field.name: field.metadata["help"] for field in run_parameters()}
+    return {**settings, **_OWN_PARAMETERS}
+
+
+def _docstring() -> str:
+    """The search pipeline's docstring (KFP reads the parameter descriptions from it)."""
+    args = "".join(
+        f"    {name}: " + text.replace("\n", "\n        ") + "\n"
+        for name, text in parameter_descriptions().items()
+    )
+    return (
+        "Neural architecture search: proxy search, full training of the best, final training.\n\n"
+        "Empty strings and zeros keep the experiment spec's value.\n\n"
+        f"Args:\n{args}\nReturns:\n    The experiment URI.\n"
+    )
+
+
+def _train_each(steps: Steps, kind: str, parallelism: int) -> Callable[..., Any]:
     """A sub-pipeline that runs ``run_trial`` for each of a list of trials, as ``kind`` steps."""
     configure = steps.trial if kind == "trial" else steps.training
 
@@ -108,7 +117,7 @@ def _train_each(steps: _Steps, kind: str, parallelism: int) -> Callable[..., Any
     return train_each
 
 
-def _export_each(steps: _Steps) -> Callable[..., Any]:
+def _export_each(steps: Steps) -> Callable[..., Any]:
     """A sub-pipeline that exports each of a list of trials (the search exports one)."""
 
     @dsl.pipeline(name="export-loop")
@@ -131,7 +140,71 @@ def _export_each(steps: _Steps) -> Callable[..., Any]:
     return export_each
 
 
-def _refine_winner(steps: _Steps, trainings: Any, experiment_uri: Any, after: Any) -> Any:
+@dataclasses.dataclass(frozen=True)
+class _Parts:
+    """What every part of the DAG uses: the step configuration and the sub-pipelines."""
+
+    steps: Steps
+    trials: Callable[..., Any]
+    trainings: Callable[..., Any]
+    export_each: Callable[..., Any]
+
+    @classmethod
+    def build(cls, profile: ClusterProfile | None, parallelism: int) -> "_Parts":
+        steps = Steps(profile)
+        return cls(
+            steps,
+            _train_each(steps, "trial", parallelism),
+            _train_each(steps, "training", parallelism),
+            _export_each(steps),
+        )
+
+
+def _retrain(parts: _Parts, experiment_uri: Any, source: str, ids: Any, study: str) -> Any:
+    """A top-level step proposing copies of ``ids`` of study ``source`` in ``study``."""
+    return parts.steps.light(
+        propose_retraining(
+            experiment_uri=experiment_uri, source_study=source, study=study, source_trial_ids=ids
+        ),
+        f"{study}: propose",
+    ).output
+
+
+def _proxy_search(parts: _Parts, uri: Any, rounds: int, after: Any) -> Any:
+    """The proxy study's rounds; each proposes after every trial of the round before.
+
+    Returns:
+        The last round's trials (a sub-pipeline task).
+    """
+    previous = after
+    for r in range(1, rounds + 1):
+        proposed = parts.steps.light(
+            propose_trials(experiment_uri=uri, study=PROXY, round_index=r),
+            f"round {r}: propose",
+        ).after(previous)
+        previous = parts.steps.group(
+            parts.trials(experiment_uri=uri, study=PROXY, trial_ids=proposed.output),
+            f"round {r}: trials",
+        )
+    return previous
+
+
+def _validate(parts: _Parts, uri: Any, top_k: Any, after: Any) -> Any:
+    """Selects the top k proxy trials and trains copies of them with the full budget.
+
+    Returns:
+        The validation trainings (a sub-pipeline task).
+    """
+    top = parts.steps.light(
+        select_top(experiment_uri=uri, study=PROXY, k=top_k), "select top k"
+    ).after(after)
+    ids = _retrain(parts, uri, PROXY, top.output, VALIDATION)
+    return parts.steps.group(
+        parts.trainings(experiment_uri=uri, study=VALIDATION, trial_ids=ids), "validation"
+    )
+
+
+def _refine_winner(parts: _Parts, uri: Any, after: Any) -> Any:
     """The optional scaling and augmentation studies, then the choice of the final trial.
 
     Each study proposes one round (none when the run switched it off: its loop then has no
@@ -144,26 +217,33 @@ def _refine_winner(steps: _Steps, trainings: Any, experiment_uri: Any, after: An
     """
     previous = after
     for study in (SCALING, AUGMENTATION):
-        proposed = steps.light(
-            propose_refinement(experiment_uri=experiment_uri, study=study), f"{study}: propose"
+        proposed = parts.steps.light(
+            propose_refinement(experiment_uri=uri, study=study), f"{study}: propose"
         ).after(previous)
-        previous = steps.group(
-            trainings(experiment_uri=experiment_uri, study=study, trial_ids=proposed.output),
-            study,
+        previous = parts.steps.group(
+            parts.trainings(experiment_uri=uri, study=study, trial_ids=proposed.output), study
         )
-    return steps.light(select_winner(experiment_uri=experiment_uri), "select the winner").after(
-        previous
+    return parts.steps.light(select_winner(experiment_uri=uri), "select the winner").after(previous)
+
+
+def _finish(parts: _Parts, uri: Any, winner: Any, model_version: Any) -> None:
+    """The report, the final training of the winner and its export."""
+    parts.steps.light(report(experiment_uri=uri), "report").after(winner)
+    final_ids = _retrain(parts, uri, winner.outputs["study"], winner.outputs["trial_ids"], FINAL)
+    final = parts.steps.group(
+        parts.trainings(experiment_uri=uri, study=FINAL, trial_ids=final_ids), "final training"
     )
-
-
-def _retrain(steps: _Steps, experiment_uri: Any, source: str, ids: Any, study: str) -> Any:
-    """A top-level step proposing copies of ``ids`` of study ``source`` in ``study``."""
-    return steps.light(
-        propose_retraining(
-            experiment_uri=experiment_uri, source_study=source, study=study, source_trial_ids=ids
+    parts.steps.group(
+        parts.export_each(
+            experiment_uri=uri, study=FINAL, trial_ids=final_ids, version=model_version
         ),
-        f"{study}: propose",
-    ).output
+        "export",
+    ).after(final)
+
+
+def _check_counts(**counts: int) -> None:
+    if bad := [f"{name}={value}" for name, value in counts.items() if value < 1]:
+        raise ValueError(f"pipeline counts must be at least 1, got {', '.join(bad)}")
 
 
 def build_search_pipeline(
@@ -188,25 +268,15 @@ def build_search_pipeline(
     Raises:
         ValueError: A count is below 1.
     """
-    counts = {"rounds": rounds, "trials_per_round": trials_per_round}
-    counts |= {"parallelism": parallelism, "top_k": top_k}
-    if bad := [f"{name}={value}" for name, value in counts.items() if value < 1]:
-        raise ValueError(f"pipeline counts must be at least 1, got {', '.join(bad)}")
-    steps = _Steps(profile)
-    trials, trainings = (
-        _train_each(steps, "trial", parallelism),
-        _train_each(steps, "training", parallelism),
+    _check_counts(
+        rounds=rounds, trials_per_round=trials_per_round, parallelism=parallelism, top_k=top_k
     )
-    export_each = _export_each(steps)
+    parts = _Parts.build(profile, parallelism)
     default_trials, default_top_k = trials_per_round, top_k
 
-    @dsl.pipeline(
-        name=PIPELINE_NAME,
-        description=(
-            f"kfnas neural architecture search: {rounds} rounds of proxy trials, full training of "
-            f"the best, optional scaling and augmentation studies, final training of the winner."
-        ),
-    )
+    # The signature KFP reads: the run settings of ``kfnas.config.settings`` (same names, types
+    # and defaults; tests/integration/test_settings_declaration.py checks them) and
+    # ``_OWN_PARAMETERS``.
     def search_pipeline(
         spec_yaml: str = "demo",
         experiment_name: str = "",
@@ -235,116 +305,24 @@ def build_search_pipeline(
         model_version: str = "v1",
         overrides: list[str] = [],  # noqa: B006 - KFP reads the default from the signature
     ) -> str:
-        """Neural architecture search: proxy search, full training of the best, final training.
-
-        Empty strings and zeros keep the experiment spec's value.
-
-        Args:
-            spec_yaml: The experiment spec as YAML text (see src/kfnas/demo.yaml), or "demo" for
-                the built-in demo spec.
-            experiment_name: Name of the experiment in the store; the same name and spec resume
-                it, so give a new name for a new search.
-            store_root: Where everything is written: gs://bucket/prefix or a mounted volume path.
-            task_kind: What is learned: detection, ...
-            num_classes: Number of classes (detection: without the background).
-            train_data: File pattern of the training TFRecords, e.g. gs://b/train-*.tfrecord.
-            validation_data: File pattern of the validation TFRecords that score trials.
-            annotations: COCO annotation JSON of the validation data (detection).
-            space: Search space of the proxy study (kfnas spaces lists them).
-            algorithm: Search algorithm (kfnas algorithms lists them); options go in overrides.
-            trials_per_round: Trials proposed per round of the proxy search.
-            proxy_train_steps: Training steps of each proxy trial.
-            proxy_batch_size: Batch size of each proxy trial.
-            full_train_steps: Training steps of the full trainings (validation and final); 0 keeps
-                the spec's, or 10x the proxy steps if the spec has no validation study.
-            full_batch_size: Batch size of the full trainings.
-            top_k: How many of the best proxy trials are trained with the full budget.
-            metric: Evaluation metric the reward is built on (AP, top_1_accuracy, ...).
-            latency_target_ms: Target latency in ms of the MnasNet-style reward constraint.
-            scaling_trials: Scaling study after validation (SpineNet spaces only): this many
-                points of spinenet_scaling (432 in all, grid search) trained on the best
-                validated architecture with the full budget; 0 switches it off.
-            scaling_train_steps: Training steps of each scaling trial; 0: the full training's.
-            augmentation_space: Augmentation study's space (randaugment_detection,
-                autoaugment_segmentation, ...); empty: randaugment for the task.
-            augmentation_trials: Augmentation-policy study after scaling: this many policies
-                trained on the best architecture so far (scaled, if scaling ran); 0 switches it
-                off.
-            augmentation_train_steps: Training steps of each augmentation trial; 0: the full
-                training's (augmentation trials train to the end, no proxy).
-            augmentation_evaluations: Evaluations per augmentation trial, which reports the best;
-                0: 3.
-            model_version: Folder the final model is exported to, under the experiment's
-                export/ in the store; an existing export of this version is kept.
-            overrides: More spec changes as a JSON list of "dotted.key=value" strings, e.g.
-                ["task.options.learning_rate=0.05"]; applied last.
-
-        Returns:
-            The experiment URI.
-        """
-        init = steps.light(
-            init_experiment(
-                spec_yaml=spec_yaml,
-                overrides=overrides,
-                experiment_name=experiment_name,
-                store_root=store_root,
-                task_kind=task_kind,
-                num_classes=num_classes,
-                train_data=train_data,
-                validation_data=validation_data,
-                annotations=annotations,
-                space=space,
-                algorithm=algorithm,
-                rounds=rounds,
-                trials_per_round=trials_per_round,
-                proxy_train_steps=proxy_train_steps,
-                proxy_batch_size=proxy_batch_size,
-                full_train_steps=full_train_steps,
-                full_batch_size=full_batch_size,
-                metric=metric,
-                latency_target_ms=latency_target_ms,
-                scaling_trials=scaling_trials,
-                scaling_train_steps=scaling_train_steps,
-                augmentation_space=augmentation_space,
-                augmentation_trials=augmentation_trials,
-                augmentation_train_steps=augmentation_train_steps,
-                augmentation_evaluations=augmentation_evaluations,
-            ),
+        arguments = locals()
+        settings = {field.name: arguments[field.name] for field in run_parameters()}
+        init = parts.steps.light(
+            init_experiment(spec_yaml=spec_yaml, overrides=overrides, rounds=rounds, **settings),
             "init experiment",
         )
         uri = init.output
-        previous = init
-        for r in range(1, rounds + 1):
-            # Each round proposes after every trial of the round before: it learns from them.
-            proposed = steps.light(
-                propose_trials(experiment_uri=uri, study=PROXY, round_index=r),
-                f"round {r}: propose",
-            ).after(previous)
-            previous = steps.group(
-                trials(experiment_uri=uri, study=PROXY, trial_ids=proposed.output),
-                f"round {r}: trials",
-            )
-        top = steps.light(
-            select_top(experiment_uri=uri, study=PROXY, k=top_k), "select top k"
-        ).after(previous)
-        validation_ids = _retrain(steps, uri, PROXY, top.output, VALIDATION)
-        validation = steps.group(
-            trainings(experiment_uri=uri, study=VALIDATION, trial_ids=validation_ids), "validation"
-        )
-        winner = _refine_winner(steps, trainings, uri, validation)
-        steps.light(report(experiment_uri=uri), "report").after(winner)
-        final_ids = _retrain(
-            steps, uri, winner.outputs["study"], winner.outputs["trial_ids"], FINAL
-        )
-        final = steps.group(
-            trainings(experiment_uri=uri, study=FINAL, trial_ids=final_ids), "final training"
-        )
-        steps.group(
-            export_each(
-                experiment_uri=uri, study=FINAL, trial_ids=final_ids, version=model_version
-            ),
-            "export",
-        ).after(final)
+        searched = _proxy_search(parts, uri, rounds, init)
+        validation = _validate(parts, uri, top_k, searched)
+        winner = _refine_winner(parts, uri, validation)
+        _finish(parts, uri, winner, model_version)
         return uri
 
-    return search_pipeline
+    search_pipeline.__doc__ = _docstring()
+    return dsl.pipeline(
+        name=PIPELINE_NAME,
+        description=(
+            f"kfnas neural architecture search: {rounds} rounds of proxy trials, full training of "
+            f"the best, optional scaling and augmentation studies, final training of the winner."
+        ),
+    )(search_pipeline)

@@ -7,9 +7,17 @@ each set one becomes a dotted override applied before the user's own overrides, 
 win. ``kfnas.validation.experiment_spec`` turns spec text, settings and overrides into the
 validated, resolved spec that ``init_experiment`` writes.
 
-To add a setting: add a field with an "unset" default to ``ExperimentSettings``, map it to its spec
-key in ``_KEYS`` (or write its rule in ``ExperimentSettings.overrides``), and add the same
-parameter to the ``init_experiment`` component and the search pipeline.
+Each field of ``ExperimentSettings`` is the one declaration of its setting: its type, its "unset"
+default and, through ``setting(...)``, its description (the search pipeline's parameter
+description, line breaks included) and the dotted spec key it sets. The search pipeline's
+docstring and its call of ``init_experiment`` are built from these fields; the signatures of the
+``init_experiment`` component and of the pipeline, which KFP reads from source, are checked
+against them by ``tests/integration/test_settings_declaration.py``.
+
+To add a setting: add one field ``name: type = setting(unset, "description", key="dotted.key")``
+to ``ExperimentSettings`` (without ``key``, write its rule in ``ExperimentSettings.overrides`` or
+``kfnas.validation.experiment``), then the parameter ``name: type`` to the ``init_experiment``
+component and the search pipeline's signature (the test names what is missing or different).
 """
 
 from __future__ import annotations
@@ -26,88 +34,133 @@ from kfnas.config.studies import FULL_TRAINING_STEPS_FACTOR, PROXY, VALIDATION
 #: ``spec_yaml`` naming the built-in demo spec (``src/kfnas/demo.yaml``) instead of YAML text.
 DEMO = "demo"
 
-# Setting -> the dotted spec key it sets.
-_KEYS = {
-    "experiment_name": "name",
-    "store_root": "store_root",
-    "task_kind": "task.kind",
-    "num_classes": "task.num_classes",
-    "train_data": "data.train",
-    "validation_data": "data.validation",
-    "annotations": "data.annotations",
-    "space": f"studies.{PROXY}.space",
-    "rounds": f"studies.{PROXY}.budget.rounds",
-    "trials_per_round": f"studies.{PROXY}.budget.trials_per_round",
-    "proxy_train_steps": f"studies.{PROXY}.budget.train_steps",
-    "proxy_batch_size": f"studies.{PROXY}.budget.batch_size",
-    "full_train_steps": f"studies.{VALIDATION}.budget.train_steps",
-    "full_batch_size": f"studies.{VALIDATION}.budget.batch_size",
-    "metric": "objectives.metric",
-}
+
+def setting(default: Any, description: str, *, key: str = "", run_parameter: bool = True) -> Any:
+    """Declares one setting: a dataclass field with its description and spec key.
+
+    Args:
+        default: The "unset" value (an empty string or 0), which keeps the spec's value.
+        description: What it does, as the search pipeline's parameter description (with a
+            newline where that description breaks its lines).
+        key: The dotted spec key it sets; empty when a rule of its own applies it.
+        run_parameter: Whether the search pipeline shows it as a run parameter (``rounds`` is
+            fixed when the pipeline is compiled).
+    """
+    metadata = {"help": description, "key": key, "run_parameter": run_parameter}
+    return dataclasses.field(default=default, metadata=metadata)
 
 
 @dataclasses.dataclass(frozen=True)
 class ExperimentSettings:
     """Named shortcuts for spec keys; an empty string or 0 leaves the spec's value.
 
-    Attributes:
-        experiment_name: ``name``: the experiment's folder in the store (a new name, a new
-            experiment; the same name and spec resume it).
-        store_root: ``store_root``: a local folder, a mounted volume or ``gs://bucket/prefix``.
-        task_kind: ``task.kind`` (``detection``, ...).
-        num_classes: ``task.num_classes``.
-        train_data: ``data.train``: file pattern of the training TFRecords.
-        validation_data: ``data.validation``: file pattern of the validation TFRecords.
-        annotations: ``data.annotations``: COCO annotation JSON for detection evaluation.
-        space: ``studies.proxy.space``: the search space.
-        algorithm: The proxy study's algorithm; a different name than the spec's drops the spec's
-            algorithm options (give new ones as overrides).
-        rounds: ``studies.proxy.budget.rounds`` (the pipeline sets it to its compiled rounds).
-        trials_per_round: ``studies.proxy.budget.trials_per_round``.
-        proxy_train_steps: ``studies.proxy.budget.train_steps``.
-        proxy_batch_size: ``studies.proxy.budget.batch_size``.
-        full_train_steps: ``studies.validation.budget.train_steps``, the full training of the
-            validation and (unless the spec gives it another budget) final studies.
-        full_batch_size: ``studies.validation.budget.batch_size``.
-        metric: ``objectives.metric``: the evaluation metric the reward is built on.
-        latency_target_ms: The target of the ``latency_ms`` constraint; one is added (``hard``)
-            if the spec has none.
-        scaling_trials: Adds (or sizes) the ``scaling`` study: this many trials of
-            ``spinenet_scaling`` over the best validated architecture, one round.
-        scaling_train_steps: Training steps of each scaling trial (default: the full training's).
-        augmentation_space: The ``augmentation`` study's space (default:
-            ``randaugment_<task kind>``).
-        augmentation_trials: Adds (or sizes) the ``augmentation`` study: this many policies
-            trained on the best architecture so far (scaled, if scaling ran), one round.
-        augmentation_train_steps: Training steps of each augmentation trial (default: the full
-            training's: augmentation trials train to the end, no proxy).
-        augmentation_evaluations: Evaluations per augmentation trial; it reports the best
-            (default ``AUGMENTATION_EVALUATIONS``).
+    Each field's ``help`` (``dataclasses.fields(ExperimentSettings)[i].metadata``) says what it
+    does, and its ``key`` which spec key it sets.
     """
 
-    experiment_name: str = ""
-    store_root: str = ""
-    task_kind: str = ""
-    num_classes: int = 0
-    train_data: str = ""
-    validation_data: str = ""
-    annotations: str = ""
-    space: str = ""
-    algorithm: str = ""
-    rounds: int = 0
-    trials_per_round: int = 0
-    proxy_train_steps: int = 0
-    proxy_batch_size: int = 0
-    full_train_steps: int = 0
-    full_batch_size: int = 0
-    metric: str = ""
-    latency_target_ms: float = 0.0
-    scaling_trials: int = 0
-    scaling_train_steps: int = 0
-    augmentation_space: str = ""
-    augmentation_trials: int = 0
-    augmentation_train_steps: int = 0
-    augmentation_evaluations: int = 0
+    experiment_name: str = setting(
+        "",
+        "Name of the experiment in the store; the same name and spec resume\n"
+        "it, so give a new name for a new search.",
+        key="name",
+    )
+    store_root: str = setting(
+        "",
+        "Where everything is written: gs://bucket/prefix or a mounted volume path.",
+        key="store_root",
+    )
+    task_kind: str = setting("", "What is learned: detection, ...", key="task.kind")
+    num_classes: int = setting(
+        0, "Number of classes (detection: without the background).", key="task.num_classes"
+    )
+    train_data: str = setting(
+        "",
+        "File pattern of the training TFRecords, e.g. gs://b/train-*.tfrecord.",
+        key="data.train",
+    )
+    validation_data: str = setting(
+        "",
+        "File pattern of the validation TFRecords that score trials.",
+        key="data.validation",
+    )
+    annotations: str = setting(
+        "", "COCO annotation JSON of the validation data (detection).", key="data.annotations"
+    )
+    space: str = setting(
+        "",
+        "Search space of the proxy study (kfnas spaces lists them).",
+        key=f"studies.{PROXY}.space",
+    )
+    # A different name than the spec's drops the spec's algorithm options (see ``overrides``).
+    algorithm: str = setting(
+        "", "Search algorithm (kfnas algorithms lists them); options go in overrides."
+    )
+    rounds: int = setting(
+        0,
+        "Rounds of proposals of the proxy study (the pipeline sets it to its compiled rounds).",
+        key=f"studies.{PROXY}.budget.rounds",
+        run_parameter=False,
+    )
+    trials_per_round: int = setting(
+        0,
+        "Trials proposed per round of the proxy search.",
+        key=f"studies.{PROXY}.budget.trials_per_round",
+    )
+    proxy_train_steps: int = setting(
+        0, "Training steps of each proxy trial.", key=f"studies.{PROXY}.budget.train_steps"
+    )
+    proxy_batch_size: int = setting(
+        0, "Batch size of each proxy trial.", key=f"studies.{PROXY}.budget.batch_size"
+    )
+    full_train_steps: int = setting(
+        0,
+        "Training steps of the full trainings (validation and final); 0 keeps\n"
+        "the spec's, or 10x the proxy steps if the spec has no validation study.",
+        key=f"studies.{VALIDATION}.budget.train_steps",
+    )
+    full_batch_size: int = setting(
+        0,
+        "Batch size of the full trainings.",
+        key=f"studies.{VALIDATION}.budget.batch_size",
+    )
+    metric: str = setting(
+        "",
+        "Evaluation metric the reward is built on (AP, top_1_accuracy, ...).",
+        key="objectives.metric",
+    )
+    # A ``latency_ms`` constraint (``hard``) is added if the spec has none (see ``overrides``).
+    latency_target_ms: float = setting(
+        0.0, "Target latency in ms of the MnasNet-style reward constraint."
+    )
+    # The refinement studies' settings are applied by ``kfnas.validation.experiment``.
+    scaling_trials: int = setting(
+        0,
+        "Scaling study after validation (SpineNet spaces only): this many\n"
+        "points of spinenet_scaling (432 in all, grid search) trained on the best\n"
+        "validated architecture with the full budget; 0 switches it off.",
+    )
+    scaling_train_steps: int = setting(
+        0, "Training steps of each scaling trial; 0: the full training's."
+    )
+    augmentation_space: str = setting(
+        "",
+        "Augmentation study's space (randaugment_detection,\n"
+        "autoaugment_segmentation, ...); empty: randaugment for the task.",
+    )
+    augmentation_trials: int = setting(
+        0,
+        "Augmentation-policy study after scaling: this many policies\n"
+        "trained on the best architecture so far (scaled, if scaling ran); 0 switches it\n"
+        "off.",
+    )
+    augmentation_train_steps: int = setting(
+        0,
+        "Training steps of each augmentation trial; 0: the full\n"
+        "training's (augmentation trials train to the end, no proxy).",
+    )
+    augmentation_evaluations: int = setting(
+        0, "Evaluations per augmentation trial, which reports the best;\n0: 3."
+    )
 
     @classmethod
     def from_kwargs(cls, settings: dict[str, Any]) -> ExperimentSettings:
@@ -121,19 +174,24 @@ class ExperimentSettings:
     def overrides(self, spec: ExperimentSpec) -> list[str]:
         """The dotted overrides that apply the set settings to ``spec`` (the spec as written)."""
         out = [
-            f"{key}={json.dumps(getattr(self, name))}"
-            for name, key in _KEYS.items()
-            if getattr(self, name)
+            f"{field.metadata['key']}={json.dumps(getattr(self, field.name))}"
+            for field in dataclasses.fields(self)
+            if field.metadata["key"] and getattr(self, field.name)
         ]
         if self.full_batch_size and not self.full_train_steps and VALIDATION not in spec.studies:
             proxy_steps = self.proxy_train_steps or _proxy_budget(spec).get("train_steps", 0)
             steps = proxy_steps * FULL_TRAINING_STEPS_FACTOR
-            out.append(f"{_KEYS['full_train_steps']}={steps}")
+            out.append(f"studies.{VALIDATION}.budget.train_steps={steps}")
         if self.algorithm and self.algorithm != _proxy_algorithm(spec):
             out.append(f"studies.{PROXY}.algorithm={json.dumps({'name': self.algorithm})}")
         if self.latency_target_ms:
             out.append(_latency_override(spec, self.latency_target_ms))
         return out
+
+
+def run_parameters() -> list[dataclasses.Field]:
+    """The settings the search pipeline shows as run parameters, in declaration order."""
+    return [f for f in dataclasses.fields(ExperimentSettings) if f.metadata["run_parameter"]]
 
 
 def _proxy_budget(spec: ExperimentSpec) -> dict[str, Any]:

@@ -1,0 +1,52 @@
+"""How every pipeline configures its steps: by kind of step, from a cluster profile.
+
+``Steps(profile)`` sets each task's display name, turns KFP caching off (stages already skip
+finished work, and a cache hit would skip writes to a fresh store) and applies the profile's
+settings for the step's kind: ``trial`` for a proxy trial, ``training`` for a full training,
+``light`` for everything else (init, propose, select, report, export, publish). Without a profile
+a step carries no platform settings (what ``kfp.local`` runs). A sub-pipeline (``group``) only
+gets a display name: its own steps are configured inside it.
+
+To add a kind of step: add its method here and its settings to the profiles
+(``pipelines/profiles.py``).
+"""
+
+# No ``from __future__ import annotations``: kept like the pipeline modules that use it.
+import dataclasses
+
+from kfp.dsl import PipelineTask
+
+from kfnas.pipelines.profiles import ClusterProfile, apply_step_profile
+
+
+@dataclasses.dataclass(frozen=True)
+class Steps:
+    """Configures tasks by kind of step: display name, caching off, the profile's settings.
+
+    Attributes:
+        profile: The cluster profile; ``None`` for no platform settings (local runs).
+    """
+
+    profile: ClusterProfile | None
+
+    def _configure(self, kind: str, task: PipelineTask, name: str) -> PipelineTask:
+        task.set_display_name(name).set_caching_options(enable_caching=False)
+        if self.profile is not None:
+            apply_step_profile(task, self.profile.step(kind))
+        return task
+
+    def group(self, task: PipelineTask, name: str) -> PipelineTask:
+        """A sub-pipeline: a display name; its steps are configured inside it."""
+        return task.set_display_name(name)
+
+    def light(self, task: PipelineTask, name: str) -> PipelineTask:
+        """A short CPU step: init, propose, select, report, export, publish."""
+        return self._configure("light", task, name)
+
+    def trial(self, task: PipelineTask, name: str) -> PipelineTask:
+        """A proxy trial."""
+        return self._configure("trial", task, name)
+
+    def training(self, task: PipelineTask, name: str) -> PipelineTask:
+        """A full training (validation, scaling, augmentation, final or retraining)."""
+        return self._configure("training", task, name)
