@@ -4,15 +4,19 @@
   and export), its DAG and parameters;
 * ``profiles``: cluster profiles (``profiles/*.yaml``) and how they configure each kind of step;
 * ``compile``: ``compile_pipeline`` (what ``kfnas compile`` runs);
-* ``local``: ``run_search_locally`` under ``kfp.local`` (what ``kfnas run`` runs).
-* ``submit``: ``submit_search`` (what ``kfnas submit`` runs): compile, check, upload, start a run;
+* ``local``: ``run_search_locally`` under ``kfp.local`` (what ``kfnas run`` runs);
+* ``steps``: ``Steps``, how every pipeline configures its steps by kind from a cluster profile;
+* ``retraining``: ``build_retraining_pipeline`` (retrain an exported model, publish if not worse);
+* ``submit``: ``prepare_submission`` and ``submit`` (what ``kfnas submit`` runs): compile, check,
+  upload, start a run;
+* ``schedule``: ``prepare_schedule`` and ``create_schedule`` (what ``kfnas schedule`` runs);
 * ``parameters``: a compiled pipeline's run parameters and arguments checked against them;
 * ``kfp_api``: talking to a KFP API server through ``kfp.Client``, with errors that say what to fix.
 
-Pipelines wire ``kfnas.components`` into DAGs; only this package and ``kfnas.components`` import
-kfp.
+Pipelines wire ``kfnas.components`` into DAGs; only this package, ``kfnas.components`` and the CLI
+(``kfnas.cli``) import kfp.
 
-To add a pipeline (e.g. retraining): write ``pipelines/<name>.py`` with a ``build_<name>(...)``
-function returning the ``@dsl.pipeline``, configure its steps with a profile as ``search`` does,
-and add a ``compile_<name>`` to ``compile``.
+To add a pipeline: write ``pipelines/<name>.py`` with a ``build_<name>(...)`` function returning
+the ``@dsl.pipeline``, configure its steps with ``steps.Steps(profile)``, and add a
+``compile_<name>`` to ``compile``.
 """

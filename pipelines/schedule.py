@@ -1,7 +1,7 @@
 """Recurring retraining on a KFP cluster: ``kfnas schedule`` creates, lists and disables them.
 
-``schedule_retraining`` is what ``kfnas schedule --cron EXPR --handoff URI`` runs, in two halves,
-like ``kfnas submit`` (``pipelines/submit.py``):
+``kfnas schedule --cron EXPR --handoff URI`` runs it in two halves, like ``kfnas submit``
+(``pipelines/submit.py``):
 
 1. ``prepare_schedule`` (contacts nothing; ``--dry-run`` stops here): checks the cron expression
    (``parse_cron``), compiles the retraining pipeline (``pipelines/retraining.py``) for a cluster
@@ -340,20 +340,4 @@ def disable_schedule(
         host,
         f"disabling recurring run {recurring_run_id!r}",
         lambda: client.disable_recurring_run(recurring_run_id),
-    )
-
-
-def schedule_retraining(
-    host: str,
-    spec: ScheduleSpec,
-    handoff_uri: str,
-    *,
-    values: Mapping[str, Any] | None = None,
-    strings: Mapping[str, str] | None = None,
-    namespace: str | None = None,
-    token: str | None = None,
-) -> ScheduleInfo:
-    """``prepare_schedule`` + ``create_schedule``: see those for the arguments and errors."""
-    return create_schedule(
-        prepare_schedule(spec, handoff_uri, values, strings), host, namespace, token
     )

@@ -1,6 +1,6 @@
 """Submitting the search pipeline to a KFP cluster: compile, check, upload, start a run.
 
-``submit_search`` is what ``kfnas submit`` runs, in two halves:
+``kfnas submit`` runs it in two halves:
 
 1. ``prepare_submission`` (contacts nothing; ``--dry-run`` stops here): compiles the search
    pipeline for a cluster profile, reads its run parameters from the compiled spec
@@ -407,22 +407,3 @@ def submit(
         new_pipeline=new_pipeline,
         new_version=new_version,
     )
-
-
-def submit_search(
-    host: str,
-    spec: SubmitSpec = SubmitSpec(),  # frozen: sharing the default is safe
-    *,
-    values: Mapping[str, Any] | None = None,
-    strings: Mapping[str, str] | None = None,
-    spec_yaml: str | None = None,
-    overrides: Sequence[str] = (),
-    namespace: str | None = None,
-    token: str | None = None,
-) -> SubmitResult:
-    """Compiles, checks, uploads and runs the search pipeline: ``prepare_submission`` + ``submit``.
-
-    See those two for the arguments and errors.
-    """
-    submission = prepare_submission(spec, values, strings, spec_yaml, overrides)
-    return submit(submission, host, namespace=namespace, token=token)

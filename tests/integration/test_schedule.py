@@ -30,9 +30,9 @@ from kfnas.pipelines.retraining import build_retraining_pipeline
 from kfnas.pipelines.schedule import (
     ScheduleError,
     ScheduleSpec,
+    create_schedule,
     parse_cron,
     prepare_schedule,
-    schedule_retraining,
 )
 
 HANDOFF = "gs://nas-bucket/runs/demo/export/latest"
@@ -99,12 +99,12 @@ def kfp_api() -> Iterator[ScheduleStandIn]:
 
 
 def test_schedule_creates_a_recurring_run_of_the_retraining_pipeline(kfp_api):
-    info = schedule_retraining(
-        kfp_api.host,
+    prepared = prepare_schedule(
         ScheduleSpec("0 0 3 * * *", profile="cpu-only", experiment="retrain"),
         HANDOFF,
         strings={**NEW_DATA, "tolerance": "0.02"},
     )
+    info = create_schedule(prepared, kfp_api.host)
 
     (pipeline,) = kfp_api.pipelines.values()
     (version,) = kfp_api.versions.values()
@@ -134,7 +134,7 @@ def test_schedule_creates_a_recurring_run_of_the_retraining_pipeline(kfp_api):
 def test_a_schedule_uploads_a_version_once_and_catchup_is_asked_for(kfp_api):
     spec = ScheduleSpec("30 2 * * SUN", profile="cpu-only", name="weekly", catchup=True)
     for _ in range(3):
-        schedule_retraining(kfp_api.host, spec, HANDOFF, values=NEW_DATA)
+        create_schedule(prepare_schedule(spec, HANDOFF, NEW_DATA), kfp_api.host)
 
     # The first upload creates the pipeline (and its first version), the second a version named
     # after the YAML's hash, and the third finds that version: the same YAML is uploaded once.
@@ -222,9 +222,9 @@ def test_valid_cron_expressions_are_read_as_kfp_reads_them(cron, kfp_cron, note)
 def test_missing_new_data_and_relative_paths_are_refused_before_any_request(kfp_api):
     spec = ScheduleSpec("@daily", profile="cpu-only")
     with pytest.raises(ParameterError, match="parameter 'train_data' has no default"):
-        schedule_retraining(kfp_api.host, spec, HANDOFF)
+        prepare_schedule(spec, HANDOFF)
     with pytest.raises(ScheduleError, match=r"handoff_uri 'store/demo/export/latest'.*relative"):
-        schedule_retraining(kfp_api.host, spec, "store/demo/export/latest", values=NEW_DATA)
+        prepare_schedule(spec, "store/demo/export/latest", NEW_DATA)
     with pytest.raises(ScheduleError, match="--max-concurrency must be at least 1"):
         prepare_schedule(dataclasses.replace(spec, max_concurrency=0), HANDOFF, NEW_DATA)
     assert kfp_api.requests == []

@@ -36,7 +36,7 @@ from kfnas.cli import main
 from kfnas.pipelines.kfp_api import KfpApiError
 from kfnas.pipelines.parameters import pipeline_parameters, typed_arguments
 from kfnas.pipelines.search import build_search_pipeline
-from kfnas.pipelines.submit import SubmitSpec, prepare_submission, submit_search
+from kfnas.pipelines.submit import SubmitSpec, prepare_submission, submit
 from kfnas.version import __version__
 
 API = "/apis/v2beta1"
@@ -374,13 +374,13 @@ def test_a_first_submit_uploads_the_pipeline_and_starts_a_run(kfp_api):
     values = {**ON_CLUSTER, "num_classes": 5, "top_k": 2}
     strings = {"latency_target_ms": "12", "num_classes": "4"}  # strings win over values
 
-    result = submit_search(
-        kfp_api.host,
+    submission = prepare_submission(
         SubmitSpec(profile="cpu-only", rounds=2, trials_per_round=2),
-        values=values,
-        strings=strings,
+        values,
+        strings,
         overrides=["budget.train_steps=20"],
     )
+    result = submit(submission, kfp_api.host)
 
     (pipeline,) = kfp_api.pipelines.values()
     (version,) = kfp_api.versions.values()
@@ -430,12 +430,14 @@ def test_a_first_submit_uploads_the_pipeline_and_starts_a_run(kfp_api):
 
 
 def test_a_second_submit_uploads_a_version_and_the_same_yaml_reuses_it(kfp_api):
-    first = submit_search(kfp_api.host, SubmitSpec(profile="cpu-only", rounds=2), values=ON_CLUSTER)
+    first = submit(
+        prepare_submission(SubmitSpec(profile="cpu-only", rounds=2), ON_CLUSTER), kfp_api.host
+    )
     spec = SubmitSpec(profile="cpu-only", rounds=3, run_name="three rounds")
 
-    second = submit_search(kfp_api.host, spec, values=ON_CLUSTER)
+    second = submit(prepare_submission(spec, ON_CLUSTER), kfp_api.host)
     uploads = kfp_api.requests.count(("POST", f"{API}/pipelines/upload_version"))
-    third = submit_search(kfp_api.host, spec, values=ON_CLUSTER)
+    third = submit(prepare_submission(spec, ON_CLUSTER), kfp_api.host)
 
     assert second.pipeline_id == third.pipeline_id == first.pipeline_id
     assert len(kfp_api.pipelines) == 1 and len(kfp_api.experiments) == 1
@@ -458,14 +460,12 @@ def test_a_second_submit_uploads_a_version_and_the_same_yaml_reuses_it(kfp_api):
 
 
 def test_the_token_and_namespace_go_with_every_request(kfp_api_with_auth):
-    result = submit_search(
-        kfp_api_with_auth.host,
+    submission = prepare_submission(
         SubmitSpec(profile="cpu-only", experiment="nas-team"),
-        values=ON_CLUSTER,
-        strings={"experiment_name": "cars"},
-        namespace="team-a",
-        token=TOKEN,
+        ON_CLUSTER,
+        {"experiment_name": "cars"},
     )
+    result = submit(submission, kfp_api_with_auth.host, namespace="team-a", token=TOKEN)
 
     assert set(kfp_api_with_auth.auth) == {f"Bearer {TOKEN}"}
     (pipeline,) = kfp_api_with_auth.pipelines.values()
@@ -479,8 +479,10 @@ def test_the_token_and_namespace_go_with_every_request(kfp_api_with_auth):
 
 def test_a_multi_user_kfp_needs_a_namespace(kfp_api_with_auth):
     with pytest.raises(KfpApiError, match="multi-user: pass --namespace"):
-        submit_search(
-            kfp_api_with_auth.host, SubmitSpec(profile="cpu-only"), values=ON_CLUSTER, token=TOKEN
+        submit(
+            prepare_submission(SubmitSpec(profile="cpu-only"), ON_CLUSTER),
+            kfp_api_with_auth.host,
+            token=TOKEN,
         )
     assert kfp_api_with_auth.requests == [("GET", f"{API}/healthz")]
 
@@ -504,7 +506,11 @@ def test_a_request_refused_later_gives_the_token_hint_too(kfp_api):
     kfp_api.uploads_allowed = False
 
     with pytest.raises(KfpApiError, match="refused uploading pipeline 'kfnas-search' \\(403") as e:
-        submit_search(kfp_api.host, SubmitSpec(profile="cpu-only"), values=ON_CLUSTER, token=TOKEN)
+        submit(
+            prepare_submission(SubmitSpec(profile="cpu-only"), ON_CLUSTER),
+            kfp_api.host,
+            token=TOKEN,
+        )
     assert "not authorized to create pipelines" in str(e.value) and "--token" in str(e.value)
     assert TOKEN not in str(e.value)
     assert not kfp_api.pipelines and not kfp_api.runs
@@ -512,8 +518,9 @@ def test_a_request_refused_later_gives_the_token_hint_too(kfp_api):
 
 def test_a_wrong_path_gives_a_host_hint(kfp_api):
     with pytest.raises(KfpApiError, match=r"404 Not Found.*Check --host"):
-        submit_search(
-            f"{kfp_api.host}/pipeline/v1", SubmitSpec(profile="cpu-only"), values=ON_CLUSTER
+        submit(
+            prepare_submission(SubmitSpec(profile="cpu-only"), ON_CLUSTER),
+            f"{kfp_api.host}/pipeline/v1",
         )
     assert kfp_api.unexpected == [f"unknown route GET /pipeline/v1{API}/healthz"]
     kfp_api.unexpected.clear()  # the 404 was the point
@@ -524,7 +531,7 @@ def test_an_unreachable_host_says_so():
         s.bind(("127.0.0.1", 0))
         port = s.getsockname()[1]  # nothing listens there once closed
     with pytest.raises(KfpApiError, match=f"cannot reach KFP at http://127.0.0.1:{port}"):
-        submit_search(f"http://127.0.0.1:{port}", SubmitSpec(), values=ON_CLUSTER)
+        submit(prepare_submission(SubmitSpec(), ON_CLUSTER), f"http://127.0.0.1:{port}")
 
 
 def test_unknown_and_badly_typed_parameters_are_refused_before_any_request(kfp_api, capsys):
