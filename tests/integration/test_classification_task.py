@@ -32,7 +32,7 @@ from kfnas.spaces import SPACES
 from kfnas.spaces.base import Network
 from kfnas.tasks import TASKS
 from kfnas.tasks.base import TaskKind
-from kfnas.tasks.classification import CLASSIFICATION, OPTIONS, option_problems
+from kfnas.tasks.classification import CLASSIFICATION, option_problems
 from kfnas.validation import validate
 
 pytestmark = pytest.mark.tf
@@ -114,7 +114,10 @@ def test_options_are_checked_with_messages_that_say_what_to_write() -> None:
     )
     unknown, smoothing, schedule, crop = option_problems(bad)
     assert "task.options.dropout is not a classification option" in unknown
-    assert "did you mean 'dropout_rate'?" in unknown and ", ".join(sorted(OPTIONS)) in unknown
+    assert (
+        "did you mean 'dropout_rate'?" in unknown
+        and ", ".join(sorted(CLASSIFICATION.option_table())) in unknown
+    )
     assert smoothing == "task.options.label_smoothing must be a number in [0, 1], got 2"
     assert schedule == "task.options.lr_schedule must be one of 'cosine', 'step', got 'linear'"
     assert crop == "task.options.aug_crop must be true or false, got 1"

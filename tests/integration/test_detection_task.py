@@ -169,7 +169,7 @@ def test_option_problems_name_the_fix() -> None:
     unknown = option_problems(TaskSpec(options={"head_num_filter": 8}))
     assert unknown == [
         "task.options.head_num_filter is not a detection option (did you mean "
-        f"'head_num_filters'?); valid options: {', '.join(sorted(OPTIONS))}"
+        f"'head_num_filters'?); valid options: {', '.join(sorted(DETECTION.option_table()))}"
     ]
     assert option_problems(TaskSpec(image_size=96, options={"max_level": 6})) == [
         "task.image_size 96 is not divisible by 2**max_level = 64 (task.options.max_level = 6): "

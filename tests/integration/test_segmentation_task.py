@@ -200,7 +200,7 @@ def test_option_problems_name_the_fix() -> None:
     unknown = option_problems(TaskSpec(kind="segmentation", options={"head_levels": 4}))
     assert unknown == [
         "task.options.head_levels is not a segmentation option (did you mean 'head_level'?); "
-        f"valid options: {', '.join(sorted(OPTIONS))}"
+        f"valid options: {', '.join(sorted(SEGMENTATION.option_table()))}"
     ]
     assert option_problems(TaskSpec(kind="segmentation", image_size=128)) == []
     assert option_problems(

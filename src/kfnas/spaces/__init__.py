@@ -1,20 +1,28 @@
-"""Search spaces: the registry ``SPACES`` and helpers every space shares.
+"""Search spaces: the registry ``SPACES`` and the knobs the spaces declare.
 
-A search space is an object that follows ``kfnas.spaces.base.SearchSpace``. Built-ins are listed in
-the
-lazy table below (name -> ``"module:attribute"``), so listing them imports nothing heavy. A user's
-own
-space is named as ``"package.module:object"`` anywhere a built-in name is accepted.
+A search space is an object that follows ``kfnas.spaces.base.SearchSpace`` (it builds networks)
+or ``kfnas.spaces.base.RefinementSpace`` (it retrains a chosen network differently). Built-ins are
+listed in the lazy table ``_BUILTINS`` (name -> ``"module:attribute"``), so listing them imports
+nothing heavy. A user's own space is named as ``"package.module:object"`` anywhere a built-in name
+is accepted.
 
-To add a built-in space: write one module in this package that defines the space object, then add
-one
-line to ``_BUILTINS``. The conformance tests in ``tests/conformance`` then cover it automatically.
+A new space costs one module and one registry line: write a module (in this package, or your own
+package) defining the space object, with a ``task_options`` table
+(``{name: kfnas.spaces.options.Option}``) of the ``task.options`` knobs it reads that no task
+reads; then add one line to ``_BUILTINS`` (or call ``SPACES.register(name, space)``). No task
+changes: validation accepts the knobs the experiment's spaces declare (``declared_options``), and
+the conformance tests in ``tests/conformance`` cover every registered space.
 """
 
 from __future__ import annotations
 
+from collections.abc import Iterable
+from typing import Any
+
 from kfnas.registry import Registry, RegistryError, load_object
+from kfnas.spaces import base
 from kfnas.spaces.base import RefinementSpace, SearchSpace
+from kfnas.spaces.options import Option, merge
 
 _BUILTINS: dict[str, str] = {
     "spinenet": "kfnas.spaces.spinenet:SPINENET",
@@ -62,4 +70,17 @@ def get_space(name: str) -> SearchSpace | RefinementSpace:
     return space
 
 
-__all__ = ["SPACES", "RefinementSpace", "SearchSpace", "get_space"]
+def declared_options(kind: str, spaces: Iterable[Any] | None = None) -> dict[str, Option]:
+    """The ``task.options`` knobs that ``spaces`` serving ``kind`` declare (``merge``d).
+
+    Args:
+        kind: The task kind; spaces that do not serve it are left out.
+        spaces: The experiment's spaces; ``None``: every registered space (what a task accepts
+            when it is not told which spaces an experiment uses).
+    """
+    if spaces is None:
+        spaces = [SPACES.get(name) for name in SPACES.names()]
+    return merge(base.declared_options(s) for s in spaces if kind in s.tasks)
+
+
+__all__ = ["SPACES", "RefinementSpace", "SearchSpace", "declared_options", "get_space"]

@@ -34,12 +34,22 @@ from __future__ import annotations
 from collections.abc import Mapping, Sequence
 from typing import Any
 
+from kfnas.spaces.options import Option, choice, fraction, integer
+from kfnas.spaces.regularizers import l2_regularizer
+
 #: Backbone knobs that every task kind shares (see the table in the module docstring).
 BACKBONE_DEFAULTS: dict[str, Any] = {
     "init_stochastic_depth_rate": 0.0,
     "norm_momentum": 0.99,
     "norm_epsilon": 0.001,
     "l2_weight_decay": 4e-5,
+}
+#: The knobs of the table above that no task reads, with their checks: both spaces declare them
+#: (``task_options``). ``activation`` is also detection's own knob, whose check then applies.
+TASK_OPTIONS: dict[str, Option] = {
+    "endpoints_num_filters": integer(0),
+    "init_stochastic_depth_rate": fraction(),
+    "activation": choice(("relu", "relu6", "swish", "hard_swish")),
 }
 #: ``endpoints_num_filters`` by task kind; other kinds get 0 (no head conv).
 ENDPOINTS_NUM_FILTERS_BY_TASK: dict[str, int] = {"classification": 1280}
@@ -92,13 +102,10 @@ def build_backbone(
     Returns:
         The backbone: a ``tf_keras.Model`` with ``output_specs`` and outputs keyed ``'2'``..``'5'``.
     """
-    import tf_keras
-
     from kfnas.spaces._mobile_backbone import MobileStageBackbone
 
     options = backbone_options(task, activation)
-    l2_weight_decay = float(options["l2_weight_decay"])
-    regularizer = tf_keras.regularizers.l2(l2_weight_decay / 2.0) if l2_weight_decay else None
+    regularizer = l2_regularizer(float(options["l2_weight_decay"]))
     return MobileStageBackbone(
         stages=stages,
         input_specs=input_specs,

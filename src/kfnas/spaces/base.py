@@ -3,7 +3,10 @@
 A space is any object with the attributes of ``SearchSpace`` (a ``typing.Protocol``; no base class
 to inherit), which builds networks, or of ``RefinementSpace``, which changes how an already chosen
 network is trained (scaling, augmentation). It must not import TensorFlow at module import time:
-proposing trials only needs ``hyper()``.
+proposing trials only needs ``hyper()``. A space that reads ``task.options`` knobs no task kind
+reads (SpineNet's ``resample_alpha``, NAS-FPN's ``decoder_num_repeats``, ...) declares them in a
+``task_options`` attribute (``{name: kfnas.spaces.options.Option}``; ``declared_options`` reads
+it): validation accepts a knob when the task or one of the experiment's spaces declares it.
 
 To extend the interface: add the member here with its contract, then implement it in every built-in
 space; the conformance suite checks every registered space against this protocol.
@@ -11,10 +14,13 @@ space; the conformance suite checks every registered space against this protocol
 
 from __future__ import annotations
 
+from collections.abc import Mapping
 from dataclasses import dataclass
 from typing import Any, Protocol, runtime_checkable
 
 import pyglove as pg
+
+from kfnas.spaces.options import Option
 
 
 @dataclass(frozen=True)
@@ -149,6 +155,11 @@ class RefinementSpace(Protocol):
             value is YAML (lists and mappings in flow style), as ``--set`` reads it.
         """
         ...
+
+
+def declared_options(space: Any) -> Mapping[str, Option]:
+    """The ``task.options`` knobs ``space`` declares it reads (none unless ``task_options``)."""
+    return getattr(space, "task_options", {})
 
 
 def is_refinement(space: Any) -> bool:

@@ -46,18 +46,21 @@ contract with stored DNA, so a changed space needs a new name and one line in
 
 from __future__ import annotations
 
+from collections.abc import Mapping
 from dataclasses import dataclass
-from typing import Any
+from typing import Any, ClassVar
 
 import pyglove as pg
 
 from kfnas.spaces._mobile_space import (
+    TASK_OPTIONS,
     backbone_problems,
     build_backbone,
     filter_candidates,
     repeat_candidates,
 )
 from kfnas.spaces.base import Network
+from kfnas.spaces.options import Option
 
 #: Stage strides (fixed, as in Vertex's model).
 STRIDES = (1, 2, 2, 2, 1, 2)
@@ -113,6 +116,8 @@ class EfficientNetV2Space:
 
     name: str = "efficientnet_v2"
     tasks: tuple[str, ...] = ("classification", "detection")
+    #: The ``task.options`` knobs this space reads besides the task's.
+    task_options: ClassVar[Mapping[str, Option]] = TASK_OPTIONS
 
     def hyper(self) -> EfficientNetV2Architecture:
         """The hyper architecture; ids ``blocks[i].num_repeats`` ... ``blocks[i].act_fn``."""

@@ -46,18 +46,21 @@ published block choices, and one line for it in ``kfnas.spaces._BUILTINS``.
 
 from __future__ import annotations
 
+from collections.abc import Mapping
 from dataclasses import dataclass
-from typing import Any
+from typing import Any, ClassVar
 
 import pyglove as pg
 
 from kfnas.spaces._mobile_space import (
+    TASK_OPTIONS,
     backbone_problems,
     build_backbone,
     filter_candidates,
     repeat_candidates,
 )
 from kfnas.spaces.base import Network
+from kfnas.spaces.options import Option
 
 #: Stage strides (fixed; Vertex ``MNASNET_NUM_BLOCKS`` = 7 stages).
 STRIDES = (1, 2, 2, 2, 1, 2, 1)
@@ -110,6 +113,8 @@ class MnasNetSpace:
     reference_blocks: tuple[BlockChoice, ...]
     reference_name: str
     tasks: tuple[str, ...] = ("classification", "detection")
+    #: The ``task.options`` knobs this space reads besides the task's.
+    task_options: ClassVar[Mapping[str, Option]] = TASK_OPTIONS
 
     def __post_init__(self) -> None:
         sizes = {len(self.repeats), len(self.filters), len(self.reference_blocks)}

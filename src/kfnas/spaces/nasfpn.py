@@ -68,12 +68,15 @@ instance and one line in ``kfnas.spaces._BUILTINS``.
 from __future__ import annotations
 
 import difflib
+from collections.abc import Mapping
 from dataclasses import dataclass
-from typing import Any
+from typing import Any, ClassVar
 
 import pyglove as pg
 
 from kfnas.spaces.base import Network
+from kfnas.spaces.options import Option, integer, number
+from kfnas.spaces.regularizers import l2_regularizer
 from kfnas.spaces.spinenet import SHARED_BACKBONE_DEFAULTS
 
 #: One static node: (level, combine_fn, (input_index_0, input_index_1), is_output).
@@ -102,6 +105,15 @@ OPTION_DEFAULTS: dict[str, Any] = {
     "decoder_num_filters": 256,
     "decoder_num_repeats": 5,
     **SHARED_BACKBONE_DEFAULTS,
+}
+
+
+#: The knobs of ``OPTION_DEFAULTS`` that no task reads, with their checks (``task_options``).
+TASK_OPTIONS: dict[str, Option] = {
+    "backbone": Option(None, lambda v: isinstance(v, str) and bool(v), "a backbone name"),
+    "filter_size_scale": number(0, strict=True),
+    "decoder_num_filters": integer(1),
+    "decoder_num_repeats": integer(1),
 }
 
 
@@ -218,6 +230,8 @@ class NasFpnSpace:
 
     name: str = "nasfpn"
     tasks: tuple[str, ...] = ("detection", "segmentation")
+    #: The ``task.options`` knobs this space reads besides the task's.
+    task_options: ClassVar[Mapping[str, Option]] = TASK_OPTIONS
     min_level: int = 3
     max_level: int = 7
     level_candidates: tuple[int, ...] = (4, 5, 6, 7)
@@ -361,7 +375,6 @@ class NasFpnSpace:
         Raises:
             ValueError: ``task_problems`` finds a problem, or tf-models rejects the cell.
         """
-        import tf_keras
         from official.vision.modeling import backbones
         from official.vision.modeling.decoders import nasfpn
 
@@ -369,9 +382,7 @@ class NasFpnSpace:
         if problems:
             raise ValueError("; ".join(problems))
         opts = {**OPTION_DEFAULTS, **task.options}
-        decay = float(opts["l2_weight_decay"])
-        # Halved as the official tasks do, to match tf.nn.l2_loss.
-        regularizer = tf_keras.regularizers.l2(decay / 2.0) if decay else None
+        regularizer = l2_regularizer(float(opts["l2_weight_decay"]))
         norm = {
             "norm_momentum": float(opts["norm_momentum"]),
             "norm_epsilon": float(opts["norm_epsilon"]),

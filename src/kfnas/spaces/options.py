@@ -1,9 +1,11 @@
 """Tables of ``task.options`` knobs: each knob's default and check, and the messages they give.
 
-A task kind lists its knobs as ``{name: Option}`` (built with ``integer``, ``number``,
-``fraction``, ``flag``, ``choice``) and gets from ``table_problems`` the messages for unknown keys
-(with a "did you mean" hint and the valid keys) and for values of the wrong type or range, and
-from ``resolve`` the options over the table's defaults. Nothing here imports TensorFlow.
+A task kind lists the knobs it reads as ``{name: Option}`` (built with ``integer``, ``number``,
+``fraction``, ``flag``, ``choice``), and so does a search space (its ``task_options``: the
+backbone or decoder knobs only it reads). ``table_problems`` gives the messages for unknown keys
+(with a "did you mean" hint and the valid keys) and for values of the wrong type or range,
+``resolve`` the options over a table's defaults, and ``merge`` one table from several spaces'.
+It lives below both spaces and tasks, so each can declare its own knobs. No TensorFlow here.
 
 To add a kind of check: write one more constructor returning an ``Option``.
 """
@@ -71,6 +73,35 @@ def choice(values: Iterable[str], default: Any = None) -> Option:
     return Option(default, lambda v: v in allowed, "one of " + ", ".join(map(repr, allowed)))
 
 
+def merge(tables: Iterable[Mapping[str, Option]]) -> dict[str, Option]:
+    """One table from several (e.g. the spaces of one experiment).
+
+    A knob declared by several tables accepts a value that any of them accepts: each space
+    reads it for its own network.
+    """
+    declared: dict[str, list[Option]] = {}
+    for table in tables:
+        for key, option in table.items():
+            declared.setdefault(key, []).append(option)
+    out = {}
+    for key, options in declared.items():
+        if len(options) == 1:
+            out[key] = options[0]
+            continue
+        checks = [o.check for o in options]
+        expected = " or ".join(dict.fromkeys(o.expected for o in options))
+        out[key] = Option(
+            options[0].default, lambda v, checks=checks: any(c(v) for c in checks), expected
+        )
+    return out
+
+
+#: Feature levels (stride ``2**level``) that the multi-level tasks and the spaces support.
+LEVEL_RANGE = (3, 7)
+#: The level knobs of multi-level tasks (detection, segmentation), which spaces read too.
+LEVEL_OPTIONS: dict[str, Option] = {"min_level": integer(1, 3), "max_level": integer(1, 7)}
+
+
 def table_problems(kind: str, options: Mapping[str, Any], table: Mapping[str, Option]) -> list[str]:
     """Unknown keys and badly typed or out-of-range values of ``options``, as messages.
 
@@ -103,6 +134,8 @@ def resolve(options: Mapping[str, Any], table: Mapping[str, Option]) -> dict[str
 
 
 __all__ = [
+    "LEVEL_OPTIONS",
+    "LEVEL_RANGE",
     "Option",
     "choice",
     "flag",
@@ -110,6 +143,7 @@ __all__ = [
     "integer",
     "is_int",
     "is_number",
+    "merge",
     "number",
     "resolve",
     "table_problems",

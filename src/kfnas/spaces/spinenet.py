@@ -67,12 +67,15 @@ naming the tf-models module whose ``BlockSpec`` builds it, and a new module one 
 from __future__ import annotations
 
 import importlib
+from collections.abc import Mapping
 from dataclasses import dataclass
-from typing import Any
+from typing import Any, ClassVar
 
 import pyglove as pg
 
 from kfnas.spaces.base import Network
+from kfnas.spaces.options import Option, fraction, integer, number
+from kfnas.spaces.regularizers import l2_regularizer
 
 #: One static block: (level, block_fn, (input_index_0, input_index_1), is_output).
 BlockTuple = tuple[int, str, tuple[int, int], bool]
@@ -168,6 +171,20 @@ def image_size_problems(
     ]
 
 
+#: The ``task.options`` knobs of tf-models' SpineNet and SpineNetMobile that no task reads, with
+#: their checks (their defaults are each module's, in ``_BACKBONES``). Every SpineNet space
+#: declares them (``task_options``).
+SPINENET_OPTIONS: dict[str, Option] = {
+    "filter_size_scale": number(0, strict=True),
+    "endpoints_num_filters": integer(1),
+    "resample_alpha": number(0, strict=True),
+    "block_repeats": integer(1),
+    "se_ratio": fraction(),
+    "expand_ratio": integer(1),
+    "init_stochastic_depth_rate": fraction(),
+}
+
+
 def backbone_option_defaults(module_name: str) -> dict[str, Any]:
     """The ``task.options`` knobs of one tf-models SpineNet module, with their defaults."""
     return {**SHARED_BACKBONE_DEFAULTS, **_BACKBONES[module_name].defaults}
@@ -234,6 +251,8 @@ class SpineNetSpace:
     level_offsets: tuple[int, ...]
     block_fns: tuple[str, ...]
     tasks: tuple[str, ...] = ("detection",)
+    #: The ``task.options`` knobs this space reads besides the task's (``SPINENET_OPTIONS``).
+    task_options: ClassVar[Mapping[str, Option]] = SPINENET_OPTIONS
     min_level: int = 3
     max_level: int = 7
     input_window: int = 4
@@ -358,8 +377,6 @@ class SpineNetSpace:
         Raises:
             ValueError: As ``to_tf_block_specs``, or tf-models rejects a knob.
         """
-        import tf_keras
-
         module_name = tf_module_name(arch)
         backbone = _BACKBONES[module_name]
         options = {
@@ -369,9 +386,7 @@ class SpineNetSpace:
         }
         options.update((k, v) for k, v in task.options.items() if k in options)
         min_level, max_level = int(options["min_level"]), int(options["max_level"])
-        l2_weight_decay = float(options["l2_weight_decay"])
-        # Halved as RetinaNetTask does, to match tf.nn.l2_loss.
-        regularizer = tf_keras.regularizers.l2(l2_weight_decay / 2.0) if l2_weight_decay else None
+        regularizer = l2_regularizer(float(options["l2_weight_decay"]))
         backbone_class = getattr(importlib.import_module(module_name), backbone.class_name)
         return backbone_class(
             input_specs=input_specs,

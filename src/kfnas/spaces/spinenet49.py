@@ -21,13 +21,16 @@ To add another fixed SpineNet (say a topology found by an earlier search): add o
 
 from __future__ import annotations
 
+from collections.abc import Mapping
 from dataclasses import dataclass
-from typing import Any
+from typing import Any, ClassVar
 
 from kfnas.spaces.base import Network
+from kfnas.spaces.options import Option
 from kfnas.spaces.spinenet import (
     SPINENET,
     SPINENET_MODULE,
+    SPINENET_OPTIONS,
     BlockTuple,
     SpineNetArchitecture,
     SpineNetBlock,
@@ -95,6 +98,8 @@ class FixedSpineNetSpace:
     name: str
     specs: tuple[BlockTuple, ...]
     tasks: tuple[str, ...] = ("detection",)
+    #: The ``task.options`` knobs this space reads besides the task's (as the SpineNet spaces).
+    task_options: ClassVar[Mapping[str, Option]] = SPINENET_OPTIONS
 
     def __post_init__(self) -> None:
         tf_module_name(self.hyper())  # Raises for unknown or mixed block functions.

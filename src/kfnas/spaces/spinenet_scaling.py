@@ -49,6 +49,7 @@ from typing import Any
 import pyglove as pg
 
 from kfnas.registry import RegistryError
+from kfnas.spaces.options import LEVEL_OPTIONS, LEVEL_RANGE
 from kfnas.spaces.spinenet import SPINENET_MODULE, image_size_problems
 
 #: The tf-models-official module whose ``SpineNet`` reads every knob this space scales.
@@ -156,9 +157,7 @@ class SpineNetScalingSpace:
         Each candidate must be divisible by ``2**task.options.max_level`` (the detection rule)
         and line up at every SpineNet block level up to 7 (``spinenet.image_size_problems``).
         """
-        from kfnas.tasks.detection import LEVEL_RANGE, OPTIONS  # No TensorFlow: tables only.
-
-        max_level = task.options.get("max_level", OPTIONS["max_level"].default)
+        max_level = task.options.get("max_level", LEVEL_OPTIONS["max_level"].default)
         if not isinstance(max_level, int):
             return []  # The task's own checks report it.
         stride = 2**max_level

@@ -1,13 +1,17 @@
-"""Tasks: what a trial learns (detection, and later segmentation and classification).
+"""Tasks: what a trial learns (detection, segmentation, classification), in the registry ``TASKS``.
 
 A task kind turns the experiment's ``TaskSpec``, ``DataSpec`` and a trial budget into a configured
 tf-models-official ``base_task.Task`` (input pipeline, losses, metrics, evaluation), wraps a
-searched
-backbone into its full model, and checks user data before any trial starts. The registry ``TASKS``
-lists the built-ins lazily, so naming a task never imports TensorFlow.
+searched network into its full model, checks ``task.options`` and the user's data before any trial
+starts, and declares what the rest of kfnas looks up by kind (its ``serving_export``, default
+``augmentation_space`` and model card ``known_limits``). ``TASKS`` lists the built-ins lazily, so
+naming a task never imports TensorFlow.
 
-To add a task kind: write one module in this package with an object following
-``kfnas.tasks.base.TaskKind`` and add one line to ``_BUILTINS``.
+A new task kind costs its module, its data module and one registry line each, no edits elsewhere:
+write a module in this package with an object following ``kfnas.tasks.base.TaskKind`` (usually a
+``kfnas.tasks.base.OfficialTask`` subclass: its options table, recipe and ``task_config``), write
+its data checks in ``kfnas.data`` (add one line to ``kfnas.data.GENERATORS`` for a synthetic data
+set), and add one line to ``_BUILTINS`` below (or call ``TASKS.register(name, kind)``).
 """
 
 from __future__ import annotations

@@ -19,11 +19,7 @@ returns an ``ImageClassificationTask`` subclass whose ``build_metrics`` gives th
 so the trainer reports them as such). Like tf-models (which does not clip ``top_k`` to the number
 of classes), top-5 accuracy is reported whatever the number of classes; with 5 classes or fewer
 every class is among the top 5 and it is 1.0 by definition: search on ``top_1_accuracy``.
-
-Top level: ``ClassificationModel`` pools ``endpoints[max(endpoints)]``, a *string* maximum, which
-is the highest level only while every key is a single digit. A backbone whose keys would sort
-wrongly (``'10'`` < ``'9'``, or extra keys such as ``'5/expanded'`` above ``'5'``) is wrapped so
-that the model sees only its numerically highest level key; other backbones go in unchanged.
+The model pools the backbone's numerically highest level (``top_level_backbone``).
 
 ================================  =========  =====================================================
 option                            default    meaning
@@ -33,9 +29,6 @@ add_head_batch_norm               false      batch normalization before the pool
 label_smoothing                   0.1        label smoothing of the cross-entropy loss
 l2_weight_decay                   4e-5       L2 weight decay of the head and of the backbone
 norm_momentum, norm_epsilon       .99, 1e-3  batch normalization of the head and of the backbone
-endpoints_num_filters             -          width of the backbone's 1x1 head conv (1280)
-init_stochastic_depth_rate        -          backbone stochastic depth drop rate (0.0)
-activation                        -          backbone activation (the space's: relu, swish)
 aug_rand_hflip                    true       random horizontal flips in training
 aug_crop                          true       random crops of 8-100 % of the area in training, a
                                              central crop in evaluation (tf-models' Parser)
@@ -55,34 +48,31 @@ warmup_steps                      steps/20   linear warm-up (default ``train_ste
 warmup_learning_rate              0.0        rate at step 0 of the warm-up
 ================================  =========  =====================================================
 
-``-`` means "the space's published default": those knobs are checked here and read by a
-classification space's ``build_network`` (``mnasnet``, ``efficientnet_v2``: see
-``kfnas.spaces._mobile_space``), as are ``l2_weight_decay``, ``norm_momentum`` and
+Backbone knobs (``endpoints_num_filters``, ``init_stochastic_depth_rate``, ``activation``) are
+the spaces' own (``task_options`` of ``mnasnet``, ``efficientnet_v2``: see
+``kfnas.spaces._mobile_space``); they also read ``l2_weight_decay``, ``norm_momentum`` and
 ``norm_epsilon``, whose defaults here are the spaces' own. Dropout 0.2 and label smoothing 0.1
 follow Vertex NAS's ``image_classification_nas``; L2 4e-5 is MobileNetV2's.
 
-To add a knob: add one line to ``OPTIONS`` and read it in ``_model_config``, ``_data_config`` or
-``optimizer_config`` (backbone knobs: in the space). To add a schedule or an optimizer: one entry
-in ``SCHEDULES`` or ``OPTIMIZERS``.
+To add a knob: add one line to ``OPTIONS`` and read it in ``_model_config`` or ``_data_config``
+(backbone knobs: in the space). To add a schedule: one entry in ``SCHEDULES``; an optimizer: one
+in ``kfnas.tasks.base.OPTIMIZERS``.
 """
 
 from __future__ import annotations
 
-import dataclasses
 import functools
-from collections.abc import Callable
 from typing import TYPE_CHECKING, Any
 
-from kfnas.config.spec import SpecError
-from kfnas.tasks.options import (
-    Option,
-    choice,
-    flag,
-    fraction,
-    integer,
-    number,
-    resolve,
-    table_problems,
+from kfnas.spaces.options import Option, choice, flag, fraction, integer, number
+from kfnas.spaces.regularizers import l2_regularizer
+from kfnas.tasks.base import (
+    OPTIMIZERS,
+    OfficialTask,
+    SearchedTask,
+    ServingExport,
+    cosine,
+    step_decay,
 )
 
 if TYPE_CHECKING:
@@ -93,34 +83,10 @@ if TYPE_CHECKING:
 METRIC_KEYS: dict[str, str] = {"top_1_accuracy": "accuracy", "top_5_accuracy": "top_5_accuracy"}
 TOP_K = 5
 
-
-def _cosine(rate: float, steps: int) -> dict[str, Any]:
-    return {"type": "cosine", "cosine": {"initial_learning_rate": rate, "decay_steps": steps}}
-
-
-def _step(rate: float, steps: int) -> dict[str, Any]:
-    boundaries: list[int] = []
-    for fraction_of_steps in (1 / 3, 2 / 3, 8 / 9):
-        step = int(fraction_of_steps * steps)
-        if step >= 1 and (not boundaries or step > boundaries[-1]):
-            boundaries.append(step)
-    values = [rate * 0.1**i for i in range(len(boundaries) + 1)]
-    return {"type": "stepwise", "stepwise": {"boundaries": boundaries, "values": values}}
-
-
 #: Learning-rate schedules: name -> ``(base rate, train steps) -> learning_rate config``.
-SCHEDULES: dict[str, Callable[[float, int], dict[str, Any]]] = {"cosine": _cosine, "step": _step}
+SCHEDULES = {"cosine": cosine, "step": step_decay(1 / 3, 2 / 3, 8 / 9)}
 
-#: Optimizers: name -> ``momentum -> optimizer config`` (official.modeling.optimization).
-OPTIMIZERS: dict[str, Callable[[float], dict[str, Any]]] = {
-    "sgd": lambda momentum: {"type": "sgd", "sgd": {"momentum": momentum}},
-    "rmsprop": lambda momentum: {
-        "type": "rmsprop",
-        "rmsprop": {"rho": 0.9, "momentum": momentum, "epsilon": 0.001},
-    },
-}
-
-#: Every knob of ``task.options`` (see the table in the module docstring).
+#: Every knob of ``task.options`` the task reads (see the table in the module docstring).
 OPTIONS: dict[str, Option] = {
     "dropout_rate": Option(0.2, lambda v: fraction().check(v) and v < 1, "a number in [0, 1)"),
     "add_head_batch_norm": flag(False),
@@ -128,9 +94,6 @@ OPTIONS: dict[str, Option] = {
     "l2_weight_decay": number(0, 4e-5),
     "norm_momentum": fraction(0.99),
     "norm_epsilon": number(0, 0.001, strict=True),
-    "endpoints_num_filters": integer(0),
-    "init_stochastic_depth_rate": fraction(),
-    "activation": choice(("relu", "relu6", "swish", "hard_swish")),
     "aug_rand_hflip": flag(True),
     "aug_crop": flag(True),
     "center_crop_fraction": fraction(0.875, positive=True),
@@ -145,28 +108,6 @@ OPTIONS: dict[str, Option] = {
     "warmup_steps": integer(0),
     "warmup_learning_rate": number(0, 0.0),
 }
-
-
-def option_problems(task: TaskSpec) -> list[str]:
-    """What is wrong with ``task.options`` for classification, as messages that say what to change.
-
-    Checks unknown keys (the message lists the valid ones) and values of the wrong type or range.
-    """
-    return table_problems("classification", task.options, OPTIONS)
-
-
-def resolved_options(task: TaskSpec) -> dict[str, Any]:
-    """``task.options`` over the defaults of ``OPTIONS`` (backbone knobs left out unless set)."""
-    return resolve(task.options, OPTIONS)
-
-
-def _check(task: TaskSpec) -> dict[str, Any]:
-    problems = option_problems(task)
-    if problems:
-        raise SpecError(
-            "the classification task options are not valid:\n  - " + "\n  - ".join(problems)
-        )
-    return resolved_options(task)
 
 
 def _model_config(task: TaskSpec, opts: dict[str, Any]) -> Any:
@@ -207,32 +148,19 @@ def _data_config(pattern: str, batch_size: int, opts: dict[str, Any], *, trainin
 
 @functools.cache
 def _searched_task_class() -> type:
-    """``ImageClassificationTask`` with kfnas metric names and a searched network."""
     from official.vision.tasks import image_classification
 
-    class SearchedImageClassificationTask(image_classification.ImageClassificationTask):
-        """tf-models' image classification task with a searched backbone.
+    class SearchedImageClassificationTask(
+        SearchedTask, image_classification.ImageClassificationTask
+    ):
+        """tf-models' image classification task with a searched backbone (``SearchedTask``).
 
         ``build_metrics`` names its metrics ``top_1_accuracy`` and ``top_5_accuracy`` (the task
         config always has ``losses.one_hot``, so they are the categorical accuracies tf-models
-        uses then). Set ``network_factory`` (``input_specs -> Network``) before tools that call
-        ``build_model()`` themselves; or build the model with ``CLASSIFICATION.build_model``.
+        uses then).
         """
 
-        network_factory: Callable[[Any], Any] | None = None
-
-        def build_model(self) -> Any:
-            import tf_keras
-
-            if self.network_factory is None:
-                raise RuntimeError(
-                    "this classification task has no network: set task.network_factory, or build "
-                    "the model with kfnas.tasks.classification.CLASSIFICATION.build_model"
-                )
-            input_specs = tf_keras.layers.InputSpec(
-                shape=[None, *self.task_config.model.input_size]
-            )
-            return CLASSIFICATION.build_model(self, self.network_factory(input_specs))
+        kind = CLASSIFICATION
 
         def build_metrics(self, training: bool = True) -> list[Any]:
             import tf_keras
@@ -248,9 +176,11 @@ def _searched_task_class() -> type:
 def top_level_backbone(backbone: Any, input_specs: Any) -> Any:
     """``backbone``, or a wrapper giving only its top level where string order would mislead.
 
-    ``ClassificationModel`` pools ``endpoints[max(endpoints)]``. When that string maximum is not
-    the numerically highest all-digit key, the result is a functional model around ``backbone``
-    whose only output is ``{top: endpoints[top]}``.
+    ``ClassificationModel`` pools ``endpoints[max(endpoints)]``, a *string* maximum, which is the
+    highest level only while every key is a single digit (``'10'`` < ``'9'``; extra keys such as
+    ``'5/expanded'`` sort above ``'5'``). When that string maximum is not the numerically highest
+    all-digit key, the result is a functional model around ``backbone`` whose only output is
+    ``{top: endpoints[top]}``.
 
     Raises:
         ValueError: No endpoint key is a level number.
@@ -272,24 +202,26 @@ def top_level_backbone(backbone: Any, input_specs: Any) -> Any:
     return tf_keras.Model(inputs, {top: endpoints[top]}, name=f"{backbone.name}_level_{top}")
 
 
-@dataclasses.dataclass(frozen=True)
-class ClassificationTask:
+class ClassificationTask(OfficialTask):
     """The classification task kind (see the module docstring); ``CLASSIFICATION`` is one."""
 
-    name: str = "classification"
-    metric_names: tuple[str, ...] = tuple(METRIC_KEYS)
-    default_metric: str = "top_1_accuracy"
+    name = "classification"
+    default_metric = "top_1_accuracy"
+    # build_metrics names the metrics as kfnas does: the logs are keyed by those names.
+    metric_keys = {name: name for name in METRIC_KEYS}
+    options = OPTIONS
+    serving_export = ServingExport(module="kfnas.export.serving:classification_module")
+    base_rate = (0.1, 256)
+    schedules = SCHEDULES
+    warmup_share = 20
 
-    def build_task(self, task: TaskSpec, data: DataSpec, budget: BudgetSpec) -> Any:
-        """A configured ``ImageClassificationTask`` subclass (see the module docstring).
-
-        Raises:
-            SpecError: ``option_problems`` found problems.
-        """
-        opts = _check(task)  # Before importing TensorFlow: bad options fail fast.
+    def task_config(
+        self, task: TaskSpec, data: DataSpec, budget: BudgetSpec, opts: dict[str, Any]
+    ) -> Any:
+        """An ``ImageClassificationTask`` config (one-hot labels, top-5 evaluation)."""
         from official.vision.configs import image_classification as cfg
 
-        config = cfg.ImageClassificationTask(
+        return cfg.ImageClassificationTask(
             model=_model_config(task, opts),
             train_data=_data_config(data.train, budget.batch_size, opts, training=True),
             validation_data=_data_config(
@@ -305,7 +237,10 @@ class ClassificationTask:
             ),
             evaluation=cfg.Evaluation(top_k=TOP_K),
         )
-        return _searched_task_class()(config)
+
+    def searched_task_class(self) -> type:
+        """``ImageClassificationTask`` with ``SearchedTask`` and kfnas metric names."""
+        return _searched_task_class()
 
     def build_model(self, official_task: Any, network: Network) -> Any:
         """``ClassificationModel`` around ``network.backbone`` (``build_classification_model``).
@@ -325,47 +260,18 @@ class ClassificationTask:
 
         config = official_task.task_config
         input_specs = tf_keras.layers.InputSpec(shape=[None, *config.model.input_size])
-        decay = config.losses.l2_weight_decay
-        # Halved as ImageClassificationTask.build_model does, to match tf.nn.l2_loss.
-        regularizer = tf_keras.regularizers.l2(decay / 2.0) if decay else None
         return factory.build_classification_model(
             input_specs=input_specs,
             model_config=config.model,
-            l2_regularizer=regularizer,
+            l2_regularizer=l2_regularizer(config.losses.l2_weight_decay),
             backbone=top_level_backbone(network.backbone, input_specs),
         )
-
-    def optimizer_config(self, task: TaskSpec, budget: BudgetSpec) -> Any:
-        """The options' optimizer, schedule and linear warm-up over ``budget.train_steps`` steps."""
-        opts = _check(task)
-        from official.modeling import optimization
-
-        steps = max(1, budget.train_steps)
-        rate = float(opts.get("learning_rate", 0.1 * budget.batch_size / 256))
-        config: dict[str, Any] = {
-            "optimizer": OPTIMIZERS[opts["optimizer"]](float(opts["momentum"])),
-            "learning_rate": SCHEDULES[opts["lr_schedule"]](rate, steps),
-        }
-        warmup = int(opts.get("warmup_steps", steps // 20))
-        if warmup > 0:
-            config["warmup"] = {
-                "type": "linear",
-                "linear": {
-                    "warmup_steps": warmup,
-                    "warmup_learning_rate": float(opts["warmup_learning_rate"]),
-                },
-            }
-        return optimization.OptimizationConfig(config)
-
-    def input_shape(self, task: TaskSpec) -> tuple[int, ...]:
-        """``(image_size, image_size, 3)``."""
-        return (task.image_size, task.image_size, 3)
 
     def data_problems(self, task: TaskSpec, data: DataSpec) -> list[str]:
         """See ``kfnas.data.classification.classification_data_problems``."""
         from kfnas.data.classification import classification_data_problems
 
-        opts = resolved_options(task)
+        opts = self.resolved_options(task)
         return classification_data_problems(
             task,
             data,
@@ -373,23 +279,10 @@ class ClassificationTask:
             aug_crop=opts["aug_crop"] is True,
         )
 
-    def option_problems(self, task: TaskSpec) -> list[str]:
-        """See the module function ``option_problems``."""
-        return option_problems(task)
-
-    def metrics_from_logs(self, logs: dict[str, Any]) -> dict[str, float]:
-        """``metric_names`` -> float, from an evaluation's results (keyed by metric name).
-
-        Raises:
-            KeyError: A metric is missing from ``logs`` (the message lists the keys present).
-        """
-        missing = [name for name in METRIC_KEYS if name not in logs]
-        if missing:
-            raise KeyError(f"evaluation logs lack {missing}; they have {sorted(logs)}")
-        return {name: float(logs[name]) for name in METRIC_KEYS}
-
 
 CLASSIFICATION = ClassificationTask()
+option_problems = CLASSIFICATION.option_problems
+resolved_options = CLASSIFICATION.resolved_options
 
 __all__ = [
     "CLASSIFICATION",

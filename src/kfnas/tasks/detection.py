@@ -8,35 +8,21 @@ RetinaNet recipe (SGD momentum 0.9, step decay x0.1 at 95 % and 98 % of the step
 warm-up) sized to the budget. Validation reads the whole validation set once (no repeat, last
 partial batch kept). COCO evaluation uses ``data.annotations`` when given; otherwise tf-models'
 ``COCOEvaluator`` (``annotation_file=None``) builds the ground truth from the validation records,
-which then need integer ``image/source_id`` values (``build_task`` returns a ``RetinaNetTask``
-subclass whose ``validation_step`` flattens the per-image ground-truth counts: tf-models 2.20 gives
-them shape ``[1]`` and that evaluator path calls ``int()`` on them, which NumPy 2 refuses; its
-``build_model()`` uses ``network_factory`` when set). Its metric keys ``AP``, ``AP50``, ``AP75``,
+which then need integer ``image/source_id`` values. Its metric keys ``AP``, ``AP50``, ``AP75``,
 ``APs``, ``APm``, ``APl`` (box AP, no prefix) are the ``metric_names``; COCO reports -1 for a
 metric with no ground truth (e.g. ``APl`` on small images).
 
 Model knobs live in ``task.options`` (a proxy task shrinks them); ``option_problems`` rejects
 unknown keys (listing the valid ones), wrong types, levels outside 3..7 and an image size the
-levels cannot divide (``image_size % 2**max_level != 0``). ``-`` below means "the backbone's
-published default" (read by the search space's ``build_network``).
+levels cannot divide (``image_size % 2**max_level != 0``). Backbone and decoder knobs
+(``backbone``, ``filter_size_scale``, ``endpoints_num_filters``, ``resample_alpha``, ...) are the
+spaces' own: each declares them (``task_options``; see its module). ``-`` below means "computed".
 
 ================================  =========  =====================================================
 option                            default    meaning
 ================================  =========  =====================================================
-backbone                          -          the fixed backbone under a space that searches the
-                                             decoder (nasfpn); the space names those it takes
 min_level, max_level              3, 7       feature levels (stride ``2**level``) of the backbone
                                              endpoints, head and anchors; proxies use e.g. 3..5
-filter_size_scale                 -          backbone width multiplier (SpineNet-49: 1.0)
-endpoints_num_filters             -          backbone output channels (SpineNet 256, Mobile 48)
-                                             (mnasnet, efficientnet_v2: a 1x1 conv of that
-                                             width on level 5; default 0, none)
-resample_alpha                    -          SpineNet cross-scale resampling width (0.5)
-block_repeats                     -          blocks per SpineNet node (1; keep 1 for mbconv)
-se_ratio, expand_ratio            -          SpineNetMobile squeeze-excite (0.2), expansion (6)
-init_stochastic_depth_rate        -          stochastic depth drop rate of the backbone (0.0)
-decoder_num_filters               -          NAS-FPN node channels (256; space nasfpn)
-decoder_num_repeats               -          stacked NAS-FPN cells (5; space nasfpn)
 activation                        swish      backbone and head activation (``relu`` or ``swish``)
                                              (unset: the mnasnet backbones keep relu)
 norm_momentum, norm_epsilon       .99, 1e-3  batch normalization of backbone and head
@@ -70,176 +56,83 @@ warmup_steps                      steps      linear warm-up; default ``min(2000,
 warmup_learning_rate              lr/48      rate at step 0 of the warm-up (0.0067 / 0.32 x lr)
 ================================  =========  =====================================================
 
-To add a knob: add one ``_Option`` line to ``OPTIONS`` and read it in ``_model_config``,
-``_data_config`` or ``optimizer_config`` (backbone knobs: in the space's ``build_backbone``).
+To add a knob: add one line to ``OPTIONS`` and read it in ``_model_config`` or ``_data_config``
+(a backbone knob: in the space's ``task_options`` and ``build_network``).
 """
 
 from __future__ import annotations
 
-import dataclasses
-import difflib
 import functools
-from collections.abc import Callable
 from typing import TYPE_CHECKING, Any
 
-from kfnas.augment.tables import augmentation_problems
-from kfnas.config.spec import SpecError
+from kfnas.spaces.options import (
+    LEVEL_OPTIONS,
+    LEVEL_RANGE,
+    Option,
+    flag,
+    fraction,
+    integer,
+    is_number,
+    number,
+)
+from kfnas.spaces.regularizers import l2_regularizer
+from kfnas.tasks.base import (
+    OfficialTask,
+    SearchedTask,
+    ServingExport,
+    level_problems,
+    scale_jitter_problems,
+    step_decay,
+)
 
 if TYPE_CHECKING:
     from kfnas.config.spec import BudgetSpec, DataSpec, TaskSpec
     from kfnas.spaces.base import Network
 
-#: Feature levels RetinaNet and the SpineNet spaces support.
-LEVEL_RANGE = (3, 7)
 #: kfnas metric name -> its key in what ``RetinaNetTask.reduce_aggregated_logs`` returns (the
 #: box metrics of tf-models' ``COCOEvaluator``; it also reports ARmax1, ARmax10, ARmax100, ARs,
 #: ARm and ARl, which kfnas does not use).
 METRIC_KEYS: dict[str, str] = {name: name for name in ("AP", "AP50", "AP75", "APs", "APm", "APl")}
-#: Step decay of the published recipe: x0.1 after these fractions of the training steps.
-_DECAY_AT = (0.95, 0.98)
 
-
-def _is_int(v: Any) -> bool:
-    return isinstance(v, int) and not isinstance(v, bool)
-
-
-def _is_number(v: Any) -> bool:
-    return isinstance(v, int | float) and not isinstance(v, bool)
-
-
-@dataclasses.dataclass(frozen=True)
-class _Option:
-    """One ``task.options`` knob: its default (``None``: set elsewhere) and its check."""
-
-    default: Any
-    check: Callable[[Any], bool]
-    expected: str
-
-
-def _int(low: int, default: Any = None) -> _Option:
-    return _Option(default, lambda v: _is_int(v) and v >= low, f"an integer >= {low}")
-
-
-def _num(low: float, default: Any = None, *, strict: bool = False) -> _Option:
-    if strict:
-        return _Option(default, lambda v: _is_number(v) and v > low, f"a number > {low:g}")
-    return _Option(default, lambda v: _is_number(v) and v >= low, f"a number >= {low:g}")
-
-
-def _fraction(default: Any = None) -> _Option:
-    return _Option(default, lambda v: _is_number(v) and 0 <= v <= 1, "a number in [0, 1]")
-
-
-def _flag(default: bool) -> _Option:
-    return _Option(default, lambda v: isinstance(v, bool), "true or false")
-
-
-#: Every knob of ``task.options`` (see the table in the module docstring).
-OPTIONS: dict[str, _Option] = {
-    "backbone": _Option(None, lambda v: isinstance(v, str) and bool(v), "a backbone name"),
-    "min_level": _int(1, 3),
-    "max_level": _int(1, 7),
-    "filter_size_scale": _num(0, strict=True),
-    "endpoints_num_filters": _int(1),
-    "resample_alpha": _num(0, strict=True),
-    "block_repeats": _int(1),
-    "se_ratio": _fraction(),
-    "expand_ratio": _int(1),
-    "init_stochastic_depth_rate": _fraction(),
-    "decoder_num_filters": _int(1),
-    "decoder_num_repeats": _int(1),
-    "activation": _Option("swish", lambda v: v in ("relu", "swish"), "'relu' or 'swish'"),
-    "norm_momentum": _fraction(0.99),
-    "norm_epsilon": _num(0, 0.001, strict=True),
-    "l2_weight_decay": _num(0, 4e-5),
-    "head_num_convs": _int(0, 4),
-    "head_num_filters": _int(1, 256),
-    "head_use_separable_conv": _flag(False),
-    "fpn_num_filters": _int(1, 256),
-    "anchor_size": _num(0, 3.0, strict=True),
-    "anchor_num_scales": _int(1, 3),
-    "anchor_aspect_ratios": _Option(
+#: Every knob of ``task.options`` the task reads (see the table in the module docstring).
+OPTIONS: dict[str, Option] = {
+    **LEVEL_OPTIONS,
+    "activation": Option("swish", lambda v: v in ("relu", "swish"), "'relu' or 'swish'"),
+    "norm_momentum": fraction(0.99),
+    "norm_epsilon": number(0, 0.001, strict=True),
+    "l2_weight_decay": number(0, 4e-5),
+    "head_num_convs": integer(0, 4),
+    "head_num_filters": integer(1, 256),
+    "head_use_separable_conv": flag(False),
+    "fpn_num_filters": integer(1, 256),
+    "anchor_size": number(0, 3.0, strict=True),
+    "anchor_num_scales": integer(1, 3),
+    "anchor_aspect_ratios": Option(
         [0.5, 1.0, 2.0],
-        lambda v: isinstance(v, list) and bool(v) and all(_is_number(r) and r > 0 for r in v),
+        lambda v: isinstance(v, list) and bool(v) and all(is_number(r) and r > 0 for r in v),
         "a non-empty list of positive numbers",
     ),
-    "focal_loss_alpha": _fraction(0.25),
-    "focal_loss_gamma": _num(0, 1.5),
-    "huber_loss_delta": _num(0, 0.1, strict=True),
-    "box_loss_weight": _num(0, 50),
-    "aug_rand_hflip": _flag(True),
-    "aug_scale_min": _num(0, 1.0, strict=True),
-    "aug_scale_max": _num(0, 1.0, strict=True),
+    "focal_loss_alpha": fraction(0.25),
+    "focal_loss_gamma": number(0, 1.5),
+    "huber_loss_delta": number(0, 0.1, strict=True),
+    "box_loss_weight": number(0, 50),
+    "aug_rand_hflip": flag(True),
+    "aug_scale_min": number(0, 1.0, strict=True),
+    "aug_scale_max": number(0, 1.0, strict=True),
     # Checked in option_problems by augmentation_problems, whose messages say what to write.
-    "augmentation": _Option(None, lambda v: True, "a RandAugment or AutoAugment policy"),
-    "max_num_instances": _int(1, 100),
-    "shuffle_buffer_size": _int(1, 1000),
-    "cache_data": _flag(False),
-    "validation_batch_size": _int(1),
-    "pre_nms_score_threshold": _fraction(0.05),
-    "nms_iou_threshold": _fraction(0.5),
-    "max_num_detections": _int(1, 100),
-    "learning_rate": _num(0, strict=True),
-    "momentum": _fraction(0.9),
-    "warmup_steps": _int(0),
-    "warmup_learning_rate": _num(0),
+    "augmentation": Option(None, lambda v: True, "a RandAugment or AutoAugment policy"),
+    "max_num_instances": integer(1, 100),
+    "shuffle_buffer_size": integer(1, 1000),
+    "cache_data": flag(False),
+    "validation_batch_size": integer(1),
+    "pre_nms_score_threshold": fraction(0.05),
+    "nms_iou_threshold": fraction(0.5),
+    "max_num_detections": integer(1, 100),
+    "learning_rate": number(0, strict=True),
+    "momentum": fraction(0.9),
+    "warmup_steps": integer(0),
+    "warmup_learning_rate": number(0),
 }
-
-
-def option_problems(task: TaskSpec) -> list[str]:
-    """What is wrong with ``task.options`` for detection, as messages that say what to change.
-
-    Checks: unknown keys (the message lists the valid ones), values of the wrong type or range,
-    levels outside ``LEVEL_RANGE`` or inverted, an inverted scale jitter range, and an image size
-    that ``2**max_level`` does not divide.
-    """
-    out = []
-    for key, value in task.options.items():
-        if key not in OPTIONS:
-            close = difflib.get_close_matches(key, OPTIONS, n=1)
-            hint = f" (did you mean {close[0]!r}?)" if close else ""
-            out.append(
-                f"task.options.{key} is not a detection option{hint}; valid options: "
-                f"{', '.join(sorted(OPTIONS))}"
-            )
-        elif not OPTIONS[key].check(value):
-            out.append(f"task.options.{key} must be {OPTIONS[key].expected}, got {value!r}")
-    if "augmentation" in task.options:
-        out.extend(augmentation_problems(task.options["augmentation"], "detection"))
-    if out:
-        return out
-    opts = resolved_options(task)
-    low, high = LEVEL_RANGE
-    min_level, max_level = opts["min_level"], opts["max_level"]
-    if not low <= min_level <= max_level <= high:
-        out.append(
-            f"task.options min_level {min_level} and max_level {max_level} must satisfy "
-            f"{low} <= min_level <= max_level <= {high}"
-        )
-    elif task.image_size % 2**max_level:
-        stride = 2**max_level
-        bigger = -(-task.image_size // stride) * stride
-        out.append(
-            f"task.image_size {task.image_size} is not divisible by 2**max_level = {stride} "
-            f"(task.options.max_level = {max_level}): use a multiple of {stride} such as "
-            f"{bigger}, or lower max_level"
-        )
-    if opts["aug_scale_min"] > opts["aug_scale_max"]:
-        out.append("task.options.aug_scale_min must not exceed task.options.aug_scale_max")
-    return out
-
-
-def resolved_options(task: TaskSpec) -> dict[str, Any]:
-    """``task.options`` over the defaults of ``OPTIONS`` (backbone knobs left out unless set)."""
-    defaults = {k: o.default for k, o in OPTIONS.items() if o.default is not None}
-    return {**defaults, **task.options}
-
-
-def _check(task: TaskSpec) -> dict[str, Any]:
-    problems = option_problems(task)
-    if problems:
-        raise SpecError("the detection task options are not valid:\n  - " + "\n  - ".join(problems))
-    return resolved_options(task)
 
 
 def _model_config(task: TaskSpec, opts: dict[str, Any]) -> Any:
@@ -303,40 +196,13 @@ def _data_config(pattern: str, batch_size: int, opts: dict[str, Any], *, trainin
 
 @functools.cache
 def _searched_task_class() -> type:
-    """``RetinaNetTask`` whose ``build_model()`` takes its network from ``network_factory``."""
     from official.vision.tasks import retinanet
 
-    class SearchedRetinaNetTask(retinanet.RetinaNetTask):
-        """tf-models' RetinaNet task with a searched network.
+    class SearchedRetinaNetTask(SearchedTask, retinanet.RetinaNetTask):
+        """tf-models' RetinaNet task with a searched network (``SearchedTask``)."""
 
-        Set ``network_factory`` (``input_specs -> Network``, e.g. a search space's
-        ``build_network`` with its architecture and task bound) before tools that call
-        ``build_model()`` themselves; or build the model with ``DETECTION.build_model``.
-        """
-
-        network_factory: Callable[[Any], Any] | None = None
-        #: ``task.options.augmentation``: the training inputs apply it (``kfnas.augment``).
-        augmentation: Any = None
-
-        def build_inputs(self, params: Any, input_context: Any = None) -> Any:
-            if params.is_training and self.augmentation is not None:
-                from kfnas.augment.inputs import detection_inputs
-
-                return detection_inputs(self, params, input_context, self.augmentation)
-            return super().build_inputs(params, input_context)
-
-        def build_model(self) -> Any:
-            import tf_keras
-
-            if self.network_factory is None:
-                raise RuntimeError(
-                    "this RetinaNet task has no network: set task.network_factory, or build the "
-                    "model with kfnas.tasks.detection.DETECTION.build_model(task, network)"
-                )
-            input_specs = tf_keras.layers.InputSpec(
-                shape=[None, *self.task_config.model.input_size]
-            )
-            return DETECTION.build_model(self, self.network_factory(input_specs))
+        kind = DETECTION
+        augmented_inputs = "kfnas.augment.inputs:detection_inputs"
 
         def validation_step(self, inputs: Any, model: Any, metrics: Any = None) -> Any:
             # tf-models 2.20's parser gives each image's ground-truth count the shape [1]; with
@@ -352,24 +218,40 @@ def _searched_task_class() -> type:
     return SearchedRetinaNetTask
 
 
-@dataclasses.dataclass(frozen=True)
-class DetectionTask:
+class DetectionTask(OfficialTask):
     """The detection task kind (see the module docstring); ``DETECTION`` is its instance."""
 
-    name: str = "detection"
-    metric_names: tuple[str, ...] = tuple(METRIC_KEYS)
-    default_metric: str = "AP"
+    name = "detection"
+    default_metric = "AP"
+    metric_keys = METRIC_KEYS
+    options = OPTIONS
+    serving_export = ServingExport(
+        module="official.vision.serving.detection:DetectionModule",
+        # Boxes relative to the caller's image rather than to the resized model input.
+        config_overrides={"export_config": {"output_normalized_coordinates": True}},
+    )
+    augmentation_space = "randaugment_detection"
+    known_limits = ("Detections are capped per image (see the output shapes above).",)
+    # The published SpineNet RetinaNet recipe: step decay x0.1 at 95 % and 98 % of the steps.
+    base_rate = (0.32, 256)
+    schedules = {"step": step_decay(0.95, 0.98)}
+    default_schedule = "step"
+    warmup_cap = 2000
+    warmup_start_share = 0.0067 / 0.32
 
-    def build_task(self, task: TaskSpec, data: DataSpec, budget: BudgetSpec) -> Any:
-        """A configured RetinaNet task (a ``RetinaNetTask`` subclass; see the module docstring).
+    def extra_problems(self, task: TaskSpec, opts: dict[str, Any]) -> list[str]:
+        """Bad levels or image size (``level_problems``), an inverted scale jitter range."""
+        return level_problems(task, opts["min_level"], opts["max_level"]) + scale_jitter_problems(
+            opts
+        )
 
-        Raises:
-            SpecError: ``option_problems`` found problems.
-        """
-        opts = _check(task)  # Before importing TensorFlow: bad options fail fast.
+    def task_config(
+        self, task: TaskSpec, data: DataSpec, budget: BudgetSpec, opts: dict[str, Any]
+    ) -> Any:
+        """A ``RetinaNetTask`` config (COCO metrics; ``data.annotations`` when given)."""
         from official.vision.configs import retinanet as cfg
 
-        config = cfg.RetinaNetTask(
+        return cfg.RetinaNetTask(
             model=_model_config(task, opts),
             train_data=_data_config(data.train, budget.batch_size, opts, training=True),
             validation_data=_data_config(
@@ -389,9 +271,10 @@ class DetectionTask:
             use_coco_metrics=True,
             max_num_eval_detections=opts["max_num_detections"],
         )
-        official_task = _searched_task_class()(config)
-        official_task.augmentation = opts.get("augmentation")
-        return official_task
+
+    def searched_task_class(self) -> type:
+        """``RetinaNetTask`` with ``SearchedTask``, ground-truth counts flattened for COCO."""
+        return _searched_task_class()
 
     def build_model(self, official_task: Any, network: Network) -> Any:
         """RetinaNet around ``network`` (``factory.build_retinanet``).
@@ -408,9 +291,7 @@ class DetectionTask:
         config = official_task.task_config
         model = config.model
         input_specs = tf_keras.layers.InputSpec(shape=[None, *model.input_size])
-        decay = config.losses.l2_weight_decay
-        # Halved as RetinaNetTask.build_model does, to match tf.nn.l2_loss.
-        regularizer = tf_keras.regularizers.l2(decay / 2.0) if decay else None
+        regularizer = l2_regularizer(config.losses.l2_weight_decay)
         decoder = network.decoder
         specs = network.backbone.output_specs
         levels = [str(level) for level in range(model.min_level, model.max_level + 1)]
@@ -441,64 +322,16 @@ class DetectionTask:
             decoder=decoder,
         )
 
-    def optimizer_config(self, task: TaskSpec, budget: BudgetSpec) -> Any:
-        """SGD with momentum, step decay and linear warm-up for ``budget.train_steps`` steps."""
-        opts = _check(task)
-        from official.modeling import optimization
-
-        steps = budget.train_steps
-        rate = float(opts.get("learning_rate", 0.32 * budget.batch_size / 256))
-        boundaries: list[int] = []
-        for fraction in _DECAY_AT:
-            step = int(fraction * steps)
-            if step >= 1 and (not boundaries or step > boundaries[-1]):
-                boundaries.append(step)
-        config: dict[str, Any] = {
-            "optimizer": {"type": "sgd", "sgd": {"momentum": float(opts["momentum"])}},
-            "learning_rate": {
-                "type": "stepwise",
-                "stepwise": {
-                    "boundaries": boundaries,
-                    "values": [rate * 0.1**i for i in range(len(boundaries) + 1)],
-                },
-            },
-        }
-        warmup = int(opts.get("warmup_steps", min(2000, steps // 10)))
-        if warmup > 0:
-            start = float(opts.get("warmup_learning_rate", rate * 0.0067 / 0.32))
-            config["warmup"] = {
-                "type": "linear",
-                "linear": {"warmup_steps": warmup, "warmup_learning_rate": start},
-            }
-        return optimization.OptimizationConfig(config)
-
-    def input_shape(self, task: TaskSpec) -> tuple[int, ...]:
-        """``(image_size, image_size, 3)``."""
-        return (task.image_size, task.image_size, 3)
-
     def data_problems(self, task: TaskSpec, data: DataSpec) -> list[str]:
         """See ``kfnas.data.detection.detection_data_problems``."""
         from kfnas.data.detection import detection_data_problems
 
         return detection_data_problems(task, data)
 
-    def option_problems(self, task: TaskSpec) -> list[str]:
-        """See the module function ``option_problems``."""
-        return option_problems(task)
-
-    def metrics_from_logs(self, logs: dict[str, Any]) -> dict[str, float]:
-        """``metric_names`` -> float, from what ``reduce_aggregated_logs`` returned.
-
-        Raises:
-            KeyError: A metric is missing from ``logs`` (the message lists the keys present).
-        """
-        missing = [key for key in METRIC_KEYS.values() if key not in logs]
-        if missing:
-            raise KeyError(f"evaluation logs lack {missing}; they have {sorted(logs)}")
-        return {name: float(logs[key]) for name, key in METRIC_KEYS.items()}
-
 
 DETECTION = DetectionTask()
+option_problems = DETECTION.option_problems
+resolved_options = DETECTION.resolved_options
 
 __all__ = [
     "DETECTION",
