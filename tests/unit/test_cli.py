@@ -14,7 +14,7 @@ SPEC = Path(__file__).parents[2] / "src" / "kfnas" / "demo.yaml"
 @pytest.fixture(autouse=True)
 def wide_console(monkeypatch):
     # CI has no terminal: rich would fold long cells at 80 columns.
-    monkeypatch.setattr(cli, "console", Console(width=200, highlight=False))
+    monkeypatch.setattr(cli._common, "console", Console(width=200, highlight=False))
 
 
 def run(capsys, *argv):

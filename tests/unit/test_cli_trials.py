@@ -22,7 +22,7 @@ studies:
 
 @pytest.fixture(autouse=True)
 def wide_console(monkeypatch):
-    monkeypatch.setattr(cli, "console", Console(width=200, highlight=False))
+    monkeypatch.setattr(cli._common, "console", Console(width=200, highlight=False))
 
 
 @pytest.fixture(scope="module")

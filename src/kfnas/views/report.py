@@ -13,7 +13,7 @@ records which proxy trial a candidate came from; the caller (the ``report`` stag
 
 To add a plot: write a ``_plot_<what>(...) -> Figure`` function that draws on a new ``Figure``
 and append ``(caption, figure)`` to the list built in ``_figures``; it is encoded and embedded
-for you. To add a column to the candidates tables: add it to ``_COLUMNS``.
+for you. The candidates tables' measured columns are every trial table's (``views/rows.py``).
 """
 
 from __future__ import annotations
@@ -32,13 +32,15 @@ from kfnas.config.spec import ExperimentSpec, SpecError
 from kfnas.records.trial import TrialResult, TrialSpec, TrialStatus
 from kfnas.search.ranking import kendall_tau, pareto_front
 from kfnas.store import ArtifactStore, ExperimentLayout
+from kfnas.views.rows import PENDING, TrialRow, measure_cells, measure_headers, trial_row
 
 __all__ = ["Report", "build_report", "kendall_tau", "pareto_front", "write_report"]
 
 History = Sequence[tuple[TrialSpec, TrialResult | None]]
 
 LATENCY = "latency_ms"
-PENDING = "PENDING"  # A proposed trial without a result yet.
+# The row's values that must be finite numbers to be shown or plotted.
+_MEASURED = ("value", "reward", "latency_ms", "flops", "params")
 _STATUSES = [s.value for s in TrialStatus] + [PENDING]
 _REASON_CHARS = 160
 
@@ -59,68 +61,36 @@ class Report:
     kendall_tau: float | None
 
 
-@dataclasses.dataclass(frozen=True)
-class _Row:
-    """One trial as the report shows it."""
-
-    trial_id: int
-    round: int
-    status: str
-    metric: float | None
-    reward: float | None
-    metrics: dict[str, float]
-    error: str
-
-    def measure(self, name: str) -> float | None:
-        return _finite(self.metrics.get(name))
-
-
 def _finite(value: object) -> float | None:
     if isinstance(value, int | float) and not isinstance(value, bool) and math.isfinite(value):
         return float(value)
     return None
 
 
-def _rows(history: History, metric: str) -> list[_Row]:
+def _rows(history: History, metric: str) -> list[TrialRow]:
+    """The trials by id; values that are not finite numbers are left out (shown as ``-``)."""
     rows = []
     for spec, res in sorted(history, key=lambda pair: pair[0].trial_id):
-        metrics, status = (dict(res.metrics), res.status.value) if res else ({}, PENDING)
-        reward, error = (_finite(res.reward), res.error) if res else (None, "")
-        args = (_finite(metrics.get(metric)), reward, metrics, error)
-        rows.append(_Row(spec.trial_id, spec.round, status, *args))
+        row = trial_row(spec.trial_id, res, metric, spec)
+        finite = {name: _finite(getattr(row, name)) for name in _MEASURED}
+        rows.append(dataclasses.replace(row, **finite))
     return rows
 
 
-def _ranked(rows: list[_Row]) -> list[_Row]:
+def _ranked(rows: list[TrialRow]) -> list[TrialRow]:
     """COMPLETED trials by reward, best first; ties by trial id."""
     done = [r for r in rows if r.status == TrialStatus.COMPLETED.value and r.reward is not None]
     return sorted(done, key=lambda r: (-(r.reward or 0.0), r.trial_id))
 
 
-def _fmt(value: float | None, spec: str, divisor: float = 1.0) -> str:
-    return "-" if value is None else format(value / divisor, spec)
-
-
-# Columns of the candidates tables: (header, cell text from (rank, row)); ``{metric}`` in a header
-# is replaced by the objective's metric name.
-_COLUMNS: list[tuple[str, Callable[[int, _Row], str]]] = [
-    ("rank", lambda rank, r: str(rank)),
-    ("trial id", lambda rank, r: str(r.trial_id)),
-    ("round", lambda rank, r: str(r.round)),
-    ("status", lambda rank, r: r.status),
-    ("{metric}", lambda rank, r: _fmt(r.metric, ".4f")),
-    ("reward", lambda rank, r: _fmt(r.reward, ".4f")),
-    ("latency ms", lambda rank, r: _fmt(r.measure(LATENCY), ".2f")),
-    ("M mult-adds", lambda rank, r: _fmt(r.measure("flops"), ".1f", 1e6)),
-    ("params", lambda rank, r: _fmt(r.measure("params"), ",.0f")),
-]
-
-
 def _table(
-    rows: list[_Row], metric: str, choices: Mapping[int, str] | None = None
+    rows: list[TrialRow], metric: str, choices: Mapping[int, str] | None = None
 ) -> tuple[list[str], list[list[str]]]:
-    headers = [h.format(metric=metric) for h, _ in _COLUMNS]
-    cells = [[cell(i, r) for _, cell in _COLUMNS] for i, r in enumerate(rows, 1)]
+    headers = ["rank", "trial id", "round", "status", *measure_headers(metric)]
+    cells = [
+        [str(rank), str(r.trial_id), str(r.round), r.status, *measure_cells(r)]
+        for rank, r in enumerate(rows, 1)
+    ]
     if choices is None:
         return headers, cells
     return [*headers, "choice"], [
@@ -145,7 +115,7 @@ class Refinement:
     choices: Mapping[int, str]
 
 
-def _reason(row: _Row) -> str:
+def _reason(row: TrialRow) -> str:
     text = " ".join(row.error.split())
     return text if len(text) <= _REASON_CHARS else text[: _REASON_CHARS - 3] + "..."
 
@@ -166,14 +136,14 @@ def _study_info(spec: ExperimentSpec, study: str, history: History) -> tuple[str
 # ---- Plots ---------------------------------------------------------------------------------
 
 
-def _plot_by_trial(rows: list[_Row], metric: str) -> Figure:
+def _plot_by_trial(rows: list[TrialRow], metric: str) -> Figure:
     """Reward and the quality metric by trial id, coloured by round; failures on the x axis."""
     fig = Figure(figsize=(8, 5.5), layout="constrained")
     axes = fig.subplots(2, 1, sharex=True)
     rounds = sorted({r.round for r in rows})
     colors = {rnd: colormaps["tab10"](i % 10) for i, rnd in enumerate(rounds)}
     marks = {TrialStatus.FAILED.value: ("x", "red"), TrialStatus.INFEASIBLE.value: ("^", "orange")}
-    getters: list[Callable[[_Row], float | None]] = [lambda r: r.reward, lambda r: r.metric]
+    getters: list[Callable[[TrialRow], float | None]] = [lambda r: r.reward, lambda r: r.value]
     for ax, name, get in zip(axes, ["reward", metric], getters, strict=True):
         for rnd, color in colors.items():
             pts = [(r.trial_id, get(r)) for r in rows if r.round == rnd and get(r) is not None]
@@ -193,12 +163,12 @@ def _plot_by_trial(rows: list[_Row], metric: str) -> Figure:
     return fig
 
 
-def _plot_pareto(rows: list[_Row], metric: str, targets: list[float]) -> Figure:
+def _plot_pareto(rows: list[TrialRow], metric: str, targets: list[float]) -> Figure:
     """The quality metric against latency, with the Pareto front and the latency targets."""
     fig = Figure(figsize=(7, 5), layout="constrained")
     ax = fig.subplots()
-    measured = [r for r in rows if r.metric is not None and r.measure(LATENCY) is not None]
-    points = [(r.metric or 0.0, r.measure(LATENCY) or 0.0) for r in measured]
+    measured = [r for r in rows if r.value is not None and r.latency_ms is not None]
+    points = [(r.value or 0.0, r.latency_ms or 0.0) for r in measured]
     front = pareto_front(points)
     if points:
         ys, xs = zip(*points, strict=True)
@@ -221,16 +191,16 @@ def _plot_pareto(rows: list[_Row], metric: str, targets: list[float]) -> Figure:
     return fig
 
 
-def _plot_ranked(rows: list[_Row], metric: str, choices: Mapping[int, str]) -> Figure:
+def _plot_ranked(rows: list[TrialRow], metric: str, choices: Mapping[int, str]) -> Figure:
     """The completed trials of a refinement study ranked by ``metric``, labelled by choice."""
     ranked = sorted(
-        (r for r in rows if r.metric is not None), key=lambda r: (-(r.metric or 0.0), r.trial_id)
+        (r for r in rows if r.value is not None), key=lambda r: (-(r.value or 0.0), r.trial_id)
     )[:20]
     fig = Figure(figsize=(8, 1.2 + 0.35 * max(len(ranked), 1)), layout="constrained")
     ax = fig.subplots()
     if ranked:
         labels = [f"{r.trial_id}: {choices.get(r.trial_id, '-')}"[:80] for r in ranked]
-        ax.barh(range(len(ranked)), [r.metric or 0.0 for r in ranked], color="tab:purple")
+        ax.barh(range(len(ranked)), [r.value or 0.0 for r in ranked], color="tab:purple")
         ax.set_yticks(range(len(ranked)), labels, fontsize="x-small")
         ax.invert_yaxis()
     else:
@@ -286,7 +256,7 @@ class _Section:
     def of(
         cls,
         title: str,
-        rows: list[_Row],
+        rows: list[TrialRow],
         metric: str,
         top_k: int,
         choices: Mapping[int, str] | None = None,
@@ -335,7 +305,7 @@ _STYLE = (
 
 
 def _figures(
-    rows: list[_Row],
+    rows: list[TrialRow],
     spec: ExperimentSpec,
     pairs: list[tuple[float, float]] | None,
     tau: float | None,

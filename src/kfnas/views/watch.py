@@ -14,8 +14,9 @@ from __future__ import annotations
 from collections.abc import Iterator
 
 from kfnas.config.spec import SpecError
-from kfnas.records.trial import RecordError, TrialResult, TrialSpec
+from kfnas.records.trial import RecordError, TrialSpec
 from kfnas.store import Experiment, ObjectNotFound, open_experiment
+from kfnas.views.rows import describe_result
 
 
 class StoreWatcher:
@@ -72,16 +73,3 @@ def _origin(spec: TrialSpec) -> str:
         return f" (round {spec.round})"
     steps = spec.budget.get("train_steps")
     return f" (retrains {spec.source_study} trial {spec.source_trial}, {steps} steps)"
-
-
-def describe_result(result: TrialResult, metric: str) -> str:
-    """One line for a trial result: status, metric, reward, latency and duration, or the error."""
-    if not result.completed:
-        return f"{result.status.value}: {result.error} ({result.duration_s:.0f} s)"
-    parts = [result.status.value]
-    if metric in result.metrics:
-        parts.append(f"{metric} {result.metrics[metric]:.4f}")
-    parts.append(f"reward {result.reward:.4f}")
-    if "latency_ms" in result.metrics:
-        parts.append(f"latency {result.metrics['latency_ms']:.1f} ms")
-    return " ".join(parts) + f" ({result.duration_s:.0f} s)"

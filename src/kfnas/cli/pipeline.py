@@ -1,0 +1,344 @@
+"""Commands on the KFP pipelines: compile, run (under ``kfp.local``), submit and schedule.
+
+Only this group imports ``kfnas.pipelines`` (kfp), inside its handlers. ``submit`` and
+``schedule`` share the KFP address (``--host``/``KFP_HOST``, ``--namespace``, ``--token``/
+``KFP_TOKEN``), ``--profile`` and the run arguments (``--params``, ``--param``, ``--dry-run``).
+To add a command: write ``_run_<name>`` (and ``_add_<name>``) and add one entry to ``COMMANDS``.
+"""
+
+from __future__ import annotations
+
+import argparse
+import os
+import threading
+from pathlib import Path
+from typing import Any, TextIO
+
+from rich.console import Console
+from rich.table import Table
+
+from kfnas.cli import _common as ui
+from kfnas.config.spec import SpecError
+
+
+def _add_counts(parser: argparse.ArgumentParser, *, from_spec: bool) -> None:
+    default = "the spec's" if from_spec else None
+
+    def helped(text: str, value: int) -> str:
+        return f"{text} (default: {default or value})"
+
+    parser.add_argument("--rounds", type=int, help=helped("rounds of the proxy search", 2))
+    parser.add_argument("--trials", type=int, help=helped("trials per round", 3))
+    parser.add_argument("--parallelism", type=int, default=2, help="trials at once (default 2)")
+    parser.add_argument(
+        "--top-k", type=int, default=1, help="proxy trials trained fully (default 1)"
+    )
+
+
+def _add_compile(parser: argparse.ArgumentParser) -> None:
+    parser.add_argument(
+        "--profile",
+        required=True,
+        help="cluster profile: gke-gpu, nvidia-gpu, cpu-only, or a profile YAML file",
+    )
+    parser.add_argument("-o", "--output", required=True, help="pipeline YAML file to write")
+    parser.add_argument(
+        "--pipeline",
+        choices=["search", "retraining"],
+        default="search",
+        help="the search (default) or the retraining pipeline (the counts apply to the search)",
+    )
+    _add_counts(parser, from_spec=False)
+
+
+def _run_compile(args: argparse.Namespace) -> int:
+    from kfnas.components._image import IMAGE, REGISTRY_ENV
+    from kfnas.pipelines.compile import compile_pipeline, compile_retraining
+
+    if args.pipeline == "retraining":
+        path = compile_retraining(args.profile, args.output)
+        ui.console.print(f"Wrote {path}: the retraining pipeline, profile {args.profile}.")
+        ui.console.print(f"Image: {IMAGE} (set {REGISTRY_ENV} to compile for your registry)")
+        return 0
+    rounds, trials = args.rounds or 2, args.trials or 3
+    path = compile_pipeline(args.profile, rounds, trials, args.parallelism, args.top_k, args.output)
+    ui.console.print(
+        f"Wrote {path}: {rounds} rounds, parallelism {args.parallelism}, profile {args.profile}; "
+        f"defaults {trials} trials per round, top {args.top_k}."
+    )
+    ui.console.print(f"Image: {IMAGE} (set {REGISTRY_ENV} to compile for your registry)")
+    ui.console.print(
+        "Upload it in the KFP UI (Pipelines > Upload pipeline) and set the parameters."
+    )
+    return 0
+
+
+def _add_run(parser: argparse.ArgumentParser) -> None:
+    parser.add_argument(
+        "spec", help="experiment spec YAML file, or `demo` (generated data and the demo spec)"
+    )
+    ui.add_overrides(parser)
+    _add_counts(parser, from_spec=True)
+    parser.add_argument(
+        "--out",
+        default="kfnas-run",
+        help="folder for KFP outputs and the step log (and the demo's data and store)",
+    )
+    parser.add_argument(
+        "--model-version", default="v1", help="export folder of the final model (default v1)"
+    )
+
+
+def _run_inputs(spec: str, out: Path) -> tuple[str, list[str]]:
+    """The spec text and base overrides of ``kfnas run``: a file, or the demo on generated data."""
+    from kfnas.config.settings import DEMO
+
+    if spec != DEMO or Path(spec).is_file():
+        return ui.spec_text(spec), []
+    return DEMO, ui.demo_overrides(out)
+
+
+def _run_run(args: argparse.Namespace) -> int:
+    from kfnas.config.settings import ExperimentSettings
+    from kfnas.config.studies import PROXY
+    from kfnas.store import experiment_uri
+    from kfnas.validation import check_data, experiment_spec
+
+    out = Path(args.out).resolve()
+    text, overrides = _run_inputs(args.spec, out)
+    overrides += args.overrides
+    spec = experiment_spec(text, overrides).study(PROXY)
+    assert spec.budget is not None
+    rounds, trials = args.rounds or spec.budget.rounds, args.trials or spec.budget.trials_per_round
+    resolved = experiment_spec(
+        text, overrides, ExperimentSettings(rounds=rounds, trials_per_round=trials)
+    )
+    check_data(resolved)  # Fail here, with the message alone, rather than in the first step.
+    uri = experiment_uri(resolved)  # what init_experiment will create
+    ui.console.rule(f"kfnas run: the search pipeline under kfp.local, {rounds} rounds x {trials}")
+    ui.console.print(f"Experiment {uri}; step logs in {out / 'kfp.log'}")
+    arguments = {"spec_yaml": text, "overrides": overrides, "trials_per_round": trials}
+    arguments |= {"top_k": args.top_k, "model_version": args.model_version}
+    out.mkdir(parents=True, exist_ok=True)
+    # Open until the summary is printed: kfp.local's threads may log just after the run ends.
+    with (out / "kfp.log").open("w") as log:
+        if not _run_pipeline(uri, out, arguments, (rounds, args.parallelism), log):
+            return 1
+        _print_summary(uri, out, args.model_version)
+    return 0
+
+
+def _run_pipeline(
+    uri: str, out: Path, arguments: dict, counts: tuple[int, int], log: TextIO
+) -> bool:
+    """Runs the pipeline while a thread prints what appears in the store; False if it failed.
+
+    ``counts`` are the compile-time rounds and parallelism; the steps' logs go to ``log``.
+    """
+    from kfnas.pipelines.local import run_search_locally
+    from kfnas.views.watch import StoreWatcher
+
+    watcher, done = StoreWatcher(uri), threading.Event()
+    progress = Console(file=ui.console.file, width=ui.console.width, highlight=False)
+
+    def follow() -> None:
+        while not done.wait(1.0):
+            for line in watcher.poll():
+                progress.print(f"  {line}")
+
+    rounds, parallelism = counts
+    thread = threading.Thread(target=follow, daemon=True)
+    thread.start()
+    try:
+        run_search_locally(
+            arguments,
+            rounds=rounds,
+            trials_per_round=arguments["trials_per_round"],
+            parallelism=parallelism,
+            top_k=arguments["top_k"],
+            pipeline_root=out / "kfp",
+            log_file=log,
+        )
+    except RuntimeError as e:
+        log.flush()
+        tail = "\n".join(Path(log.name).read_text().splitlines()[-15:])
+        ui.console.print(f"[red]The pipeline failed:[/red] {e}\nEnd of {log.name}:\n{tail}")
+        return False
+    finally:
+        done.set()
+        thread.join()
+        for line in watcher.poll():
+            progress.print(f"  {line}")
+    return True
+
+
+def _print_summary(uri: str, out: Path, model_version: str) -> None:
+    from kfnas.config.studies import FINAL, PROXY, VALIDATION
+    from kfnas.store import open_experiment
+    from kfnas.views.rows import describe_result
+
+    exp = open_experiment(uri)
+    metric = exp.spec.objectives.metric
+    for study in (PROXY, VALIDATION, FINAL):
+        results = {s.trial_id: r for s, r in exp.records.history(study) if r is not None}
+        ui.print_results(results, metric, title=f"Study {study}")
+    (final, result), *_ = [(s, r) for s, r in exp.records.history(FINAL) if r is not None]
+    chain = [f"{FINAL} trial {final.trial_id}"]
+    source = final
+    while source.source_trial is not None:
+        chain.append(f"{source.source_study} trial {source.source_trial}")
+        source = exp.records.read_spec(source.source_study, source.source_trial)
+    ui.console.print(f"Best architecture: {' <- '.join(chain)}")
+    ui.console.print(f"  {exp.store.uri(exp.layout.trial_spec(FINAL, final.trial_id))} (arch_json)")
+    ui.console.print(f"  {describe_result(result, metric)}")
+    ui.console.print(f"Report: {exp.store.uri(exp.layout.report_html())}")
+    ui.console.print(f"Exported model: {exp.store.uri(exp.layout.export_dir(model_version))}")
+    ui.console.print(f"KFP outputs (metrics, report artifacts): {out / 'kfp'}")
+
+
+def _add_address(parser: argparse.ArgumentParser) -> None:
+    """The KFP address and cluster profile, shared by submit and schedule."""
+    parser.add_argument("--host", help="KFP UI/API URL, e.g. http://localhost:8080 (or KFP_HOST)")
+    parser.add_argument("--namespace", help="Kubernetes namespace of a multi-user KFP")
+    parser.add_argument("--token", help="bearer token for the KFP API (or KFP_TOKEN)")
+    parser.add_argument("--profile", help="cluster profile or profile YAML (default gke-gpu)")
+
+
+def _add_run_arguments(parser: argparse.ArgumentParser) -> None:
+    """The pipeline's run arguments and ``--dry-run``, shared by submit and schedule."""
+    parser.add_argument("--params", help="YAML or JSON file: pipeline parameter -> value")
+    parser.add_argument(
+        "--param", action="append", default=[], metavar="NAME=VALUE", help="(repeatable)"
+    )
+    parser.add_argument("--dry-run", action="store_true", help="compile and check; send nothing")
+
+
+def _address(args: argparse.Namespace) -> tuple[str | None, str | None]:
+    """The KFP host and token: the flags, else ``KFP_HOST`` and ``KFP_TOKEN``."""
+    return args.host or os.environ.get("KFP_HOST"), args.token or os.environ.get("KFP_TOKEN")
+
+
+def _run_arguments(args: argparse.Namespace) -> tuple[dict[str, Any] | None, dict[str, str]]:
+    """The typed values of ``--params`` and the strings of ``--param``."""
+    from kfnas.pipelines.parameters import load_params_file, parse_param_args
+
+    return load_params_file(args.params) if args.params else None, parse_param_args(args.param)
+
+
+def _given(options: dict[str, Any]) -> dict[str, Any]:
+    """The options a person gave (the others keep their spec's defaults)."""
+    return {name: value for name, value in options.items() if value is not None}
+
+
+def _add_submit(parser: argparse.ArgumentParser) -> None:
+    parser.add_argument("spec", nargs="?", help="experiment spec YAML file (default: the demo's)")
+    ui.add_overrides(parser)
+    _add_address(parser)
+    _add_counts(parser, from_spec=True)
+    parser.add_argument("--experiment", help="KFP experiment of the run (default kfnas)")
+    parser.add_argument("--pipeline-name", help="KFP pipeline to upload to (default kfnas-search)")
+    parser.add_argument("--run-name", help="the run's name (default: spec name and time)")
+    _add_run_arguments(parser)
+
+
+def _run_submit(args: argparse.Namespace) -> int:
+    from kfnas.pipelines.submit import SubmitSpec, prepare_submission, submit
+
+    host, token = _address(args)
+    if not host and not args.dry_run:
+        raise SpecError("kfnas submit needs the KFP address: --host URL or KFP_HOST")
+    options = {"profile": args.profile, "rounds": args.rounds, "trials_per_round": args.trials}
+    options |= {"parallelism": args.parallelism, "top_k": args.top_k, "run_name": args.run_name}
+    options |= {"pipeline_name": args.pipeline_name, "experiment": args.experiment}
+    submission = prepare_submission(
+        SubmitSpec(**_given(options)),
+        *_run_arguments(args),
+        ui.spec_text(args.spec) if args.spec else None,
+        args.overrides,
+    )
+    for line in submission.summary():
+        ui.console.print(line, soft_wrap=True)
+    if args.dry_run:
+        ui.console.print(f"Dry run: nothing was sent{' to ' + host if host else ''}.")
+        return 0
+    assert host is not None
+    result = submit(submission, host, namespace=args.namespace, token=token)
+    uploaded = "a new pipeline" if result.new_pipeline else "a new version"
+    ui.console.print(
+        f"Uploaded {uploaded if result.new_version else 'nothing (same YAML)'}: pipeline "
+        f"{result.pipeline_id}, version {result.pipeline_version_name}. Run {result.run_id}:"
+    )
+    ui.console.print(result.run_url, soft_wrap=True)
+    return 0
+
+
+def _add_schedule(parser: argparse.ArgumentParser) -> None:
+    action = parser.add_mutually_exclusive_group(required=True)
+    action.add_argument(
+        "--cron", help="when to retrain: KFP cron with seconds, e.g. '0 0 3 * * *' (03:00 daily)"
+    )
+    action.add_argument("--list", action="store_true", help="list the recurring runs")
+    action.add_argument("--disable", metavar="ID", help="disable the recurring run ID")
+    parser.add_argument("--handoff", help="model to retrain, e.g. gs://b/nas/EXP/export/latest")
+    _add_address(parser)
+    parser.add_argument("--experiment", help="KFP experiment of the runs (default kfnas)")
+    parser.add_argument("--name", help="the recurring run's name (default: retrain HANDOFF)")
+    parser.add_argument("--pipeline-name", help="KFP pipeline (default kfnas-retraining)")
+    parser.add_argument("--max-concurrency", type=int, help="runs at once (default 1)")
+    parser.add_argument("--catchup", action="store_true", help="start runs missed while paused")
+    _add_run_arguments(parser)
+
+
+def _run_schedule(args: argparse.Namespace) -> int:
+    from kfnas.pipelines import schedule as sched
+
+    host, token = _address(args)
+    if args.cron is not None:
+        if not args.handoff:
+            raise SpecError("kfnas schedule --cron needs the model to retrain: --handoff URI")
+        options = {"profile": args.profile, "experiment": args.experiment, "name": args.name}
+        options |= {"pipeline_name": args.pipeline_name, "max_concurrency": args.max_concurrency}
+        prepared = sched.prepare_schedule(
+            sched.ScheduleSpec(args.cron, catchup=args.catchup, **_given(options)),
+            args.handoff,
+            *_run_arguments(args),
+        )
+        for line in prepared.summary():
+            ui.console.print(line, soft_wrap=True)
+        if args.dry_run:
+            ui.console.print("Dry run: nothing was sent.")
+            return 0
+    if not host:
+        raise SpecError("kfnas schedule needs the KFP address: --host URL or KFP_HOST")
+    if args.list:
+        table = Table("name", "id", "cron", "status")
+        for info in sched.list_schedules(host, args.namespace, token):
+            table.add_row(info.name, info.recurring_run_id, info.cron, info.status)
+        ui.console.print(table)
+    elif args.disable:
+        sched.disable_schedule(host, args.disable, args.namespace, token)
+        ui.console.print(f"Disabled recurring run {args.disable}: it starts no new runs.")
+    else:
+        info = sched.create_schedule(prepared, host, args.namespace, token)
+        ui.console.print(
+            f"Created recurring run {info.name!r} ({info.recurring_run_id}): {info.cron}"
+        )
+    return 0
+
+
+COMMANDS = {
+    "compile": ui.Command(
+        "compile the search pipeline for a cluster profile into KFP YAML",
+        _run_compile,
+        _add_compile,
+    ),
+    "run": ui.Command("run the whole search pipeline locally under kfp.local", _run_run, _add_run),
+    "submit": ui.Command(
+        "upload the search pipeline to KFP and start a run", _run_submit, _add_submit
+    ),
+    "schedule": ui.Command(
+        "create (--cron), list or disable recurring retraining runs on KFP",
+        _run_schedule,
+        _add_schedule,
+    ),
+}

@@ -1,0 +1,121 @@
+"""How a trial reads: the row every trial table shows, and the one-line description.
+
+``trial_row(trial_id, result, metric, spec)`` turns a trial's records into a ``TrialRow`` (id,
+round, status, the objective metric, reward, latency, FLOPs, parameters, duration, what it
+retrains, why it failed; ``PENDING`` without a result). ``measure_headers(metric)`` and
+``measure_cells(row)`` are the measured columns every trial table shows (``kfnas search``,
+``kfnas run``, ``kfnas trials`` and the report's candidates tables), formatted once here;
+``describe_result`` is the one line ``kfnas run`` prints as trials finish.
+
+To show another measure in every table: add a field to ``TrialRow``, fill it in ``trial_row``
+and add its column to ``_MEASURES``.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+from collections.abc import Callable
+from typing import Any
+
+from kfnas.records.trial import TrialResult, TrialSpec
+
+#: The status of a proposed trial that has no result yet (queued or running).
+PENDING = "PENDING"
+
+
+@dataclasses.dataclass(frozen=True)
+class TrialRow:
+    """One trial, as trial tables show it.
+
+    Attributes:
+        trial_id: The trial's id.
+        round: The round that proposed it (0 when unknown).
+        status: ``COMPLETED``, ``FAILED``, ``INFEASIBLE`` or ``PENDING`` (no result yet).
+        metric: The objective metric's name.
+        value: The objective metric's value, if evaluated.
+        reward: The reward, for a completed trial.
+        latency_ms: Batch-1 latency, if measured.
+        flops: Multiply-adds of one batch-1 inference, if counted.
+        params: Number of weights, if counted.
+        duration_s: Wall time of the trial (0 while pending).
+        source: ``"<study> trial <id>"`` for a retrained copy of another trial, else empty.
+        error: Why the trial failed or is infeasible; empty otherwise.
+    """
+
+    trial_id: int
+    round: int
+    status: str
+    metric: str
+    value: float | None
+    reward: float | None
+    latency_ms: float | None
+    flops: float | None
+    params: float | None
+    duration_s: float
+    source: str = ""
+    error: str = ""
+
+    def to_dict(self) -> dict[str, Any]:
+        """The row as plain JSON-ready data."""
+        return dataclasses.asdict(self)
+
+
+def trial_row(
+    trial_id: int, result: TrialResult | None, metric: str, spec: TrialSpec | None = None
+) -> TrialRow:
+    """The row of one trial: its result (``None``: pending) and, if known, its spec."""
+    metrics = result.metrics if result else {}
+    source = ""
+    if spec is not None and spec.source_study:
+        source = f"{spec.source_study} trial {spec.source_trial}"
+    return TrialRow(
+        trial_id=trial_id,
+        round=spec.round if spec is not None else 0,
+        status=result.status.value if result else PENDING,
+        metric=metric,
+        value=metrics.get(metric),
+        reward=result.reward if result else None,
+        latency_ms=metrics.get("latency_ms"),
+        flops=metrics.get("flops"),
+        params=metrics.get("params"),
+        duration_s=result.duration_s if result else 0.0,
+        source=source,
+        error=result.error if result else "",
+    )
+
+
+def _fmt(value: float | None, spec: str, divisor: float = 1.0) -> str:
+    return "-" if value is None else format(value / divisor, spec)
+
+
+# The measured columns: (header, cell text); ``{metric}`` is the objective metric's name.
+_MEASURES: list[tuple[str, Callable[[TrialRow], str]]] = [
+    ("{metric}", lambda r: _fmt(r.value, ".4f")),
+    ("reward", lambda r: _fmt(r.reward, ".4f")),
+    ("latency ms", lambda r: _fmt(r.latency_ms, ".2f")),
+    ("M mult-adds", lambda r: _fmt(r.flops, ".1f", 1e6)),
+    ("params", lambda r: _fmt(r.params, ",.0f")),
+]
+
+
+def measure_headers(metric: str) -> list[str]:
+    """The headers of the measured columns, for objective metric ``metric``."""
+    return [header.format(metric=metric) for header, _ in _MEASURES]
+
+
+def measure_cells(row: TrialRow) -> list[str]:
+    """The measured columns' cells of one row (``-`` where a value is missing)."""
+    return [cell(row) for _, cell in _MEASURES]
+
+
+def describe_result(result: TrialResult, metric: str) -> str:
+    """One line for a trial result: status, metric, reward, latency and duration, or the error."""
+    if not result.completed:
+        return f"{result.status.value}: {result.error} ({result.duration_s:.0f} s)"
+    parts = [result.status.value]
+    if metric in result.metrics:
+        parts.append(f"{metric} {result.metrics[metric]:.4f}")
+    parts.append(f"reward {result.reward:.4f}")
+    if "latency_ms" in result.metrics:
+        parts.append(f"latency {result.metrics['latency_ms']:.1f} ms")
+    return " ".join(parts) + f" ({result.duration_s:.0f} s)"
