@@ -25,12 +25,12 @@ from kfnas.data import DatasetFiles, write_detection_dataset
 from kfnas.export.saved_model import (
     ARCHITECTURE_FILE,
     RECORD_FILE,
-    SERVING_EXPORTS,
     ExportRecord,
     export_saved_model,
     read_export_record,
 )
 from kfnas.records.trial import TrialResult, TrialSpec, TrialStatus
+from kfnas.tasks import TASKS
 from kfnas.training.runner import MODEL_DIR, execute_trial, local_trial
 from kfnas.validation import validate
 
@@ -211,7 +211,8 @@ def test_a_missing_checkpoint_is_named(exported, tmp_path):
 
 
 def test_a_task_kind_without_an_exporter_lists_the_exportable_ones(exported, tmp_path, monkeypatch):
-    monkeypatch.delitem(SERVING_EXPORTS, "segmentation")  # as if it had no exporter yet
+    # As if segmentation had no exporter yet.
+    monkeypatch.setattr(type(TASKS.get("segmentation")), "serving_export", None)
     spec = exported.spec
     other = dataclasses.replace(spec, task=dataclasses.replace(spec.task, kind="segmentation"))
     with pytest.raises(ValueError, match=r"'segmentation' cannot be exported.*detection"):

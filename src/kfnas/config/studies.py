@@ -52,10 +52,9 @@ CHAIN: tuple[StudyRole, ...] = (
     StudyRole(FINAL, "retrain"),
 )
 
-#: The scaling study's space, and the augmentation study's by task kind (``augmentation_space``
-#: picks another).
+#: The scaling study's space. The augmentation study's is the task kind's ``augmentation_space``
+#: (``kfnas.tasks``) unless the settings' ``augmentation_space`` picks another.
 SCALING_SPACE = "spinenet_scaling"
-DEFAULT_AUGMENTATION_SPACE = "randaugment_{kind}"
 #: Evaluations of an augmentation trial (it reports the best) unless ``augmentation_evaluations``.
 AUGMENTATION_EVALUATIONS = 3
 

@@ -21,6 +21,7 @@ from typing import Any
 
 from kfnas.export.handoff import Handoff
 from kfnas.records.trial import TrialResult, TrialSpec
+from kfnas.tasks import TASKS
 
 History = Sequence[tuple[TrialSpec, TrialResult | None]]
 #: Lines of the architecture summary shown before it is cut (the whole is in architecture.json).
@@ -258,8 +259,8 @@ def _limits(h: Handoff) -> list[str]:
         f"padded) to {h.input_size[0]}x{h.input_size[1]}; images much larger than that, or framed "
         f"unlike the training data, were not evaluated.",
     ]
-    if h.task_kind == "detection":
-        limits.append("Detections are capped per image (see the output shapes above).")
+    if h.task_kind in TASKS:
+        limits.extend(TASKS.get(h.task_kind).known_limits)
     return ["## Known limits", "", *(f"- {text}" for text in limits)]
 
 

@@ -14,10 +14,10 @@ restores the model weights of the trial's latest checkpoint (the ``model`` entry
     <export_dir>/export.json         the ``ExportRecord``, written last: it marks the export done
 
 The serving code is tf-models-official's: each task kind names an ``ExportModule`` of
-``official.vision.serving`` in ``SERVING_EXPORTS`` (``DetectionModule``, ``SegmentationModule``,
-and for classification ``ClassificationModule`` through ``kfnas.export.serving``, which makes its
-two
-signatures preprocess alike) and the export goes through
+``official.vision.serving`` in its ``serving_export`` (``kfnas.tasks.base.ServingExport``:
+``DetectionModule``, ``SegmentationModule``, and for classification ``ClassificationModule``
+through ``kfnas.export.serving``, which makes its two signatures preprocess alike), which
+``serving_export`` looks up in ``kfnas.tasks.TASKS``, and the export goes through
 ``export_saved_model_lib.export_inference_graph``. Every signature takes one tensor, ``inputs``,
 holding a batch of any size:
 
@@ -48,10 +48,9 @@ Both preprocess the images as the task's evaluation did (resize, normalize) and 
 
 ``ExportRecord.outputs`` lists the output keys the export's signatures return.
 
-To extend to a new task kind: add one ``ServingExport`` line to ``SERVING_EXPORTS`` naming its
+To extend to a new task kind: give the task kind a ``serving_export`` naming its
 ``official.vision.serving`` module class (or a ``kfnas.export.serving`` factory adjusting it) and
-any
-export-time overrides of its task config. Nothing else branches on the task kind.
+any export-time overrides of its task config. Nothing here branches on the task kind.
 
 This module imports TensorFlow only inside its functions.
 """
@@ -67,6 +66,8 @@ from typing import Any
 from kfnas.config.spec import BudgetSpec, ExperimentSpec
 from kfnas.records import Record
 from kfnas.records.trial import TrialSpec
+from kfnas.tasks import TASKS
+from kfnas.tasks.base import DEFAULT_SIGNATURES, ServingExport
 
 #: Subfolder of the export folder holding the SavedModel.
 SAVED_MODEL_DIR = "saved_model"
@@ -74,48 +75,6 @@ SAVED_MODEL_DIR = "saved_model"
 ARCHITECTURE_FILE = "architecture.json"
 #: File of the export folder holding the ``ExportRecord``; written last.
 RECORD_FILE = "export.json"
-#: tf-models' input type (``get_inference_signatures`` key) -> signature name in the SavedModel.
-DEFAULT_SIGNATURES: Mapping[str, str] = {
-    "image_bytes": "serving_default",
-    "image_tensor": "image_tensor",
-}
-
-
-@dataclasses.dataclass(frozen=True)
-class ServingExport:
-    """How one task kind is exported: an ``official.vision.serving`` module and its settings.
-
-    Attributes:
-        module: ``"package.module:name"`` of an ``official.vision.serving.export_base
-            .ExportModule`` subclass, or of a factory returning one, called with the keyword
-            arguments ``params, batch_size, input_image_size, input_type, num_channels, model``.
-        signatures: tf-models input type -> the signature name it gets in the SavedModel.
-        config_overrides: Overrides of the tf-models task config applied before the model is
-            built (``hyperparams.Config.override``, strict), e.g. its ``export_config``.
-    """
-
-    module: str
-    signatures: Mapping[str, str] = dataclasses.field(
-        default_factory=lambda: dict(DEFAULT_SIGNATURES)
-    )
-    config_overrides: Mapping[str, Any] = dataclasses.field(default_factory=dict)
-
-
-#: Task kind name -> how to export it (see the module docstring for what each one returns).
-SERVING_EXPORTS: dict[str, ServingExport] = {
-    "detection": ServingExport(
-        module="official.vision.serving.detection:DetectionModule",
-        # Boxes relative to the caller's image rather than to the resized model input.
-        config_overrides={"export_config": {"output_normalized_coordinates": True}},
-    ),
-    "classification": ServingExport(module="kfnas.export.serving:classification_module"),
-    "segmentation": ServingExport(
-        module="official.vision.serving.semantic_segmentation:SegmentationModule",
-        # Logits at the model's input size, with image_info: official's rescaling to the
-        # caller's size raises for any batch size but 1, and the signatures take any batch.
-        config_overrides={"export_config": {"rescale_output": False}},
-    ),
-}
 
 
 @dataclasses.dataclass(frozen=True)
@@ -134,7 +93,7 @@ class ExportRecord(Record):
         outputs: The output keys every signature returns.
         input_size: The model's input ``(height, width, channels)``; served images of another size
             are resized to it.
-        task_kind: The task kind (a ``SERVING_EXPORTS`` key: ``detection``, ...).
+        task_kind: The task kind (one with a ``serving_export``: ``detection``, ...).
         experiment: The experiment name.
         study: The trial's study.
         trial_id: The trial's id.
@@ -184,8 +143,8 @@ def export_saved_model(
         The record of the export, also written to ``<export_dir>/export.json``.
 
     Raises:
-        ValueError: The task kind has no ``SERVING_EXPORTS`` entry (the message lists those
-            that have one), or the checkpoint does not hold this trial's model.
+        ValueError: The task kind has no ``serving_export`` (the message lists those that
+            have one), or the checkpoint does not hold this trial's model.
         FileNotFoundError: ``checkpoint_dir`` holds no checkpoint.
         FileExistsError: ``export_dir`` already holds a finished export.
     """
@@ -273,18 +232,20 @@ def read_export_record(export_dir: str) -> ExportRecord:
 
 
 def serving_export(task_kind: str) -> ServingExport:
-    """The ``SERVING_EXPORTS`` entry of ``task_kind``.
+    """How the task kind ``task_kind`` is exported (its ``serving_export`` in ``TASKS``).
 
     Raises:
         ValueError: There is none; the message lists the task kinds that can be exported.
     """
-    if task_kind not in SERVING_EXPORTS:
+    serving = TASKS.get(task_kind).serving_export if task_kind in TASKS else None
+    if serving is None:
+        exportable = [name for name in TASKS.names() if TASKS.get(name).serving_export]
         raise ValueError(
             f"task kind {task_kind!r} cannot be exported yet; exportable kinds: "
-            f"{', '.join(sorted(SERVING_EXPORTS))} (add it to "
-            f"kfnas.export.saved_model.SERVING_EXPORTS)"
+            f"{', '.join(exportable)} (give the task kind a serving_export: "
+            f"kfnas.tasks.base.ServingExport)"
         )
-    return SERVING_EXPORTS[task_kind]
+    return serving
 
 
 def _export_module(
@@ -379,7 +340,6 @@ __all__ = [
     "DEFAULT_SIGNATURES",
     "RECORD_FILE",
     "SAVED_MODEL_DIR",
-    "SERVING_EXPORTS",
     "ExportRecord",
     "ServingExport",
     "export_saved_model",

@@ -21,8 +21,9 @@ from kfnas.config.spec import CONSTRAINT_MEASURES, ExperimentSpec, SpecError
 from kfnas.registry import RegistryError
 from kfnas.search.algorithms import ALGORITHMS
 from kfnas.search.rewards import REWARDS
-from kfnas.spaces import get_space
+from kfnas.spaces import declared_options, get_space
 from kfnas.spaces.base import is_refinement
+from kfnas.spaces.options import Option
 from kfnas.store import root_problems
 from kfnas.tasks import TASKS
 
@@ -39,10 +40,27 @@ def _name_problems(spec: ExperimentSpec) -> list[str]:
 
 
 def _task_problems(spec: ExperimentSpec) -> list[str]:
+    """The task's checks, its options checked against its knobs and its spaces' declared ones."""
     out = spec.task.problems()
     if spec.task.kind not in TASKS:
         return [*out, f"task.kind: {TASKS.unknown_message(spec.task.kind)}"]
-    return out + TASKS.get(spec.task.kind).option_problems(spec.task)
+    return out + TASKS.get(spec.task.kind).option_problems(spec.task, _space_options(spec))
+
+
+def _space_options(spec: ExperimentSpec) -> dict[str, Option] | None:
+    """The ``task.options`` knobs the studies' spaces declare (``None``: a space does not load).
+
+    A study whose space does not load is reported by ``_study_problems``; then every registered
+    space's knobs are accepted rather than refusing the knobs that space may read.
+    """
+    spaces = []
+    for study in spec.studies.values():
+        if study.space:
+            try:
+                spaces.append(get_space(study.space))
+            except RegistryError:
+                return None
+    return declared_options(spec.task.kind, spaces)
 
 
 def _budget_problems(spec: ExperimentSpec) -> list[str]:

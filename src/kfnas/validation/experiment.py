@@ -17,7 +17,6 @@ from kfnas.config.spec import AlgorithmSpec, BudgetSpec, ExperimentSpec, StudySp
 from kfnas.config.studies import (
     AUGMENTATION,
     AUGMENTATION_EVALUATIONS,
-    DEFAULT_AUGMENTATION_SPACE,
     FINAL,
     FULL_TRAINING_STEPS_FACTOR,
     PROXY,
@@ -28,6 +27,7 @@ from kfnas.config.studies import (
 from kfnas.registry import RegistryError
 from kfnas.spaces import get_space
 from kfnas.spaces.base import is_refinement
+from kfnas.tasks import TASKS
 from kfnas.validation.checks import validate
 
 
@@ -66,6 +66,12 @@ def complete_studies(
     return dataclasses.replace(spec, studies=_default_algorithms(ordered))
 
 
+def _default_augmentation_space(kind: str) -> str:
+    """The task kind's ``augmentation_space``, or ``""`` (reported as a study without a space)."""
+    space = TASKS.get(kind).augmentation_space if kind in TASKS else None
+    return space or ""
+
+
 def _refinement_studies(
     spec: ExperimentSpec, settings: ExperimentSettings, full: BudgetSpec
 ) -> dict[str, StudySpec]:
@@ -75,7 +81,7 @@ def _refinement_studies(
     asked = {
         SCALING: (SCALING_SPACE, settings.scaling_trials, settings.scaling_train_steps, 0),
         AUGMENTATION: (
-            settings.augmentation_space or DEFAULT_AUGMENTATION_SPACE.format(kind=spec.task.kind),
+            settings.augmentation_space or _default_augmentation_space(spec.task.kind),
             settings.augmentation_trials,
             settings.augmentation_train_steps,
             settings.augmentation_evaluations or AUGMENTATION_EVALUATIONS,
