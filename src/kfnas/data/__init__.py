@@ -16,8 +16,9 @@ data prepared for tf-models-official works unchanged. Per task kind:
 
 Modules here import TensorFlow inside their functions only, so importing ``kfnas.data`` is cheap.
 
-To add a task kind: write its checks in a new module (``<kind>_data_problems(task, data)``
-returning messages that say what to fix) and, if tests need it, its writer in ``synthetic``.
+To add a task kind: write one module with its checks (``<kind>_data_problems(task, data)``
+returning messages that say what to fix, called by the task's ``data_problems``) and, if tests or
+``kfnas make-data`` need it, its writer, registered with one line in ``GENERATORS``.
 """
 
 from __future__ import annotations
