@@ -25,7 +25,16 @@ from kfnas.augment.tables import augmentation_problems
 from kfnas.config.spec import SpecError
 from kfnas.registry import load_object
 from kfnas.spaces import declared_options
-from kfnas.spaces.options import LEVEL_RANGE, Option, resolve, table_problems
+from kfnas.spaces.options import (
+    LEVEL_RANGE,
+    Option,
+    flag,
+    fraction,
+    integer,
+    number,
+    resolve,
+    table_problems,
+)
 
 if TYPE_CHECKING:
     from kfnas.config.spec import BudgetSpec, DataSpec, TaskSpec
@@ -115,6 +124,26 @@ class TaskKind(Protocol):
         ...
 
 
+#: Knobs every kind reads alike: batch normalization and weight decay of the model, the
+#: validation batch, the base learning rate and the warm-up steps.
+COMMON_OPTIONS: dict[str, Option] = {
+    "norm_momentum": fraction(0.99),
+    "norm_epsilon": number(0, 0.001, strict=True),
+    "l2_weight_decay": number(0, 4e-5),
+    "validation_batch_size": integer(1),
+    "learning_rate": number(0, strict=True),
+    "warmup_steps": integer(0),
+}
+#: Training augmentation of the multi-level kinds (detection, segmentation).
+AUGMENTATION_OPTIONS: dict[str, Option] = {
+    "aug_rand_hflip": flag(True),
+    "aug_scale_min": number(0, 1.0, strict=True),
+    "aug_scale_max": number(0, 1.0, strict=True),
+    # Checked in option_problems by augmentation_problems, whose messages say what to write.
+    "augmentation": Option(None, lambda v: True, "a RandAugment or AutoAugment policy"),
+}
+
+
 def cosine(rate: float, steps: int) -> dict[str, Any]:
     """Cosine decay from ``rate`` to 0 over ``steps``."""
     return {"type": "cosine", "cosine": {"initial_learning_rate": rate, "decay_steps": steps}}
@@ -125,8 +154,8 @@ def step_decay(*fractions: float) -> Callable[[float, int], dict[str, Any]]:
 
     def schedule(rate: float, steps: int) -> dict[str, Any]:
         boundaries: list[int] = []
-        for fraction in fractions:
-            step = int(fraction * steps)
+        for share in fractions:
+            step = int(share * steps)
             if step >= 1 and (not boundaries or step > boundaries[-1]):
                 boundaries.append(step)
         values = [rate * 0.1**i for i in range(len(boundaries) + 1)]
@@ -203,7 +232,9 @@ class SearchedTask:
                 f".build_model(task, network)"
             )
         shape = [None, *self.task_config.model.input_size]  # type: ignore[attr-defined]
-        return self.kind.build_model(self, self.network_factory(tf_keras.layers.InputSpec(shape)))
+        return self.kind.build_model(
+            self, self.network_factory(tf_keras.layers.InputSpec(shape=shape))
+        )
 
 
 class OfficialTask:
@@ -343,6 +374,8 @@ class OfficialTask:
 
 
 __all__ = [
+    "AUGMENTATION_OPTIONS",
+    "COMMON_OPTIONS",
     "DEFAULT_SIGNATURES",
     "OPTIMIZERS",
     "OfficialTask",

@@ -67,6 +67,7 @@ from typing import TYPE_CHECKING, Any
 from kfnas.spaces.options import Option, choice, flag, fraction, integer, number
 from kfnas.spaces.regularizers import l2_regularizer
 from kfnas.tasks.base import (
+    COMMON_OPTIONS,
     OPTIMIZERS,
     OfficialTask,
     SearchedTask,
@@ -91,21 +92,16 @@ OPTIONS: dict[str, Option] = {
     "dropout_rate": Option(0.2, lambda v: fraction().check(v) and v < 1, "a number in [0, 1)"),
     "add_head_batch_norm": flag(False),
     "label_smoothing": fraction(0.1),
-    "l2_weight_decay": number(0, 4e-5),
-    "norm_momentum": fraction(0.99),
-    "norm_epsilon": number(0, 0.001, strict=True),
+    **COMMON_OPTIONS,
     "aug_rand_hflip": flag(True),
     "aug_crop": flag(True),
     "center_crop_fraction": fraction(0.875, positive=True),
     "decode_jpeg_only": flag(False),
     "shuffle_buffer_size": integer(1, 1000),
     "cache_data": flag(False),
-    "validation_batch_size": integer(1),
     "optimizer": choice(OPTIMIZERS, "sgd"),
-    "learning_rate": number(0, strict=True),
     "momentum": fraction(0.9),
     "lr_schedule": choice(SCHEDULES, "cosine"),
-    "warmup_steps": integer(0),
     "warmup_learning_rate": number(0, 0.0),
 }
 

@@ -77,6 +77,8 @@ from kfnas.spaces.options import (
 )
 from kfnas.spaces.regularizers import l2_regularizer
 from kfnas.tasks.base import (
+    AUGMENTATION_OPTIONS,
+    COMMON_OPTIONS,
     OfficialTask,
     SearchedTask,
     ServingExport,
@@ -97,10 +99,9 @@ METRIC_KEYS: dict[str, str] = {name: name for name in ("AP", "AP50", "AP75", "AP
 #: Every knob of ``task.options`` the task reads (see the table in the module docstring).
 OPTIONS: dict[str, Option] = {
     **LEVEL_OPTIONS,
+    **COMMON_OPTIONS,
+    **AUGMENTATION_OPTIONS,
     "activation": Option("swish", lambda v: v in ("relu", "swish"), "'relu' or 'swish'"),
-    "norm_momentum": fraction(0.99),
-    "norm_epsilon": number(0, 0.001, strict=True),
-    "l2_weight_decay": number(0, 4e-5),
     "head_num_convs": integer(0, 4),
     "head_num_filters": integer(1, 256),
     "head_use_separable_conv": flag(False),
@@ -116,21 +117,13 @@ OPTIONS: dict[str, Option] = {
     "focal_loss_gamma": number(0, 1.5),
     "huber_loss_delta": number(0, 0.1, strict=True),
     "box_loss_weight": number(0, 50),
-    "aug_rand_hflip": flag(True),
-    "aug_scale_min": number(0, 1.0, strict=True),
-    "aug_scale_max": number(0, 1.0, strict=True),
-    # Checked in option_problems by augmentation_problems, whose messages say what to write.
-    "augmentation": Option(None, lambda v: True, "a RandAugment or AutoAugment policy"),
     "max_num_instances": integer(1, 100),
     "shuffle_buffer_size": integer(1, 1000),
     "cache_data": flag(False),
-    "validation_batch_size": integer(1),
     "pre_nms_score_threshold": fraction(0.05),
     "nms_iou_threshold": fraction(0.5),
     "max_num_detections": integer(1, 100),
-    "learning_rate": number(0, strict=True),
     "momentum": fraction(0.9),
-    "warmup_steps": integer(0),
     "warmup_learning_rate": number(0),
 }
 

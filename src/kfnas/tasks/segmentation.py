@@ -64,13 +64,12 @@ from kfnas.spaces.options import (
     LEVEL_RANGE,
     Option,
     choice,
-    flag,
-    fraction,
     integer,
-    number,
 )
 from kfnas.spaces.regularizers import l2_regularizer
 from kfnas.tasks.base import (
+    AUGMENTATION_OPTIONS,
+    COMMON_OPTIONS,
     OfficialTask,
     SearchedTask,
     ServingExport,
@@ -93,17 +92,8 @@ OPTIONS: dict[str, Option] = {
     "head_num_convs": integer(0, 2),
     "head_num_filters": integer(1, 256),
     "activation": choice(("relu", "swish"), "swish"),
-    "norm_momentum": fraction(0.99),
-    "norm_epsilon": number(0, 0.001, strict=True),
-    "l2_weight_decay": number(0, 4e-5),
-    "aug_rand_hflip": flag(True),
-    "aug_scale_min": number(0, 1.0, strict=True),
-    "aug_scale_max": number(0, 1.0, strict=True),
-    # Checked in option_problems by augmentation_problems, whose messages say what to write.
-    "augmentation": Option(None, lambda v: True, "a RandAugment or AutoAugment policy"),
-    "validation_batch_size": integer(1),
-    "learning_rate": number(0, strict=True),
-    "warmup_steps": integer(0),
+    **COMMON_OPTIONS,
+    **AUGMENTATION_OPTIONS,
 }
 
 
