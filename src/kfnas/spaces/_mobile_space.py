@@ -25,8 +25,9 @@ l2_weight_decay             4e-5            L2 weight decay of the conv kernels 
                                             official.vision's tasks do, to match tf.nn.l2_loss)
 ==========================  ==============  ===================================================
 
-To add a knob: add it to ``BACKBONE_DEFAULTS`` (and to the task's options where users set it) and
-pass it to ``MobileStageBackbone`` in ``build_backbone``.
+To add a knob: add it to ``BACKBONE_DEFAULTS`` and, with its check, to ``TASK_OPTIONS`` (the
+knobs both spaces declare, so that specs may set it), and pass it to ``MobileStageBackbone`` in
+``build_backbone``.
 """
 
 from __future__ import annotations
