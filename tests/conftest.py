@@ -1,5 +1,8 @@
 """Shared fixtures: a real gcp-storage-emulator server, clients and buckets on it, and stores.
 
+The session-scoped datasets and trained, exported model live in ``shared_fixtures.py`` and are
+imported here so that every test module can use them.
+
 The emulator runs in this process (``gcp_storage_emulator.server.create_server``), in memory, on a
 free 127.0.0.1 port, for the whole session. gcp-storage-emulator ignores ``ifGenerationMatch``
 (checked at start-up by a probe); when it does, ``_honour_generation_match`` teaches its upload
@@ -29,6 +32,12 @@ from google.api_core.retry import Retry
 from google.auth.credentials import AnonymousCredentials
 from google.cloud import storage
 from google.cloud.storage.retry import DEFAULT_RETRY
+from shared_fixtures import (  # noqa: F401 (fixtures, found by pytest by name)
+    classification_data,
+    detection_data,
+    exported_detection,
+    segmentation_data,
+)
 
 from kfnas.store import ArtifactStore, GcsStore, LocalStore
 

@@ -1,8 +1,9 @@
 """Exporting a trained trial: a real SavedModel served through both of its signatures.
 
-One proxy-sized RetinaNet trial (64 px, levels 3..5, narrow backbone and head) trains 2 steps on
-generated TFRecords through ``execute_trial``; ``export_saved_model`` rebuilds it from its
-``arch_json``, restores the checkpoint and writes the SavedModel, which is loaded back with plain
+The session's shared trial (``exported_detection`` in ``tests/shared_fixtures.py``: a proxy-sized
+RetinaNet, 64 px, levels 3..5, narrow backbone and head, trained 2 steps on generated TFRecords) is
+exported by the export stage through ``export_saved_model``, which rebuilds it from its
+``arch_json``, restores the checkpoint and writes the SavedModel; here it is loaded back with plain
 ``tf.saved_model.load`` and run on a generated image.
 """
 
@@ -20,8 +21,10 @@ import pytest
 
 os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "3")
 
-from kfnas.config.spec import ExperimentSpec, parse_spec
-from kfnas.data import DatasetFiles, write_detection_dataset
+from shared_fixtures import STALE_FILE
+
+from kfnas.config.spec import ExperimentSpec
+from kfnas.data import DatasetFiles
 from kfnas.export.saved_model import (
     ARCHITECTURE_FILE,
     RECORD_FILE,
@@ -29,28 +32,13 @@ from kfnas.export.saved_model import (
     export_saved_model,
     read_export_record,
 )
-from kfnas.records.trial import TrialResult, TrialSpec, TrialStatus
+from kfnas.records.trial import TrialResult, TrialSpec
 from kfnas.tasks import TASKS
-from kfnas.training.runner import MODEL_DIR, execute_trial, local_trial
-from kfnas.validation import validate
 
 pytestmark = pytest.mark.tf
 
 NUM_CLASSES = 3
 MAX_DETECTIONS = 10
-SPEC = f"""
-name: export-test
-task:
-  kind: detection
-  num_classes: {NUM_CLASSES}
-  image_size: 64
-  options: {{min_level: 3, max_level: 5, filter_size_scale: 0.25, endpoints_num_filters: 16,
-            head_num_convs: 1, head_num_filters: 16, validation_batch_size: 2,
-            pre_nms_score_threshold: 0.0, max_num_detections: {MAX_DETECTIONS}}}
-studies:
-  proxy: {{space: spinenet_mbconv}}
-budget: {{train_steps: 2, batch_size: 2, latency_runs: 5}}
-"""
 DETECTION_KEYS = {"detection_boxes", "detection_scores", "detection_classes", "num_detections"}
 
 
@@ -68,26 +56,19 @@ class Exported:
 
 
 @pytest.fixture(scope="module")
-def exported(tmp_path_factory):
-    """A trial trained 2 steps and exported once, shared by the tests."""
-    root = tmp_path_factory.mktemp("export")
-    files = write_detection_dataset(root / "data", num_train=4, num_validation=2)
-    spec = validate(
-        parse_spec(
-            SPEC,
-            [f"data.train={files.train_pattern}", f"data.validation={files.validation_pattern}"],
-        )
+def exported(exported_detection):
+    """The shared trained trial and its ``v1`` export, as ``export_saved_model`` sees them."""
+    exp, trial_id = exported_detection.experiment, exported_detection.trial_id
+    export_dir = str(exported_detection.folder)
+    return Exported(
+        spec=exp.spec,
+        trial=exp.records.read_spec("proxy", trial_id),
+        result=exp.records.read_result("proxy", trial_id),
+        checkpoint_dir=exp.store.uri(exp.layout.trial_model_dir("proxy", trial_id)),
+        export_dir=export_dir,
+        record=read_export_record(export_dir),
+        files=exported_detection.data,
     )
-    trial = local_trial(spec, "proxy", seed=0)
-    result = execute_trial(spec, trial, root / "work")
-    assert result.status is TrialStatus.COMPLETED, result.error
-    checkpoint_dir = str(root / "work" / MODEL_DIR)
-    export_dir = str(root / "export" / "v1")
-    # What an export stopped midway leaves (no export.json): the export replaces it.
-    (root / "export" / "v1" / "saved_model").mkdir(parents=True)
-    (root / "export" / "v1" / "saved_model" / "stale.pb").write_text("left by a stopped export")
-    record = export_saved_model(spec, trial, checkpoint_dir, export_dir, metrics=result.metrics)
-    return Exported(spec, trial, result, checkpoint_dir, export_dir, record, files)
 
 
 @pytest.fixture(scope="module")
@@ -133,19 +114,19 @@ def test_the_export_folder_holds_the_savedmodel_architecture_and_record(exported
     record, export_dir = exported.record, exported.export_dir
     assert record.saved_model_dir == f"{export_dir}/saved_model"
     assert os.path.isfile(os.path.join(record.saved_model_dir, "saved_model.pb"))
-    assert not os.path.exists(os.path.join(record.saved_model_dir, "stale.pb"))
+    assert not os.path.exists(os.path.join(record.saved_model_dir, STALE_FILE))
     assert os.path.isfile(os.path.join(export_dir, "params.yaml"))
     assert record.signatures == ("serving_default", "image_tensor")
     assert set(record.outputs) >= DETECTION_KEYS
     assert record.input_size == (64, 64, 3)
-    assert (record.task_kind, record.study, record.trial_id) == ("detection", "proxy", 0)
-    assert (record.experiment, record.space) == ("export-test", "spinenet_mbconv")
+    assert (record.task_kind, record.study) == ("detection", "proxy")
+    assert record.trial_id == exported.trial.trial_id
+    assert (record.experiment, record.space) == ("shared-detection", "spinenet_mbconv")
     assert record.metrics == exported.result.metrics
     assert record.checkpoint == os.path.join(exported.checkpoint_dir, "ckpt-2")
     with open(os.path.join(export_dir, RECORD_FILE)) as f:
         stored = json.load(f)
     assert stored["saved_model_dir"] == "saved_model"  # relative: the folder can move
-    assert read_export_record(export_dir) == record
 
 
 def test_architecture_json_round_trips(exported):

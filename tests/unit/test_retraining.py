@@ -1,10 +1,11 @@
 """Retraining stages: refusals before training, and the publish-or-reject decision.
 
-A tiny detection experiment is trained 2 steps and exported as ``v1`` once for the module (as in
-``tests/integration/test_handoff_export.py``). Retraining trials are then planned through
-``stages.init_retraining``; instead of training them, most tests give them a result (and, to
-publish, the exported trial's checkpoint: same architecture, same task), so the decision and what
-it does to ``export/latest`` are checked in seconds. The whole pipeline, trained for real, is
+The session's shared detection experiment (``exported_detection`` in ``tests/shared_fixtures.py``,
+trained 2 steps and exported as ``v1``) is copied once for the module, since retraining writes to
+it. Retraining trials are then planned through ``stages.init_retraining``; instead of training
+them, most tests give them a result (and, to publish, the exported trial's checkpoint: same
+architecture, same task), so the decision and what it does to ``export/latest`` are checked in
+seconds. The whole pipeline, trained for real, is
 ``tests/e2e/test_retraining_local.py``.
 """
 
@@ -19,6 +20,8 @@ from pathlib import Path
 import pytest
 
 os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "3")
+
+from shared_fixtures import copy_experiment
 
 from kfnas import stages
 from kfnas.config.studies import RETRAINING
@@ -37,20 +40,6 @@ from kfnas.stages.retraining import (
 from kfnas.store import Experiment, open_experiment
 
 pytestmark = pytest.mark.tf
-
-SPEC = """
-name: retraining-unit
-task:
-  kind: detection
-  num_classes: 3
-  image_size: 64
-  options: {min_level: 3, max_level: 5, filter_size_scale: 0.25, endpoints_num_filters: 16,
-            head_num_convs: 1, head_num_filters: 16, validation_batch_size: 2,
-            pre_nms_score_threshold: 0.0, max_num_detections: 10}
-studies:
-  proxy: {space: spinenet_mbconv, budget: {rounds: 1, trials_per_round: 1}}
-budget: {train_steps: 2, batch_size: 2, latency_runs: 5}
-"""
 
 
 @dataclasses.dataclass(frozen=True)
@@ -71,18 +60,12 @@ class Exported:
 
 
 @pytest.fixture(scope="module")
-def exported(tmp_path_factory) -> Exported:
-    """The experiment's one proxy trial, trained and exported as ``v1``; and new data."""
+def exported(tmp_path_factory, exported_detection) -> Exported:
+    """A copy of the shared experiment (proxy trial exported as ``v1``); and new data."""
     root = tmp_path_factory.mktemp("retraining")
-    files = write_detection_dataset(root / "data", num_train=4, num_validation=2)
-    data = [f"data.train={files.train_pattern}", f"data.validation={files.validation_pattern}"]
-    data.append(f"data.annotations={files.annotations}")
-    uri = stages.init_experiment(SPEC, [f"store_root={root / 'store'}", *data])
-    (trial_id,) = stages.propose_trials(uri, "proxy", 1)
-    assert stages.run_trial(uri, "proxy", trial_id).completed
-    stages.export_model(uri, "proxy", trial_id, "v1")
+    copy = copy_experiment(exported_detection, root)
     new = write_detection_dataset(root / "new", num_train=4, num_validation=2, seed=7)
-    return Exported(uri, trial_id, root, new)
+    return Exported(copy.uri, copy.trial_id, root, new)
 
 
 def _plan(exported: Exported, version: str, **kwargs) -> dict:
@@ -129,7 +112,7 @@ def _latest_version(exported: Exported) -> str:
 
 
 def test_a_missing_handoff_is_refused(exported):
-    missing = str(exported.root / "store" / "retraining-unit" / "export" / "v9")
+    missing = str(Path(exported.uri, "export", "v9"))
     with pytest.raises(HandoffNotFoundError, match=r"no model handoff at .*v9.*versions in .*v1"):
         stages.init_retraining(missing, exported.new_data.train_pattern)
 

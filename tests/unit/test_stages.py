@@ -1,4 +1,8 @@
-"""The stages init_experiment and propose_trials, on a local folder and on the GCS emulator."""
+"""The stages init_experiment, propose_trials and run_trial, on a local folder and on GCS.
+
+run_trial is checked on trials that end without a model: one that cannot be built (FAILED) and one
+whose loss diverges (INFEASIBLE); trained trials are checked by the shared fixtures' users.
+"""
 
 import dataclasses
 import json
@@ -7,7 +11,6 @@ import pyglove as pg
 import pytest
 
 from kfnas.config.spec import SpecError
-from kfnas.data import write_detection_dataset
 from kfnas.records.trial import TrialResult, TrialStatus
 from kfnas.spaces import get_space
 from kfnas.spaces.spinenet import block_specs
@@ -35,8 +38,9 @@ seed: 5
 
 
 @pytest.fixture(scope="module")
-def data(tmp_path_factory):
-    files = write_detection_dataset(tmp_path_factory.mktemp("data"), num_train=4, num_validation=2)
+def data(detection_data):
+    """The session's generated detection dataset, as spec overrides."""
+    files = detection_data
     return [f"data.train={files.train_pattern}", f"data.validation={files.validation_pattern}"]
 
 
@@ -137,6 +141,33 @@ def test_a_trial_that_cannot_be_built_is_recorded_as_failed(experiment):
     assert run_trial(experiment, "proxy", 4) == result  # recorded once, returned as is
     files = exp.store.list(exp.layout.trial_dir("proxy", 4))
     assert "logs/error.txt" in files and "result.json" in files
+
+
+DIVERGING_SPEC = """
+name: diverging
+task:
+  kind: detection
+  num_classes: 3
+  image_size: 64
+  options: {min_level: 3, max_level: 5, filter_size_scale: 0.25, endpoints_num_filters: 16,
+            head_num_convs: 1, head_num_filters: 16, validation_batch_size: 8,
+            learning_rate: 1.0e12, warmup_steps: 0}
+studies:
+  proxy: {space: spinenet_mbconv}
+budget: {rounds: 2, trials_per_round: 1, train_steps: 6, batch_size: 2, latency_runs: 5}
+"""
+
+
+@pytest.mark.tf
+@pytest.mark.slow
+def test_a_diverging_trial_is_infeasible_and_the_study_goes_on(tmp_path, data):
+    uri = init_experiment(DIVERGING_SPEC, [f"store_root={tmp_path}", *data])
+    (trial_id,) = propose_trials(uri, "proxy", 1)
+    result = run_trial(uri, "proxy", trial_id)
+    assert result.status is TrialStatus.INFEASIBLE
+    assert "at step" in result.error and ("NaN" in result.error or "inf" in result.error)
+    assert result.reward is None
+    assert propose_trials(uri, "proxy", 2) == [trial_id + 1]  # the study goes on
 
 
 def test_init_applies_named_settings_and_adds_the_retraining_studies(tmp_path, data):
