@@ -1,8 +1,10 @@
 """Run settings (the pipeline's named parameters) and the retraining studies a spec gets."""
 
+import dataclasses
+
 import pytest
 
-from kfnas.config.settings import ExperimentSettings
+from kfnas.config.settings import ExperimentSettings, setting
 from kfnas.config.spec import SpecError, parse_spec
 from kfnas.config.studies import FULL_TRAINING_STEPS_FACTOR
 from kfnas.validation import complete_studies, experiment_spec
@@ -154,3 +156,17 @@ def test_scaling_without_a_latency_target_is_refused_before_any_trial():
         )
     assert "a scaling study needs a latency target in its reward" in str(e.value)
     assert "set the pipeline's latency_target_ms" in str(e.value)
+
+
+def test_a_new_setting_is_one_declaration():
+    # A throwaway setting: its field is the whole declaration of the settings record's side.
+    @dataclasses.dataclass(frozen=True)
+    class MoreSettings(ExperimentSettings):
+        weight_decay: float = setting(0.0, "L2 weight decay.", key="task.options.weight_decay")
+
+    spec = parse_spec(SPEC)
+    more = MoreSettings.from_kwargs({"weight_decay": 0.5, "metric": "AP50"})
+    assert more.overrides(spec) == ['objectives.metric="AP50"', "task.options.weight_decay=0.5"]
+    assert MoreSettings().overrides(spec) == []
+    with pytest.raises(SpecError, match="weight_decay"):
+        ExperimentSettings.from_kwargs({"weight_decay": 0.5})  # unknown until declared
