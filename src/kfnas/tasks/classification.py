@@ -217,15 +217,11 @@ class ClassificationTask(OfficialTask):
         """An ``ImageClassificationTask`` config (one-hot labels, top-5 evaluation)."""
         from official.vision.configs import image_classification as cfg
 
+        batch = opts.get("validation_batch_size", budget.batch_size)
         return cfg.ImageClassificationTask(
             model=_model_config(task, opts),
             train_data=_data_config(data.train, budget.batch_size, opts, training=True),
-            validation_data=_data_config(
-                data.validation,
-                opts.get("validation_batch_size", budget.batch_size),
-                opts,
-                training=False,
-            ),
+            validation_data=_data_config(data.validation, batch, opts, training=False),
             losses=cfg.Losses(
                 one_hot=True,
                 label_smoothing=float(opts["label_smoothing"]),

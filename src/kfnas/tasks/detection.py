@@ -244,15 +244,11 @@ class DetectionTask(OfficialTask):
         """A ``RetinaNetTask`` config (COCO metrics; ``data.annotations`` when given)."""
         from official.vision.configs import retinanet as cfg
 
+        batch = opts.get("validation_batch_size", budget.batch_size)
         return cfg.RetinaNetTask(
             model=_model_config(task, opts),
             train_data=_data_config(data.train, budget.batch_size, opts, training=True),
-            validation_data=_data_config(
-                data.validation,
-                opts.get("validation_batch_size", budget.batch_size),
-                opts,
-                training=False,
-            ),
+            validation_data=_data_config(data.validation, batch, opts, training=False),
             losses=cfg.Losses(
                 focal_loss_alpha=float(opts["focal_loss_alpha"]),
                 focal_loss_gamma=float(opts["focal_loss_gamma"]),

@@ -227,16 +227,11 @@ class SegmentationTask(OfficialTask):
         from official.vision.configs import semantic_segmentation as cfg
 
         size = task.image_size
+        batch = opts.get("validation_batch_size", budget.batch_size)
         return cfg.SemanticSegmentationTask(
             model=_model_config(task, opts),
             train_data=_data_config(data.train, budget.batch_size, size, opts, training=True),
-            validation_data=_data_config(
-                data.validation,
-                opts.get("validation_batch_size", budget.batch_size),
-                size,
-                opts,
-                training=False,
-            ),
+            validation_data=_data_config(data.validation, batch, size, opts, training=False),
             losses=cfg.Losses(
                 ignore_label=IGNORE_LABEL, l2_weight_decay=float(opts["l2_weight_decay"])
             ),
