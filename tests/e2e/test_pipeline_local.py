@@ -1,51 +1,90 @@
 """The whole search pipeline under ``kfp.local``, twice, on tiny generated detection data.
 
-2 rounds x 2 proxy trials (parallelism 2), the best one trained again in the validation study, the
-winner trained once more in the final study and exported: the DAG the cluster runs, each step a
-subprocess of this Python. Round 1 holds a trial whose architecture cannot be built (written before
-the run, which resumes the round): it is recorded FAILED while its sibling trains, and round 2
-still proposes. The second run over the same store trains nothing.
+2 rounds x 2 SpineNet proxy trials (parallelism 2), the best one trained again in the validation
+study, then the refinement studies: ``scaling`` (2 points) and ``augmentation`` (2 RandAugment
+policies, 2 evaluations each), and the winner trained once more in the final study, with its
+scaling and policy, and exported: the DAG the cluster runs, each step a subprocess of this Python.
+Round 1 holds a trial whose architecture cannot be built (written before the run, which resumes
+the round): it is recorded FAILED while its sibling trains, and round 2 still proposes. The second
+run over the same store trains nothing, and neither does the CLI's in-process study runner
+(``run_study``) resuming the finished proxy study.
+
+The built-in ``spinenet_scaling`` grid makes 512-640 px models, too slow for CI on 2 CPU cores, so
+the scaling study here uses a proxy-sized grid of the same class, defined in a user module
+(``module:object``, as a team would ship one in its image) and selected with an override; the
+augmentation study is the built-in ``randaugment_detection`` (its grid's first points).
 
 Every training costs about a minute of fixed overhead on 2 CPUs (tracing, COCO evaluation,
-latency), so the test trains 5 models (3 proxy, 1 validation, 1 final) and exports one.
+latency), so this one run per task kind carries the refinement studies too: it trains 9 models
+(3 proxy, 1 validation, 2 scaling, 2 augmentation, 1 final) and exports one. The other task kinds
+run in ``test_pipeline_task_kinds.py``.
 """
 
 import contextlib
 import dataclasses
 import json
 import os
+import sys
+import textwrap
 import time
 
 import pytest
 
 os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "3")
 
+from kfnas.cli.local_study import run_study
 from kfnas.data import write_detection_dataset
 from kfnas.pipelines.local import run_search_locally
 from kfnas.records.trial import TrialStatus
-from kfnas.stages import init_experiment, propose_trials
+from kfnas.stages import init_experiment, propose_trials, select_top
 from kfnas.store import open_experiment
+from kfnas.tasks import TASKS
+from kfnas.training.runner import trial_experiment_spec
 
 pytestmark = [pytest.mark.slow, pytest.mark.tf]
 
-SPEC = """
+MODULE = "e2e_refinement_spaces"
+SPACES_SOURCE = textwrap.dedent(
+    """
+    from kfnas.spaces.spinenet_scaling import SpineNetScalingSpace
+
+    TINY_SCALING = SpineNetScalingSpace(
+        name="tiny_scaling",
+        image_size=(128,),
+        endpoints_num_filters=(16,),
+        filter_size_scale=(0.25,),
+        resample_alpha=(0.25, 0.5),
+        block_repeats=(1,),
+        head_num_convs=(1,),
+        head_num_filters=(16,),
+    )
+    """
+)
+TARGET_MS = 5.0  # the latency target of the mnas reward
+SPEC = f"""
 name: pipeline-e2e
 task:
   kind: detection
   num_classes: 3
   image_size: 64
-  options: {min_level: 3, max_level: 5, filter_size_scale: 0.25, endpoints_num_filters: 16,
-            head_num_convs: 1, head_num_filters: 16, validation_batch_size: 8}
+  options: {{min_level: 3, max_level: 5, filter_size_scale: 0.25, endpoints_num_filters: 16,
+            resample_alpha: 0.25, head_num_convs: 1, head_num_filters: 16,
+            validation_batch_size: 4}}
 studies:
-  proxy: {space: spinenet_mbconv}
-algorithm: {name: regularized_evolution, options: {population_size: 3, tournament_size: 2}}
-budget: {train_steps: 2, batch_size: 2, latency_runs: 5}
+  proxy: {{space: spinenet}}
+algorithm: {{name: regularized_evolution, options: {{population_size: 3, tournament_size: 2}}}}
+budget: {{train_steps: 2, batch_size: 2, latency_runs: 5}}
 objectives:
   metric: AP
   reward: mnas
-  constraints: [{measure: latency_ms, target: 5.0}]
+  constraints: [{{measure: latency_ms, target: {TARGET_MS}}}]
 seed: 3
 """
+OVERRIDES = [
+    f'studies.scaling={{"space": "{MODULE}:TINY_SCALING"}}',
+    "studies.validation.budget.latency_runs=5",
+]
+STUDIES = ("proxy", "validation", "scaling", "augmentation", "final")
 COUNTS = {"rounds": 2, "trials_per_round": 2, "parallelism": 2, "top_k": 1}
 BROKEN = 2  # the round-1 trial whose architecture cannot be built
 
@@ -69,7 +108,7 @@ def _finished(exp):
         (study, trial_id): os.stat(
             exp.store.uri(exp.layout.trial_result(study, trial_id))
         ).st_mtime_ns
-        for study in ("proxy", "validation", "final")
+        for study in STUDIES
         for trial_id in exp.records.trial_ids(study)
         if exp.records.read_result(study, trial_id) is not None
     }
@@ -78,6 +117,19 @@ def _finished(exp):
 @pytest.fixture(scope="module")
 def runs(tmp_path_factory):
     root = tmp_path_factory.mktemp("pipeline")
+    (root / f"{MODULE}.py").write_text(SPACES_SOURCE)  # for this process and the steps'
+    path = os.environ.get("PYTHONPATH", "")
+    os.environ["PYTHONPATH"] = os.pathsep.join(p for p in (str(root), path) if p)
+    sys.path.insert(0, str(root))
+    try:
+        yield from _runs(root)
+    finally:
+        os.environ["PYTHONPATH"] = path
+        sys.path.remove(str(root))
+        sys.modules.pop(MODULE, None)
+
+
+def _runs(root):
     files = write_detection_dataset(root / "data", num_train=8, num_validation=4)
     settings = {
         "store_root": str(root / "store"),
@@ -85,10 +137,15 @@ def runs(tmp_path_factory):
         "validation_data": files.validation_pattern,
         "annotations": files.annotations,
         "full_train_steps": 3,
+        "scaling_trials": 2,
+        "scaling_train_steps": 2,
+        "augmentation_trials": 2,
+        "augmentation_train_steps": 4,
+        "augmentation_evaluations": 2,
     }
     # Round 1 proposed before the pipeline runs, with one architecture broken on purpose: the
     # pipeline resumes the experiment (same spec, same settings) and the round.
-    uri = init_experiment(SPEC, [], rounds=2, trials_per_round=2, **settings)
+    uri = init_experiment(SPEC, OVERRIDES, rounds=2, trials_per_round=2, **settings)
     assert propose_trials(uri, "proxy", 1) == [1, 2]
     exp = open_experiment(uri)
     broken = dataclasses.replace(
@@ -96,7 +153,13 @@ def runs(tmp_path_factory):
     )
     exp.store.write_text(exp.layout.trial_spec("proxy", BROKEN), broken.to_json())
 
-    arguments = {"spec_yaml": SPEC, "model_version": "v1", **settings, "trials_per_round": 2}
+    arguments = {
+        "spec_yaml": SPEC,
+        "model_version": "v1",
+        "overrides": OVERRIDES,
+        **settings,
+        "trials_per_round": 2,
+    }
     with contextlib.ExitStack() as logs:
         first_uri, first_s = _run(arguments, root, "first", logs)
         finished = _finished(exp)
@@ -115,8 +178,11 @@ def runs(tmp_path_factory):
 def test_every_trial_of_every_study_finished(runs):
     exp = runs["exp"]
     assert runs["uri"] == exp.uri
-    ids = {s: exp.records.trial_ids(s) for s in ("proxy", "validation", "final")}
-    assert ids == {"proxy": [1, 2, 3, 4], "validation": [1], "final": [1]}
+    assert tuple(exp.spec.studies) == STUDIES
+    assert exp.spec.studies["scaling"].algorithm.name == "grid"
+    ids = {s: exp.records.trial_ids(s) for s in STUDIES}
+    assert ids == {"proxy": [1, 2, 3, 4], "validation": [1], "scaling": [1, 2],
+                   "augmentation": [1, 2], "final": [1]}  # fmt: skip
     for study, trial_ids in ids.items():
         for trial_id in trial_ids:
             assert exp.records.read_result(study, trial_id) is not None, (study, trial_id)
@@ -132,6 +198,32 @@ def test_a_failed_trial_lets_its_round_finish_and_the_next_round_propose(runs):
         assert result.status is TrialStatus.COMPLETED, result.error
 
 
+def test_every_completed_trial_has_its_metrics_reward_logs_and_checkpoint(runs):
+    exp = runs["exp"]
+    for study in STUDIES:
+        for spec, result in exp.records.history(study):
+            if result.status is not TrialStatus.COMPLETED:
+                continue
+            for key in ("AP", "AP50", "latency_ms", "flops", "params"):
+                assert key in result.metrics, (study, spec.trial_id, key)
+            assert result.metrics["params"] > 0 and result.metrics["flops"] > 0
+            files = exp.store.list(exp.layout.trial_dir(study, spec.trial_id))
+            assert any(f.startswith("logs/train/events.out.tfevents") for f in files), files
+            assert any(f.startswith("model/ckpt") for f in files), files
+            if study == "proxy":  # the spec's mnas reward: AP x min(1, target / latency)
+                factor = min(1.0, TARGET_MS / result.metrics["latency_ms"])
+                assert result.reward == pytest.approx(result.metrics["AP"] * factor)
+
+
+def test_select_top_ranks_the_completed_trials_by_reward(runs):
+    exp = runs["exp"]
+    rewards = {s.trial_id: r.reward for s, r in exp.records.history("proxy") if r and r.completed}
+    best = sorted(rewards, key=lambda i: (-rewards[i], i))
+    assert len(best) == 3
+    assert select_top(exp.uri, "proxy", 2) == best[:2]
+    assert select_top(exp.uri, "proxy", 10) == best
+
+
 def test_the_best_proxy_trial_is_validated_then_trained_and_exported(runs):
     exp = runs["exp"]
     proxy = {
@@ -142,12 +234,88 @@ def test_the_best_proxy_trial_is_validated_then_trained_and_exported(runs):
     assert (validation.source_study, validation.source_trial) == ("proxy", best)
     assert validation.arch_json == exp.records.read_spec("proxy", best).arch_json
     assert validation.budget["train_steps"] == 3  # the full budget of the run's settings
-    final = exp.records.read_spec("final", 1)
-    assert (final.source_study, final.source_trial) == ("validation", 1)
     assert exp.records.read_result("final", 1).completed
     export = json.loads(exp.store.read_text(f"{exp.layout.export_dir('v1')}/export.json"))
     assert (export["study"], export["trial_id"]) == ("final", 1)
     assert exp.store.exists(exp.layout.report_html())
+
+
+def scaling_point(resample_alpha: float) -> tuple[str, ...]:
+    """The task overrides of TINY_SCALING's grid point with ``resample_alpha``."""
+    return (
+        "task.image_size=128",
+        "task.options.endpoints_num_filters=16",
+        "task.options.filter_size_scale=0.25",
+        f"task.options.resample_alpha={resample_alpha}",
+        "task.options.block_repeats=1",
+        "task.options.head_num_convs=1",
+        "task.options.head_num_filters=16",
+    )
+
+
+def test_refinement_trials_retrain_the_best_of_the_study_before_with_their_choice(runs):
+    exp = runs["exp"]
+    validated = exp.records.read_spec("validation", 1)
+    scaled = [exp.records.read_spec("scaling", i) for i in (1, 2)]
+    for trial in scaled:
+        assert (trial.source_study, trial.source_trial) == ("validation", 1)
+        assert trial.arch_json == validated.arch_json and trial.space == "spinenet"
+    assert [t.task_overrides for t in scaled] == [scaling_point(0.25), scaling_point(0.5)]
+    stored = json.loads(exp.store.read_text(exp.layout.trial_spec("scaling", 1)))
+    assert stored["task_overrides"] == list(scaling_point(0.25))
+    best_scaling = max(scaled, key=lambda t: exp.records.read_result("scaling", t.trial_id).reward)
+    for trial_id in (1, 2):
+        trial = exp.records.read_spec("augmentation", trial_id)
+        assert (trial.source_study, trial.source_trial) == ("scaling", best_scaling.trial_id)
+        assert trial.task_overrides[:-1] == best_scaling.task_overrides
+        policy = trial.task_overrides[-1]
+        assert policy.startswith("task.options.augmentation=")
+        assert json.loads(policy.partition("=")[2])["randaugment"]["num_layers"] == 1
+        result = exp.records.read_result("augmentation", trial_id)
+        assert result.metrics["eval_step"] in (2.0, 4.0)  # the best of 2 evaluations
+
+
+def test_the_scaled_trials_train_under_the_scaled_task(runs):
+    exp = runs["exp"]
+    validated = exp.records.read_result("validation", 1)
+    for trial_id, alpha in ((1, 0.25), (2, 0.5)):
+        task = trial_experiment_spec(exp.spec, exp.records.read_spec("scaling", trial_id)).task
+        assert task.image_size == 128 and TASKS.get("detection").input_shape(task) == (128, 128, 3)
+        assert task.options["resample_alpha"] == alpha and task.options["block_repeats"] == 1
+        assert task.options["max_level"] == 5  # the spec's own options stay
+        result = exp.records.read_result("scaling", trial_id)
+        # A bigger input (and, at alpha 0.5, wider resampling): more work than the validated one.
+        assert result.metrics["flops"] > validated.metrics["flops"]
+        factor = min(1.0, TARGET_MS / result.metrics["latency_ms"])
+        assert result.reward == pytest.approx(result.metrics["AP"] * factor)
+    wider = exp.records.read_result("scaling", 2)
+    assert wider.metrics["params"] > validated.metrics["params"]
+
+
+def test_the_final_training_uses_the_winners_architecture_scaling_and_policy(runs):
+    exp = runs["exp"]
+    final = exp.records.read_spec("final", 1)
+    assert final.source_study == "augmentation"
+    winner = exp.records.read_spec("augmentation", final.source_trial)
+    assert final.task_overrides == winner.task_overrides and final.arch_json == winner.arch_json
+    assert trial_experiment_spec(exp.spec, final).task == (
+        trial_experiment_spec(exp.spec, winner).task
+    )
+    handoff = json.loads(exp.store.read_text(exp.layout.handoff_json("v1")))
+    assert handoff["input_size"] == [128, 128, 3]  # the scaled image size
+    assert handoff["task_overrides"] == list(final.task_overrides)
+    card = exp.store.read_text(exp.layout.model_card("v1"))
+    assert "task.options.augmentation=" in card
+
+
+def test_the_report_has_a_section_per_refinement_study(runs):
+    exp = runs["exp"]
+    markdown = exp.store.read_text(exp.layout.report_markdown())
+    assert f"## Study scaling ({MODULE}:TINY_SCALING)" in markdown
+    assert "## Study augmentation (randaugment_detection)" in markdown
+    assert "options.augmentation=" in markdown and "options.resample_alpha=" in markdown
+    html = exp.store.read_text(exp.layout.report_html())
+    assert "scaling: choices ranked" in html and "augmentation: AP vs latency" in html
 
 
 def test_trial_metrics_are_kfp_metrics_artifacts(runs):
@@ -169,3 +337,19 @@ def test_rerunning_the_pipeline_trains_nothing(runs):
     assert _finished(exp) == runs["finished"]  # no result.json was written again
     assert exp.records.trial_ids("proxy") == [1, 2, 3, 4]
     assert runs["second_s"] < 120  # the steps only read the store
+
+
+def test_the_local_study_runner_resumes_the_finished_study_and_trains_nothing(runs, monkeypatch):
+    exp = runs["exp"]
+
+    def no_training(*args, **kwargs):
+        raise AssertionError("a finished trial was trained again")
+
+    monkeypatch.setattr("kfnas.training.runner.execute_trial", no_training)
+    seen = []
+    again = run_study(exp.uri, "proxy", top_k=2, progress=lambda r, i, res: seen.append((r, i)))
+    assert again.trial_ids == [1, 2, 3, 4]
+    assert seen == [(1, 1), (1, 2), (2, 3), (2, 4)]  # every trial, finished by the pipeline
+    assert again.results == {i: exp.records.read_result("proxy", i) for i in again.trial_ids}
+    assert again.top == select_top(exp.uri, "proxy", 2)
+    assert _finished(exp) == runs["finished"]

@@ -1,12 +1,12 @@
 """The same search pipeline under ``kfp.local`` for each other task kind, by parameters only.
 
-``test_pipeline_local.py`` runs the search pipeline for detection (``spinenet_mbconv``). Here the
-very same pipeline runs (classification, ``mnasnet``) and (segmentation, ``nasfpn``) from one base
-spec, a detection spec, changing only pipeline parameters: ``task_kind``, ``space``,
-``num_classes``, the data, ``metric``, the budgets and ``overrides``. Each run is the smallest the
-DAG allows: 1 round of 1 proxy trial, its validation by full training, the final training of the
-winner and its export (3 trainings of 2-3 steps at batch 2, 5 latency runs each), on 8 generated
-training and 4 validation images.
+``test_pipeline_local.py`` runs the search pipeline for detection (``spinenet``, with the
+refinement studies). Here the very same pipeline runs (classification, ``mnasnet``) and
+(segmentation, ``nasfpn``) from one base spec, a detection spec, changing only pipeline parameters:
+``task_kind``, ``space``, ``num_classes``, the data, ``metric``, the budgets and ``overrides``.
+Each run is the smallest the DAG allows: 1 round of 1 proxy trial, its validation by full training,
+the final training of the winner and its export (3 trainings of 2-3 steps at batch 2, 5 latency
+runs each), on 8 generated training and 4 validation images.
 
 The base spec's ``task.options`` are detection's (levels, head sizes): a classification or
 segmentation task refuses options it does not know, and they say nothing true about another
@@ -35,7 +35,7 @@ from kfnas.store import open_experiment
 
 pytestmark = [pytest.mark.slow, pytest.mark.tf]
 
-#: The base spec of every run: the detection spec of ``test_pipeline_local.py``.
+#: The base spec of every run: a detection spec (``spinenet_mbconv``, levels 3..5, narrow head).
 BASE_SPEC = """
 name: pipeline-e2e
 task:

@@ -1,11 +1,10 @@
 """One short real trial for every (built-in space, task it serves) pair, on generated data.
 
 Each trial trains 3 steps through ``kfnas.training.runner.execute_trial`` (the code a pipeline step
-runs),
-evaluates with the task's official metrics and measures params, multiply-adds and latency. Pairs
-whose trial is tested with more detail elsewhere are listed in ``ELSEWHERE``; a new built-in space,
-or a new task a space serves, gets a trial here as soon as it is registered (a new task kind needs
-a line in ``TASK_OPTIONS``).
+runs), evaluates with the task's official metrics and measures params, multiply-adds and latency.
+Pairs whose trial is tested with more detail elsewhere are listed in ``ELSEWHERE``; a new built-in
+space, or a new task a space serves, gets a trial here as soon as it is registered (a new task kind
+needs a line in ``TASK_OPTIONS``).
 """
 
 from __future__ import annotations
@@ -18,7 +17,6 @@ import pytest
 os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "3")
 
 from kfnas.config.spec import parse_spec
-from kfnas.data import GENERATORS
 from kfnas.records.trial import TrialStatus
 from kfnas.spaces import SPACES, get_space
 from kfnas.spaces.base import is_refinement
@@ -30,9 +28,9 @@ pytestmark = pytest.mark.tf
 
 #: Pairs with their own trial test, and where.
 ELSEWHERE = {
-    ("spinenet", "detection"): "test_proxy_study.py, test_detection_task.py",
+    ("spinenet", "detection"): "test_detection_task.py, tests/e2e/test_pipeline_local.py",
     ("spinenet_v2", "detection"): "test_detection_task.py",
-    ("spinenet_mbconv", "detection"): "test_proxy_study.py, tests/e2e",
+    ("spinenet_mbconv", "detection"): "tests/shared_fixtures.py (export, handoff, retraining)",
     ("mnasnet", "detection"): "test_mobile_backbones.py",
     ("nasfpn", "detection"): "test_segmentation_task.py",
     ("nasfpn", "segmentation"): "test_segmentation_task.py",
@@ -64,7 +62,7 @@ studies:
 budget: {{train_steps: 3, batch_size: 2, latency_runs: 5}}
 """
 # Network spaces only: a refinement space (scaling, augmentation) retrains another study's trial
-# (tests/integration/test_scaling.py, tests/e2e/test_pipeline_refinements.py).
+# (tests/e2e/test_pipeline_local.py).
 PAIRS = [
     (space, task)
     for space in sorted(SPACES.names())
@@ -74,27 +72,19 @@ PAIRS = [
 ]
 
 
-@pytest.fixture(scope="module")
-def datasets(tmp_path_factory):
-    """Generated data per task kind, written on first use."""
-    written = {}
-
-    def get(kind: str):
-        if kind not in written:
-            written[kind] = GENERATORS.get(kind)(
-                tmp_path_factory.mktemp(kind), num_train=4, num_validation=2
-            )
-        return written[kind]
-
-    return get
+@pytest.fixture
+def datasets(request):
+    """The session's generated dataset of a task kind (``<kind>_data`` in shared_fixtures.py)."""
+    return lambda kind: request.getfixturevalue(f"{kind}_data")
 
 
 @pytest.mark.parametrize(("space", "kind"), PAIRS)
 def test_a_short_trial_completes_with_the_task_metrics(space, kind, datasets, tmp_path):
     files = datasets(kind)
     text = SPEC.format(kind=kind, space=space, options=json.dumps(TASK_OPTIONS[kind]))
-    spec = parse_spec(text, [f"data.{k}={v}" for k, v in vars(files.data_spec()).items() if v])
-    trial = local_trial(validate(spec), "proxy", seed=3)
+    data = [f"data.{k}={v}" for k, v in vars(files.data_spec()).items() if v]
+    spec = validate(parse_spec(text, data))  # resolved, as the trial runner gets it
+    trial = local_trial(spec, "proxy", seed=3)
     result = execute_trial(spec, trial, tmp_path / "work")
     assert result.status is TrialStatus.COMPLETED, result.error
     task = TASKS.get(kind)
