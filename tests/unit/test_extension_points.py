@@ -20,7 +20,7 @@ from kfnas.config.settings import ExperimentSettings
 from kfnas.config.spec import ExperimentSpec, SpecError
 from kfnas.data import GENERATORS, DatasetFiles
 from kfnas.export.saved_model import serving_export
-from kfnas.spaces import SPACES, get_space
+from kfnas.spaces import SPACES, declared_options, get_space
 from kfnas.spaces.base import Network, SearchSpace, architecture_json, dna_spec, materialize
 from kfnas.spaces.options import Option, integer, number
 from kfnas.tasks import TASKS
@@ -122,6 +122,31 @@ def test_a_space_knob_is_checked_and_refused_where_no_space_reads_it() -> None:
         validate(_spec("detection", {"toy_depth": 0}, "AP"))
     with pytest.raises(SpecError, match=r"task\.options\.toy_depth is not a detection option"):
         validate(_spec("detection", {"toy_depth": 3}, "AP", space="spinenet"))
+
+
+def test_a_module_object_space_has_its_own_knobs_accepted_when_its_trial_builds(
+    tmp_path: Any, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """A space named as ``module:object`` is not registered: the trial passes its knobs along."""
+    (tmp_path / "my_toy_space.py").write_text(
+        "from kfnas.spaces.options import integer\n"
+        "class MySpace:\n"
+        "    name = 'my_toy_space:SPACE'\n"
+        "    tasks = ('detection',)\n"
+        "    task_options = {'my_depth': integer(1, 2)}\n"
+        "    def hyper(self): return None\n"
+        "    def reference(self): return None\n"
+        "    def task_problems(self, task): return []\n"
+        "    def build_network(self, arch, task, input_specs): return None\n"
+        "SPACE = MySpace()\n"
+    )
+    monkeypatch.syspath_prepend(str(tmp_path))
+    detection = TASKS.get("detection")
+    task = _spec("detection", {"my_depth": 3}, "AP").task
+    with pytest.raises(SpecError, match=r"my_depth is not a detection option"):
+        detection.check(task)  # the registered spaces alone do not know the knob
+    own = declared_options("detection", [get_space("my_toy_space:SPACE")])
+    assert detection.check(task, own)["my_depth"] == 3
 
 
 @pytest.mark.usefixtures("registered")

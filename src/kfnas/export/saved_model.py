@@ -66,6 +66,7 @@ from typing import Any
 from kfnas.config.spec import BudgetSpec, ExperimentSpec
 from kfnas.records import Record
 from kfnas.records.trial import TrialSpec
+from kfnas.spaces import declared_options, get_space
 from kfnas.tasks import TASKS
 from kfnas.tasks.base import DEFAULT_SIGNATURES, ServingExport
 
@@ -258,11 +259,13 @@ def _export_module(
     """
     from official.core import config_definitions
 
-    from kfnas.tasks import TASKS
     from kfnas.training.runner import build_trial_model
 
     task_kind = TASKS.get(spec.task.kind)
-    official_task = task_kind.build_task(spec.task, spec.data, BudgetSpec(**trial.budget))
+    space_options = declared_options(spec.task.kind, [get_space(trial.space)])
+    official_task = task_kind.build_task(
+        spec.task, spec.data, BudgetSpec(**trial.budget), space_options
+    )
     if serving.config_overrides:
         official_task.task_config.override(dict(serving.config_overrides), is_strict=True)
     model = build_trial_model(spec, trial, official_task)

@@ -88,8 +88,18 @@ class TaskKind(Protocol):
     augmentation_space: str | None
     known_limits: tuple[str, ...]
 
-    def build_task(self, task: TaskSpec, data: DataSpec, budget: BudgetSpec) -> Any:
-        """A configured ``official.core.base_task.Task`` for one trial (knobs from ``task``)."""
+    def build_task(
+        self,
+        task: TaskSpec,
+        data: DataSpec,
+        budget: BudgetSpec,
+        space_options: Mapping[str, Option] | None = None,
+    ) -> Any:
+        """A configured ``official.core.base_task.Task`` for one trial (knobs from ``task``).
+
+        ``space_options``: the knobs the trial's space declares (``None``: every registered
+        space's), so a space given as ``module:object`` has its own knobs accepted.
+        """
         ...
 
     def build_model(self, official_task: Any, network: Network) -> Any:
@@ -100,7 +110,12 @@ class TaskKind(Protocol):
         """
         ...
 
-    def optimizer_config(self, task: TaskSpec, budget: BudgetSpec) -> Any:
+    def optimizer_config(
+        self,
+        task: TaskSpec,
+        budget: BudgetSpec,
+        space_options: Mapping[str, Option] | None = None,
+    ) -> Any:
         """The ``official.modeling.optimization.OptimizationConfig`` for ``budget``'s steps."""
         ...
 
@@ -301,22 +316,32 @@ class OfficialTask:
         """``task.options`` over the defaults of ``options`` (space knobs left out unless set)."""
         return resolve(task.options, self.options)
 
-    def check(self, task: TaskSpec) -> dict[str, Any]:
+    def check(
+        self, task: TaskSpec, space_options: Mapping[str, Option] | None = None
+    ) -> dict[str, Any]:
         """The resolved options; raises ``SpecError`` listing ``option_problems``."""
-        problems = self.option_problems(task)
+        problems = self.option_problems(task, space_options)
         if problems:
             raise SpecError(
                 f"the {self.name} task options are not valid:\n  - " + "\n  - ".join(problems)
             )
         return self.resolved_options(task)
 
-    def build_task(self, task: TaskSpec, data: DataSpec, budget: BudgetSpec) -> Any:
+    def build_task(
+        self,
+        task: TaskSpec,
+        data: DataSpec,
+        budget: BudgetSpec,
+        space_options: Mapping[str, Option] | None = None,
+    ) -> Any:
         """The ``searched_task_class`` around ``task_config`` (options checked first).
 
         Raises:
             SpecError: ``option_problems`` found problems.
         """
-        opts = self.check(task)  # Before importing TensorFlow: bad options fail fast.
+        opts = self.check(
+            task, space_options
+        )  # Before importing TensorFlow: bad options fail fast.
         official_task = self.searched_task_class()(self.task_config(task, data, budget, opts))
         official_task.augmentation = opts.get("augmentation")
         return official_task
@@ -331,9 +356,14 @@ class OfficialTask:
         """The tf-models task class, with ``SearchedTask`` mixed in."""
         raise NotImplementedError
 
-    def optimizer_config(self, task: TaskSpec, budget: BudgetSpec) -> Any:
+    def optimizer_config(
+        self,
+        task: TaskSpec,
+        budget: BudgetSpec,
+        space_options: Mapping[str, Option] | None = None,
+    ) -> Any:
         """The options' optimizer and schedule, with a linear warm-up, over the budget's steps."""
-        opts = self.check(task)
+        opts = self.check(task, space_options)
         from official.modeling import optimization
 
         steps = max(1, budget.train_steps)

@@ -27,7 +27,7 @@ import pyglove as pg
 from kfnas.config.spec import BudgetSpec, ExperimentSpec
 from kfnas.records.trial import TrialResult, TrialSpec, TrialStatus
 from kfnas.search.rewards import RewardError, compute_reward, objective_vector
-from kfnas.spaces import get_space
+from kfnas.spaces import declared_options, get_space
 from kfnas.tasks import TASKS
 
 log = logging.getLogger(__name__)
@@ -71,13 +71,16 @@ def _execute(spec: ExperimentSpec, trial: TrialSpec, work: Path, start: float) -
 
     budget = BudgetSpec(**trial.budget)
     task_kind = TASKS.get(spec.task.kind)
-    official_task = task_kind.build_task(spec.task, spec.data, budget)
+    # The trial's own space says which extra knobs task.options may hold (a module:object space
+    # is not in the registry the task would otherwise consult).
+    space_options = declared_options(spec.task.kind, [get_space(trial.space)])
+    official_task = task_kind.build_task(spec.task, spec.data, budget, space_options)
     model = build_trial_model(spec, trial, official_task)
     evaluations = min(budget.evaluations, budget.train_steps)
     outcome = train_and_evaluate(
         official_task,
         model,
-        task_kind.optimizer_config(spec.task, budget),
+        task_kind.optimizer_config(spec.task, budget, space_options),
         train_steps=budget.train_steps,
         log_dir=str(work / LOGS_DIR),
         checkpoint_dir=str(work / MODEL_DIR),
