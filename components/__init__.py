@@ -6,8 +6,8 @@ parameters (a stage's ``<name>_path`` parameter is the component's output artifa
 Only this package and ``kfnas.pipelines`` import kfp.
 
 To add a component: write ``components/<stage>.py`` with one
-``@dsl.component(base_image=IMAGE, install_kfp_package=False)`` whose body imports
-``kfnas.stages`` and calls the stage of the same name, and add it to ``COMPONENTS`` below.
+``@dsl.component(base_image=IMAGE, install_kfp_package=False)`` whose body imports ``kfnas.stages``
+and calls the stage of the same name, and add it to ``COMPONENTS`` below.
 """
 
 from kfnas.components.export_model import export_model

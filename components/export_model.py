@@ -3,13 +3,12 @@
 The stage also writes the handoff package beside the SavedModel (``model_card.md``,
 ``handoff.json``) and moves the store's ``export/latest`` pointer to this version. The ``model``
 artifact carries the handoff manifest's fields in its ``metadata``
-(``kfnas.export.handoff.Handoff``:
-task, signatures, metrics, latency, FLOPs, parameters, architecture, lineage, run id, image) and
-``store_uri``, the export folder, so the KFP UI and a model registry link a run to its model
-without copying the SavedModel. To record the run and image, a pipeline passes
-``run_id=dsl.PIPELINE_JOB_ID_PLACEHOLDER`` and ``image=IMAGE`` (the image it was compiled for; a
-default here would be evaluated in the container, where this module's globals are gone); without
-them the step records neither.
+(``kfnas.export.handoff.Handoff``: task, signatures, metrics, latency, FLOPs, parameters,
+architecture, lineage, run id, image) and ``store_uri``, the export folder, so the KFP UI and a
+model registry link a run to its model without copying the SavedModel. To record the run and image,
+a pipeline passes ``run_id=dsl.PIPELINE_JOB_ID_PLACEHOLDER`` and ``image=IMAGE`` (the image it was
+compiled for; a default here would be evaluated in the container, where this module's globals are
+gone); without them the step records neither.
 """
 
 from kfp import dsl

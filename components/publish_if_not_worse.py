@@ -3,8 +3,7 @@
 Its outputs say what happened (``status``: ``published`` or ``rejected``; a failed trial fails the
 step) and the ``metrics`` artifact shows the new and previous scores and the tolerance in the KFP
 UI. The decision and its record are the stage's (``kfnas.stages.retraining``); to show another
-number,
-log it to ``metrics`` here.
+number, log it to ``metrics`` here.
 """
 
 from typing import NamedTuple

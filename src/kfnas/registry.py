@@ -1,11 +1,9 @@
 """One small generic registry, used for search spaces, algorithms and rewards.
 
 A registry maps lower_snake names (the values users write in a spec) to objects. Built-ins are
-listed
-in a *lazy table* of ``"name": "module.path:attribute"`` strings, resolved on first ``get``;
-nothing is
-registered as a side effect of importing a module, so listing names is cheap and never imports
-TensorFlow.
+listed in a *lazy table* of ``"name": "module.path:attribute"`` strings, resolved on first ``get``;
+nothing is registered as a side effect of importing a module, so listing names is cheap and never
+imports TensorFlow.
 
 To extend: call ``REGISTRY.register("my_name")`` as a decorator on the object, or
 ``REGISTRY.register("my_name", obj)``; to add a built-in, add one line to the lazy table that the

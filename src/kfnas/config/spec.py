@@ -1,16 +1,13 @@
 """The experiment spec: what a user asks kfnas to do, as typed dataclasses.
 
 Life cycle: ``load_spec`` reads YAML strictly (an unknown key is an error that lists the valid
-ones),
-``with_overrides`` applies dotted ``key=value`` pairs (from the CLI or the pipeline parameters),
-``validate`` reports every problem at once with what to change, and ``resolved`` fills each study's
-algorithm, budget and seed from the experiment defaults. ``init_experiment`` writes the resolved
-spec
-once as ``experiment.json``; every later step reads that file, never the user's YAML.
+ones), ``with_overrides`` applies dotted ``key=value`` pairs (from the CLI or the pipeline
+parameters), ``validate`` reports every problem at once with what to change, and ``resolved`` fills
+each study's algorithm, budget and seed from the experiment defaults. ``init_experiment`` writes the
+resolved spec once as ``experiment.json``; every later step reads that file, never the user's YAML.
 
 To extend: add a field with a default to the right dataclass (old specs keep loading), document it
-in
-the attribute list, and check it in that dataclass's ``problems()``.
+in the attribute list, and check it in that dataclass's ``problems()``.
 """
 
 from __future__ import annotations

@@ -1,16 +1,14 @@
 """Strict conversion between plain data (YAML/JSON) and typed dataclasses.
 
 ``from_data(cls, data)`` builds a dataclass from dicts and lists, checking every key and value
-against
-the type hints and naming the exact place of a problem (``studies.proxy.budget.rounds``). Unknown
-keys
-are errors that list the valid ones. ``set_dotted`` applies one ``key.path=value`` override to plain
-data. Used by ``kfnas.config.spec``; any other strict config dataclass can use it as it is.
+against the type hints and naming the exact place of a problem (``studies.proxy.budget.rounds``).
+Unknown keys are errors that list the valid ones. ``set_dotted`` applies one ``key.path=value``
+override to plain data. Used by ``kfnas.config.spec``; any other strict config dataclass can use it
+as it is.
 
 Supported hints: ``str``, ``int``, ``float`` (ints accepted), ``bool``, ``Any``, ``X | None``,
-``Literal[...]``, ``list[X]``, ``dict[str, X]`` and nested dataclasses. To support another type,
-add a
-branch to ``_convert``.
+``Literal[...]``, ``list[X]``, ``dict[str, X]`` and nested dataclasses. To support another type, add
+a branch to ``_convert``.
 """
 
 from __future__ import annotations

@@ -18,8 +18,8 @@ problem, naming the file and saying what to fix:
 
 Reads are bounded: at most ``max_files`` files per split and ``max_records`` records per split.
 
-To add a check: write a function returning messages and call it from
-``segmentation_data_problems`` (per record: ``_record_problems``; per file: ``_file_problems``).
+To add a check: write a function returning messages and call it from ``segmentation_data_problems``
+(per record: ``_record_problems``; per file: ``_file_problems``).
 """
 
 from __future__ import annotations

@@ -1,10 +1,9 @@
 """The model card of an exported model (``model_card.md``) and the search summary it shows.
 
 ``render_model_card(handoff)`` turns a ``kfnas.export.handoff.Handoff`` into readable Markdown: the
-task,
-the data used, an architecture summary, the metrics on the evaluation data, latency, FLOPs and
-parameters, how to call the SavedModel, the search history in brief, known limits and provenance.
-It is a pure function of the manifest, so the card and ``handoff.json`` never disagree.
+task, the data used, an architecture summary, the metrics on the evaluation data, latency, FLOPs and
+parameters, how to call the SavedModel, the search history in brief, known limits and provenance. It
+is a pure function of the manifest, so the card and ``handoff.json`` never disagree.
 ``study_summary`` and ``proxy_pairs`` compute the search history the manifest records, from trial
 histories as ``TrialRecords.history`` returns them. No TensorFlow, no kfp, no store access here.
 

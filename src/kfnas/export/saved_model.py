@@ -2,9 +2,9 @@
 
 ``export_saved_model`` rebuilds a trial's model from its stored ``arch_json`` (through
 ``kfnas.training.runner.build_trial_model``: the search space builds the backbone, the task kind
-wraps it),
-restores the model weights of the trial's latest checkpoint (the ``model`` entry of the trainer's
-``tf.train.Checkpoint``; the optimizer and step are left unread), and writes one export folder::
+wraps it), restores the model weights of the trial's latest checkpoint (the ``model`` entry of the
+trainer's ``tf.train.Checkpoint``; the optimizer and step are left unread), and writes one export
+folder::
 
     <export_dir>/saved_model/        the SavedModel and its serving signatures
     <export_dir>/architecture.json   the trial's arch_json (``pg.from_json_str`` rebuilds it)

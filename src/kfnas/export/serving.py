@@ -1,11 +1,10 @@
 """official.vision serving modules, adjusted where kfnas's two-signature export needs it.
 
 ``kfnas.export.saved_model`` builds one ``official.vision.serving`` export module per task kind and
-traces both
-of its signatures from it: ``serving_default`` (encoded images) and ``image_tensor`` (uint8
-pixels). Most of official's modules serve both alike; the ones that do not get a subclass here,
-named in a task kind's ``serving_export`` (``kfnas.tasks.base.ServingExport``) through a factory
-taking the module's constructor arguments.
+traces both of its signatures from it: ``serving_default`` (encoded images) and ``image_tensor``
+(uint8 pixels). Most of official's modules serve both alike; the ones that do not get a subclass
+here, named in a task kind's ``serving_export`` (``kfnas.tasks.base.ServingExport``) through a
+factory taking the module's constructor arguments.
 
 ``classification_module``: official's ``ClassificationModule`` is written for one signature per
 export. Built for ``image_tensor``, its ``image_bytes`` path center-crops and resizes each image

@@ -2,8 +2,7 @@
 
 A reward function has the signature ``fn(metrics, objectives) -> float``, where ``metrics`` maps
 names to the trial's measured values (``AP``, ``latency_ms``, ``flops``, ...) and ``objectives`` is
-the
-``kfnas.config.spec.ObjectiveSpec``. The search maximizes the returned value.
+the ``kfnas.config.spec.ObjectiveSpec``. The search maximizes the returned value.
 
 Built-ins:
   * ``metric``: the quality metric alone; constraints are ignored.

@@ -8,10 +8,10 @@ is accepted.
 
 A new space costs one module and one registry line: write a module (in this package, or your own
 package) defining the space object, with a ``task_options`` table
-(``{name: kfnas.spaces.options.Option}``) of the ``task.options`` knobs it reads that no task
-reads; then add one line to ``_BUILTINS`` (or call ``SPACES.register(name, space)``). No task
-changes: validation accepts the knobs the experiment's spaces declare (``declared_options``), and
-the conformance tests in ``tests/conformance`` cover every registered space.
+(``{name: kfnas.spaces.options.Option}``) of the ``task.options`` knobs it reads that no task reads;
+then add one line to ``_BUILTINS`` (or call ``SPACES.register(name, space)``). No task changes:
+validation accepts the knobs the experiment's spaces declare (``declared_options``), and the
+conformance tests in ``tests/conformance`` cover every registered space.
 """
 
 from __future__ import annotations

@@ -30,15 +30,15 @@ The reference table is chosen by the space name, which is how a user selects it 
 Both references lie inside their space exactly; ``reference()`` encodes them into a DNA of the
 space and materializes that DNA, so they are built like any searched architecture.
 
-The materialized value is a ``MnasNetArchitecture`` (a ``pg.Object``; ``pg.to_json_str`` /
-``pg.from_json_str`` round-trip it) holding 7 ``MnasNetBlock``; ``stages`` turns it into the stage
+The materialized value is a ``MnasNetArchitecture`` (a ``pg.Object``; ``pg.to_json_str``
+/``pg.from_json_str`` round-trip it) holding 7 ``MnasNetBlock``; ``stages`` turns it into the stage
 table of ``kfnas.spaces._mobile_backbone.MobileStageBackbone``, which kfnas builds itself from
 official.vision blocks (``InvertedBottleneckBlock`` with squeeze-excite for ``mbconv``,
 ``Conv2DBNBlock`` for ``conv``, which ignores ``expand_ratio`` and ``se_ratio``); official.vision
 has no MnasNet backbone. Endpoints ``'2'``..``'5'`` (strides 4..32) are the outputs of stages 1, 2,
-4 and 6. The backbone knobs read from ``task.options`` are listed in
-``kfnas.spaces._mobile_space``; the default activation is relu (MnasNet's). The spaces serve
-classification and detection (RetinaNet puts an FPN on the endpoints to make levels 6 and 7).
+4 and 6. The backbone knobs read from ``task.options`` are listed in ``kfnas.spaces._mobile_space``;
+the default activation is relu (MnasNet's). The spaces serve classification and detection (RetinaNet
+puts an FPN on the endpoints to make levels 6 and 7).
 
 To add a reference table: add one ``MnasNetSpace(...)`` instance below with its table and its
 published block choices, and one line for it in ``kfnas.spaces._BUILTINS``.

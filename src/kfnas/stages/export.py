@@ -13,11 +13,10 @@ def export_model(
 
     The trial's model is rebuilt from its ``arch_json``, its checkpoint restored and the SavedModel
     written with its serving signatures and ``export.json`` (``kfnas.export.saved_model``); then
-    the handoff
-    package is added (``kfnas.export.handoff``: ``model_card.md``, ``handoff.json``) and, last, the
-    experiment's ``export/latest`` pointer moves to this version. Earlier versions stay. An export
-    already finished in that folder is kept: running this again returns its URI (and completes a
-    handoff that a stopped run left unwritten).
+    the handoff package is added (``kfnas.export.package``: ``model_card.md``, ``handoff.json``)
+    and, last, the experiment's ``export/latest`` pointer moves to this version. Earlier versions
+    stay. An export already finished in that folder is kept: running this again returns its URI
+    (and completes a handoff that a stopped run left unwritten).
 
     Args:
         experiment_uri: From ``init_experiment``.

@@ -1,9 +1,8 @@
 """Storage of kfnas: the ``ArtifactStore`` contract, its backends, the layout and the trial records.
 
 ``open_store(uri)`` (``schemes``) picks the backend from the URI scheme: ``gs://BUCKET/PREFIX``
-gives a
-``GcsStore``; a plain path or ``file://PATH`` gives a ``LocalStore`` (also for mounted volumes).
-``root_problems(uri)`` says, without network access, what would stop a URI from working.
+gives a ``GcsStore``; a plain path or ``file://PATH`` gives a ``LocalStore`` (also for mounted
+volumes). ``root_problems(uri)`` says, without network access, what would stop a URI from working.
 
 ``Experiment`` / ``open_experiment`` (``experiment``) open an experiment by its URI.
 

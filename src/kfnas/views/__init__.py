@@ -2,6 +2,6 @@
 
 ``report`` builds the HTML page and Markdown summary of a run; ``listing`` the rows of
 ``kfnas trials``; ``watch`` follows a running experiment in the store for ``kfnas run``; ``rows``
-is how a trial reads in all of them (one row formatter, one line).
-Views only read the store; they never write trial records.
+is how a trial reads in all of them (one row formatter, one line). Views only read the store; they
+never write trial records.
 """
