@@ -6,7 +6,9 @@ refinement studies). Here the very same pipeline runs (classification, ``mnasnet
 ``task_kind``, ``space``, ``num_classes``, the data, ``metric``, the budgets and ``overrides``.
 Each run is the smallest the DAG allows: 1 round of 1 proxy trial, its validation by full training,
 the final training of the winner and its export (3 trainings of 2-3 steps at batch 2, 5 latency
-runs each), on 8 generated training and 4 validation images.
+runs each), on 8 generated training and 4 validation images. The exported SavedModel of each run is
+the one the export tests check: its record, and both signatures serving generated images of any
+batch and size alike, with the outputs each task kind promises.
 
 The base spec's ``task.options`` are detection's (levels, head sizes): a classification or
 segmentation task refuses options it does not know, and they say nothing true about another
@@ -20,6 +22,7 @@ parameter, and segmentation's 128 px (NAS-FPN always builds levels 3..7) by a
 import contextlib
 import dataclasses
 import json
+import os
 import time
 from collections.abc import Mapping
 from typing import Any
@@ -28,7 +31,7 @@ import numpy as np
 import pytest
 
 from kfnas.data import GENERATORS
-from kfnas.export.saved_model import read_export_record
+from kfnas.export.saved_model import RECORD_FILE, read_export_record
 from kfnas.pipelines.local import run_search_locally
 from kfnas.records.trial import TrialStatus
 from kfnas.store import open_experiment
@@ -78,6 +81,38 @@ class KindRun:
     options: Mapping[str, Any]
     outputs: frozenset[str]
     logits_shape: tuple[int, ...]
+    check: Any = None
+
+
+def check_classification(out: dict[str, np.ndarray], batch: int, _: tuple[int, int]) -> None:
+    """Logits and probabilities of every class; the probabilities are the logits' softmax."""
+    logits, probs = out["logits"], out["probs"]
+    assert logits.shape == probs.shape == (batch, NUM_CLASSES)
+    assert logits.dtype == probs.dtype == np.float32
+    assert np.all(np.isfinite(logits))
+    assert np.all((probs >= 0) & (probs <= 1))
+    np.testing.assert_allclose(probs.sum(axis=1), 1.0, rtol=1e-5)
+    shifted = np.exp(logits - logits.max(axis=1, keepdims=True))
+    np.testing.assert_allclose(probs, shifted / shifted.sum(axis=1, keepdims=True), rtol=1e-4)
+
+
+def check_segmentation(out: dict[str, np.ndarray], batch: int, original: tuple[int, int]) -> None:
+    """Per-pixel logits at the model's size and ``image_info`` saying how the image was resized."""
+    logits, info = out["logits"], out["image_info"]
+    size = KIND_RUNS["segmentation"].image_size
+    # Classes 0 (background) .. NUM_CLASSES, at the model's input size.
+    assert logits.shape == (batch, size, size, NUM_CLASSES + 1)
+    assert logits.dtype == info.dtype == np.float32
+    assert np.all(np.isfinite(logits))
+    masks = logits.argmax(axis=-1)
+    assert masks.min() >= 0 and masks.max() <= NUM_CLASSES
+    assert info.shape == (batch, 4, 2)
+    np.testing.assert_array_equal(info[:, 0], [original] * batch)  # the caller's image size
+    # Resized keeping the aspect ratio to fit the model input (top left; the rest is padding).
+    np.testing.assert_array_equal(info[:, 1], [[size, size]] * batch)
+    resized = np.round(np.array(original) * min(size / side for side in original))
+    np.testing.assert_allclose(info[:, 2], [resized / np.array(original)] * batch, rtol=1e-6)
+    np.testing.assert_array_equal(info[:, 3], 0)
 
 
 KIND_RUNS: dict[str, KindRun] = {
@@ -88,6 +123,7 @@ KIND_RUNS: dict[str, KindRun] = {
         options={"endpoints_num_filters": 16, "validation_batch_size": 2},
         outputs=frozenset({"logits", "probs"}),
         logits_shape=(NUM_CLASSES,),
+        check=check_classification,
     ),
     "segmentation": KindRun(
         space="nasfpn",
@@ -104,6 +140,7 @@ KIND_RUNS: dict[str, KindRun] = {
         },
         outputs=frozenset({"logits", "image_info"}),
         logits_shape=(128, 128, NUM_CLASSES + 1),  # the background is class 0
+        check=check_segmentation,
     ),
 }
 
@@ -232,3 +269,59 @@ def test_the_exported_model_loads_and_serves(ran):
         assert logits.shape == (1, *ran.run.logits_shape)
     for key in ran.run.outputs:
         np.testing.assert_allclose(from_bytes[key].numpy(), from_tensor[key].numpy(), atol=1e-5)
+
+
+def _served(ran: Ran) -> tuple[Any, Any]:
+    import tensorflow as tf
+
+    exp = open_experiment(ran.uri)
+    record = read_export_record(exp.store.uri(exp.layout.export_dir("v1")))
+    return record, tf.saved_model.load(record.saved_model_dir)
+
+
+def _call(ran: Ran, served: Any, signature: str, inputs: Any, original: tuple[int, int]) -> dict:
+    """Runs one signature and checks its outputs for the task kind; returns them as numpy."""
+    out = {key: value.numpy() for key, value in served.signatures[signature](inputs).items()}
+    assert set(out) == ran.run.outputs, sorted(out)
+    ran.run.check(out, len(inputs), original)
+    return out
+
+
+def test_the_export_record_describes_the_export(ran):
+    exp = open_experiment(ran.uri)
+    export_dir = exp.store.uri(exp.layout.export_dir("v1"))
+    record, _ = _served(ran)
+    result = exp.records.read_result("final", 1)
+    assert os.path.isfile(os.path.join(record.saved_model_dir, "saved_model.pb"))
+    assert os.path.isfile(os.path.join(export_dir, "params.yaml"))
+    assert os.path.isfile(os.path.join(export_dir, RECORD_FILE))
+    assert record.signatures == ("serving_default", "image_tensor")
+    size = ran.run.image_size
+    assert record.input_size == (size, size, 3)
+    assert (record.space, record.metrics) == (ran.run.space, result.metrics)
+    assert record.checkpoint.endswith("ckpt-3")  # the final training's 3 steps
+
+
+def test_both_signatures_serve_generated_images_of_any_batch_and_size_alike(ran):
+    """Images of another shape are preprocessed once, the same way whichever signature decodes.
+
+    (official's classification module alone crops encoded images twice: ``kfnas.export.serving``.)
+    """
+    import tensorflow as tf
+
+    _, served = _served(ran)
+    example = next(iter(tf.data.TFRecordDataset(ran.files.validation[0])))
+    png = tf.train.Example.FromString(example.numpy()).features.feature["image/encoded"]
+    png = png.bytes_list.value[0]
+    size = ran.run.image_size
+    image = tf.io.decode_png(png, channels=3)[tf.newaxis]
+    pixels = np.random.default_rng(0).integers(0, 256, (2, 48, 80, 3), dtype=np.uint8)
+    pngs = tf.constant([tf.io.encode_png(p).numpy() for p in pixels])
+    for encoded, tensor, original in (
+        (tf.constant([png]), image, (size, size)),
+        (pngs, tf.constant(pixels), (48, 80)),
+    ):
+        from_bytes = _call(ran, served, "serving_default", encoded, original)
+        from_tensor = _call(ran, served, "image_tensor", tensor, original)
+        for key in ran.run.outputs:  # decoding inside the model changes nothing
+            np.testing.assert_allclose(from_bytes[key], from_tensor[key], rtol=1e-4, atol=1e-5)

@@ -255,8 +255,8 @@ class SearchedTask:
 class OfficialTask:
     """What the tf-models-official task kinds share (see the module docstring).
 
-    Class attributes a kind sets: ``name``, ``default_metric``, ``metric_keys`` (metric name ->
-    its key in the evaluation logs), ``options`` (its own knobs), ``serving_export``,
+    Class attributes a kind sets: ``name``, ``default_metric``, ``metric_names`` (the metrics its
+    evaluation logs report, under those names), ``options`` (its own knobs), ``serving_export``,
     ``augmentation_space``, ``known_limits``; the recipe: ``base_rate`` (``(rate, batch)``: the
     default rate is ``rate * batch_size / batch``), ``schedules`` and ``default_schedule``,
     ``warmup_share`` and ``warmup_cap`` (default warm-up ``min(cap, steps // share)``) and
@@ -265,7 +265,7 @@ class OfficialTask:
 
     name: ClassVar[str]
     default_metric: ClassVar[str]
-    metric_keys: ClassVar[Mapping[str, str]]
+    metric_names: ClassVar[tuple[str, ...]]
     options: ClassVar[Mapping[str, Option]]
     serving_export: ClassVar[ServingExport | None] = None
     augmentation_space: ClassVar[str | None] = None
@@ -276,11 +276,6 @@ class OfficialTask:
     warmup_share: ClassVar[int] = 10
     warmup_cap: ClassVar[int | None] = None
     warmup_start_share: ClassVar[float] = 0.0
-
-    @property
-    def metric_names(self) -> tuple[str, ...]:
-        """Every metric the evaluation reports (the keys of ``metric_keys``)."""
-        return tuple(self.metric_keys)
 
     def option_problems(
         self, task: TaskSpec, space_options: Mapping[str, Option] | None = None
@@ -390,17 +385,6 @@ class OfficialTask:
     def input_shape(self, task: TaskSpec) -> tuple[int, ...]:
         """``(image_size, image_size, 3)``."""
         return (task.image_size, task.image_size, 3)
-
-    def metrics_from_logs(self, logs: Mapping[str, Any]) -> dict[str, float]:
-        """``metric_names`` -> float, from what the evaluation returned.
-
-        Raises:
-            KeyError: A metric is missing from ``logs`` (the message lists the keys present).
-        """
-        missing = [key for key in self.metric_keys.values() if key not in logs]
-        if missing:
-            raise KeyError(f"evaluation logs lack {missing}; they have {sorted(logs)}")
-        return {name: float(logs[key]) for name, key in self.metric_keys.items()}
 
 
 __all__ = [

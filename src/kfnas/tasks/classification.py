@@ -204,7 +204,7 @@ class ClassificationTask(OfficialTask):
     name = "classification"
     default_metric = "top_1_accuracy"
     # build_metrics names the metrics as kfnas does: the logs are keyed by those names.
-    metric_keys = {name: name for name in METRIC_KEYS}
+    metric_names = tuple(METRIC_KEYS)
     options = OPTIONS
     serving_export = ServingExport(module="kfnas.export.serving:classification_module")
     base_rate = (0.1, 256)

@@ -94,7 +94,7 @@ if TYPE_CHECKING:
 #: kfnas metric name -> its key in what ``RetinaNetTask.reduce_aggregated_logs`` returns (the
 #: box metrics of tf-models' ``COCOEvaluator``; it also reports ARmax1, ARmax10, ARmax100, ARs,
 #: ARm and ARl, which kfnas does not use).
-METRIC_KEYS: dict[str, str] = {name: name for name in ("AP", "AP50", "AP75", "APs", "APm", "APl")}
+METRIC_NAMES = ("AP", "AP50", "AP75", "APs", "APm", "APl")
 
 #: Every knob of ``task.options`` the task reads (see the table in the module docstring).
 OPTIONS: dict[str, Option] = {
@@ -216,7 +216,7 @@ class DetectionTask(OfficialTask):
 
     name = "detection"
     default_metric = "AP"
-    metric_keys = METRIC_KEYS
+    metric_names = METRIC_NAMES
     options = OPTIONS
     serving_export = ServingExport(
         module="official.vision.serving.detection:DetectionModule",
@@ -325,7 +325,7 @@ resolved_options = DETECTION.resolved_options
 __all__ = [
     "DETECTION",
     "LEVEL_RANGE",
-    "METRIC_KEYS",
+    "METRIC_NAMES",
     "OPTIONS",
     "DetectionTask",
     "option_problems",

@@ -193,7 +193,7 @@ class SegmentationTask(OfficialTask):
 
     name = "segmentation"
     default_metric = "mean_iou"
-    metric_keys = {"mean_iou": "mean_iou", "pixel_accuracy": "pixel_accuracy"}
+    metric_names = ("mean_iou", "pixel_accuracy")
     options = OPTIONS
     serving_export = ServingExport(
         module="official.vision.serving.semantic_segmentation:SegmentationModule",
