@@ -3,7 +3,7 @@
 Its parameters are ``kfnas.stages.init_experiment``'s: the spec text, the overrides and the named
 settings declared by ``kfnas.config.settings.ExperimentSettings`` (an empty string or 0 keeps the
 spec's value). KFP ships this function's source to the container, so its signature is written out;
-``tests/integration/test_settings_declaration.py`` checks it against the declaration.
+``tests/config/test_settings_declaration.py`` checks it against the declaration.
 """
 
 from kfp import dsl

@@ -25,7 +25,7 @@ Brackets are sub-pipelines holding one loop over one component each. Two KFP 2.1
 ``kfp.local`` replaces, inside a ``ParallelFor``, every input that comes from another task's output
 by the loop item (so loops read the experiment URI from their sub-pipeline's inputs), and the
 compiler mixes up the Kubernetes settings of two sub-pipelines' executors of the same component
-unless each sub-pipeline has a single executor (``tests/integration/test_pipeline_compile.py``
+unless each sub-pipeline has a single executor (``tests/pipelines/test_pipeline_compile.py``
 checks every step's settings).
 
 A ``ClusterProfile`` (``pipelines/profiles.py``) gives each step its resources, by kind
@@ -275,7 +275,7 @@ def build_search_pipeline(
     default_trials, default_top_k = trials_per_round, top_k
 
     # The signature KFP reads: the run settings of ``kfnas.config.settings`` (same names, types
-    # and defaults; tests/integration/test_settings_declaration.py checks them) and
+    # and defaults; tests/config/test_settings_declaration.py checks them) and
     # ``_OWN_PARAMETERS``.
     def search_pipeline(
         spec_yaml: str = "demo",

@@ -2,7 +2,7 @@
 
 Parametrised over ``ALGORITHMS.names()``: a new algorithm is tested here for free.
 Algorithm-specific behaviour (grid exhaustion, evolution improving, NSGA-II objectives) is in
-``tests/unit/test_controller.py``.
+``tests/search/test_controller.py``.
 """
 
 from __future__ import annotations

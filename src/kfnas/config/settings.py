@@ -12,7 +12,7 @@ default and, through ``setting(...)``, its description (the search pipeline's pa
 description, line breaks included) and the dotted spec key it sets. The search pipeline's
 docstring and its call of ``init_experiment`` are built from these fields; the signatures of the
 ``init_experiment`` component and of the pipeline, which KFP reads from source, are checked
-against them by ``tests/integration/test_settings_declaration.py``.
+against them by ``tests/config/test_settings_declaration.py``.
 
 To add a setting: add one field ``name: type = setting(unset, "description", key="dotted.key")``
 to ``ExperimentSettings`` (without ``key``, write its rule in ``ExperimentSettings.overrides`` or

@@ -6,7 +6,7 @@ and writes through a store, with paths built by ``ExperimentLayout`` only.
 
 To add a backend (for example another object store): subclass ``ArtifactStore``, implement the
 abstract methods so that the contract below holds (the shared contract test suite in
-``tests/unit/test_store_contract.py`` checks it once the new store is added to its ``store``
+``tests/store/test_store_contract.py`` checks it once the new store is added to its ``store``
 fixture), and add one entry to the scheme table in ``kfnas.store``. ``upload_dir`` and
 ``download_dir`` have portable defaults built on the other methods; override them to stream.
 """

@@ -3,7 +3,7 @@
 The export folders here hold a tiny real SavedModel (a ``tf.Module`` with kfnas's two serving
 signatures, saved once per module) and an ``export.json``, beside trial records written by hand
 for a proxy -> validation -> final chain, so every path of ``write_handoff`` and
-``read_handoff`` runs in seconds. ``tests/integration/test_handoff_export.py`` does the same
+``read_handoff`` runs in seconds. ``tests/export/test_handoff_export.py`` does the same
 through a really trained and exported trial.
 """
 
