@@ -18,45 +18,11 @@ PyGlove flattens each 2-choice into 2 decision points and keeps one-candidate ch
 ``spinenet`` has 11 + 11 * 4 + 5 * 3 + 5 = 75 decision points, ``spinenet_v2`` 70 and
 ``spinenet_mbconv`` 75 (``len(pg.dna_spec(hyper).decision_points)``).
 
-The materialized value is a ``SpineNetArchitecture`` (a ``pg.Object``; ``pg.to_json_str`` /
-``pg.from_json_str`` round-trip it). ``block_specs`` turns it into the static block tuples that
-tf-models-official's ``SpineNet`` expects (intermediate blocks, then output blocks) and
-``to_tf_block_specs`` into its ``BlockSpec`` objects, importing TensorFlow only when called.
-
-tf-models-official 2.20 facts to respect when building models (checked in
-``official/vision/modeling/backbones/spinenet.py`` and ``spinenet_mobile.py``):
-
-* ``SpineNet``: both stem blocks are level-2 bottlenecks; ``block_fn`` must be ``"residual"`` or
-  ``"bottleneck"``; ``FILTER_SIZE_MAP`` covers levels 1..7, so the level-1 intermediate blocks these
-  spaces allow (base 2, offset -1) are valid.
-* ``SpineNetMobile``: the stem blocks are at levels 1 (net index 0) and 2 (net index 1), not both at
-  level 2; every block is an ``InvertedBottleneckBlock`` whatever ``block_fn`` says; it clips each
-  spec's level to ``max_level`` *in place* (so never share ``BlockSpec`` objects between models:
-  ``to_tf_block_specs`` makes fresh ones per call); its ``block_repeats > 1`` loop reapplies the
-  block to the group's input (a tf-models quirk: keep ``block_repeats=1``).
-* Both: output levels must be unique (guaranteed: a permutation of 3..7); ``BlockSpec`` has no
-  ``__eq__``; an unknown input width falls back to ``2**max(level)``, so give a static input size
-  divisible by ``2**7``; a dangling block whose width or channels match no output block is left out
-  of the Keras graph (no error). Neither module's default ``SPINENET_BLOCK_SPECS`` (SpineNet-49:
-  10 intermediate + 6 outputs, one at level 2) lies inside these spaces (11 or 10 + 5 outputs).
-
-Building (``SpineNetSpace.build_network`` -> ``build_backbone``): the tf-models module that
-``tf_module_name`` names gives the backbone class (``_BACKBONES``: ``SpineNet`` or
-``SpineNetMobile``); knobs come from ``task.options`` (``min_level``/``max_level``, default the
-space's 3..7; ``filter_size_scale``, ``endpoints_num_filters``, ``resample_alpha``,
-``block_repeats``, ``se_ratio``, ``expand_ratio``, ``init_stochastic_depth_rate``; shared with the
-task head: ``activation``, ``norm_momentum``, ``norm_epsilon``, ``l2_weight_decay``), defaulting to
-the published SpineNet-49 values of each module. When a proxy task shrinks the levels (say to 3..5),
-the searched output blocks still span 3..7; ``build_backbone`` passes them on unchanged and
-tf-models handles them (checked in 2.20):
-
-* ``SpineNet`` builds every block at its own level and only warns about output blocks outside
-  ``[min_level, max_level]``: they are not endpoints (and drop out of the graph unless a later
-  block reads them).
-* ``SpineNetMobile`` clips every block's level to ``max_level`` before building it, so the output
-  blocks at 5, 6 and 7 all become level-5 outputs. Its "Duplicate feats" check never fires (it
-  looks an int level up among string keys); each later one of them sums in the earlier ones that
-  nothing reads (same width and channels), and the last one in network order is endpoint 5.
+The materialized value is a ``SpineNetArchitecture`` (``pg.to_json_str`` / ``pg.from_json_str``
+round-trip it); ``block_specs`` and ``to_tf_block_specs`` turn it into tf-models-official's static
+block tuples and ``BlockSpec`` objects; ``SpineNetSpace.build_network`` builds tf-models'
+``SpineNet`` or ``SpineNetMobile``, whose knobs every space declares as ``task.options``
+(``SPINENET_OPTIONS``, defaults in ``_BACKBONES`` and ``SHARED_BACKBONE_DEFAULTS``).
 
 To add a SpineNet variant: add one ``SpineNetSpace(...)`` instance below and one line for it in
 ``kfnas.spaces._BUILTINS``. A new block function also needs one line in ``_TF_MODULE_BY_BLOCK_FN``
@@ -84,6 +50,10 @@ BlockTuple = tuple[int, str, tuple[int, int], bool]
 NUM_STEM_BLOCKS = 2
 
 #: The tf-models-official module whose ``BlockSpec`` and backbone build each block function.
+#: tf-models 2.20 (``official/vision/modeling/backbones/spinenet.py``): ``SpineNet``'s
+#: ``block_fn`` must be ``"residual"`` or ``"bottleneck"``; ``spinenet_mobile.py``'s
+#: ``SpineNetMobile`` builds every block as an ``InvertedBottleneckBlock`` whatever ``block_fn``
+#: says.
 _TF_MODULE_BY_BLOCK_FN: dict[str, str] = {
     "residual": "official.vision.modeling.backbones.spinenet",
     "bottleneck": "official.vision.modeling.backbones.spinenet",
@@ -131,7 +101,9 @@ _BACKBONES: dict[str, _Backbone] = {
         {
             "filter_size_scale": 1.0,
             "endpoints_num_filters": 48,
-            "block_repeats": 1,  # tf-models' repeat loop re-reads the group input: keep 1.
+            # tf-models 2.20 quirk: SpineNetMobile's ``block_repeats > 1`` loop reapplies the
+            # block to the group's input, not to the previous repeat's output: keep 1.
+            "block_repeats": 1,
             "se_ratio": 0.2,
             "expand_ratio": 6,
             "init_stochastic_depth_rate": 0.0,
@@ -330,7 +302,8 @@ class SpineNetSpace:
         """``None``: the published SpineNet-49 lies outside these spaces.
 
         It has 10 intermediate blocks and an output block at level 2; these spaces have 11 (or 10)
-        intermediate blocks and 5 outputs at levels 3..7.
+        intermediate blocks and 5 outputs at levels 3..7. Neither tf-models module's default
+        ``SPINENET_BLOCK_SPECS`` (SpineNet-49: 10 intermediate + 6 output blocks) lies inside them.
         """
         return None
 
@@ -362,11 +335,34 @@ class SpineNetSpace:
     def build_backbone(self, arch: SpineNetArchitecture, task: Any, input_specs: Any) -> Any:
         """Builds tf-models' ``SpineNet`` or ``SpineNetMobile`` for ``arch`` (imports TensorFlow).
 
+        Knobs come from ``task.options``: ``min_level``/``max_level`` (default the space's 3..7),
+        the module's knobs in ``SPINENET_OPTIONS`` and those shared with the task head
+        (``SHARED_BACKBONE_DEFAULTS``: ``activation``, ``norm_momentum``, ``norm_epsilon``,
+        ``l2_weight_decay``), defaulting to the published SpineNet-49 values of each module.
+
+        tf-models 2.20 facts this relies on (``official/vision/modeling/backbones/spinenet.py``
+        and ``spinenet_mobile.py``): ``SpineNet``'s stem blocks are both level-2 bottlenecks and
+        its ``FILTER_SIZE_MAP`` covers levels 1..7, so the level-1 intermediate blocks these
+        spaces allow (base 2, offset -1) are valid; ``SpineNetMobile``'s stem blocks are at levels
+        1 (net index 0) and 2 (net index 1). In both, output levels must be unique (guaranteed: a
+        permutation of 3..7); an unknown input width falls back to ``2**max(level)``, so give a
+        static input size divisible by ``2**7``; a dangling block whose width or channels match no
+        output block is left out of the Keras graph (no error).
+
+        When a proxy task shrinks the levels (say to 3..5), the searched output blocks still span
+        3..7; they are passed on unchanged and tf-models handles them (checked in 2.20):
+        ``SpineNet`` builds every block at its own level and only warns about output blocks
+        outside ``[min_level, max_level]``: they are not endpoints (and drop out of the graph
+        unless a later block reads them). ``SpineNetMobile`` clips every block's level to
+        ``max_level`` before building it, so the output blocks at 5, 6 and 7 all become level-5
+        outputs. Its "Duplicate feats" check never fires (it looks an int level up among string
+        keys); each later one of them sums in the earlier ones that nothing reads (same width and
+        channels), and the last one in network order is endpoint 5.
+
         Args:
             arch: A materialized architecture of this space.
             task: The ``kfnas.config.spec.TaskSpec``; its ``options`` set the levels and the knobs
-            listed
-                in the module docstring (missing ones take the published defaults).
+                above (missing ones take the published defaults).
             input_specs: The batched ``tf_keras.layers.InputSpec``; give a static height and width
                 divisible by ``2 ** max_level``.
 
@@ -459,8 +455,9 @@ def to_tf_block_specs(arch: SpineNetArchitecture) -> list[Any]:
 
     Architectures of ``residual``/``bottleneck`` blocks get the ``BlockSpec`` class of
     ``official.vision.modeling.backbones.spinenet`` (for ``SpineNet``); ``mbconv`` ones get that of
-    ``spinenet_mobile`` (for ``SpineNetMobile``, which changes ``level`` in place: one list per
-    model).
+    ``spinenet_mobile`` (for ``SpineNetMobile``, which clips each spec's ``level`` to
+    ``max_level`` in place: never share ``BlockSpec`` objects between models, hence fresh ones per
+    call). tf-models' ``BlockSpec`` has no ``__eq__``: compare ``block_specs`` tuples instead.
 
     Raises:
         ValueError: As ``block_specs`` and ``tf_module_name``.
