@@ -4,7 +4,8 @@ A new search space is one module-level class and one ``SPACES.register`` line; i
 ``task.options`` knobs it reads, and validation accepts them for its experiments only. A new task
 kind is its module (here an ``OfficialTask`` subclass), its data module (a ``GENERATORS`` writer)
 and one registry line each; export, the augmentation study's default and validation find it
-through ``TASKS``. Nothing here trains: no TensorFlow.
+through ``TASKS``. A new algorithm is a factory and an ``Algorithm`` record in its module, and one
+registry line. Nothing here trains: no TensorFlow.
 """
 
 from __future__ import annotations
@@ -20,6 +21,8 @@ from kfnas.config.settings import ExperimentSettings
 from kfnas.config.spec import ExperimentSpec, SpecError
 from kfnas.data import GENERATORS, DatasetFiles
 from kfnas.export.saved_model import serving_export
+from kfnas.search.algorithms import ALGORITHMS, Algorithm
+from kfnas.search.controller import propose
 from kfnas.spaces import SPACES, declared_options, get_space
 from kfnas.spaces.base import Network, SearchSpace, architecture_json, dna_spec, materialize
 from kfnas.spaces.options import Option, integer, number
@@ -169,6 +172,33 @@ def test_a_registered_task_kind_validates_and_is_found_by_export_and_augmentatio
     assert task.metric_names == ("score",)
 
 
+# A new algorithm: its module holds a factory and an ``Algorithm`` record; one registry line.
+TOY_ALGORITHM = Algorithm(
+    name="toy_sweep",
+    summary="Visits the space in order (a throwaway algorithm for the extension test).",
+    factory=lambda options, seed: pg.geno.Sweeping(),
+    options={"unused": 1},
+)
+
+
+@pytest.fixture()
+def toy_algorithm() -> Iterator[None]:
+    ALGORITHMS.register("toy_sweep", TOY_ALGORITHM)
+    yield
+    ALGORITHMS.unregister("toy_sweep")
+
+
+@pytest.mark.usefixtures("registered", "toy_algorithm")
+def test_a_registered_algorithm_validates_its_options_and_proposes() -> None:
+    spec = _spec("detection", {}, "AP").with_overrides(['algorithm={"name": "toy_sweep"}'])
+    study = validate(spec).study("proxy")
+    first = propose(study, [], 2, round_index=1)
+    assert [materialize(get_space("toy_space"), d).width for d in first] == [8, 16]
+    with pytest.raises(SpecError, match=r"unknown option\(s\) bogus for toy_sweep"):
+        validate(spec.with_overrides(['algorithm.options={"bogus": 1}']))
+
+
 def test_throwaway_registrations_are_gone_after_the_tests() -> None:
     assert "toy_space" not in SPACES.names()
     assert "toy" not in TASKS.names() and "toy" not in GENERATORS.names()
+    assert "toy_sweep" not in ALGORITHMS.names()

@@ -8,11 +8,12 @@ every proposal and replays the study's history into it with ``DNAGenerator.recov
 Built-ins: ``random``, ``grid`` (sweeps every point of a small space), ``regularized_evolution``,
 ``hill_climb`` and ``nsga2`` (multi-objective, e.g. accuracy vs latency).
 
-To add an algorithm: write one factory returning a ``pg.DNAGenerator`` that can be rebuilt from its
-history by ``recover`` (PyGlove's ``_propose/_feedback/_replay`` contract), wrap it in an
-``Algorithm`` record below, and add one line to ``_BUILTINS``. The conformance tests in
-``tests/conformance`` (valid DNA, failed trials tolerated, determinism, resume) then cover it.
-A user's own algorithm can be registered at run time: ``ALGORITHMS.register(name, Algorithm(...))``.
+To add an algorithm (one module, one line): in its own module ``kfnas/search/<name>.py``, write a
+factory returning a ``pg.DNAGenerator`` that ``recover`` can rebuild from its history (PyGlove's
+``_propose/_feedback/_replay`` contract) and wrap it in an ``Algorithm`` record; then add one
+line to ``_BUILTINS`` (``"name": "kfnas.search.<name>:RECORD"``). The conformance tests in
+``tests/conformance`` (valid DNA, failed trials tolerated, determinism, resume) then cover it. A
+user's own algorithm can be registered at run time: ``ALGORITHMS.register(name, Algorithm(...))``.
 """
 
 from __future__ import annotations
