@@ -20,21 +20,15 @@ Size ``(4*2*10) * (4*2*15) * 2**5 * 21*28*36*45*55 * 120 = 1,931,334,451,200,000
 points (PyGlove flattens each 2-choice into 2 points; ids such as
 ``intermediate_blocks[1].input_offsets[0]`` and ``output_block_levels[3]``).
 
-The materialized value is a ``NasFpnArchitecture`` (a ``pg.Object``; ``pg.to_json_str`` and
-``pg.from_json_str`` round-trip it); ``block_specs`` gives its 7 static
-``(level, combine_fn, (input_0, input_1), is_output)`` tuples, ``to_tf_block_specs`` the
-``BlockSpec`` objects of ``official.vision.modeling.decoders.nasfpn``.
-
-The published cell: tf-models' ``NASFPN_BLOCK_SPECS`` (the NAS-FPN paper's cell, ``PUBLISHED_CELL``
-here) has 2 intermediate nodes at level 4 and 5 outputs at levels 3, 4, 5, 7, 6 whose inputs are
-sorted, distinct and in range, so it lies inside the space: ``reference()`` returns it, materialized
-from a DNA of the space.
-
-Building (``NasFpnSpace.build_network``): tf-models' ``NASFPN`` decoder (``num_repeats`` stacked
-copies of the cell, ``num_filters`` channels) over a fixed official.vision backbone named by
-``task.options.backbone`` (``BACKBONES``: ``resnet10`` ... ``resnet152`` -> ``ResNet(model_id)``,
-``mobilenet_v1`` ... -> ``MobileNet(model_id)``). ``task.options`` knobs read here (missing ones
-take the defaults shown):
+The materialized value is a ``NasFpnArchitecture`` (``pg.to_json_str`` and ``pg.from_json_str``
+round-trip it); ``block_specs`` gives its 7 static ``(level, combine_fn, (input_0, input_1),
+is_output)`` tuples, ``to_tf_block_specs`` the ``BlockSpec`` objects of
+``official.vision.modeling.decoders.nasfpn``; ``reference()`` is the published cell
+(``PUBLISHED_CELL``). ``NasFpnSpace.build_network`` builds tf-models' ``NASFPN`` decoder
+(``num_repeats`` stacked copies of the cell, ``num_filters`` channels) over a fixed official.vision
+backbone named by ``task.options.backbone`` (``BACKBONES``: ``resnet10`` ... ``resnet152`` ->
+``ResNet(model_id)``, ``mobilenet_v1`` ... -> ``MobileNet(model_id)``). ``task.options`` knobs
+read here (missing ones take the defaults shown):
 
 ==========================  ========  ==========================================================
 option                      default   meaning
@@ -50,14 +44,7 @@ norm_momentum, norm_epsilon .99, 1e-3 batch normalization of backbone and decode
 l2_weight_decay             4e-5      L2 weight decay of backbone and decoder
 ==========================  ========  ==========================================================
 
-The shared knobs default as the task kinds' own (``kfnas.spaces.spinenet.SHARED_BACKBONE_DEFAULTS``)
-so one activation runs through the whole model. tf-models 2.20 facts to respect (checked in
-``official/vision/modeling/decoders/nasfpn.py``): the cell's levels are fixed to
-``min_level..max_level`` whatever the task's head levels (the head reads the levels it needs from
-the decoder's 3..7 outputs); missing backbone levels above its top are max-pooled from the one
-below, and a feature is resampled by nearest upsampling by ``2**d``, so the image side must be a
-multiple of ``2**max_level`` (128) or upsampled shapes do not match; the outputs are the last 5
-nodes, keyed by their levels; ``BlockSpec`` has no ``__eq__``.
+The image side must be a multiple of ``2**max_level`` (128).
 
 To extend: a new fixed backbone is one ``_FixedBackbone`` line in ``BACKBONES`` (a new
 official.vision family also one ``_Family`` line in ``_FAMILIES``); a variant of the space (other
@@ -85,7 +72,9 @@ BlockTuple = tuple[int, str, tuple[int, int], bool]
 #: The combine functions tf-models' ``NASFPN`` implements.
 COMBINE_FNS = ("sum", "attention")
 
-#: tf-models' ``NASFPN_BLOCK_SPECS``: the cell of the NAS-FPN paper (arXiv 1904.07392).
+#: tf-models' ``NASFPN_BLOCK_SPECS``: the cell of the NAS-FPN paper (arXiv 1904.07392). It has 2
+#: intermediate nodes at level 4 and 5 outputs at levels 3, 4, 5, 7, 6 whose inputs are sorted,
+#: distinct and in range, so it lies inside the space (``NasFpnSpace.reference``).
 PUBLISHED_CELL: tuple[BlockTuple, ...] = (
     (4, "attention", (1, 3), False),
     (4, "sum", (1, 5), False),
@@ -99,6 +88,8 @@ PUBLISHED_CELL: tuple[BlockTuple, ...] = (
 DEFAULT_BACKBONE = "resnet10"
 
 #: Decoder and backbone knobs of ``task.options`` read by ``build_network``, with their defaults.
+#: The shared knobs default as the task kinds' own (``SHARED_BACKBONE_DEFAULTS``) so one
+#: activation runs through the whole model.
 OPTION_DEFAULTS: dict[str, Any] = {
     "backbone": DEFAULT_BACKBONE,
     "filter_size_scale": 1.0,
@@ -361,6 +352,13 @@ class NasFpnSpace:
     def build_network(self, arch: NasFpnArchitecture, task: Any, input_specs: Any) -> Network:
         """The fixed backbone and the NAS-FPN decoder of ``arch`` (imports TensorFlow).
 
+        tf-models 2.20 facts this relies on (``official/vision/modeling/decoders/nasfpn.py``): the
+        cell's levels are fixed to ``min_level..max_level`` whatever the task's head levels (the
+        head reads the levels it needs from the decoder's 3..7 outputs); missing backbone levels
+        above its top are max-pooled from the one below, and a feature is resampled by nearest
+        upsampling by ``2**d``, so the image side must be a multiple of ``2**max_level`` or
+        upsampled shapes do not match; the outputs are the last 5 nodes, keyed by their levels.
+
         Args:
             arch: A materialized architecture of this space.
             task: The ``kfnas.config.spec.TaskSpec``; its ``options`` hold the knobs of the module
@@ -445,7 +443,10 @@ def block_specs(arch: NasFpnArchitecture) -> list[BlockTuple]:
 
 
 def to_tf_block_specs(arch: NasFpnArchitecture) -> list[Any]:
-    """The cell as new ``official.vision.modeling.decoders.nasfpn.BlockSpec`` objects."""
+    """The cell as new ``official.vision.modeling.decoders.nasfpn.BlockSpec`` objects.
+
+    tf-models' ``BlockSpec`` has no ``__eq__``: compare ``block_specs`` tuples instead.
+    """
     from official.vision.modeling.decoders import nasfpn
 
     return [nasfpn.BlockSpec(*spec) for spec in block_specs(arch)]
