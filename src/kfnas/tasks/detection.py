@@ -2,15 +2,12 @@
 
 ``DETECTION`` follows ``kfnas.tasks.base.TaskKind``. ``build_task`` configures tf-models'
 ``RetinaNetTask`` (its input pipeline, focal and Huber losses, COCO evaluator) from the spec;
-``build_model`` wraps a searched backbone with ``factory.build_retinanet`` (decoder ``identity``:
-SpineNet already outputs one feature map per level); ``optimizer_config`` is the published SpineNet
-RetinaNet recipe (SGD momentum 0.9, step decay x0.1 at 95 % and 98 % of the steps, linear
-warm-up) sized to the budget. Validation reads the whole validation set once (no repeat, last
-partial batch kept). COCO evaluation uses ``data.annotations`` when given; otherwise tf-models'
-``COCOEvaluator`` (``annotation_file=None``) builds the ground truth from the validation records,
-which then need integer ``image/source_id`` values. Its metric keys ``AP``, ``AP50``, ``AP75``,
-``APs``, ``APm``, ``APl`` (box AP, no prefix) are the ``metric_names``; COCO reports -1 for a
-metric with no ground truth (e.g. ``APl`` on small images).
+``build_model`` wraps a searched backbone with ``factory.build_retinanet``; ``optimizer_config`` is
+the published SpineNet RetinaNet recipe (SGD momentum 0.9, step decay x0.1 at 95 % and 98 % of the
+steps, linear warm-up) sized to the budget. Validation reads the whole validation set once. COCO
+evaluation uses ``data.annotations`` when given, else the validation records (which then need
+integer ``image/source_id`` values). The ``metric_names`` are the box AP keys ``AP``, ``AP50``,
+``AP75``, ``APs``, ``APm``, ``APl``.
 
 Model knobs live in ``task.options`` (a proxy task shrinks them); ``option_problems`` rejects
 unknown keys (listing the valid ones), wrong types, levels outside 3..7 and an image size the
@@ -93,7 +90,8 @@ if TYPE_CHECKING:
 
 #: kfnas metric name -> its key in what ``RetinaNetTask.reduce_aggregated_logs`` returns (the
 #: box metrics of tf-models' ``COCOEvaluator``; it also reports ARmax1, ARmax10, ARmax100, ARs,
-#: ARm and ARl, which kfnas does not use).
+#: ARm and ARl, which kfnas does not use). COCO reports -1 for a metric with no ground truth
+#: (e.g. ``APl`` on small images).
 METRIC_NAMES = ("AP", "AP50", "AP75", "APs", "APm", "APl")
 
 #: Every knob of ``task.options`` the task reads (see the table in the module docstring).
@@ -143,6 +141,8 @@ def _model_config(task: TaskSpec, opts: dict[str, Any]) -> Any:
             anchor_size=float(opts["anchor_size"]),
         ),
         backbone=backbones.Backbone(type=None),  # The search space builds it.
+        # Decoder ``identity``: SpineNet already outputs one feature map per level
+        # (``build_model`` swaps in the FPN for backbones that do not).
         decoder=decoders.Decoder(
             type="identity",
             identity=decoders.Identity(),
@@ -241,7 +241,13 @@ class DetectionTask(OfficialTask):
     def task_config(
         self, task: TaskSpec, data: DataSpec, budget: BudgetSpec, opts: dict[str, Any]
     ) -> Any:
-        """A ``RetinaNetTask`` config (COCO metrics; ``data.annotations`` when given)."""
+        """A ``RetinaNetTask`` config (COCO metrics; ``data.annotations`` when given).
+
+        Without ``data.annotations``, tf-models' ``COCOEvaluator`` (``annotation_file=None``)
+        builds the ground truth from the validation records, which then need integer
+        ``image/source_id`` values. Validation reads the set once (no repeat, last partial batch
+        kept: ``_data_config``).
+        """
         from official.vision.configs import retinanet as cfg
 
         batch = opts.get("validation_batch_size", budget.batch_size)
