@@ -13,13 +13,9 @@ the encoded image in ``image/encoded`` (JPEG, PNG, GIF or BMP; see ``decode_jpeg
 integer ``image/class/label`` in ``0..num_classes - 1`` (ImageNet records labelled 1..1000 need
 ``num_classes: 1001``, as in tf-models' own ImageNet configs). ``data.annotations`` is not used.
 
-Metrics: ``top_1_accuracy`` (the default metric) and ``top_5_accuracy``, the names the search's
-objectives use; they are tf-models' ``accuracy`` and ``top_5_accuracy`` renamed (``build_task``
-returns an ``ImageClassificationTask`` subclass whose ``build_metrics`` gives them these names,
-so the trainer reports them as such). Like tf-models (which does not clip ``top_k`` to the number
-of classes), top-5 accuracy is reported whatever the number of classes; with 5 classes or fewer
-every class is among the top 5 and it is 1.0 by definition: search on ``top_1_accuracy``.
-The model pools the backbone's numerically highest level (``top_level_backbone``).
+Metrics: ``top_1_accuracy`` (the default metric) and ``top_5_accuracy``; with 5 classes or fewer
+top-5 accuracy is 1.0 by definition: search on ``top_1_accuracy``. The model pools the backbone's
+numerically highest level (``top_level_backbone``).
 
 ================================  =========  =====================================================
 option                            default    meaning
@@ -51,8 +47,7 @@ warmup_learning_rate              0.0        rate at step 0 of the warm-up
 Backbone knobs (``endpoints_num_filters``, ``init_stochastic_depth_rate``, ``activation``) are
 the spaces' own (``task_options`` of ``mnasnet``, ``efficientnet_v2``: see
 ``kfnas.spaces._mobile_space``); they also read ``l2_weight_decay``, ``norm_momentum`` and
-``norm_epsilon``, whose defaults here are the spaces' own. Dropout 0.2 and label smoothing 0.1
-follow Vertex NAS's ``image_classification_nas``; L2 4e-5 is MobileNetV2's.
+``norm_epsilon``, whose defaults here are the spaces' own.
 
 To add a knob: add one line to ``OPTIONS`` and read it in ``_model_config`` or ``_data_config``
 (backbone knobs: in the space). To add a schedule: one entry in ``SCHEDULES``; an optimizer: one
@@ -80,14 +75,21 @@ if TYPE_CHECKING:
     from kfnas.config.spec import BudgetSpec, DataSpec, TaskSpec
     from kfnas.spaces.base import Network
 
-#: kfnas metric name -> the name of the tf-models metric it is (``ImageClassificationTask``).
+#: kfnas metric name -> the name of the tf-models metric it is (``ImageClassificationTask``): the
+#: names the search's objectives use are tf-models' ``accuracy`` and ``top_5_accuracy`` renamed
+#: (``build_task`` returns an ``ImageClassificationTask`` subclass whose ``build_metrics`` gives
+#: them these names, so the trainer reports them as such).
 METRIC_KEYS: dict[str, str] = {"top_1_accuracy": "accuracy", "top_5_accuracy": "top_5_accuracy"}
+#: Like tf-models (which does not clip ``top_k`` to the number of classes), top-5 accuracy is
+#: reported whatever the number of classes; with 5 classes or fewer it is 1.0 by definition.
 TOP_K = 5
 
 #: Learning-rate schedules: name -> ``(base rate, train steps) -> learning_rate config``.
 SCHEDULES = {"cosine": cosine, "step": step_decay(1 / 3, 2 / 3, 8 / 9)}
 
 #: Every knob of ``task.options`` the task reads (see the table in the module docstring).
+#: Dropout 0.2 and label smoothing 0.1 follow Vertex NAS's ``image_classification_nas``; the
+#: L2 weight decay default 4e-5 (``COMMON_OPTIONS``) is MobileNetV2's.
 OPTIONS: dict[str, Option] = {
     "dropout_rate": Option(0.2, lambda v: fraction().check(v) and v < 1, "a number in [0, 1)"),
     "add_head_batch_norm": flag(False),
