@@ -3,19 +3,16 @@
 ``SEGMENTATION`` follows ``kfnas.tasks.base.TaskKind``. ``build_task`` configures tf-models'
 ``SemanticSegmentationTask`` (its input pipeline over official.vision's segmentation TFRecords,
 per-pixel softmax cross-entropy ignoring mask value 255, per-class IoU evaluation) from the spec;
-``build_model`` wraps a searched network with ``factory.build_segmentation_model`` and a
-``SegmentationHead`` reading one decoder level. The decoder is the network's when the space
-searches one (NAS-FPN); otherwise the task picks it from the backbone's endpoints: ``identity``
-when the backbone already outputs every level ``min_level..max_level`` (SpineNet), else tf-models'
-``FPN`` over those levels (ResNet- or MobileNet-like backbones).
+``build_model`` wraps a searched network (its decoder, or one the task picks) with
+``factory.build_segmentation_model`` and a ``SegmentationHead`` reading one decoder level.
 
 Classes: like detection, ``task.num_classes`` counts the classes besides the background. Masks
 hold 0 for the background and ``1..num_classes`` for the classes (255: ignored), and the model
 predicts ``num_classes + 1`` classes. Metrics (``metric_names``): ``mean_iou``, tf-models' mean
 over all ``num_classes + 1`` classes of the per-class IoU (the default objective), and
-``pixel_accuracy``, the share of non-ignored pixels predicted right, read off the same confusion
-matrix; the per-class IoUs are also reported as ``iou/0``, ``iou/1``, ... Validation reads the
-whole validation set once (no repeat, last partial batch kept), with masks at the input size.
+``pixel_accuracy``, the share of non-ignored pixels predicted right; the per-class IoUs are also
+reported as ``iou/0``, ``iou/1``, ... Validation reads the whole validation set once, with masks at
+the input size.
 
 Model knobs live in ``task.options``; ``option_problems`` rejects unknown keys (listing the valid
 ones), wrong types, levels outside 3..7 or inverted, a head level outside them, and an image size
@@ -46,8 +43,7 @@ learning_rate               lr         base rate; default ``0.01 * batch_size / 
 warmup_steps                steps      linear warm-up from 0; default ``min(500, steps // 10)``
 ==========================  =========  =============================================================
 
-Optimizer: SGD with momentum 0.9 and cosine decay to 0 over the budget's steps, after the warm-up
-(Vertex's ``semantic_segmentation_nas`` recipe: cosine 0.01, warm-up 500).
+Optimizer: SGD with momentum 0.9 and cosine decay to 0 over the budget's steps, after the warm-up.
 
 To add a knob: add one line to ``OPTIONS`` and read it in ``_model_config`` or ``_data_config``
 (backbone and decoder knobs: in the search space's ``task_options`` and ``build_network``).
@@ -132,7 +128,9 @@ def _data_config(
         input_path=pattern,
         global_batch_size=batch_size,
         is_training=training,
-        drop_remainder=training,  # Validation keeps its last partial batch: every image counts.
+        # Validation reads the set once (is_training=False: no repeat) and keeps its last
+        # partial batch: every image counts.
+        drop_remainder=training,
         output_size=[size, size],
         resize_eval_groundtruth=True,
         aug_rand_hflip=opts["aug_rand_hflip"] if training else False,
@@ -202,6 +200,7 @@ class SegmentationTask(OfficialTask):
         config_overrides={"export_config": {"rescale_output": False}},
     )
     augmentation_space = "randaugment_segmentation"
+    # Vertex's ``semantic_segmentation_nas`` recipe: SGD, cosine from 0.01 at batch 32, warm-up 500.
     base_rate = (0.01, 32)
     warmup_cap = 500
 
@@ -247,8 +246,8 @@ class SegmentationTask(OfficialTask):
         """The segmentation model around ``network`` (``factory.build_segmentation_model``).
 
         The decoder is the network's when the space searches one (NAS-FPN); otherwise identity
-        for a backbone with every level ``min_level..max_level``, else an FPN over them with
-        ``fpn_num_filters`` channels.
+        for a backbone with every level ``min_level..max_level`` (SpineNet), else tf-models' FPN
+        over them with ``fpn_num_filters`` channels (ResNet- or MobileNet-like backbones).
         """
         import tf_keras
         from official.vision.modeling import factory
