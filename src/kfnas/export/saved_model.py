@@ -13,13 +13,8 @@ folder::
                                      architecture above)
     <export_dir>/export.json         the ``ExportRecord``, written last: it marks the export done
 
-The serving code is tf-models-official's: each task kind names an ``ExportModule`` of
-``official.vision.serving`` in its ``serving_export`` (``kfnas.tasks.base.ServingExport``:
-``DetectionModule``, ``SegmentationModule``, and for classification ``ClassificationModule``
-through ``kfnas.export.serving``, which makes its two signatures preprocess alike), which
-``serving_export`` looks up in ``kfnas.tasks.TASKS``, and the export goes through
-``export_saved_model_lib.export_inference_graph``. Every signature takes one tensor, ``inputs``,
-holding a batch of any size:
+The serving code is tf-models-official's (the task kind's ``serving_export``). Every signature
+takes one tensor, ``inputs``, holding a batch of any size:
 
 * ``serving_default``: a 1-D string tensor of encoded images (PNG, JPEG, GIF or BMP bytes); the
   images of one batch must share their size (official's decoder stacks them).
@@ -42,9 +37,8 @@ Both preprocess the images as the task's evaluation did (resize, normalize) and 
   (their argmax over the last axis is the mask: 0 the background, ``1..num_classes`` the
   classes), and ``image_info`` as for detection: the caller's image is the top-left
   ``image_info[:, 0] * image_info[:, 2]`` (original size times scale) of the mask, the rest
-  padding.
-  official's ``rescale_output`` (masks at the caller's size) serves one image per batch only, so
-  it stays off.
+  padding (masks stay at the model's input size: see ``kfnas.tasks.segmentation``'s
+  ``serving_export``).
 
 ``ExportRecord.outputs`` lists the output keys the export's signatures return.
 
@@ -130,6 +124,14 @@ def export_saved_model(
     metrics: Mapping[str, float] | None = None,
 ) -> ExportRecord:
     """Exports a trained trial as a SavedModel with serving signatures (see the module docstring).
+
+    Each task kind names an ``ExportModule`` of ``official.vision.serving`` in its
+    ``serving_export`` (``kfnas.tasks.base.ServingExport``: ``DetectionModule``,
+    ``SegmentationModule``, and for classification ``ClassificationModule`` through
+    ``kfnas.export.serving``, which makes its two signatures preprocess alike), which
+    ``serving_export`` looks up in ``kfnas.tasks.TASKS``; the export goes through
+    ``export_saved_model_lib.export_inference_graph``. The segmentation kind turns official's
+    ``rescale_output`` (masks at the caller's size) off: it serves one image per batch only.
 
     Args:
         spec: The resolved experiment spec (its task decides the model and the export module).
