@@ -18,15 +18,8 @@ KFP v2 has no loops, so the number of rounds and the parallelism are fixed when 
 compiled; everything else (trials per round, top k, data, budgets, ...) is a pipeline parameter.
 Steps exchange only the experiment URI and trial ids: the store is the single source of truth,
 every stage resumes, and a failed trial is recorded (the step succeeds), so a ParallelFor never
-fails for one bad architecture. KFP caching is off for every step: stages already skip finished
-work, and a cache hit would skip writes to a fresh store.
-
-Brackets are sub-pipelines holding one loop over one component each. Two KFP 2.17 bugs shape them:
-``kfp.local`` replaces, inside a ``ParallelFor``, every input that comes from another task's output
-by the loop item (so loops read the experiment URI from their sub-pipeline's inputs), and the
-compiler mixes up the Kubernetes settings of two sub-pipelines' executors of the same component
-unless each sub-pipeline has a single executor (``tests/pipelines/test_pipeline_compile.py``
-checks every step's settings).
+fails for one bad architecture. KFP caching is off for every step (``pipelines/steps.py``).
+Brackets are sub-pipelines holding one loop over one component each (``_train_each``).
 
 A ``ClusterProfile`` (``pipelines/profiles.py``) gives each step its resources, by kind
 (``pipelines/steps.py``): ``trial`` for the proxy trials, ``training`` for the full trainings,
@@ -103,7 +96,15 @@ def _docstring() -> str:
 
 
 def _train_each(steps: Steps, kind: str, parallelism: int) -> Callable[..., Any]:
-    """A sub-pipeline that runs ``run_trial`` for each of a list of trials, as ``kind`` steps."""
+    """A sub-pipeline that runs ``run_trial`` for each of a list of trials, as ``kind`` steps.
+
+    Every loop is such a sub-pipeline, holding one loop over one component, because of two KFP
+    2.17 bugs: ``kfp.local`` replaces, inside a ``ParallelFor``, every input that comes from
+    another task's output by the loop item (so loops read the experiment URI from their
+    sub-pipeline's inputs), and the compiler mixes up the Kubernetes settings of two
+    sub-pipelines' executors of the same component unless each sub-pipeline has a single executor
+    (``tests/pipelines/test_pipeline_compile.py`` checks every step's settings).
+    """
     configure = steps.trial if kind == "trial" else steps.training
 
     @dsl.pipeline(name=f"{kind}-loop")
