@@ -20,24 +20,12 @@ decision id                     candidates (in this order)
 so it has 42 decision points and 384 * 576**5 = 24,346,898,290,704,384 architectures. (Vertex's
 block type enum also knows ``'conv'``; it is not searched, so it is not a candidate here either.)
 
-``reference()`` is EfficientNetV2-B0 (Tan and Le 2021; the published ``efficientnetv2-b0`` block
-table, width and depth 1.0): Fused-MBConv1 3x3 16 x1, Fused-MBConv4 3x3 32 x2, Fused-MBConv4
-3x3 48 x2, MBConv4 3x3 SE0.25 96 x3, MBConv6 3x3 SE0.25 112 x5, MBConv6 3x3 SE0.25 192 x8, all
-swish. Its repeats, widths and strides are exactly this space's base table and every choice is a
-candidate, so B0 lies inside the space; the stem (32 filters) and the optional 1x1 head conv
-(``endpoints_num_filters``, 1280 for classification) match B0 too. What the space does not hold
-are B0's training details (dropout, stochastic depth schedule), which are task settings.
-
-The materialized value is an ``EfficientNetV2Architecture`` (a ``pg.Object``) holding 6
-``EfficientNetV2Block``; ``stages`` turns it into the stage table of
-``kfnas.spaces._mobile_backbone.MobileStageBackbone`` (built from official.vision blocks:
-``InvertedBottleneckBlock`` for ``mbconv``; for ``fused_mbconv`` the same block with
-``use_depthwise=False``, or, at expansion 1, one ``Conv2DBNBlock``; see that module). Each stage
-uses its own ``act_fn``; the stem and head conv use ``task.options.activation`` (default swish, as
-EfficientNetV2). Endpoints ``'2'``..``'5'`` (strides 4..32) are the outputs of stages 1, 2, 4 and 5.
-Other backbone knobs: ``kfnas.spaces._mobile_space``. Vertex builds this space only in its TF1
-trainer (reference section 10, quirk 1); here it serves classification and detection like
-``mnasnet``.
+``reference()`` is EfficientNetV2-B0, which lies inside the space. The materialized value is an
+``EfficientNetV2Architecture`` holding 6 ``EfficientNetV2Block``; ``stages`` turns it into the
+stage table of ``kfnas.spaces._mobile_backbone.MobileStageBackbone``. Each stage uses its own
+``act_fn``; the stem and head conv use ``task.options.activation`` (default swish). Endpoints
+``'2'``..``'5'`` (strides 4..32); other backbone knobs: ``kfnas.spaces._mobile_space``. It serves
+classification and detection.
 
 To change the candidates: edit the tuples below (the decision ids and candidate order are the
 contract with stored DNA, so a changed space needs a new name and one line in
@@ -72,9 +60,18 @@ KERNEL_SIZES = (3, 5)
 SE_RATIOS = (0.0, 0.25)
 ACT_FNS = ("swish", "relu")
 #: The stem and head activation (EfficientNetV2's); ``task.options.activation`` wins.
+#: Vertex builds this space only in its TF1 trainer (reference section 10, quirk 1); here it
+#: serves classification and detection like ``mnasnet``.
 DEFAULT_ACTIVATION = "swish"
 
 #: EfficientNetV2-B0: (num_repeats, block_type, expand_ratio, kernel_size, se_ratio, filters).
+#: Tan and Le 2021, the published ``efficientnetv2-b0`` block table, width and depth 1.0:
+#: Fused-MBConv1 3x3 16 x1, Fused-MBConv4 3x3 32 x2, Fused-MBConv4 3x3 48 x2, MBConv4 3x3 SE0.25
+#: 96 x3, MBConv6 3x3 SE0.25 112 x5, MBConv6 3x3 SE0.25 192 x8, all swish. Its repeats, widths
+#: and strides are exactly this space's base table and every choice is a candidate, so B0 lies
+#: inside the space; the stem (32 filters) and the optional 1x1 head conv
+#: (``endpoints_num_filters``, 1280 for classification) match B0 too. What the space does not
+#: hold are B0's training details (dropout, stochastic depth schedule), which are task settings.
 EFFICIENTNET_V2_B0 = (
     (1, "fused_mbconv", 1, 3, 0.0, 16),
     (2, "fused_mbconv", 4, 3, 0.0, 32),
@@ -184,6 +181,11 @@ class EfficientNetV2Space:
 
 def stages(arch: EfficientNetV2Architecture) -> list[dict[str, Any]]:
     """The stage table of a materialized architecture, for ``MobileStageBackbone``.
+
+    ``MobileStageBackbone`` builds it from official.vision blocks: ``InvertedBottleneckBlock`` for
+    ``mbconv``; for ``fused_mbconv`` the same block with ``use_depthwise=False``, or, at expansion
+    1, one ``Conv2DBNBlock`` (see ``kfnas.spaces._mobile_backbone``). Endpoints ``'2'``..``'5'``
+    (strides 4..32) are the outputs of stages 1, 2, 4 and 5.
 
     Raises:
         ValueError: ``arch`` still holds choices, or it does not have 6 stages.
