@@ -20,25 +20,16 @@ The reference table is chosen by the space name, which is how a user selects it 
 ``reference=`` argument):
 
 * ``mnasnet``: MobileNetV2's table, repeats ``[1, 2, 3, 4, 3, 3, 1]``, filters
-  ``[16, 24, 32, 64, 96, 160, 320]``; ``reference()`` is MobileNetV2: ``mbconv`` everywhere,
-  expansion 6 (1 in the first stage), kernel 3, no squeeze-excite, the table's repeats and filters.
+  ``[16, 24, 32, 64, 96, 160, 320]``; ``reference()`` is MobileNetV2.
 * ``mnasnet_a1``: the MnasNet-A1 table, repeats ``[1, 2, 3, 4, 2, 3, 1]``, filters
-  ``[16, 24, 40, 80, 112, 160, 320]`` (same decisions, same size); ``reference()`` is MnasNet-A1
-  as published (Tan et al. 2019, figure 7): SepConv 3x3 (``mbconv`` expansion 1), MBConv6 3x3,
-  MBConv3 5x5 SE, MBConv6 3x3, MBConv6 3x3 SE, MBConv6 5x5 SE, MBConv6 3x3; SE ratio 0.25.
+  ``[16, 24, 40, 80, 112, 160, 320]`` (same decisions, same size); ``reference()`` is MnasNet-A1.
 
-Both references lie inside their space exactly; ``reference()`` encodes them into a DNA of the
-space and materializes that DNA, so they are built like any searched architecture.
-
-The materialized value is a ``MnasNetArchitecture`` (a ``pg.Object``; ``pg.to_json_str``
-/``pg.from_json_str`` round-trip it) holding 7 ``MnasNetBlock``; ``stages`` turns it into the stage
-table of ``kfnas.spaces._mobile_backbone.MobileStageBackbone``, which kfnas builds itself from
-official.vision blocks (``InvertedBottleneckBlock`` with squeeze-excite for ``mbconv``,
-``Conv2DBNBlock`` for ``conv``, which ignores ``expand_ratio`` and ``se_ratio``); official.vision
-has no MnasNet backbone. Endpoints ``'2'``..``'5'`` (strides 4..32) are the outputs of stages 1, 2,
-4 and 6. The backbone knobs read from ``task.options`` are listed in ``kfnas.spaces._mobile_space``;
-the default activation is relu (MnasNet's). The spaces serve classification and detection (RetinaNet
-puts an FPN on the endpoints to make levels 6 and 7).
+Both references lie inside their space. The materialized value is a ``MnasNetArchitecture``
+(``pg.to_json_str``/``pg.from_json_str`` round-trip it) holding 7 ``MnasNetBlock``; ``stages``
+turns it into the stage table of ``kfnas.spaces._mobile_backbone.MobileStageBackbone``, with
+endpoints ``'2'``..``'5'`` (strides 4..32). The backbone knobs read from ``task.options`` are
+listed in ``kfnas.spaces._mobile_space``; the default activation is relu. The spaces serve
+classification and detection.
 
 To add a reference table: add one ``MnasNetSpace(...)`` instance below with its table and its
 published block choices, and one line for it in ``kfnas.spaces._BUILTINS``.
@@ -140,6 +131,9 @@ class MnasNetSpace:
     def reference(self) -> MnasNetArchitecture:
         """The published architecture (``reference_name``), materialized from its DNA.
 
+        Both built-in references lie inside their space exactly; encoding them into a DNA of the
+        space and materializing that DNA builds them like any searched architecture.
+
         Raises:
             ValueError: The published choices are not candidates of the space.
         """
@@ -187,6 +181,12 @@ class MnasNetSpace:
 def stages(arch: MnasNetArchitecture) -> list[dict[str, Any]]:
     """The stage table of a materialized architecture, for ``MobileStageBackbone``.
 
+    official.vision has no MnasNet backbone: kfnas builds ``MobileStageBackbone`` itself from
+    official.vision blocks (``InvertedBottleneckBlock`` with squeeze-excite for ``mbconv``,
+    ``Conv2DBNBlock`` for ``conv``, which ignores ``expand_ratio`` and ``se_ratio``). Endpoints
+    ``'2'``..``'5'`` are the outputs of stages 1, 2, 4 and 6; a RetinaNet puts an FPN on them to
+    make levels 6 and 7.
+
     Raises:
         ValueError: ``arch`` still holds choices, or it does not have 7 stages.
     """
@@ -211,6 +211,8 @@ def stages(arch: MnasNetArchitecture) -> list[dict[str, Any]]:
     ]
 
 
+# MobileNetV2: ``mbconv`` everywhere, expansion 6 (1 in the first stage), kernel 3, no
+# squeeze-excite, the table's repeats and filters.
 MNASNET = MnasNetSpace(
     name="mnasnet",
     repeats=(1, 2, 3, 4, 3, 3, 1),
@@ -218,6 +220,9 @@ MNASNET = MnasNetSpace(
     reference_blocks=(("mbconv", 1, 3, 0.0),) + (("mbconv", 6, 3, 0.0),) * 6,
     reference_name="MobileNetV2",
 )
+# MnasNet-A1 as published (Tan et al. 2019, figure 7): SepConv 3x3 (``mbconv`` expansion 1),
+# MBConv6 3x3, MBConv3 5x5 SE, MBConv6 3x3, MBConv6 3x3 SE, MBConv6 5x5 SE, MBConv6 3x3; SE ratio
+# 0.25.
 MNASNET_A1 = MnasNetSpace(
     name="mnasnet_a1",
     repeats=(1, 2, 3, 4, 2, 3, 1),
