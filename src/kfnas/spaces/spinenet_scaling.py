@@ -28,12 +28,7 @@ experiment a ``latency_ms`` constraint.
 
 Which architectures it scales (``base_problems``): those built by tf-models-official's
 ``SpineNet`` (the spaces ``spinenet``, ``spinenet_v2``, ``spinenet49``, and a user's space of the
-same classes). It refuses the others before any trial, ``spinenet_mbconv`` included: tf-models
-2.20's ``SpineNetMobile`` has no ``resample_alpha`` at all, and its ``_block_group`` applies each
-of the ``block_repeats`` blocks to the group's input and keeps only the last one, which has stride
-1 (checked in ``official/vision/modeling/backbones/spinenet_mobile.py``): the earlier blocks drop
-out of the graph and the stride-2 stem block loses its stride, so every feature map of the network
-comes out twice as large as its level says.
+same classes). It refuses the others before any trial, ``spinenet_mbconv`` included.
 
 To scale other knobs, or the same knobs with other candidates: build a ``SpineNetScalingSpace``
 with other candidate tuples (a new knob also needs a field in ``SpineNetScaling`` and its override
@@ -187,7 +182,14 @@ class SpineNetScalingSpace:
         ]
 
     def base_problems(self, space_name: str) -> list[str]:
-        """Refuses architectures that tf-models' ``SpineNet`` does not build (module docstring).
+        """Refuses architectures that tf-models' ``SpineNet`` does not build.
+
+        ``spinenet_mbconv`` is refused too: tf-models 2.20's ``SpineNetMobile`` has no
+        ``resample_alpha`` at all, and its ``_block_group`` applies each of the ``block_repeats``
+        blocks to the group's input and keeps only the last one, which has stride 1 (checked in
+        ``official/vision/modeling/backbones/spinenet_mobile.py``): the earlier blocks drop out of
+        the graph and the stride-2 stem block loses its stride, so every feature map of the
+        network comes out twice as large as its level says.
 
         A space that cannot be loaded gives no message here (the study naming it reports it).
         """
