@@ -6,29 +6,12 @@ a space's ``build_network`` imports it):
 
 * stem: ``Conv2DBNBlock`` 3x3, stride 2, ``stem_filters`` (32) filters, batch norm, activation;
 * stage ``i``: ``num_repeats`` blocks of its ``block_fn``; the first has the stage's stride and
-  reads the previous stage's width, the others stride 1. Block functions:
-
-  - ``mbconv``: ``nn_blocks.InvertedBottleneckBlock`` (1x1 expansion by ``expand_ratio``, skipped
-    at 1; depthwise ``kernel_size``; squeeze-excite of ``se_ratio`` x the block's input width when
-    ``se_ratio > 0``; linear 1x1 projection; residual when stride 1 and the width is unchanged);
-  - ``fused_mbconv`` (EfficientNetV2): with ``expand_ratio > 1``, ``InvertedBottleneckBlock`` with
-    ``use_depthwise=False`` (a full ``kernel_size`` conv does the expansion and the stride, then
-    squeeze-excite and the 1x1 projection). With ``expand_ratio == 1`` that block would skip its
-    only strided conv, so the block is, as in EfficientNetV2, squeeze-excite (when searched)
-    followed by one ``Conv2DBNBlock`` (``kernel_size``, stride, activation), with a residual add
-    when stride 1 and the width is unchanged;
-  - ``conv`` (MnasNet): ``mobilenet.Conv2DBNBlock`` (``kernel_size``, stride, activation);
-    ``expand_ratio`` and ``se_ratio`` do not apply and no residual is added.
-
-  A stage's ``activation`` overrides the backbone's (EfficientNetV2 searches it per stage); the
-  squeeze-excite inner activation is the block's activation;
+  reads the previous stage's width, the others stride 1. Block functions (``BLOCK_FNS``, built
+  by ``_block``): ``mbconv``, ``fused_mbconv`` (EfficientNetV2) and ``conv`` (MnasNet). A stage's
+  ``activation`` overrides the backbone's (EfficientNetV2 searches it per stage);
 * endpoints: the last stage at each feature stride ``2**level`` (level >= 2) is endpoint
-  ``str(level)``. The MnasNet strides ``[1, 2, 2, 2, 1, 2, 1]`` give ``'2'``..``'5'`` from stages
-  1, 2, 4 and 6; the EfficientNetV2 strides ``[1, 2, 2, 2, 1, 2]`` from stages 1, 2, 4 and 5.
-  With ``endpoints_num_filters > 0`` the top endpoint is the last stage followed by a 1x1
-  ``Conv2DBNBlock`` of that width (the MobileNetV2/MnasNet head conv, 1280 wide in the papers).
-  Vertex AI NAS labels that conv endpoint ``'6'`` although its stride is 32 (reference section 10,
-  quirk 6); here it keeps its true level.
+  ``str(level)``. With ``endpoints_num_filters > 0`` the top endpoint is the last stage followed by
+  a 1x1 ``Conv2DBNBlock`` of that width (the MobileNetV2/MnasNet head conv).
 
 ``output_specs`` and the outputs are dicts keyed by level string, like official.vision backbones,
 so official.vision's classifier (top level), FPN and RetinaNet take the backbone as it is.
@@ -95,7 +78,11 @@ def check_stages(stages: Sequence[Mapping[str, Any]]) -> list[dict[str, Any]]:
 
 
 def endpoint_stages(stages: Sequence[Mapping[str, Any]]) -> dict[str, int]:
-    """Level string -> index of the last stage at that stride (the stem has stride 2)."""
+    """Level string -> index of the last stage at that stride (the stem has stride 2).
+
+    The MnasNet strides ``[1, 2, 2, 2, 1, 2, 1]`` give ``'2'``..``'5'`` from stages 1, 2, 4 and 6;
+    the EfficientNetV2 strides ``[1, 2, 2, 2, 1, 2]`` from stages 1, 2, 4 and 5.
+    """
     stride, out = 2, {}
     for i, stage in enumerate(stages):
         stride *= int(stage["strides"])
@@ -206,6 +193,9 @@ class MobileStageBackbone(tf_keras.Model):
             if i in by_stage:
                 endpoints[by_stage[i]] = x
         if endpoints_num_filters > 0:
+            # The head conv (1280 wide in the MobileNetV2/MnasNet papers). Vertex AI NAS labels
+            # it endpoint '6' although its stride is 32 (reference section 10, quirk 6); here it
+            # keeps its true level.
             endpoints[top] = mobilenet.Conv2DBNBlock(
                 filters=endpoints_num_filters,
                 kernel_size=1,
@@ -243,7 +233,22 @@ def _block(
     name: str,
     common: dict[str, Any],
 ) -> tf.Tensor:
-    """Applies one block of ``stage`` to ``x`` (see the module docstring)."""
+    """Applies one block of ``stage`` to ``x``.
+
+    Block functions (the squeeze-excite inner activation is the block's activation):
+
+    - ``mbconv``: ``nn_blocks.InvertedBottleneckBlock`` (1x1 expansion by ``expand_ratio``, skipped
+      at 1; depthwise ``kernel_size``; squeeze-excite of ``se_ratio`` x the block's input width when
+      ``se_ratio > 0``; linear 1x1 projection; residual when stride 1 and the width is unchanged);
+    - ``fused_mbconv`` (EfficientNetV2): with ``expand_ratio > 1``, ``InvertedBottleneckBlock`` with
+      ``use_depthwise=False`` (a full ``kernel_size`` conv does the expansion and the stride, then
+      squeeze-excite and the 1x1 projection). With ``expand_ratio == 1`` that block would skip its
+      only strided conv, so the block is, as in EfficientNetV2, squeeze-excite (when searched)
+      followed by one ``Conv2DBNBlock`` (``kernel_size``, stride, activation), with a residual add
+      when stride 1 and the width is unchanged;
+    - ``conv`` (MnasNet): ``mobilenet.Conv2DBNBlock`` (``kernel_size``, stride, activation);
+      ``expand_ratio`` and ``se_ratio`` do not apply and no residual is added.
+    """
     block_fn = stage["block_fn"]
     filters, kernel_size = int(stage["filters"]), int(stage["kernel_size"])
     expand_ratio, se_ratio = int(stage["expand_ratio"]), float(stage["se_ratio"])
