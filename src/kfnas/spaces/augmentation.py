@@ -20,14 +20,9 @@ space                          task          point                              
 =============================  ============  ======================================  ===========
 
 An AutoAugment point is ``[op indices, magnitudes, probabilities]``, each a list of 5 sub-policies
-of 2 values: ``pg.List`` of three lists of ``pg.manyof(2, ..., choices_distinct=False,
-choices_sorted=False)``, so the decision ids read ``[list][sub-policy][slot]`` as in Vertex. Op
-indices refer to ``kfnas.augment.tables.AUTOAUGMENT_OPS[kind]``; the override names the ops.
-
-References: RandAugment N=2, M=9 (the ImageNet setting of the RandAugment paper); AutoAugment
-detection policy v0 (Zoph et al. 2019, "Learning Data Augmentation Strategies for Object
-Detection"), whose ops all lie in the detection table. No published AutoAugment policy uses only
-the segmentation table (detection v0 uses ``TranslateYOnlyBBoxes``), so that space has none.
+of 2 values, so the decision ids read ``[list][sub-policy][slot]`` as in Vertex. Op indices refer
+to ``kfnas.augment.tables.AUTOAUGMENT_OPS[kind]``; the override names the ops. ``reference()`` is
+RandAugment N=2, M=9 and AutoAugment detection policy v0 (the segmentation space has none).
 
 To add a space: build a ``RandAugmentSpace`` or ``AutoAugmentSpace`` with other candidates (or
 task kind with op tables in ``kfnas.augment.tables``) and add one line to
@@ -45,11 +40,13 @@ import pyglove as pg
 from kfnas.augment.tables import AUTOAUGMENT_OPS, MAGNITUDES, MAX_MAGNITUDE, PROBABILITIES
 from kfnas.registry import RegistryError
 
-#: A RandAugment point inside the RandAugment spaces: N=2, M=9.
+#: A RandAugment point inside the RandAugment spaces: N=2, M=9 (the ImageNet setting of the
+#: RandAugment paper).
 RANDAUGMENT_REFERENCE = (2, 9)
 
 #: AutoAugment detection policy v0 as (op name, magnitude, probability) per sub-policy; Equalize
-#: takes no magnitude (0 here).
+#: takes no magnitude (0 here). Zoph et al. 2019, "Learning Data Augmentation Strategies for
+#: Object Detection"; its ops all lie in the detection table.
 DETECTION_POLICY_V0: tuple[tuple[tuple[str, int, float], ...], ...] = (
     (("TranslateX", 4, 0.6), ("Equalize", 0, 0.8)),
     (("TranslateYOnlyBBoxes", 2, 0.2), ("CutoutImage", 8, 0.8)),
@@ -179,7 +176,12 @@ class AutoAugmentSpace:
         ]
 
     def hyper(self) -> pg.List:
-        """``pg.List([op index choices, magnitude choices, probability choices])``."""
+        """``pg.List([op index choices, magnitude choices, probability choices])``.
+
+        Each of the three is a list of ``num_sub_policies`` ``pg.manyof(ops_per_sub_policy, ...,
+        choices_distinct=False, choices_sorted=False)``, so the decision ids read
+        ``[list][sub-policy][slot]`` as in Vertex.
+        """
         return pg.List(
             [
                 self._choices(list(range(len(self.ops)))),
