@@ -19,14 +19,6 @@ Guarantees:
 * Replay: how closely a stateless run follows an uninterrupted in-process one depends on the
   algorithm (see ``propose``).
 
-Why the controller dedups instead of wrapping generators in ``pg.geno.Deduping`` (PyGlove 0.4.5):
-its default hash (``pg.hash``) includes DNA metadata, and evolution stamps every proposal with a
-unique ``proposal_id``, so evolution's duplicates never collide; its ``recover`` replays through the
-inner generator's ``_replay`` and so bypasses ``Evolution.recover`` (the population comes back, but
-not the counters, the generation number nor the end of the initial population); and for
-generators that take feedback it only dedups against fed-back DNA, so one round's batch could
-repeat itself. For ``random`` it would work, but it adds nothing to the controller's own check.
-
 To extend: new algorithms go into ``kfnas.search.algorithms`` (one factory and one lazy-table
 line); this module needs no change.
 """
@@ -339,6 +331,15 @@ def _propose_new(
     generator: pg.DNAGenerator, spec: pg.DNASpec, seen: set[str], explore: random.Random
 ) -> pg.DNA | None:
     """The generator's next DNA not in ``seen``, or a random one if it keeps repeating itself.
+
+    Why the controller dedups here instead of wrapping generators in ``pg.geno.Deduping``
+    (PyGlove 0.4.5): its default hash (``pg.hash``) includes DNA metadata, and evolution stamps
+    every proposal with a unique ``proposal_id``, so evolution's duplicates never collide; its
+    ``recover`` replays through the inner generator's ``_replay`` and so bypasses
+    ``Evolution.recover`` (the population comes back, but not the counters, the generation number
+    nor the end of the initial population); and for generators that take feedback it only dedups
+    against fed-back DNA, so one round's batch could repeat itself. For ``random`` it would work,
+    but it adds nothing to this check.
 
     Returns None when the generator stops (grid at the end) or no new DNA turns up at all.
     """
