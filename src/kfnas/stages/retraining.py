@@ -13,22 +13,12 @@ the handoff of an exported model (``kfnas.export.handoff``) and new data:
    moves ``export/latest``) only if ``score >= previous score - tolerance``; otherwise the
    previous version stays current. A trial that did not complete never publishes.
 
-Design choices:
-
-- One ``retraining`` study per experiment, one trial per retraining run, in the experiment the
-  handoff came from: ids keep increasing over the runs, ``kfnas trials`` lists them, and the new
-  model's lineage (``source_study``/``source_trial``) leads back through the search.
-- ``experiment.json`` is written once and never changes: the new data are the trial's own
-  ``data_overrides`` (``kfnas.records.trial.TrialSpec``), so the search's trials keep their data
-  and each retraining trial's record says exactly what it was trained and scored on.
-- ``<experiment>/retraining/<version>.json`` holds a ``RetrainingRecord``
-  (``kfnas.records.retraining``): written when the trial is planned (``planned``), rewritten once
-  when the run ends (``published``, ``rejected`` or ``failed``, with both scores and the
-  tolerance). A rerun of the same run (same version, or the same KFP run id when the version is
-  chosen by date) resumes from it, and a person reads there why no new version appeared.
-- The new score is measured on the validation data the retraining uses (the new data's, when
-  given), the previous one is the handoff's: give the same validation data to compare like with
-  like.
+Each run is one trial of the experiment's ``retraining`` study, trained on its own
+``data_overrides``; ``<experiment>/retraining/<version>.json`` holds its ``RetrainingRecord``
+(``planned``, then ``published``, ``rejected`` or ``failed``): a rerun resumes from it, and a person
+reads there why no new version appeared. The new score is measured on the validation data the
+retraining uses (the new data's, when given), the previous one is the handoff's: give the same
+validation data to compare like with like.
 
 To extend the decision (more metrics, a relative tolerance): change ``judge``, a pure function,
 and add fields with defaults to ``RetrainingRecord``.
@@ -82,7 +72,13 @@ def read_record(exp: Experiment, version: str) -> RetrainingRecord | None:
 
 
 def write_record(exp: Experiment, record: RetrainingRecord) -> None:
-    """Writes (or replaces) the record of ``record.version``, atomically."""
+    """Writes (or replaces) the record of ``record.version``, atomically.
+
+    A record (``kfnas.records.retraining``) is written when the trial is planned (``planned``) and
+    rewritten once when the run ends (``published``, ``rejected`` or ``failed``, with both scores
+    and the tolerance). A rerun of the same run (same version, or the same KFP run id when the
+    version is chosen by date) resumes from it.
+    """
     exp.store.write_text(exp.layout.retraining_record(record.version), record.to_json())
 
 
@@ -158,6 +154,13 @@ def plan_retraining(
     now: datetime.datetime | None = None,
 ) -> RetrainingRecord:
     """Writes the retraining trial of ``previous`` on new data, and its record (or resumes them).
+
+    Design choices: one ``retraining`` study per experiment, one trial per retraining run, in the
+    experiment the handoff came from: ids keep increasing over the runs, ``kfnas trials`` lists
+    them, and the new model's lineage (``source_study``/``source_trial``) leads back through the
+    search. ``experiment.json`` is written once and never changes: the new data are the trial's
+    own ``data_overrides`` (``kfnas.records.trial.TrialSpec``), so the search's trials keep their
+    data and each retraining trial's record says exactly what it was trained and scored on.
 
     Args:
         exp: The experiment ``previous`` was exported from.
