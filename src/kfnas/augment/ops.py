@@ -20,13 +20,8 @@ Imported at trial time only (it imports TensorFlow). Every op in ``OPS`` is call
 Randomness comes from TensorFlow's op-level random ops (``tf.random.uniform``), as in
 official.vision; ``tf.random.set_seed`` makes a run repeatable.
 
-Reuse: the pixel ops (equalize, color, sharpness, solarize-add, cutout) are official.vision's
-(``official.vision.ops.augment``), as are the projective ``transform`` and the ``wrap``/``unwrap``
-fill. The geometric ops are written here because official.vision's translate, shear and rotate
-fill uncovered pixels by reflection (so boxes no longer enclose what they show) and handle no
-masks: here one forward matrix warps the image, the mask and the box corners alike, with a
-constant fill. Solarize is written here because official's compares uint8 pixels with 256, which
-wraps to 0.
+The pixel ops are official.vision's (``official.vision.ops.augment``) except solarize; the
+geometric ops are written here (``warp``).
 
 To add an op: write ``fn(image, boxes, mask, magnitude, prob)`` and add it to ``OPS``, then add its
 name to the op tables of ``kfnas.augment.tables``.
@@ -158,6 +153,11 @@ def warp(
 ) -> Tensors:
     """Warps the image, the boxes and the mask by one forward matrix (constant fills).
 
+    The geometric ops are written here, on official.vision's projective ``transform`` and its
+    ``wrap``/``unwrap`` fill, because official.vision's translate, shear and rotate fill uncovered
+    pixels by reflection (so boxes no longer enclose what they show) and handle no masks: here one
+    forward matrix warps the image, the mask and the box corners alike, with a constant fill.
+
     Args:
         image: uint8 ``[H, W, 3]``.
         boxes: Normalized ``[N, 4]`` boxes, or ``None``.
@@ -218,9 +218,11 @@ def _rotate(image, boxes, mask, magnitude: int, prob: float = 1.0) -> Tensors:
 
 
 def _solarize(image: tf.Tensor, threshold: int) -> tf.Tensor:
+    """official.vision's solarize compares uint8 pixels with 256, which wraps to 0: not reused."""
     return tf.where(tf.cast(image, tf.int32) < threshold, image, 255 - image)
 
 
+# Equalize, color, sharpness, solarize-add and cutout are official.vision's.
 _PIXEL_FNS: dict[str, Callable[[tf.Tensor, int], tf.Tensor]] = {
     "Equalize": lambda image, m: augment.equalize(image),
     "Solarize": lambda image, m: _solarize(image, int(_level(m) * 256)),
