@@ -88,10 +88,10 @@ if TYPE_CHECKING:
     from kfnas.config.spec import BudgetSpec, DataSpec, TaskSpec
     from kfnas.spaces.base import Network
 
-#: kfnas metric name -> its key in what ``RetinaNetTask.reduce_aggregated_logs`` returns (the
-#: box metrics of tf-models' ``COCOEvaluator``; it also reports ARmax1, ARmax10, ARmax100, ARs,
-#: ARm and ARl, which kfnas does not use). COCO reports -1 for a metric with no ground truth
-#: (e.g. ``APl`` on small images).
+#: The kfnas metric names: the keys, unprefixed, of what ``RetinaNetTask.reduce_aggregated_logs``
+#: returns (the box metrics of tf-models' ``COCOEvaluator``; it also reports ARmax1, ARmax10,
+#: ARmax100, ARs, ARm and ARl, which kfnas does not use). COCO reports -1 for a metric with no
+#: ground truth (e.g. ``APl`` on small images).
 METRIC_NAMES = ("AP", "AP50", "AP75", "APs", "APm", "APl")
 
 #: Every knob of ``task.options`` the task reads (see the table in the module docstring).
