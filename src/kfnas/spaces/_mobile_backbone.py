@@ -31,7 +31,7 @@ import tf_keras
 from official.vision.modeling.backbones import mobilenet
 from official.vision.modeling.layers import nn_blocks, nn_layers
 
-#: Block functions a stage may use (see the module docstring).
+#: Block functions a stage may use (built by ``_block``, which describes each).
 BLOCK_FNS = ("conv", "mbconv", "fused_mbconv")
 #: The keys of one stage dict; ``activation`` may be ``None`` (use the backbone's).
 STAGE_KEYS = (
