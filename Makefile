@@ -4,8 +4,9 @@ PYTHON ?= $(shell command -v python3.11 || command -v python3)
 VENV := .venv
 STAMP := $(VENV)/.installed
 PYTEST_ARGS ?=
-# Test workers: one per core (pytest-xdist). Tests sharing a trained fixture or a module-scoped run
-# stay on one worker (tests/conftest.py groups them); PYTEST_WORKERS=0 runs in this process.
+# Test workers: one per core (pytest-xdist). A file's tests stay on one worker (--dist loadfile), so
+# a module-scoped fixture (a pipeline run, a trained model) is built once; PYTEST_WORKERS=0 runs
+# the tests in this process.
 PYTEST_WORKERS ?= auto
 
 .PHONY: demo test lint install clean
@@ -30,7 +31,7 @@ lint: $(STAMP)
 	$(VENV)/bin/lint-imports
 
 test: $(STAMP) lint
-	$(VENV)/bin/python -m pytest -n $(PYTEST_WORKERS) --dist loadgroup $(PYTEST_ARGS)
+	$(VENV)/bin/python -m pytest -n $(PYTEST_WORKERS) --dist loadfile $(PYTEST_ARGS)
 
 clean:
 	rm -rf $(VENV) demo-output build *.egg-info src/*.egg-info

@@ -41,20 +41,6 @@ from shared_fixtures import (  # noqa: F401 (fixtures, found by pytest by name)
 
 from kfnas.store import ArtifactStore, GcsStore, LocalStore
 
-
-def pytest_collection_modifyitems(items: list[pytest.Item]) -> None:
-    """Groups tests for ``pytest -n`` (``--dist loadgroup``, as ``make test`` runs them).
-
-    A file's tests run on one worker, so a module-scoped fixture (a pipeline run, a trained model)
-    is built once; every test that uses the session's trained and exported model runs on the same
-    worker, so that model is trained once too.
-    """
-    for item in items:
-        shared = "exported_detection" in getattr(item, "fixturenames", ())
-        group = "exported_detection" if shared else item.nodeid.split("::")[0]
-        item.add_marker(pytest.mark.xdist_group(group))
-
-
 # Fast back-off for tests: transient errors are retried within seconds, not minutes.
 FAST_RETRY = DEFAULT_RETRY.with_delay(initial=0.01, maximum=0.1, multiplier=2).with_timeout(5.0)
 
