@@ -68,11 +68,12 @@ def check_failures(study: str, history: History, limit: int) -> None:
         )
 
 
-def propose_round(exp: Experiment, study: str, round_index: int) -> list[int]:
+def propose_round(exp: Experiment, study: str, round_index: int, n: int = 0) -> list[int]:
     """Proposes round ``round_index`` of ``study`` and writes its ``trial.json`` files.
 
     A round that already has trials returns their ids. A refinement study's trials retrain the
-    best trial of the study before it with each proposed point.
+    best trial of the study before it with each proposed point. ``n`` trials are proposed (0: the
+    study's ``trials_per_round``); the search controller proposes as many as it has free slots.
 
     Raises:
         StudyStoppedError: The last ``max_consecutive_failures`` trials all failed.
@@ -87,7 +88,7 @@ def propose_round(exp: Experiment, study: str, round_index: int) -> list[int]:
     dnas = propose(
         study_spec,
         history_from_records(history),
-        study_spec.budget.trials_per_round,
+        n or study_spec.budget.trials_per_round,
         round_index=round_index,
     )
     space = get_space(study_spec.space)

@@ -6,6 +6,9 @@ Every path is relative to the store root::
     <experiment>/studies/<study>/trials/<trial id, 6 digits>/trial.json   (written first)
     <experiment>/studies/<study>/trials/<trial id, 6 digits>/result.json  (written last: done)
     <experiment>/studies/<study>/trials/<trial id, 6 digits>/model/ and logs/
+    <experiment>/studies/<study>/trials/<trial id, 6 digits>/launch.json  (its job, pod and log)
+    <experiment>/studies/<study>/controller.json    the search controller's state (its lease)
+    <experiment>/studies/<study>/stop.json          asks the controller to stop launching trials
     <experiment>/reports/
     <experiment>/export/<version>/                 one exported model version (kept for good)
     <experiment>/export/<version>/model_card.md    its model card
@@ -126,6 +129,18 @@ class ExperimentLayout:
     def trial_result(self, study: str, trial_id: int) -> str:
         """The trial's ``TrialResult``, written last: its existence marks the trial done."""
         return f"{self.trial_dir(study, trial_id)}/result.json"
+
+    def trial_launch(self, study: str, trial_id: int) -> str:
+        """Where the trial's job runs and logs, written by the search controller when it starts."""
+        return f"{self.trial_dir(study, trial_id)}/launch.json"
+
+    def study_controller(self, study: str) -> str:
+        """The search controller's state: run, heartbeat, slots and running trials."""
+        return f"{self.study_dir(study)}/controller.json"
+
+    def study_stop(self, study: str) -> str:
+        """A request (from ``kfnas stop``) that the study's controller stop launching trials."""
+        return f"{self.study_dir(study)}/stop.json"
 
     def trial_model_dir(self, study: str, trial_id: int) -> str:
         """The folder of the trial's trained model or checkpoint."""

@@ -1,0 +1,303 @@
+"""The search controller: one step that keeps ``parallelism`` trial slots busy until the budget.
+
+``search_study(uri, study, parallelism, launch_config, run_id)`` is the stage the search
+pipeline runs for each searched study (``proxy``, ``scaling``, ``augmentation``). It replaces the
+rounds unrolled into the DAG: the compiled pipeline no longer grows with rounds or trials, and no
+slot waits for a round's slowest trial. Each poll it:
+
+1. asks the launcher how its running jobs stand and records each finished one (a job that died
+   without ``result.json``, e.g. OOM-killed or past its deadline, is recorded FAILED with the
+   launcher's reason, so one bad architecture never stops the search);
+2. fills every free slot with *one* proposal of as many trials (a new round: rounds stay the unit
+   of proposal bookkeeping, each proposal replaying the whole stored history through the
+   stateless ``kfnas.search`` controller), writes their ``trial.json`` and starts their jobs;
+3. writes ``controller.json`` (its heartbeat and status; see ``_control``).
+
+The study's budget is ``budget.rounds x budget.trials_per_round`` trials. The store stays the
+single source of truth: a restarted controller (a retried step, a resubmitted run) adopts the jobs
+of trials without a result (jobs have deterministic names) and starts those that never started.
+It stops launching when the budget is spent, the space is exhausted, ``kfnas stop`` asks, or
+``max_consecutive_failures`` trials in a row failed; it then waits for the running trials (the
+drain) and returns, or raises ``StudyStoppedError`` for the failures.
+
+Bounds: one ``trial.json`` per trial and one ``controller.json`` per study in the store; one
+launcher poll and at most one proposal per ``poll_s``; a trial's slot idles at most ``poll_s``
+plus one proposal between trials (``benchmarks/slot_utilization.py`` measures both).
+
+To change the scheduling: edit ``_Controller``; to run trials elsewhere, add a launcher
+(``kfnas.launch``).
+"""
+
+from __future__ import annotations
+
+import json
+import time
+from collections.abc import Callable, Mapping
+from typing import Any, Protocol
+
+from kfnas.config.studies import PROXY
+from kfnas.launch import JobState, JobStatus, Launcher, TrialJob, launcher_from_config
+from kfnas.records.trial import TrialResult, TrialStatus
+from kfnas.search import SpaceExhausted
+from kfnas.stages._common import StudyStoppedError, check_failures, propose_round
+from kfnas.stages._control import ControllerState, acquire, stop_requested, write_state
+from kfnas.store import Experiment, open_experiment
+from kfnas.store.trials import TrialAlreadyFinished
+
+
+class Clock(Protocol):
+    """Time as the controller sees it (the benchmark replays trials on a virtual one)."""
+
+    def time(self) -> float:
+        """Seconds since the epoch."""
+        ...
+
+    def sleep(self, seconds: float) -> None:
+        """Waits ``seconds``."""
+        ...
+
+
+class SystemClock:
+    """The real clock."""
+
+    def time(self) -> float:
+        """``time.time()``."""
+        return time.time()
+
+    def sleep(self, seconds: float) -> None:
+        """``time.sleep``."""
+        time.sleep(seconds)
+
+
+def job_kind(study: str) -> str:
+    """The profile section a study's trials run with: ``trial`` for the proxy study."""
+    return "trial" if study == PROXY else "training"
+
+
+def search_study(
+    experiment_uri: str,
+    study: str,
+    parallelism: int,
+    launch_config: Mapping[str, Any],
+    run_id: str = "",
+    poll_s: float = 5.0,
+    log: Callable[[str], None] = print,
+) -> ControllerState:
+    """Searches ``study`` with ``parallelism`` slots until its budget is spent (see module doc).
+
+    Args:
+        experiment_uri: From ``init_experiment``.
+        study: A searched study (``proxy``, ``scaling``, ``augmentation``); a study the experiment
+            does not have (a refinement the run switched off) returns at once.
+        parallelism: Trials that run at once (at least 1).
+        launch_config: Which launcher runs the trials and how (``kfnas.launch``).
+        run_id: The run this controller belongs to (its lease; ``kfnas stop`` targets it).
+        poll_s: Seconds between polls of the launcher.
+        log: Receives one line per finished trial and per decision.
+
+    Returns:
+        The controller's final state (counts, utilization, proposal time).
+
+    Raises:
+        ValueError: ``parallelism`` below 1.
+        LaunchError: The launcher cannot start trials (RBAC, secrets, settings), before any trial.
+        ControllerConflictError: Another run's controller is searching the study.
+        StudyStoppedError: The last ``max_consecutive_failures`` trials all failed.
+    """
+    if parallelism < 1:
+        raise ValueError(
+            f"parallelism must be at least 1 trial at a time, got {parallelism}: set the "
+            f"pipeline parameter parallelism (or --parallelism) to the trials to run at once"
+        )
+    exp = open_experiment(experiment_uri)
+    if study not in exp.spec.studies:
+        return ControllerState(run_id=run_id, study=study, state="finished", reason="no study")
+    launcher = launcher_from_config(launch_config)
+    try:
+        return run_search(
+            exp, study, launcher, parallelism=parallelism, run_id=run_id, poll_s=poll_s, log=log
+        )
+    finally:
+        launcher.close()
+
+
+def run_search(
+    exp: Experiment,
+    study: str,
+    launcher: Launcher,
+    *,
+    parallelism: int,
+    run_id: str,
+    clock: Clock | None = None,
+    poll_s: float = 5.0,
+    log: Callable[[str], None] = print,
+) -> ControllerState:
+    """``search_study`` with the launcher and clock given (tests and the benchmark use it)."""
+    controller = _Controller(exp, study, launcher, parallelism, run_id, clock or SystemClock(), log)
+    return controller.run(poll_s)
+
+
+class _Controller:
+    """The loop of ``run_search``: its state is only what the store and the launcher hold."""
+
+    def __init__(
+        self,
+        exp: Experiment,
+        study: str,
+        launcher: Launcher,
+        parallelism: int,
+        run_id: str,
+        clock: Clock,
+        log: Callable[[str], None],
+    ):
+        self.exp, self.study, self.launcher, self.clock, self.log = exp, study, launcher, clock, log
+        budget = exp.spec.study(study).budget
+        self.max_failures = budget.max_consecutive_failures
+        self.state = ControllerState(
+            run_id=run_id,
+            study=study,
+            parallelism=parallelism,
+            budget=budget.rounds * budget.trials_per_round,
+            launcher=launcher.NAME,
+        )
+        self.running: dict[int, str] = {}  # trial id -> job name
+        self.started = clock.time()
+        self.last = self.started
+        self.failure: StudyStoppedError | None = None
+
+    def run(self, poll_s: float) -> ControllerState:
+        self.launcher.check()
+        acquire(self.exp, self.state, self.clock.time())
+        self._resume()
+        try:
+            while True:
+                self._collect()
+                if not self.state.reason:
+                    self._fill()
+                if not self.running and (self.state.reason or self._spent()):
+                    break
+                self._heartbeat()
+                self.clock.sleep(poll_s)
+        except BaseException as e:
+            self._heartbeat(state="failed", reason=f"{type(e).__name__}: {e}")
+            raise
+        done = self.state.reason or "budget spent"
+        self._heartbeat(state="failed" if self.failure else "finished", reason=done)
+        self.log(
+            f"{self.study}: {done}; {self.state.completed} completed, {self.state.failed} failed, "
+            f"slots busy {self.state.utilization:.0%} of the time"
+        )
+        if self.failure is not None:
+            raise self.failure
+        return self.state
+
+    def _spent(self) -> bool:
+        return self.state.proposed >= self.state.budget
+
+    def _resume(self) -> None:
+        """Counts the stored trials and adopts (or starts) those without a result."""
+        for spec, result in self.exp.records.history(self.study):
+            self.state.proposed += 1
+            if result is None:
+                self._start(spec.trial_id)
+            else:
+                self._count(result)
+
+    def _start(self, trial_id: int) -> None:
+        job = TrialJob(self.exp.uri, self.study, trial_id, kind=job_kind(self.study))
+        location = self.launcher.start(job)
+        self.exp.store.write_text(
+            self.exp.layout.trial_launch(self.study, trial_id),
+            json.dumps(location, indent=1, sort_keys=True),
+        )
+        self.running[trial_id] = job.name
+        self.state.running[str(trial_id)] = location
+
+    def _collect(self) -> None:
+        """Records every finished job; the time since the last poll counts as busy slot time."""
+        now = self.clock.time()
+        self.state.busy_s += len(self.running) * (now - self.last)
+        self.state.elapsed_s, self.last = now - self.started, now
+        statuses = self.launcher.poll(self.running.values()) if self.running else {}
+        for trial_id, name in list(self.running.items()):
+            status = statuses.get(name, JobStatus(JobState.MISSING))
+            if status.state.active:
+                continue
+            del self.running[trial_id]
+            del self.state.running[str(trial_id)]
+            result = self._result(trial_id, status)
+            self._count(result)
+            reward = f" reward {result.reward:.4f}" if result.reward is not None else ""
+            self.log(
+                f"{self.study} trial {trial_id}: {result.status.value}{reward}"
+                + (f" ({result.error})" if result.error else "")
+                + f" [{len(self.running)}/{self.state.parallelism} slots busy, "
+                f"{self.state.completed + self.state.failed}/{self.state.budget} done]"
+            )
+        if not self.state.reason and stop_requested(self.exp, self.study, self.state.run_id):
+            self.state.reason = "stopped by request (kfnas stop)"
+            self.log(f"{self.study}: stop requested; waiting for {len(self.running)} trials")
+
+    def _result(self, trial_id: int, status: JobStatus) -> TrialResult:
+        """The trial's result; a job that ended without one is recorded FAILED with its reason."""
+        records = self.exp.records
+        result = records.read_result(self.study, trial_id)
+        if result is not None:
+            return result
+        why = {
+            JobState.SUCCEEDED: "its job ended without writing result.json",
+            JobState.MISSING: "its job disappeared (deleted from outside kfnas?)",
+        }.get(status.state, "its job failed")
+        result = TrialResult(
+            trial_id=trial_id,
+            status=TrialStatus.FAILED,
+            error=f"{why}: {status.reason}" if status.reason else why,
+        )
+        try:
+            records.write_result(self.study, result)
+        except TrialAlreadyFinished:  # It wrote its result just now.
+            return records.read_result(self.study, trial_id) or result
+        return result
+
+    def _count(self, result: TrialResult) -> None:
+        if result.completed:
+            self.state.completed += 1
+        else:
+            self.state.failed += 1
+
+    def _fill(self) -> None:
+        """One proposal for every free slot, then their jobs."""
+        free = min(
+            self.state.parallelism - len(self.running), self.state.budget - self.state.proposed
+        )
+        if free <= 0:
+            return
+        history = self.exp.records.history(self.study)
+        try:
+            check_failures(self.study, history, self.max_failures)
+        except StudyStoppedError as e:
+            self.failure = e
+            self.state.reason = "too many failed trials in a row"
+            self.log(f"{self.study}: {e}")
+            return
+        next_round = max((spec.round for spec, _ in history), default=0) + 1
+        began = self.clock.time()
+        try:
+            ids = propose_round(self.exp, self.study, next_round, n=free)
+        except SpaceExhausted as e:
+            self.state.reason = f"search space exhausted ({e})"
+            self.log(f"{self.study}: {e}")
+            return
+        self.state.proposal_s += self.clock.time() - began
+        self.state.proposed += len(ids)
+        for trial_id in ids:
+            self._start(trial_id)
+
+    def _heartbeat(self, state: str = "", reason: str = "") -> None:
+        now = self.clock.time()
+        self.state.heartbeat = now
+        if state:
+            self.state.state, self.state.reason = state, reason
+        elif self.state.reason:
+            self.state.state = "stopping"
+        write_state(self.exp, self.state)

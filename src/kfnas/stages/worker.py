@@ -1,0 +1,37 @@
+"""One trial job: ``python -m kfnas.stages.worker <experiment uri> <study> <trial id>``.
+
+What a launcher runs for each trial (``kfnas.launch``): the ``run_trial`` stage, which trains,
+evaluates and measures the trial and writes its ``result.json`` (a trial that fails is recorded
+as FAILED and the process still exits 0). A non-zero exit means the trial could not even be
+recorded (the store unreachable, a crash): the controller then records it as FAILED with the
+job's reason. Prints one line with the trial's status.
+"""
+
+from __future__ import annotations
+
+import argparse
+import sys
+from collections.abc import Sequence
+
+from kfnas.stages.search import run_trial
+
+
+def main(argv: Sequence[str] | None = None) -> int:
+    """Runs the trial named on the command line; returns the exit status (0: recorded)."""
+    parser = argparse.ArgumentParser(prog="python -m kfnas.stages.worker", description=__doc__)
+    parser.add_argument("experiment_uri")
+    parser.add_argument("study")
+    parser.add_argument("trial_id", type=int)
+    args = parser.parse_args(argv)
+    result = run_trial(args.experiment_uri, args.study, args.trial_id)
+    reward = f" reward {result.reward:.4f}" if result.reward is not None else ""
+    print(
+        f"{args.study} trial {result.trial_id}: {result.status.value}{reward}"
+        + (f" ({result.error})" if result.error else ""),
+        flush=True,
+    )
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())

@@ -1,0 +1,210 @@
+"""The search controller's scheduling, on a real store, with trials replayed on a virtual clock.
+
+Trials are "run" by ``SimulatedLauncher``: each ends after a given number of virtual seconds and
+writes the result a real trial would, so these tests check the controller's own decisions (slots,
+proposals, adoption, failures, stop, lease) in milliseconds. The real subprocess launcher runs
+in ``tests/launch/test_local_launcher.py`` and end to end in ``tests/e2e``; the Kubernetes one in
+``tests/launch/test_kubernetes_launcher.py``.
+"""
+
+from __future__ import annotations
+
+import json
+
+import pytest
+
+from kfnas.launch import JobState, JobStatus, TrialJob
+from kfnas.launch.simulated import SimulatedLauncher, VirtualClock
+from kfnas.records.trial import TrialResult, TrialStatus
+from kfnas.stages import StudyStoppedError
+from kfnas.stages._common import propose_round
+from kfnas.stages._control import (
+    LEASE_S,
+    ControllerConflictError,
+    ControllerState,
+    acquire,
+    read_state,
+    request_stop,
+)
+from kfnas.stages.controller import run_search, search_study
+from kfnas.store import open_experiment, open_store
+from kfnas.store.layout import ExperimentLayout
+from kfnas.validation import experiment_spec
+
+SPEC = """
+name: controller-test
+task: {kind: classification}
+studies:
+  proxy: {space: mnasnet}
+algorithm: {name: random}
+budget: {rounds: 3, trials_per_round: 4, max_consecutive_failures: 3}
+seed: 3
+"""
+
+
+def _experiment(tmp_path, *overrides):
+    """An experiment written as ``init_experiment`` writes it (no data check: nothing trains)."""
+    spec = experiment_spec(SPEC, [f"store_root={tmp_path}", *overrides])
+    open_store(str(tmp_path)).write_text(
+        ExperimentLayout(spec.name).experiment_json(), spec.to_json()
+    )
+    return open_experiment(f"{tmp_path}/{spec.name}")
+
+
+def _launcher(exp, clock, durations=None, fail=()):
+    """A launcher whose trials take ``durations[id]`` seconds (default 100 + 10 x id).
+
+    Trials in ``fail`` are OOM-killed without a result; the others complete with reward id / 100.
+    """
+
+    def duration(job):
+        return (durations or {}).get(job.trial_id, 100.0 + 10 * job.trial_id)
+
+    def finish(job):
+        if job.trial_id in fail:
+            return JobStatus(JobState.FAILED, "out of memory (OOMKilled, exit 137)", True)
+        exp.records.write_result(
+            job.study,
+            TrialResult(
+                job.trial_id, TrialStatus.COMPLETED, {"top1": 0.5}, reward=job.trial_id / 100
+            ),
+        )
+        return None
+
+    return SimulatedLauncher(clock, duration, finish)
+
+
+def _run(exp, launcher, clock, parallelism=2, run_id="run-1", lines=None):
+    log = lines.append if lines is not None else lambda line: None
+    return run_search(
+        exp,
+        "proxy",
+        launcher,
+        parallelism=parallelism,
+        run_id=run_id,
+        clock=clock,
+        poll_s=1.0,
+        log=log,
+    )
+
+
+def test_slots_stay_busy_until_the_budget_is_spent(tmp_path):
+    exp, clock = _experiment(tmp_path), VirtualClock()
+    launcher = _launcher(exp, clock)
+    busy = []
+    original = launcher.poll
+
+    def poll(names):
+        names = list(names)
+        busy.append(len(names))
+        return original(names)
+
+    launcher.poll = poll
+    lines = []
+    state = _run(exp, launcher, clock, parallelism=3, lines=lines)
+    history = exp.records.history("proxy")
+    assert len(history) == 12 and all(result.completed for _, result in history)
+    assert (state.state, state.completed, state.failed, state.proposed) == ("finished", 12, 0, 12)
+    assert max(busy) == 3  # never more than the slots
+    # The first proposal fills every slot; then each freed slot gets a proposal of its own
+    # (trials differ in length, so they free one at a time): rounds count proposals.
+    rounds = [spec.round for spec, _ in history]
+    assert rounds[:3] == [1, 1, 1] and rounds[3:] == list(range(2, 11))
+    assert state.utilization > 0.9
+    assert sum("proxy trial" in line and "COMPLETED" in line for line in lines) == 12
+    stored = read_state(exp, "proxy")
+    assert stored.state == "finished" and stored.running == {}
+    launch = json.loads(exp.store.read_text(exp.layout.trial_launch("proxy", 1)))
+    assert launch == {"launcher": "simulated", "job": launcher.starts[0]}
+
+
+def test_a_killed_trial_is_recorded_failed_and_the_search_goes_on(tmp_path):
+    exp, clock = _experiment(tmp_path), VirtualClock()
+    state = _run(exp, _launcher(exp, clock, fail={2}), clock)
+    failed = exp.records.read_result("proxy", 2)
+    assert failed.status is TrialStatus.FAILED
+    assert failed.error == "its job failed: out of memory (OOMKilled, exit 137)"
+    assert (state.completed, state.failed) == (11, 1)
+
+
+def test_too_many_failures_in_a_row_stop_the_study_after_the_running_trials(tmp_path):
+    exp, clock = _experiment(tmp_path), VirtualClock()
+    with pytest.raises(StudyStoppedError, match="its last 3 trials all failed"):
+        _run(exp, _launcher(exp, clock, fail={1, 2, 3, 4}), clock)
+    history = exp.records.history("proxy")
+    assert all(result is not None for _, result in history)  # drained: nothing left running
+    assert read_state(exp, "proxy").state == "failed"
+
+
+def test_a_restarted_controller_adopts_running_trials_and_starts_unstarted_ones(tmp_path):
+    exp, clock = (
+        _experiment(tmp_path, "budget.rounds=1", "budget.trials_per_round=3"),
+        VirtualClock(),
+    )
+    launcher = _launcher(exp, clock)
+    # A controller that died: trial 1 launched and still running, trials 2 and 3 proposed only.
+
+    assert propose_round(exp, "proxy", 1, n=3) == [1, 2, 3]
+    launcher.start(TrialJob(exp.uri, "proxy", 1))
+    state = _run(exp, launcher, clock, run_id="run-1")
+    assert state.completed == 3 and state.proposed == 3
+    names = [TrialJob(exp.uri, "proxy", i).name for i in (1, 2, 3)]
+    assert launcher.starts == [names[0], *names]  # trial 1 adopted (not run twice), 2 and 3 started
+    assert len(launcher.jobs) == 3
+
+
+def test_stop_request_lets_running_trials_finish_and_launches_no_more(tmp_path):
+    exp, clock = _experiment(tmp_path), VirtualClock()
+    launcher = _launcher(exp, clock)
+    original = launcher.poll
+
+    def poll(names):
+        out = original(names)
+        if exp.records.read_result("proxy", 1) is not None:
+            request_stop(exp, "proxy")
+        return out
+
+    launcher.poll = poll
+    state = _run(exp, launcher, clock)
+    assert state.state == "finished" and state.reason == "stopped by request (kfnas stop)"
+    assert state.proposed == 2  # the stop came with the first freed slot: nothing new
+    assert all(result is not None for _, result in exp.records.history("proxy"))
+
+
+def test_a_second_controller_is_refused_naming_the_first_run(tmp_path):
+    exp, clock = _experiment(tmp_path), VirtualClock()
+    launcher = _launcher(exp, clock)
+    original = launcher.poll
+    refusals = []
+
+    def poll(names):
+        if not refusals:
+            with pytest.raises(ControllerConflictError, match="being searched by run 'run-1'") as e:
+                _run(exp, _launcher(exp, clock), clock, run_id="run-2")
+            refusals.append(e.value)
+        return original(names)
+
+    launcher.poll = poll
+    _run(exp, launcher, clock, run_id="run-1")
+    assert "kfnas stop" in str(refusals[0])
+
+
+def test_the_same_run_or_a_dead_one_gives_the_study_back(tmp_path):
+    exp, clock = (
+        _experiment(tmp_path, "budget.rounds=1", "budget.trials_per_round=2"),
+        VirtualClock(),
+    )
+    acquire(exp, ControllerState("run-1", "proxy"), clock.time())
+    _run(exp, _launcher(exp, clock), clock, run_id="run-1")  # a retried step of the same run
+    acquire(exp, ControllerState("run-1", "proxy", state="running"), clock.time())
+    clock.sleep(LEASE_S + 1)  # its heartbeat lapsed: the pod died
+    state = _run(exp, _launcher(exp, clock), clock, run_id="run-2")
+    assert state.state == "finished"
+
+
+def test_bad_parallelism_and_absent_studies(tmp_path):
+    exp = _experiment(tmp_path)
+    with pytest.raises(ValueError, match="parallelism must be at least 1 trial at a time, got 0"):
+        search_study(exp.uri, "proxy", 0, {"kind": "local"})
+    skipped = search_study(exp.uri, "scaling", 2, {"kind": "local"})
+    assert (skipped.state, skipped.proposed) == ("finished", 0)
