@@ -10,10 +10,15 @@ of step:
 Each section may set an accelerator (type and count), CPU and memory requests and limits, node
 selectors, tolerations, volumes (PVC mounts and an in-memory ``/dev/shm``), Kubernetes secrets as
 environment variables or files, plain environment variables, image pull secrets, retries (for
-preempted pods), a timeout and a security context. ``load_profile`` reads a profile strictly (an
-unknown key, a bad quantity or a missing section is an error naming the key);
+preempted pods), a timeout, a security context and a Kueue queue. ``load_profile`` reads a profile
+strictly (an unknown key, a bad quantity or a missing section is an error naming the key);
 ``apply_step_profile`` applies one section to a task through KFP task methods and
 ``kfp.kubernetes``. Nothing cluster-specific lives in code: a new cluster is a new YAML file.
+
+``queue`` names a Kueue LocalQueue (a DNS label; empty: none) for the trial Jobs the search
+controller starts (``trial`` and ``training``, through ``kfnas.pipelines.trial_pods``): each Job is
+created suspended with the label ``kueue.x-k8s.io/queue-name`` and runs when Kueue admits it. It
+does not apply to the pipeline's own steps.
 
 To support another setting: add a field (with an "unset" default) to ``StepProfile`` or one of its
 parts, check it in that dataclass's ``problems()``, and write an ``_apply_<setting>(task, step)``
@@ -41,6 +46,7 @@ _CPU = re.compile(r"^([0-9]*[.])?[0-9]+m?$")
 _MEMORY = re.compile(r"^[0-9]+(E|Ei|P|Pi|T|Ti|G|Gi|M|Mi|K|Ki)?$")
 _DURATION = re.compile(r"^[0-9]+(\.[0-9]+)?s$")
 _ENV_NAME = re.compile(r"^[A-Za-z_][A-Za-z0-9_]*$")
+_DNS_LABEL = re.compile(r"^[a-z0-9]([-a-z0-9]{0,61}[a-z0-9])?$")
 _SHM_VOLUME = "dshm"
 
 
@@ -234,6 +240,7 @@ class StepProfile:
     retries: RetrySpec | None = None
     timeout_s: int = 0
     security_context: SecurityContextSpec | None = None
+    queue: str = ""
 
     def problems(self, where: str) -> list[str]:
         """What is wrong, as messages naming ``where``."""
@@ -248,6 +255,11 @@ class StepProfile:
         out += [
             f"{where}.env: {n!r} is not a variable name" for n in self.env if not _ENV_NAME.match(n)
         ]
+        if self.queue and not _DNS_LABEL.match(self.queue):
+            out.append(
+                f"{where}.queue {self.queue!r} is not a Kueue LocalQueue name: lowercase letters, "
+                "digits and '-', at most 63 characters"
+            )
         return out + ([f"{where}.timeout_s must be >= 0"] if self.timeout_s < 0 else [])
 
 
