@@ -13,12 +13,11 @@ and calls the stage of the same name, and add it to ``COMPONENTS`` below.
 from kfnas.components.export_model import export_model
 from kfnas.components.init_experiment import init_experiment
 from kfnas.components.init_retraining import init_retraining
-from kfnas.components.propose_refinement import propose_refinement
 from kfnas.components.propose_retraining import propose_retraining
-from kfnas.components.propose_trials import propose_trials
 from kfnas.components.publish_if_not_worse import publish_if_not_worse
 from kfnas.components.report import report
 from kfnas.components.run_trial import run_trial
+from kfnas.components.search_study import search_study
 from kfnas.components.select_top import select_top
 from kfnas.components.select_winner import select_winner
 
@@ -27,11 +26,10 @@ COMPONENTS = {
     component.name.replace("-", "_"): component
     for component in (
         init_experiment,
-        propose_trials,
+        search_study,
         run_trial,
         select_top,
         propose_retraining,
-        propose_refinement,
         select_winner,
         report,
         export_model,
@@ -45,12 +43,11 @@ __all__ = [
     "export_model",
     "init_experiment",
     "init_retraining",
-    "propose_refinement",
     "propose_retraining",
-    "propose_trials",
     "publish_if_not_worse",
     "report",
     "run_trial",
+    "search_study",
     "select_top",
     "select_winner",
 ]

@@ -4,42 +4,51 @@
 ``@dsl.pipeline`` function; its DAG is::
 
     init experiment
-      -> round 1: propose -> round 1: trials [ParallelFor(ids, parallelism): run_trial]  (trial)
-      -> round 2: propose (after every trial of round 1) -> ... -> round R
+      -> proxy search [search_study: the controller keeps `parallelism` trial slots busy]  (light)
       -> select top k -> validation: propose (copies of the top k with the full budget)
-      -> validation [ParallelFor: run_trial]                                          (training)
-      -> scaling: propose -> scaling [ParallelFor: run_trial]     (optional; training)
-      -> augmentation: propose -> augmentation [ParallelFor: run_trial] (optional; training)
+      -> validation [ParallelFor(ids, parallelism): run_trial]                          (training)
+      -> scaling search [search_study] -> augmentation search [search_study]  (optional; light)
       -> select the winner -> report
       -> final: propose (the winner, with its scaling and policy) -> final training   (training)
       -> export [export_model: SavedModel in the store's export/<model_version>]
 
-KFP v2 has no loops, so the number of rounds and the parallelism are fixed when the pipeline is
-compiled; everything else (trials per round, top k, data, budgets, ...) is a pipeline parameter.
-Steps exchange only the experiment URI and trial ids: the store is the single source of truth,
-every stage resumes, and a failed trial is recorded (the step succeeds), so a ParallelFor never
-fails for one bad architecture. KFP caching is off for every step (``pipelines/steps.py``).
-Brackets are sub-pipelines holding one loop over one component each (``_train_each``).
+Each searched study (``proxy``, ``scaling``, ``augmentation``) is one step, the search controller
+(``kfnas.stages.controller``): it proposes through the stateless controller whenever trial slots
+free up and runs each trial as a job of its launcher: a Kubernetes Job with the profile's
+``trial`` (proxy) or ``training`` (refinements) settings when compiled with a profile, a local
+subprocess without one (``kfp.local``, ``kfnas run``). So the compiled pipeline has the same tasks
+and size for 2 rounds or 2,000 (``benchmarks/pipeline_size.py``), and no slot waits for a round's
+slowest trial (``benchmarks/slot_utilization.py``). The validation and final trainings (top k, a
+handful) stay KFP tasks, so the models that matter show in the KFP UI.
+
+Every count is a pipeline parameter (``rounds``, ``trials_per_round``, ``parallelism``, ``top_k``);
+the compile-time values are their defaults, and ``parallelism`` also bounds the ``ParallelFor`` of
+the validation and final trainings (KFP fixes that one when compiling). Steps exchange only the
+experiment URI and trial ids: the store is the single source of truth, every stage resumes, and a
+failed trial is recorded (the step succeeds). KFP caching is off for every step
+(``pipelines/steps.py``). Brackets are sub-pipelines holding one loop over one component each
+(``_train_each``).
 
 A ``ClusterProfile`` (``pipelines/profiles.py``) gives each step its resources, by kind
-(``pipelines/steps.py``): ``trial`` for the proxy trials, ``training`` for the full trainings,
-``light`` for everything else. Without a profile the pipeline carries no platform settings (what
-``kfp.local`` runs).
+(``pipelines/steps.py``): ``trial`` for the proxy trials' Jobs, ``training`` for the full trainings,
+``light`` for everything else (the controllers too, without the light steps' timeout). Without a
+profile the pipeline carries no platform settings (what ``kfp.local`` runs).
 
 The pipeline's parameters are the run settings declared in ``kfnas.config.settings``
-(``ExperimentSettings``: descriptions and defaults) plus the four of ``_OWN_PARAMETERS`` below; its
+(``ExperimentSettings``: descriptions and defaults) plus the ones of ``_OWN_PARAMETERS`` below; its
 docstring and its call of ``init_experiment`` are built from those declarations, and a test checks
 the signature written out below against them.
 
 To add a step: write its stage and component, call the component in the part of the DAG it
-belongs to (``_proxy_search``, ``_validate``, ``_refine_winner``, ``_finish``) through
-``steps.light`` (or ``steps.trial``/``steps.training``), wrapping it in a one-component
+belongs to (``_validate``, ``_refine_winner``, ``_finish``) through ``steps.light`` (or
+``steps.trial``/``steps.training``/``steps.controller``), wrapping it in a one-component
 sub-pipeline like ``_train_each`` when it runs per trial, and order it with ``.after`` where it
 reads what an earlier step wrote without taking its output.
 """
 
 # No ``from __future__ import annotations``: KFP reads the pipeline signature's types at runtime.
 import dataclasses
+import json
 from collections.abc import Callable
 from typing import Any
 
@@ -48,11 +57,10 @@ from kfp import dsl
 from kfnas.components import (
     export_model,
     init_experiment,
-    propose_refinement,
     propose_retraining,
-    propose_trials,
     report,
     run_trial,
+    search_study,
     select_top,
     select_winner,
 )
@@ -68,6 +76,8 @@ PIPELINE_NAME = "kfnas-search"
 _OWN_PARAMETERS = {
     "spec_yaml": 'The experiment spec as YAML text (see src/kfnas/demo.yaml), or "demo" for\n'
     "the built-in demo spec.",
+    "parallelism": "Trials that run at once (trial slots the search keeps busy); the\n"
+    "validation and final trainings run at most the compiled parallelism at once.",
     "top_k": "How many of the best proxy trials are trained with the full budget.",
     "model_version": "Folder the final model is exported to, under the experiment's\n"
     "export/ in the store; an existing export of this version is kept.",
@@ -95,8 +105,8 @@ def _docstring() -> str:
     )
 
 
-def _train_each(steps: Steps, kind: str, parallelism: int) -> Callable[..., Any]:
-    """A sub-pipeline that runs ``run_trial`` for each of a list of trials, as ``kind`` steps.
+def _train_each(steps: Steps, parallelism: int) -> Callable[..., Any]:
+    """A sub-pipeline that runs ``run_trial`` for each of a list of trials, as full trainings.
 
     Every loop is such a sub-pipeline, holding one loop over one component, because of two KFP
     2.17 bugs: ``kfp.local`` replaces, inside a ``ParallelFor``, every input that comes from
@@ -105,14 +115,13 @@ def _train_each(steps: Steps, kind: str, parallelism: int) -> Callable[..., Any]
     sub-pipelines' executors of the same component unless each sub-pipeline has a single executor
     (``tests/pipelines/test_pipeline_compile.py`` checks every step's settings).
     """
-    configure = steps.trial if kind == "trial" else steps.training
 
-    @dsl.pipeline(name=f"{kind}-loop")
+    @dsl.pipeline(name="training-loop")
     def train_each(experiment_uri: str, study: str, trial_ids: list[int]):
         with dsl.ParallelFor(trial_ids, parallelism=parallelism) as trial_id:
-            configure(
+            steps.training(
                 run_trial(experiment_uri=experiment_uri, study=study, trial_id=trial_id),
-                "trial" if kind == "trial" else "full training",
+                "full training",
             )
 
     return train_each
@@ -146,19 +155,42 @@ class _Parts:
     """What every part of the DAG uses: the step configuration and the sub-pipelines."""
 
     steps: Steps
-    trials: Callable[..., Any]
     trainings: Callable[..., Any]
     export_each: Callable[..., Any]
+    launch_config: str
 
     @classmethod
     def build(cls, profile: ClusterProfile | None, parallelism: int) -> "_Parts":
         steps = Steps(profile)
         return cls(
             steps,
-            _train_each(steps, "trial", parallelism),
-            _train_each(steps, "training", parallelism),
+            _train_each(steps, parallelism),
             _export_each(steps),
+            json.dumps(_launch_config(profile), sort_keys=True),
         )
+
+
+def _launch_config(profile: ClusterProfile | None) -> dict[str, Any]:
+    """How the search controllers run trials: local subprocesses, or Jobs from the profile."""
+    if profile is None:
+        return {"kind": "local"}
+    from kfnas.pipelines.trial_pods import launch_config  # the Kubernetes settings of a profile
+
+    return launch_config(profile, IMAGE)
+
+
+def _search(parts: _Parts, uri: Any, study: str, parallelism: Any, after: Any) -> Any:
+    """The search controller step of one study (a study the run switched off returns at once)."""
+    return parts.steps.controller(
+        search_study(
+            experiment_uri=uri,
+            study=study,
+            parallelism=parallelism,
+            launch_config=parts.launch_config,
+            run_id=dsl.PIPELINE_JOB_ID_PLACEHOLDER,
+        ),
+        f"{study} search",
+    ).after(after)
 
 
 def _retrain(parts: _Parts, experiment_uri: Any, source: str, ids: Any, study: str) -> Any:
@@ -169,25 +201,6 @@ def _retrain(parts: _Parts, experiment_uri: Any, source: str, ids: Any, study: s
         ),
         f"{study}: propose",
     ).output
-
-
-def _proxy_search(parts: _Parts, uri: Any, rounds: int, after: Any) -> Any:
-    """The proxy study's rounds; each proposes after every trial of the round before.
-
-    Returns:
-        The last round's trials (a sub-pipeline task).
-    """
-    previous = after
-    for r in range(1, rounds + 1):
-        proposed = parts.steps.light(
-            propose_trials(experiment_uri=uri, study=PROXY, round_index=r),
-            f"round {r}: propose",
-        ).after(previous)
-        previous = parts.steps.group(
-            parts.trials(experiment_uri=uri, study=PROXY, trial_ids=proposed.output),
-            f"round {r}: trials",
-        )
-    return previous
 
 
 def _validate(parts: _Parts, uri: Any, top_k: Any, after: Any) -> Any:
@@ -205,25 +218,20 @@ def _validate(parts: _Parts, uri: Any, top_k: Any, after: Any) -> Any:
     )
 
 
-def _refine_winner(parts: _Parts, uri: Any, after: Any) -> Any:
+def _refine_winner(parts: _Parts, uri: Any, parallelism: Any, after: Any) -> Any:
     """The optional scaling and augmentation studies, then the choice of the final trial.
 
-    Each study proposes one round (none when the run switched it off: its loop then has no
-    iteration) and trains its trials as full trainings: ``scaling`` over the best validated
-    architecture, ``augmentation`` over the best trial so far. ``select_winner`` then names the
-    study and trial the final training copies, with their scaling and policy.
+    Each study is searched by its controller (which returns at once when the run switched it
+    off), its trials run as full trainings: ``scaling`` over the best validated architecture,
+    ``augmentation`` over the best trial so far. ``select_winner`` then names the study and trial
+    the final training copies, with their scaling and policy.
 
     Returns:
         The ``select_winner`` task (outputs ``study`` and ``trial_ids``).
     """
     previous = after
     for study in (SCALING, AUGMENTATION):
-        proposed = parts.steps.light(
-            propose_refinement(experiment_uri=uri, study=study), f"{study}: propose"
-        ).after(previous)
-        previous = parts.steps.group(
-            parts.trainings(experiment_uri=uri, study=study, trial_ids=proposed.output), study
-        )
+        previous = _search(parts, uri, study, parallelism, previous)
     return parts.steps.light(select_winner(experiment_uri=uri), "select the winner").after(previous)
 
 
@@ -254,12 +262,13 @@ def build_search_pipeline(
     top_k: int = 1,
     profile: ClusterProfile | None = None,
 ) -> Callable[..., Any]:
-    """Builds the search pipeline for a number of rounds and a parallelism fixed at compile time.
+    """Builds the search pipeline; its tasks and size do not depend on the counts.
 
     Args:
-        rounds: Rounds of proposals of the proxy study (unrolled: KFP v2 has no loops).
+        rounds: Default of the ``rounds`` pipeline parameter.
         trials_per_round: Default of the ``trials_per_round`` pipeline parameter.
-        parallelism: Trials (and full trainings) that run at once.
+        parallelism: Default of the ``parallelism`` pipeline parameter, and the most validation
+            and final trainings that run at once.
         top_k: Default of the ``top_k`` pipeline parameter: proxy trials trained fully.
         profile: The cluster profile; ``None`` for no platform settings (local runs).
 
@@ -273,7 +282,8 @@ def build_search_pipeline(
         rounds=rounds, trials_per_round=trials_per_round, parallelism=parallelism, top_k=top_k
     )
     parts = _Parts.build(profile, parallelism)
-    default_trials, default_top_k = trials_per_round, top_k
+    default_rounds, default_trials, default_top_k = rounds, trials_per_round, top_k
+    default_parallelism = parallelism
 
     # The signature KFP reads: the run settings of ``kfnas.config.settings`` (same names, types
     # and defaults; tests/config/test_settings_declaration.py checks them) and
@@ -289,11 +299,13 @@ def build_search_pipeline(
         annotations: str = "",
         space: str = "",
         algorithm: str = "",
+        rounds: int = default_rounds,
         trials_per_round: int = default_trials,
         proxy_train_steps: int = 0,
         proxy_batch_size: int = 0,
         full_train_steps: int = 0,
         full_batch_size: int = 0,
+        parallelism: int = default_parallelism,
         top_k: int = default_top_k,
         metric: str = "",
         latency_target_ms: float = 0.0,
@@ -309,13 +321,13 @@ def build_search_pipeline(
         arguments = locals()
         settings = {field.name: arguments[field.name] for field in run_parameters()}
         init = parts.steps.light(
-            init_experiment(spec_yaml=spec_yaml, overrides=overrides, rounds=rounds, **settings),
+            init_experiment(spec_yaml=spec_yaml, overrides=overrides, **settings),
             "init experiment",
         )
         uri = init.output
-        searched = _proxy_search(parts, uri, rounds, init)
+        searched = _search(parts, uri, PROXY, parallelism, init)
         validation = _validate(parts, uri, top_k, searched)
-        winner = _refine_winner(parts, uri, validation)
+        winner = _refine_winner(parts, uri, parallelism, validation)
         _finish(parts, uri, winner, model_version)
         return uri
 
@@ -323,7 +335,9 @@ def build_search_pipeline(
     return dsl.pipeline(
         name=PIPELINE_NAME,
         description=(
-            f"kfnas neural architecture search: {rounds} rounds of proxy trials, full training of "
-            f"the best, optional scaling and augmentation studies, final training of the winner."
+            f"kfnas neural architecture search: {rounds} rounds of {trials_per_round} proxy trials "
+            f"by default, {parallelism} at a time (one step keeps the trial slots busy), full "
+            f"training of the best, optional scaling and augmentation searches, final training "
+            f"of the winner."
         ),
     )(search_pipeline)

@@ -3,7 +3,9 @@
 ``Steps(profile)`` sets each task's display name, turns KFP caching off (stages already skip
 finished work, and a cache hit would skip writes to a fresh store) and applies the profile's
 settings for the step's kind: ``trial`` for a proxy trial, ``training`` for a full training,
-``light`` for everything else (init, propose, select, report, export, publish). Without a profile
+``light`` for everything else (init, propose, select, report, export, publish), and ``light``
+without its timeout for a search controller (it runs as long as its study: hours to days; its
+trials get the ``trial`` or ``training`` settings as Kubernetes Jobs). Without a profile
 a step carries no platform settings (what ``kfp.local`` runs). A sub-pipeline (``group``) only
 gets a display name: its own steps are configured inside it.
 
@@ -13,6 +15,7 @@ To add a kind of step: add its method here and its settings to the profiles
 
 # No ``from __future__ import annotations``: kept like the pipeline modules that use it.
 import dataclasses
+from typing import Any
 
 from kfp.dsl import PipelineTask
 
@@ -29,10 +32,10 @@ class Steps:
 
     profile: ClusterProfile | None
 
-    def _configure(self, kind: str, task: PipelineTask, name: str) -> PipelineTask:
+    def _configure(self, kind: str, task: PipelineTask, name: str, **changes: Any) -> PipelineTask:
         task.set_display_name(name).set_caching_options(enable_caching=False)
         if self.profile is not None:
-            apply_step_profile(task, self.profile.step(kind))
+            apply_step_profile(task, dataclasses.replace(self.profile.step(kind), **changes))
         return task
 
     def group(self, task: PipelineTask, name: str) -> PipelineTask:
@@ -42,6 +45,10 @@ class Steps:
     def light(self, task: PipelineTask, name: str) -> PipelineTask:
         """A short CPU step: init, propose, select, report, export, publish."""
         return self._configure("light", task, name)
+
+    def controller(self, task: PipelineTask, name: str) -> PipelineTask:
+        """A search controller: a light step without the light steps' timeout."""
+        return self._configure("light", task, name, timeout_s=0)
 
     def trial(self, task: PipelineTask, name: str) -> PipelineTask:
         """A proxy trial."""

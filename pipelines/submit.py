@@ -255,6 +255,12 @@ def prepare_submission(
         package = _compile(spec, rounds, trials)
         parameters = pipeline_parameters(package)
     resolved = _run_spec(arguments, parameters, rounds=rounds)
+    slots = arguments.get("parallelism", parameters["parallelism"].default)
+    if slots < 1:
+        raise SubmitError(
+            f"parallelism {slots} would run no trial: give the trials to run at once (at least "
+            f"1) with --param parallelism=N or --parallelism; nothing was submitted."
+        )
     if problems := _cluster_problems(resolved):
         raise SubmitError(
             "the experiment cannot run on a cluster:\n  - " + "\n  - ".join(problems) + "\nSet "

@@ -23,11 +23,10 @@ ROOT = Path(__file__).parents[2]
 def test_every_stage_of_the_pipeline_has_a_component():
     assert set(COMPONENTS) == {
         "init_experiment",
-        "propose_trials",
+        "search_study",
         "run_trial",
         "select_top",
         "propose_retraining",
-        "propose_refinement",
         "select_winner",
         "report",
         "export_model",
@@ -59,10 +58,15 @@ def test_image_registry_comes_from_the_environment_at_compile_time():
 
 
 def _stage_parameters(name):
-    """The stage's parameters as the component shows them (``x_path`` -> output artifact ``x``)."""
+    """The stage's parameters as the component shows them (``x_path`` -> output artifact ``x``).
+
+    Keyword-only parameters are for callers in this process (a poll interval, a log callback).
+    """
     params = inspect.signature(getattr(stages, name)).parameters.values()
     inputs, artifacts = set(), set()
     for p in params:
+        if p.kind is p.KEYWORD_ONLY:
+            continue
         if p.kind is p.VAR_KEYWORD:  # init_experiment's **settings
             inputs |= {f.name for f in dataclasses.fields(ExperimentSettings)}
         elif p.name.endswith("_path"):

@@ -3,8 +3,14 @@
 Each built-in profile is compiled with 2 rounds, 2 trials per round, parallelism 2 and top 1. The
 compiled YAML holds two documents: the pipeline spec, and the platform spec whose
 ``platforms.kubernetes.deploymentSpec.executors`` carries the Kubernetes settings per executor.
-Every step is checked against the section of its kind (``trial``, ``training``, ``light``).
+Every step is checked against the section of its kind (``training``, ``light``, and ``controller``:
+the search steps get the ``light`` section without its timeout); the proxy trials are Kubernetes
+Jobs the search steps create, whose settings (the ``trial`` section) are the launch config
+compiled into them (``tests/pipelines/test_trial_pods.py`` checks the Jobs).
 """
+
+import dataclasses
+import json
 
 import pytest
 import yaml
@@ -50,7 +56,16 @@ def _tasks(spec):
 
 
 def _kind(name):
-    return {"trial": "trial", "full training": "training"}.get(name, "light")
+    if name.endswith(" search"):
+        return "controller"
+    return {"full training": "training"}.get(name, "light")
+
+
+def _section(profile, kind):
+    """The profile section a kind of step gets (a controller: light, without the timeout)."""
+    if kind == "controller":
+        return dataclasses.replace(profile.step("light"), timeout_s=0)
+    return profile.step(kind)
 
 
 def _expected_platform(step: StepProfile) -> dict:
@@ -145,7 +160,7 @@ def _check_steps(profile, spec, platform, kind_of) -> set[str]:
     for path, name, task, label in _tasks(spec):
         kind = kind_of(name)
         kinds.add(kind)
-        step = profile.step(kind)
+        step = _section(profile, kind)
         container = executors[label]["container"]
         where = f"{profile.name}: {' / '.join([*path, name])} ({kind})"
         assert container["image"] == IMAGE, where
@@ -180,7 +195,18 @@ def _check_steps(profile, spec, platform, kind_of) -> set[str]:
 
 def test_each_step_carries_exactly_its_kind_of_settings(compiled):
     profile, spec, platform = compiled
-    assert _check_steps(profile, spec, platform, _kind) == {"trial", "training", "light"}
+    assert _check_steps(profile, spec, platform, _kind) == {"controller", "training", "light"}
+
+
+def test_the_search_steps_carry_the_trial_jobs_settings(compiled):
+    from kfnas.pipelines.trial_pods import launch_config
+
+    profile, spec, _ = compiled
+    searches = [task for _, name, task, _ in _tasks(spec) if _kind(name) == "controller"]
+    assert len(searches) == 3
+    for task in searches:
+        constant = task["inputs"]["parameters"]["launch_config"]["runtimeValue"]["constant"]
+        assert json.loads(constant) == launch_config(profile, IMAGE)
 
 
 @pytest.mark.parametrize("name", PROFILES)
@@ -201,10 +227,9 @@ def test_light_steps_get_no_gpu_settings(compiled):
     _, spec, platform = compiled
     executors = spec["deploymentSpec"]["executors"]
     k8s = platform["platforms"]["kubernetes"]["deploymentSpec"]["executors"]
-    light = [label for _, name, _, label in _tasks(spec) if _kind(name) == "light"]
-    # init, 2 x propose, select, propose, 2 x propose refinement, select winner, report, propose,
-    # export
-    assert len(light) == 11
+    light = [label for _, name, _, label in _tasks(spec) if _kind(name) in ("light", "controller")]
+    # init, 3 searches, select top, propose, select winner, report, propose, export
+    assert len(light) == 10
     for label in light:
         assert "accelerator" not in executors[label]["container"].get("resources", {})
         config = k8s.get(label, {})
@@ -213,23 +238,18 @@ def test_light_steps_get_no_gpu_settings(compiled):
         assert "gpu" not in text and "accelerator" not in text, label
 
 
-def test_the_dag_chains_rounds_validation_refinements_and_final_training(compiled):
+def test_the_dag_chains_searches_validation_refinements_and_final_training(compiled):
     _, spec, _ = compiled
     tasks = spec["root"]["dag"]["tasks"]
     by_name = {task["taskInfo"]["name"]: (key, task) for key, task in tasks.items()}
     assert set(by_name) == {
         "init experiment",
-        "round 1: propose",
-        "round 1: trials",
-        "round 2: propose",
-        "round 2: trials",
+        "proxy search",
         "select top k",
         "validation: propose",
         "validation",
-        "scaling: propose",
-        "scaling",
-        "augmentation: propose",
-        "augmentation",
+        "scaling search",
+        "augmentation search",
         "select the winner",
         "report",
         "final: propose",
@@ -241,17 +261,13 @@ def test_the_dag_chains_rounds_validation_refinements_and_final_training(compile
         return by_name[upstream][0] in by_name[name][1].get("dependentTasks", [])
 
     chain = [
-        ("round 1: trials", "round 1: propose"),
-        ("round 2: propose", "round 1: trials"),  # round 2 waits for every trial of round 1
-        ("round 2: trials", "round 2: propose"),
-        ("select top k", "round 2: trials"),
+        ("proxy search", "init experiment"),
+        ("select top k", "proxy search"),
         ("validation: propose", "select top k"),
         ("validation", "validation: propose"),
-        ("scaling: propose", "validation"),
-        ("scaling", "scaling: propose"),
-        ("augmentation: propose", "scaling"),
-        ("augmentation", "augmentation: propose"),
-        ("select the winner", "augmentation"),
+        ("scaling search", "validation"),
+        ("augmentation search", "scaling search"),
+        ("select the winner", "augmentation search"),
         ("report", "select the winner"),
         ("final: propose", "select the winner"),
         ("final training", "final: propose"),
@@ -259,15 +275,31 @@ def test_the_dag_chains_rounds_validation_refinements_and_final_training(compile
     ]
     assert [pair for pair in chain if not after(*pair)] == []
     loops = {path[-1]: task["iteratorPolicy"]["parallelismLimit"] for path, task in _loops(spec)}
-    assert loops == {
-        "round 1: trials": 2,
-        "round 2: trials": 2,
-        "validation": 2,
-        "scaling": 2,
-        "augmentation": 2,
-        "final training": 2,
-        "export": 1,
-    }
+    assert loops == {"validation": 2, "final training": 2, "export": 1}
+
+
+def test_the_compiled_pipeline_does_not_grow_with_rounds_or_trials(tmp_path):
+    sizes = {}
+    for rounds, trials in ((2, 3), (100, 20), (2000, 50)):
+        path = compile_pipeline("gke-gpu", rounds, trials, 4, 2, tmp_path / f"{rounds}.yaml")
+        spec, platform = yaml.safe_load_all(path.read_text())
+        parameters = spec["root"]["inputDefinitions"]["parameters"]
+        assert (
+            parameters["rounds"]["defaultValue"],
+            parameters["trials_per_round"]["defaultValue"],
+        ) == (
+            rounds,
+            trials,
+        )
+        for name in ("rounds", "trials_per_round"):
+            del parameters[name]["defaultValue"]
+        assert f"{rounds} rounds of {trials} proxy trials" in spec["pipelineInfo"].pop(
+            "description"
+        )
+        sizes[rounds] = (len(_tasks(spec)), spec, platform)
+    (tasks, *rest), *others = sizes.values()
+    assert tasks == 12
+    assert all(other == (tasks, *rest) for other in others)  # the same pipeline but for 2 defaults
 
 
 def _loops(spec):
@@ -292,20 +324,20 @@ def test_pipeline_parameters_have_defaults_and_descriptions(compiled):
         assert len(parameter.get("description", "")) > 10, name
     assert parameters["spec_yaml"]["defaultValue"] == "demo"
     assert parameters["trials_per_round"]["defaultValue"] == 2
+    assert parameters["rounds"]["defaultValue"] == 2
+    assert parameters["parallelism"]["defaultValue"] == 2
     assert parameters["top_k"]["defaultValue"] == 1
     assert parameters["overrides"]["defaultValue"] == []
     assert {"train_data", "proxy_train_steps", "full_train_steps", "latency_target_ms"} <= set(
         parameters
     )
-    assert "rounds" not in parameters  # fixed when compiled
 
 
 def test_kfnas_compile_writes_the_yaml(tmp_path, capsys):
     out = tmp_path / "p.yaml"
     assert main(["compile", "--profile", "cpu-only", "-o", str(out), "--rounds", "3"]) == 0
     spec, _ = yaml.safe_load_all(out.read_text())
-    names = {t["taskInfo"]["name"] for t in spec["root"]["dag"]["tasks"].values()}
-    assert {"round 1: trials", "round 2: trials", "round 3: trials"} <= names
+    assert spec["root"]["inputDefinitions"]["parameters"]["rounds"]["defaultValue"] == 3
     assert IMAGE in capsys.readouterr().out
     assert main(["compile", "--profile", "no-such-cluster", "-o", str(out)]) == 2
     assert "built-in profile: cpu-only, gke-gpu, nvidia-gpu" in " ".join(

@@ -549,6 +549,15 @@ def test_unknown_and_badly_typed_parameters_are_refused_before_any_request(kfp_a
     assert kfp_api.requests == []
 
 
+def test_a_parallelism_of_zero_is_refused_before_any_request(kfp_api, capsys):
+    status = main(f"submit --host {kfp_api.host} --profile cpu-only --param parallelism=0".split())
+
+    out = capsys.readouterr().out
+    assert status == 2
+    assert "parallelism 0 would run no trial" in out and "--param parallelism=N" in out
+    assert kfp_api.requests == []
+
+
 def test_a_params_file_value_of_the_wrong_type_is_refused(kfp_api, tmp_path, capsys):
     params = tmp_path / "params.yaml"
     params.write_text("experiment_name: 2024\nlatency_target_ms: fast\n")

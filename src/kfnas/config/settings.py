@@ -43,8 +43,8 @@ def setting(default: Any, description: str, *, key: str = "", run_parameter: boo
         description: What it does, as the search pipeline's parameter description (with a
             newline where that description breaks its lines).
         key: The dotted spec key it sets; empty when a rule of its own applies it.
-        run_parameter: Whether the search pipeline shows it as a run parameter (``rounds`` is
-            fixed when the pipeline is compiled).
+        run_parameter: Whether the search pipeline shows it as a run parameter (every setting
+            does today; one the pipeline sets itself would not).
     """
     metadata = {"help": description, "key": key, "run_parameter": run_parameter}
     return dataclasses.field(default=default, metadata=metadata)
@@ -97,13 +97,13 @@ class ExperimentSettings:
     )
     rounds: int = setting(
         0,
-        "Rounds of proposals of the proxy study (the pipeline sets it to its compiled rounds).",
+        "Rounds of proposals of the proxy study: it trains rounds x\n"
+        "trials_per_round trials in all, parallelism at a time.",
         key=f"studies.{PROXY}.budget.rounds",
-        run_parameter=False,
     )
     trials_per_round: int = setting(
         0,
-        "Trials proposed per round of the proxy search.",
+        "Trials per round of the proxy search (see rounds).",
         key=f"studies.{PROXY}.budget.trials_per_round",
     )
     proxy_train_steps: int = setting(

@@ -6,11 +6,14 @@ its end; no stage calls another (what they share is in ``_common``), and every s
 run again (a resubmitted pipeline resumes instead of redoing work). KFP components are thin
 wrappers over these functions; ``kfnas`` commands call them directly.
 
-The search pipeline calls ``init_experiment``; per round ``propose_trials`` and ``run_trial``;
-``select_top``; ``propose_retraining`` of the best proxy trials into ``validation`` and
-``run_trial`` for each; ``report``; per refinement study ``propose_refinement`` and ``run_trial``;
-``select_winner``, ``propose_retraining`` into ``final``, ``run_trial`` and ``export_model``. The
-retraining pipeline calls ``init_retraining``, ``run_trial`` and ``publish_if_not_worse``.
+The search pipeline calls ``init_experiment``; ``search_study`` for the proxy study (the search
+controller: it proposes and runs trials, each trial job running ``run_trial`` through
+``kfnas.stages.worker``); ``select_top``; ``propose_retraining`` of the best proxy trials into
+``validation`` and ``run_trial`` for each; ``search_study`` per refinement study;
+``select_winner``, ``report``, ``propose_retraining`` into ``final``, ``run_trial`` and
+``export_model``. The retraining pipeline calls ``init_retraining``, ``run_trial`` and
+``publish_if_not_worse``. ``kfnas`` commands also call ``propose_trials`` and
+``propose_refinement`` (one round at a time) and ``request_stop``.
 
 To add a stage: write one function (about 40 lines at most, its contract in the docstring) in the
 module of its group (``search``, ``refinement``, ``report``, ``export``, ``retraining``), export it
@@ -18,6 +21,8 @@ here, and wrap it in ``components/<stage>.py``.
 """
 
 from kfnas.stages._common import StudyStoppedError
+from kfnas.stages._control import ControllerConflictError, ControllerState, read_state, request_stop
+from kfnas.stages.controller import search_study, search_summary
 from kfnas.stages.export import export_model
 from kfnas.stages.refinement import propose_refinement, select_winner
 from kfnas.stages.report import report
@@ -31,6 +36,8 @@ from kfnas.stages.search import (
 )
 
 __all__ = [
+    "ControllerConflictError",
+    "ControllerState",
     "StudyStoppedError",
     "export_model",
     "init_experiment",
@@ -39,8 +46,12 @@ __all__ = [
     "propose_retraining",
     "propose_trials",
     "publish_if_not_worse",
+    "read_state",
     "report",
+    "request_stop",
     "run_trial",
+    "search_study",
+    "search_summary",
     "select_top",
     "select_winner",
 ]

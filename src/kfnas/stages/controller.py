@@ -80,6 +80,7 @@ def search_study(
     parallelism: int,
     launch_config: Mapping[str, Any],
     run_id: str = "",
+    *,
     poll_s: float = 5.0,
     log: Callable[[str], None] = print,
 ) -> ControllerState:
@@ -119,6 +120,19 @@ def search_study(
         )
     finally:
         launcher.close()
+
+
+def search_summary(experiment_uri: str, state: ControllerState) -> dict[str, float]:
+    """The numbers the search step shows in the KFP UI: counts, best reward, slot use, proposals."""
+    results = [r for _, r in open_experiment(experiment_uri).records.history(state.study) if r]
+    rewards = [r.reward for r in results if r.completed and r.reward is not None]
+    summary = {
+        "trials_completed": float(state.completed),
+        "trials_failed": float(state.failed),
+        "slot_utilization": round(state.utilization, 4),
+        "proposal_seconds": round(state.proposal_s, 3),
+    }
+    return summary | ({"best_reward": max(rewards)} if rewards else {})
 
 
 def run_search(
