@@ -1,11 +1,13 @@
 """The whole search pipeline under ``kfp.local``, twice, on tiny generated detection data.
 
-2 rounds x 2 SpineNet proxy trials (parallelism 2), the best one trained again in the validation
+A search of 2 rounds x 2 SpineNet proxy trials, run by the search controller with 2 slots (each
+trial a subprocess through the local launcher), the best one trained again in the validation
 study, then the refinement studies: ``scaling`` (2 points) and ``augmentation`` (2 RandAugment
 policies, 2 evaluations each), and the winner trained once more in the final study, with its
 scaling and policy, and exported: the DAG the cluster runs, each step a subprocess of this Python.
-Round 1 holds a trial whose architecture cannot be built (written before the run, which resumes
-the round): it is recorded FAILED while its sibling trains, and round 2 still proposes. The second
+Round 1 holds a trial whose architecture cannot be built (written before the run, whose controller
+adopts the round): it is recorded FAILED while its sibling trains, and its slot gets the next
+proposal at once. The second
 run over the same store trains nothing, and neither does the CLI's in-process study runner
 (``run_study``) resuming the finished proxy study.
 
@@ -186,10 +188,16 @@ def test_every_trial_of_every_study_finished(runs):
     for study, trial_ids in ids.items():
         for trial_id in trial_ids:
             assert exp.records.read_result(study, trial_id) is not None, (study, trial_id)
-    assert [exp.records.read_spec("proxy", i).round for i in ids["proxy"]] == [1, 1, 2, 2]
+    rounds = [exp.records.read_spec("proxy", i).round for i in ids["proxy"]]
+    # Each freed slot gets a proposal: the broken trial frees its slot first.
+    assert rounds[:3] == [1, 1, 2] and rounds[3] in (2, 3)
+    state = json.loads(exp.store.read_text(exp.layout.study_controller("proxy")))
+    assert (state["state"], state["completed"], state["failed"]) == ("finished", 3, 1)
+    launch = json.loads(exp.store.read_text(exp.layout.trial_launch("proxy", 3)))
+    assert launch["launcher"] == "local" and os.path.exists(launch["log"])
 
 
-def test_a_failed_trial_lets_its_round_finish_and_the_next_round_propose(runs):
+def test_a_failed_trial_frees_its_slot_and_the_search_goes_on(runs):
     exp = runs["exp"]
     failed = exp.records.read_result("proxy", BROKEN)
     assert failed.status is TrialStatus.FAILED and "no.such.Arch" in failed.error
@@ -329,6 +337,12 @@ def test_trial_metrics_are_kfp_metrics_artifacts(runs):
         if o["parameterValues"]["status"] == "COMPLETED"
     ]
     assert logged and all({"AP", "latency_ms", "reward"} <= set(m) for m in logged)
+    searches = [
+        json.loads(path.read_text())["artifacts"]["metrics"]["artifacts"][0]["metadata"]
+        for path in (runs["root"] / "kfp").rglob("search-study*/executor_output.json")
+    ]
+    proxy = [m for m in searches if m.get("trials_failed") == 1.0]
+    assert proxy and proxy[0]["trials_completed"] == 3.0 and 0 < proxy[0]["slot_utilization"] <= 1
 
 
 def test_rerunning_the_pipeline_trains_nothing(runs):
@@ -349,7 +363,8 @@ def test_the_local_study_runner_resumes_the_finished_study_and_trains_nothing(ru
     seen = []
     again = run_study(exp.uri, "proxy", top_k=2, progress=lambda r, i, res: seen.append((r, i)))
     assert again.trial_ids == [1, 2, 3, 4]
-    assert seen == [(1, 1), (1, 2), (2, 3), (2, 4)]  # every trial, finished by the pipeline
+    rounds = {i: exp.records.read_spec("proxy", i).round for i in again.trial_ids}
+    assert seen == [(rounds[i], i) for i in again.trial_ids]  # every trial, finished before
     assert again.results == {i: exp.records.read_result("proxy", i) for i in again.trial_ids}
     assert again.top == select_top(exp.uri, "proxy", 2)
     assert _finished(exp) == runs["finished"]
