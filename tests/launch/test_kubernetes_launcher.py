@@ -1,6 +1,7 @@
 """The Kubernetes launcher against the stand-in API server, through the real client."""
 
 import json
+from urllib.parse import parse_qs
 
 import pytest
 from k8s_standin import K8sStandIn, k8s_fixture  # noqa: F401 (the fixture k8s)
@@ -8,6 +9,7 @@ from kubernetes import client, watch
 
 from kfnas.launch import JobState, LaunchError, TrialJob, launcher_from_config
 from kfnas.launch import kubernetes as k8s_launcher
+from kfnas.launch.base import experiment_label
 from kfnas.launch.k8s_manifest import PodSettings, job_manifest
 from kfnas.launch.kubernetes import KubernetesLauncher
 
@@ -71,7 +73,8 @@ def test_poll_lists_an_experiments_jobs_once(k8s):
     before = len(k8s.requests)
     statuses = launch.poll([j.name for j in jobs] + ["never-started"])
     assert len(k8s.requests) - before == 1  # one Job list, no pod list (nothing failed)
-    assert "labelSelector=kfnas.io%2Fexperiment%3D" in k8s.requests[-1][2]
+    selector = parse_qs(k8s.requests[-1][2])
+    assert selector == {"labelSelector": [f"kfnas.io/experiment={experiment_label(URI)}"]}
     assert [statuses[j.name].state for j in jobs] == [
         JobState.RUNNING,
         JobState.SUCCEEDED,
@@ -253,7 +256,19 @@ def test_from_config_with_kubeconfig_and_owner_from_pod(k8s, tmp_path, monkeypat
     assert len(pod_reads) == 1  # the owners are read once
 
 
+def test_owner_from_pod_refuses_another_namespace(k8s, tmp_path, monkeypatch):
+    (tmp_path / "ns").write_text("kubeflow\n")
+    monkeypatch.setattr(k8s_launcher, "NAMESPACE_FILE", tmp_path / "ns")
+    monkeypatch.setenv("HOSTNAME", "search-controller-1")
+    with pytest.raises(LaunchError, match="an owner in another namespace"):
+        launcher(k8s, owner_from_pod=True).start(JOB)
+    assert k8s.jobs == {}
+
+
 def test_from_config_errors(monkeypatch, tmp_path):
+    settings = {"trial": {}, "light": {}}
+    with pytest.raises(LaunchError, match=r"settings\.training is missing, settings\.light is not"):
+        launcher_from_config({"kind": "kubernetes", "namespace": "n", "settings": settings})
     with pytest.raises(LaunchError, match=r"unknown key.*nmespace"):
         launcher_from_config({"kind": "kubernetes", "nmespace": "x"})
     monkeypatch.setattr(k8s_launcher, "NAMESPACE_FILE", tmp_path / "absent")

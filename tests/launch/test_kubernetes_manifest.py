@@ -215,6 +215,7 @@ def test_settings_round_trip_and_strict_reading():
         ({"active_deadline_s": -5}, "active_deadline_s must be >= 0"),
         ({"queue": "Team_A"}, "queue 'Team_A' is not a LocalQueue name"),
         ({"pvcs": [PvcMount("c", "relative")]}, "pvcs.0.mount_path must be an absolute path"),
+        ({"tolerations": [Toleration("k", "Exists", "v")]}, "Exists takes no value"),
     ],
 )
 def test_problems_name_the_key(changes, message):

@@ -204,6 +204,11 @@ class PodSettings:
         out += [
             f"{at('env')}: {n!r} is not a variable name" for n in self.env if not _ENV_NAME.match(n)
         ]
+        out += [
+            f"{at('tolerations')}.{i}: operator Exists takes no value (got {t.value!r})"
+            for i, t in enumerate(self.tolerations)
+            if t.operator == "Exists" and t.value
+        ]
         for i, s in enumerate(self.secret_env):
             out += [] if s.secret else [f"{at('secret_env')}.{i}.secret is empty: name the secret"]
             out += [

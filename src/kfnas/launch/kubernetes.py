@@ -90,16 +90,7 @@ class KubernetesLauncher(Launcher):
             poll_pods: Whether ``poll`` lists pods to tell why a Job failed.
             api_client: The API client; ``None``: one from the loaded configuration.
         """
-        missing = [kind for kind in JOB_KINDS if kind not in settings]
-        if missing or not image or not namespace:
-            raise LaunchError(
-                "kubernetes launch config: "
-                + ", ".join(
-                    [f"settings.{kind} is missing" for kind in missing]
-                    + (["image is empty: name the trials' image"] if not image else [])
-                    + (["namespace is empty"] if not namespace else [])
-                )
-            )
+        _check_config(namespace, image, settings)
         self.namespace, self.image, self.run_id = namespace, image, run_id
         self.settings = dict(settings)
         self.poll_pods = poll_pods
@@ -126,13 +117,17 @@ class KubernetesLauncher(Launcher):
         settings = config.get("settings") or {}
         if not isinstance(settings, Mapping):
             raise LaunchError("kubernetes launch config: settings must map job kinds to settings")
-        return cls(
-            namespace=config.get("namespace") or own_namespace(),
-            image=str(config.get("image", "")),
-            settings={
+        options = {
+            "namespace": config.get("namespace") or own_namespace(),
+            "image": str(config.get("image", "")),
+            "settings": {
                 kind: PodSettings.from_dict(value, f"settings.{kind}")
                 for kind, value in settings.items()
             },
+        }
+        _check_config(**options)  # Before reaching for the cluster.
+        return cls(
+            **options,
             run_id=str(config.get("run_id", "")),
             owner_from_pod=bool(config.get("owner_from_pod", False)),
             poll_pods=bool(config.get("poll_pods", True)),
@@ -281,6 +276,14 @@ class KubernetesLauncher(Launcher):
                     "owner_from_pod: HOSTNAME is not set, so the controller cannot find its own "
                     "pod; run the controller in a pod or set owner_from_pod to false"
                 )
+            home = NAMESPACE_FILE.read_text().strip() if NAMESPACE_FILE.is_file() else ""
+            if home and home != self.namespace:
+                raise LaunchError(
+                    f"owner_from_pod: the controller's pod runs in namespace {home!r}, the Jobs "
+                    f"in {self.namespace!r}; an owner in another namespace makes Kubernetes "
+                    "delete the Jobs at once: leave the launch config's namespace empty or set "
+                    "owner_from_pod to false"
+                )
             pod = self._call(self._core.read_namespaced_pod, pod_name, self.namespace)
             # Not a controller, and not blocking the owner's deletion: that would need the
             # right to set the owner's finalizers (OwnerReferencesPermissionEnforcement).
@@ -319,6 +322,19 @@ class KubernetesLauncher(Launcher):
         return LaunchError(
             f"{doing} in namespace {self.namespace!r} failed: HTTP {e.status} {_message(e)}"
         )
+
+
+def _check_config(namespace: str, image: str, settings: Mapping[str, PodSettings]) -> None:
+    problems = [f"settings.{kind} is missing" for kind in JOB_KINDS if kind not in settings]
+    problems += [
+        f"settings.{kind} is not a kind of job ({', '.join(JOB_KINDS)})"
+        for kind in settings
+        if kind not in JOB_KINDS
+    ]
+    problems += [] if image else ["image is empty: name the trials' image"]
+    problems += [] if namespace else ["namespace is empty"]
+    if problems:
+        raise LaunchError("kubernetes launch config: " + ", ".join(problems))
 
 
 def own_namespace() -> str:
