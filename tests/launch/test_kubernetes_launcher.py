@@ -135,6 +135,17 @@ def test_exit_code_past_backoff_limit(k8s):
     assert "exit code 1" in status.reason
 
 
+def test_failure_after_a_preemption_is_no_out_of_memory(k8s):
+    launch = launcher(k8s)
+    launch.start(JOB)
+    k8s.preempt(JOB.name)  # killed with exit 137, but disrupted: not the OOM killer
+    k8s.fail_exit(JOB.name, 1)
+    status = state(launch)
+    assert (status.state, status.out_of_memory) == (JobState.FAILED, False)
+    assert "after 1 failed pod(s)" in status.reason
+    assert "exit code 1 (Error)" in status.reason
+
+
 def test_failed_pod_within_backoff_limit_is_retried(k8s):
     launch = launcher(k8s, trial=PodSettings(backoff_limit=1))
     launch.start(JOB)

@@ -39,7 +39,6 @@ from kfnas.launch.k8s_manifest import (
     LABEL_EXPERIMENT,
     LABEL_STUDY,
     LABEL_TRIAL,
-    OOM_EXIT_CODE,
     PodSettings,
     job_labels,
     job_manifest,
@@ -391,24 +390,30 @@ def _terminated(pod: client.V1Pod) -> client.V1ContainerStateTerminated | None:
 
 
 def _failure(job: client.V1Job, pods: list[client.V1Pod]) -> JobStatus:
-    """Why a failed Job failed, in words a user acts on."""
+    """Why a failed Job failed, in words a user acts on.
+
+    Disrupted pods (preempted, evicted) are left out: the Job ignored them, and a preempted
+    container killed with exit 137 is no out-of-memory kill.
+    """
     condition = _condition(job, "Failed")
+    if condition.reason == "DeadlineExceeded":
+        deadline = job.spec.active_deadline_seconds
+        return JobStatus(JobState.FAILED, f"deadline exceeded (activeDeadlineSeconds {deadline})")
     kind = (job.metadata.labels or {}).get("kfnas.io/kind", "trial")
     ended = sorted(
-        ((p, t) for p in pods if (t := _terminated(p)) is not None),
+        ((p, t) for p in pods if (t := _terminated(p)) is not None and not _disrupted(p)),
         key=lambda pt: (pt[1].finished_at is not None, pt[1].finished_at or 0),
     )
-    oom = [t for _, t in ended if t.reason == "OOMKilled" or t.exit_code == OOM_EXIT_CODE]
+    oom = [t for _, t in ended if t.reason == "OOMKilled"]
     if condition.reason == "PodFailurePolicy" or oom:
-        why = f"{oom[-1].reason or 'killed'}, exit {oom[-1].exit_code}" if oom else "exit 137"
+        # The policy's one FailJob rule is exit 137 of the trial container: the OOM killer's.
+        last = oom[-1] if oom else next((t for _, t in reversed(ended)), None)
+        why = f"{last.reason or 'killed'}, exit {last.exit_code}" if last else "exit 137"
         return JobStatus(
             JobState.FAILED,
             f"out of memory ({why}): {_OOM_HINT.format(kind=kind)}",
             out_of_memory=True,
         )
-    if condition.reason == "DeadlineExceeded":
-        deadline = job.spec.active_deadline_seconds
-        return JobStatus(JobState.FAILED, f"deadline exceeded (activeDeadlineSeconds {deadline})")
     if ended:
         pod, last = ended[-1]
         tries = (job.status.failed or 0) if job.status else 0
@@ -419,6 +424,11 @@ def _failure(job: client.V1Job, pods: list[client.V1Pod]) -> JobStatus:
             + (f": {last.message.strip()[-300:]}" if last.message else ""),
         )
     return JobStatus(JobState.FAILED, f"{condition.reason}: {condition.message or 'no message'}")
+
+
+def _disrupted(pod: client.V1Pod) -> bool:
+    conditions = (pod.status and pod.status.conditions) or []
+    return any(c.type == "DisruptionTarget" and c.status == "True" for c in conditions)
 
 
 def _message(e: ApiException) -> str:
