@@ -29,7 +29,9 @@ def _add_counts(parser: argparse.ArgumentParser, *, from_spec: bool) -> None:
 
     parser.add_argument("--rounds", type=int, help=helped("rounds of the proxy search", 2))
     parser.add_argument("--trials", type=int, help=helped("trials per round", 3))
-    parser.add_argument("--parallelism", type=int, default=2, help="trials at once (default 2)")
+    parser.add_argument(
+        "--parallelism", type=int, default=2, help="trial slots kept busy (default 2)"
+    )
     parser.add_argument(
         "--top-k", type=int, default=1, help="proxy trials trained fully (default 1)"
     )
@@ -63,8 +65,8 @@ def _run_compile(args: argparse.Namespace) -> int:
     rounds, trials = args.rounds or 2, args.trials or 3
     path = compile_pipeline(args.profile, rounds, trials, args.parallelism, args.top_k, args.output)
     ui.console.print(
-        f"Wrote {path}: {rounds} rounds, parallelism {args.parallelism}, profile {args.profile}; "
-        f"defaults {trials} trials per round, top {args.top_k}."
+        f"Wrote {path}: profile {args.profile}; parameter defaults {rounds} rounds x {trials} "
+        f"trials, parallelism {args.parallelism}, top {args.top_k}."
     )
     ui.console.print(f"Image: {IMAGE} (set {REGISTRY_ENV} to compile for your registry)")
     ui.console.print(

@@ -1,6 +1,7 @@
 """Launchers: how the search controller runs trial jobs (local subprocesses, Kubernetes Jobs).
 
-``launcher_from_config({"kind": "local", ...})`` builds the launcher a launch config names; the
+``launcher_from_config({"kind": "local", ...})`` builds the launcher a launch config names (the
+controller adds the ``run_id`` of its run to every config); the
 pipeline compiles one config into the search step (``kfnas.pipelines.trial_pods``): ``local``
 without a cluster profile, ``kubernetes`` with one. This package never imports TensorFlow or kfp;
 the ``kubernetes`` client is imported only by the Kubernetes launcher.

@@ -53,12 +53,12 @@ class LocalLauncher(Launcher):
 
     @classmethod
     def from_config(cls, config: Mapping[str, Any]) -> LocalLauncher:
-        """Builds it from ``{"log_dir": ..., "threads_per_trial": ..., "env": {...}}``."""
-        unknown = set(config) - {"log_dir", "threads_per_trial", "env"}
+        """Builds it from ``{"log_dir", "threads_per_trial", "env"}`` (``run_id`` is not needed)."""
+        unknown = set(config) - {"log_dir", "threads_per_trial", "env", "run_id"}
         if unknown:
             raise LaunchError(
                 f"local launch config: unknown keys {sorted(unknown)}; known: env, log_dir, "
-                f"threads_per_trial"
+                f"run_id, threads_per_trial"
             )
         return cls(
             str(config.get("log_dir", "")),

@@ -113,7 +113,7 @@ def search_study(
     exp = open_experiment(experiment_uri)
     if study not in exp.spec.studies:
         return ControllerState(run_id=run_id, study=study, state="finished", reason="no study")
-    launcher = launcher_from_config(launch_config)
+    launcher = launcher_from_config({**launch_config, "run_id": run_id})
     try:
         return run_search(
             exp, study, launcher, parallelism=parallelism, run_id=run_id, poll_s=poll_s, log=log
