@@ -341,8 +341,10 @@ def test_trial_metrics_are_kfp_metrics_artifacts(runs):
         json.loads(path.read_text())["artifacts"]["metrics"]["artifacts"][0]["metadata"]
         for path in (runs["root"] / "kfp").rglob("search-study*/executor_output.json")
     ]
-    proxy = [m for m in searches if m.get("trials_failed") == 1.0]
-    assert proxy and proxy[0]["trials_completed"] == 3.0 and 0 < proxy[0]["slot_utilization"] <= 1
+    proxy = [m for m in searches if m.get("trials_failed") == 1.0]  # one per run
+    assert len(proxy) == 2 and all(m["trials_completed"] == 3.0 for m in proxy)
+    # The first run's controller trained; the second's found the study done.
+    assert sorted(m["slot_utilization"] > 0 for m in proxy) == [False, True]
 
 
 def test_rerunning_the_pipeline_trains_nothing(runs):
