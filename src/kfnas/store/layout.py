@@ -7,6 +7,9 @@ Every path is relative to the store root::
     <experiment>/studies/<study>/trials/<trial id, 6 digits>/result.json  (written last: done)
     <experiment>/studies/<study>/trials/<trial id, 6 digits>/model/ and logs/
     <experiment>/studies/<study>/trials/<trial id, 6 digits>/launch.json  (its job, pod and log)
+    <experiment>/studies/<study>/trials/<trial id, 6 digits>/checkpoints/ (resumable checkpoints)
+    <experiment>/studies/<study>/trials/<trial id, 6 digits>/attempts/<n>.json (one per attempt)
+    <experiment>/studies/<study>/trials/<trial id, 6 digits>/lease.json   (its one runner's lease)
     <experiment>/studies/<study>/controller.json    the search controller's state (its lease)
     <experiment>/studies/<study>/stop.json          asks the controller to stop launching trials
     <experiment>/reports/
@@ -133,6 +136,22 @@ class ExperimentLayout:
     def trial_launch(self, study: str, trial_id: int) -> str:
         """Where the trial's job runs and logs, written by the search controller when it starts."""
         return f"{self.trial_dir(study, trial_id)}/launch.json"
+
+    def trial_checkpoints_dir(self, study: str, trial_id: int) -> str:
+        """The trial's checkpoints during training, each complete once its marker is written."""
+        return f"{self.trial_dir(study, trial_id)}/checkpoints"
+
+    def trial_attempts_dir(self, study: str, trial_id: int) -> str:
+        """The folder of the trial's attempt records."""
+        return f"{self.trial_dir(study, trial_id)}/attempts"
+
+    def trial_attempt(self, study: str, trial_id: int, attempt: int) -> str:
+        """The record of one attempt (1-based) to run the trial: who, when, from which step."""
+        return f"{self.trial_attempts_dir(study, trial_id)}/{attempt:03d}.json"
+
+    def trial_lease(self, study: str, trial_id: int) -> str:
+        """The lease of the one runner training the trial (renewed while it trains)."""
+        return f"{self.trial_dir(study, trial_id)}/lease.json"
 
     def study_controller(self, study: str) -> str:
         """The search controller's state: run, heartbeat, slots and running trials."""
