@@ -5,7 +5,10 @@ of step:
 
 * ``trial``: the proxy trials of the search (``run_trial`` in the rounds);
 * ``training``: the full trainings (``run_trial`` of the ``validation`` and ``final`` studies);
-* ``light``: everything else (init, propose, select, report, export): no accelerator.
+* ``light``: everything else (init, propose, select, report): no accelerator;
+* ``export`` (optional): the export steps (``export_model``, and ``publish_if_not_worse`` of the
+  retraining pipeline), which load the largest model of the run; without it they get the
+  ``training`` section without its accelerator.
 
 Each section may set an accelerator (type and count), CPU and memory requests and limits, node
 selectors, tolerations, volumes (PVC mounts and an in-memory ``/dev/shm``), Kubernetes secrets as
@@ -14,6 +17,11 @@ preempted pods), a timeout, a security context and a Kueue queue. ``load_profile
 strictly (an unknown key, a bad quantity or a missing section is an error naming the key);
 ``apply_step_profile`` applies one section to a task through KFP task methods and
 ``kfp.kubernetes``. Nothing cluster-specific lives in code: a new cluster is a new YAML file.
+
+A step that mounts a secret whose name or mount path says it holds a Google Cloud key (``gcs``,
+``gcp`` or ``google`` in it) must point the client at it: ``env`` sets
+``GOOGLE_APPLICATION_CREDENTIALS`` to a file under that mount, or the profile is refused (a key
+mounted but unused makes every ``gs://`` access fail, or silently use other credentials).
 
 ``queue`` names a Kueue LocalQueue (a DNS label; empty: none) for the trial Jobs the search
 controller starts (``trial`` and ``training``, through ``kfnas.pipelines.trial_pods``): each Job is
@@ -40,7 +48,10 @@ from kfnas.config.strict import SpecError, from_data, load_yaml
 PROFILES_DIR = Path(__file__).parent / "profiles"
 
 #: The kinds of steps a profile configures.
-STEP_KINDS = ("trial", "training", "light")
+STEP_KINDS = ("trial", "training", "light", "export")
+#: What an environment variable must name for Google Cloud clients to use a mounted key.
+CREDENTIALS_ENV = "GOOGLE_APPLICATION_CREDENTIALS"
+_GOOGLE_KEY = re.compile(r"gcs|gcp|google", re.IGNORECASE)
 
 _CPU = re.compile(r"^([0-9]*[.])?[0-9]+m?$")
 _MEMORY = re.compile(r"^[0-9]+(E|Ei|P|Pi|T|Ti|G|Gi|M|Mi|K|Ki)?$")
@@ -260,7 +271,27 @@ class StepProfile:
                 f"{where}.queue {self.queue!r} is not a Kueue LocalQueue name: lowercase letters, "
                 "digits and '-', at most 63 characters"
             )
+        out += self._credentials_problems(where)
         return out + ([f"{where}.timeout_s must be >= 0"] if self.timeout_s < 0 else [])
+
+    def _credentials_problems(self, where: str) -> list[str]:
+        """A mounted Google Cloud key that ``GOOGLE_APPLICATION_CREDENTIALS`` does not point at."""
+        keys = [
+            (i, v)
+            for i, v in enumerate(self.secrets.as_volume)
+            if _GOOGLE_KEY.search(v.secret) or _GOOGLE_KEY.search(v.mount_path)
+        ]
+        path = self.env.get(CREDENTIALS_ENV, "")
+        if not keys or any(under(path, v.mount_path) for _, v in keys):
+            return []
+        i, v = keys[0]
+        now = f"it is {path!r}" if path else "it is not set"
+        return [
+            f"{where}.secrets.as_volume.{i} mounts secret {v.secret!r} (a Google Cloud key, by "
+            f"its name) at {v.mount_path} but {where}.env.{CREDENTIALS_ENV} does not point "
+            f"under it ({now}): add env: {{{CREDENTIALS_ENV}: {v.mount_path.rstrip('/')}/key.json}}"
+            f" (the key's file name in the secret), or rename the secret if it holds no such key"
+        ]
 
 
 @dataclasses.dataclass(frozen=True)
@@ -270,6 +301,7 @@ class StepsSpec:
     trial: StepProfile
     training: StepProfile
     light: StepProfile
+    export: StepProfile | None = None
 
 
 @dataclasses.dataclass(frozen=True)
@@ -281,10 +313,21 @@ class ClusterProfile:
     description: str = ""
 
     def step(self, kind: str) -> StepProfile:
-        """The profile of one kind of step (``trial``, ``training`` or ``light``)."""
+        """The profile of one kind of step (see ``STEP_KINDS``).
+
+        ``export``, when the profile has no such section, is the ``training`` section without
+        its accelerator: as much memory as the largest training, no GPU.
+        """
         if kind not in STEP_KINDS:
             raise ProfileError(f"unknown kind of step {kind!r}; kinds: {', '.join(STEP_KINDS)}")
+        if kind == "export" and self.steps.export is None:
+            return dataclasses.replace(self.steps.training, accelerator=None)
         return getattr(self.steps, kind)
+
+
+def under(path: str, folder: str) -> bool:
+    """Whether ``path`` is a file inside ``folder`` (both absolute)."""
+    return bool(path) and path.startswith(folder.rstrip("/") + "/")
 
 
 def _absolute(path: str, where: str) -> list[str]:
@@ -321,7 +364,13 @@ def parse_profile(text: str, *, source: str = "the profile") -> ClusterProfile:
         profile = from_data(ClusterProfile, data if data is not None else {})
     except Exception as e:  # YAML errors and SpecError alike: name the file.
         raise ProfileError(f"{source}: {e}") from e
-    problems = [p for kind in STEP_KINDS for p in profile.step(kind).problems(f"steps.{kind}")]
+    sections = {kind: getattr(profile.steps, kind) for kind in STEP_KINDS}
+    problems = [
+        p
+        for kind, section in sections.items()
+        if section is not None
+        for p in section.problems(f"steps.{kind}")
+    ]
     if problems:
         raise ProfileError(
             f"{source} is not a valid cluster profile:\n  - " + "\n  - ".join(problems)

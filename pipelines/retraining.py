@@ -18,8 +18,8 @@ step shows both scores. ``kfnas schedule`` runs this pipeline on a cron schedule
 
 Steps are configured like the search pipeline's (``pipelines/steps.py``: display names, caching
 off, the cluster profile's settings by kind). To add a step (e.g. a check of the new data's
-statistics): write its stage and component, and call it below through ``steps.light`` or
-``steps.training``.
+statistics): write its stage and component, and call it below through ``steps.light``,
+``steps.export`` or ``steps.training``.
 """
 
 # No ``from __future__ import annotations``: KFP reads the pipeline signature's types at runtime.
@@ -106,7 +106,7 @@ def build_retraining_pipeline(profile: ClusterProfile | None = None) -> Callable
             ),
             "retraining",
         )
-        publish = steps.light(
+        publish = steps.export(
             publish_if_not_worse(
                 experiment_uri=init.outputs["experiment_uri"],
                 study=init.outputs["study"],

@@ -31,7 +31,8 @@ failed trial is recorded (the step succeeds). KFP caching is off for every step
 
 A ``ClusterProfile`` (``pipelines/profiles.py``) gives each step its resources, by kind
 (``pipelines/steps.py``): ``trial`` for the proxy trials' Jobs, ``training`` for the full trainings,
-``light`` for everything else (the controllers too, without the light steps' timeout). Without a
+``export`` for the export of the final model (it loads the largest model of the run), ``light`` for
+everything else (the controllers too, without the light steps' timeout). Without a
 profile the pipeline carries no platform settings (what ``kfp.local`` runs).
 
 The pipeline's parameters are the run settings declared in ``kfnas.config.settings``
@@ -41,9 +42,9 @@ the signature written out below against them.
 
 To add a step: write its stage and component, call the component in the part of the DAG it
 belongs to (``_validate``, ``_refine_winner``, ``_finish``) through ``steps.light`` (or
-``steps.trial``/``steps.training``/``steps.controller``), wrapping it in a one-component
-sub-pipeline like ``_train_each`` when it runs per trial, and order it with ``.after`` where it
-reads what an earlier step wrote without taking its output.
+``steps.trial``/``steps.training``/``steps.export``/``steps.controller``), wrapping it in a
+one-component sub-pipeline like ``_train_each`` when it runs per trial, and order it with
+``.after`` where it reads what an earlier step wrote without taking its output.
 """
 
 # No ``from __future__ import annotations``: KFP reads the pipeline signature's types at runtime.
@@ -133,7 +134,7 @@ def _export_each(steps: Steps) -> Callable[..., Any]:
     @dsl.pipeline(name="export-loop")
     def export_each(experiment_uri: str, study: str, trial_ids: list[int], version: str):
         with dsl.ParallelFor(trial_ids, parallelism=1) as trial_id:
-            steps.light(
+            steps.export(
                 export_model(
                     experiment_uri=experiment_uri,
                     study=study,

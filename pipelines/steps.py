@@ -3,7 +3,8 @@
 ``Steps(profile)`` sets each task's display name, turns KFP caching off (stages already skip
 finished work, and a cache hit would skip writes to a fresh store) and applies the profile's
 settings for the step's kind: ``trial`` for a proxy trial, ``training`` for a full training,
-``light`` for everything else (init, propose, select, report, export, publish), and ``light``
+``export`` for the exports (``export_model``, ``publish_if_not_worse``: they load the largest
+model of the run), ``light`` for everything else (init, propose, select, report), and ``light``
 without its timeout for a search controller (it runs as long as its study: hours to days; its
 trials get the ``trial`` or ``training`` settings as Kubernetes Jobs). Without a profile
 a step carries no platform settings (what ``kfp.local`` runs). A sub-pipeline (``group``) only
@@ -43,8 +44,12 @@ class Steps:
         return task.set_display_name(name)
 
     def light(self, task: PipelineTask, name: str) -> PipelineTask:
-        """A short CPU step: init, propose, select, report, export, publish."""
+        """A short CPU step: init, propose, select, report."""
         return self._configure("light", task, name)
+
+    def export(self, task: PipelineTask, name: str) -> PipelineTask:
+        """An export of a trained model (``export_model``, ``publish_if_not_worse``)."""
+        return self._configure("export", task, name)
 
     def controller(self, task: PipelineTask, name: str) -> PipelineTask:
         """A search controller: a light step without the light steps' timeout."""

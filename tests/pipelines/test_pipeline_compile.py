@@ -3,8 +3,9 @@
 Each built-in profile is compiled with 2 rounds, 2 trials per round, parallelism 2 and top 1. The
 compiled YAML holds two documents: the pipeline spec, and the platform spec whose
 ``platforms.kubernetes.deploymentSpec.executors`` carries the Kubernetes settings per executor.
-Every step is checked against the section of its kind (``training``, ``light``, and ``controller``:
-the search steps get the ``light`` section without its timeout); the proxy trials are Kubernetes
+Every step is checked against the section of its kind (``training``, ``export``, ``light``, and
+``controller``: the search steps get the ``light`` section without its timeout); the proxy trials
+are Kubernetes
 Jobs the search steps create, whose settings (the ``trial`` section) are the launch config
 compiled into them (``tests/pipelines/test_trial_pods.py`` checks the Jobs).
 """
@@ -58,7 +59,7 @@ def _tasks(spec):
 def _kind(name):
     if name.endswith(" search"):
         return "controller"
-    return {"full training": "training"}.get(name, "light")
+    return {"full training": "training", "export": "export"}.get(name, "light")
 
 
 def _section(profile, kind):
@@ -195,7 +196,8 @@ def _check_steps(profile, spec, platform, kind_of) -> set[str]:
 
 def test_each_step_carries_exactly_its_kind_of_settings(compiled):
     profile, spec, platform = compiled
-    assert _check_steps(profile, spec, platform, _kind) == {"controller", "training", "light"}
+    kinds = _check_steps(profile, spec, platform, _kind)
+    assert kinds == {"controller", "training", "light", "export"}
 
 
 def test_the_search_steps_carry_the_trial_jobs_settings(compiled):
@@ -218,16 +220,18 @@ def test_the_retraining_pipeline_compiles_with_each_profile(name, tmp_path):
     assert names == ["init retraining", "publish if not worse", "retraining"]
 
     def kind_of(step):
-        return "training" if step == "retraining" else "light"
+        return {"retraining": "training", "publish if not worse": "export"}.get(step, "light")
 
-    assert _check_steps(load_profile(name), spec, platform, kind_of) == {"training", "light"}
+    kinds = _check_steps(load_profile(name), spec, platform, kind_of)
+    assert kinds == {"training", "light", "export"}
 
 
-def test_light_steps_get_no_gpu_settings(compiled):
+def test_light_and_export_steps_get_no_gpu_settings(compiled):
     _, spec, platform = compiled
     executors = spec["deploymentSpec"]["executors"]
     k8s = platform["platforms"]["kubernetes"]["deploymentSpec"]["executors"]
-    light = [label for _, name, _, label in _tasks(spec) if _kind(name) in ("light", "controller")]
+    kinds = ("light", "controller", "export")
+    light = [label for _, name, _, label in _tasks(spec) if _kind(name) in kinds]
     # init, 3 searches, select top, propose, select winner, report, propose, export
     assert len(light) == 10
     for label in light:
@@ -394,3 +398,83 @@ def test_a_profile_file_by_path(tmp_path):
     assert profile.step("light").accelerator is None
     with pytest.raises(ProfileError, match="unknown kind of step 'gpu'"):
         profile.step("gpu")
+
+
+def test_export_steps_get_memory_sized_for_the_largest_model():
+    for name in PROFILES:
+        profile = load_profile(name)
+        export, light = profile.step("export"), profile.step("light")
+        assert export.accelerator is None, name
+        assert _gib(export.resources.memory_limit) > _gib(light.resources.memory_limit), name
+        assert export.timeout_s > light.timeout_s, name
+
+
+def _gib(quantity: str) -> float:
+    return float(quantity.removesuffix("Gi"))
+
+
+def test_without_an_export_section_exports_get_the_training_section_without_its_gpu():
+    text = GOOD.replace(
+        "  training: {}",
+        "  training: {accelerator: {type: nvidia.com/gpu, count: 4}, timeout_s: 86400,"
+        " resources: {memory_limit: 64Gi}}",
+    )
+    profile = parse_profile(text)
+    export = profile.step("export")
+    assert export.accelerator is None
+    assert (export.timeout_s, export.resources.memory_limit) == (86400, "64Gi")
+    explicit = parse_profile(text + "  export: {timeout_s: 7200}\n").step("export")
+    assert (explicit.timeout_s, explicit.resources.memory_limit) == (7200, "")
+    with pytest.raises(ProfileError, match=r"steps.export.timeout_s must be >= 0"):
+        parse_profile(text + "  export: {timeout_s: -1}\n")
+
+
+_KEY = "{secrets: {as_volume: [{secret: my-gcs-key, mount_path: /var/secrets/google}]}%s}"
+
+
+@pytest.mark.parametrize(
+    "env",
+    ["", ", env: {GOOGLE_APPLICATION_CREDENTIALS: /elsewhere/key.json}"],
+)
+def test_a_mounted_google_key_without_the_credentials_variable_is_refused(env):
+    text = GOOD.replace("  light: {}", "  light: " + _KEY % env)
+    with pytest.raises(ProfileError) as e:
+        parse_profile(text, source="my-profile.yaml")
+    message = " ".join(str(e.value).split())
+    assert "steps.light.secrets.as_volume.0 mounts secret 'my-gcs-key'" in message
+    assert "add env: {GOOGLE_APPLICATION_CREDENTIALS: /var/secrets/google/key.json}" in message
+    fixed = ", env: {GOOGLE_APPLICATION_CREDENTIALS: /var/secrets/google/key.json}"
+    assert parse_profile(GOOD.replace("  light: {}", "  light: " + _KEY % fixed))
+
+
+def _mounts_point_the_client_at_the_key(where, secret_mounts, env):
+    """Every step that mounts a secret as files sets the credentials variable under a mount."""
+    if not secret_mounts:
+        return
+    path = env.get("GOOGLE_APPLICATION_CREDENTIALS", "")
+    assert any(path.startswith(m.rstrip("/") + "/") for m in secret_mounts), (where, path)
+
+
+@pytest.mark.parametrize("name", PROFILES)
+def test_every_step_that_mounts_credentials_points_the_client_at_them(name, tmp_path):
+    """Compiled search and retraining pipelines, and the trial Jobs' launch config, per profile."""
+    from kfnas.pipelines.trial_pods import launch_config
+
+    mounted = 0
+    search = compile_pipeline(name, 2, 2, 2, 1, tmp_path / "search.yaml")
+    retraining = compile_retraining(name, tmp_path / "retraining.yaml")
+    for path in (search, retraining):
+        spec, platform = yaml.safe_load_all(path.read_text())
+        executors = spec["deploymentSpec"]["executors"]
+        k8s = platform["platforms"]["kubernetes"]["deploymentSpec"]["executors"]
+        for label, executor in executors.items():
+            mounts = [s["mountPath"] for s in k8s.get(label, {}).get("secretAsVolume", [])]
+            env = {e["name"]: e["value"] for e in executor["container"].get("env", [])}
+            _mounts_point_the_client_at_the_key(f"{path.name}: {label}", mounts, env)
+            mounted += bool(mounts)
+    config = launch_config(load_profile(name), IMAGE)
+    for kind, settings in config["settings"].items():
+        mounts = [v["mount_path"] for v in settings["secret_volumes"]]
+        _mounts_point_the_client_at_the_key(f"trial Jobs: {kind}", mounts, settings["env"])
+        mounted += bool(mounts)
+    assert mounted or name == "cpu-only"  # the GPU profiles mount a key: the check ran

@@ -63,6 +63,7 @@ def test_sections_map_field_by_field():
         shm_size="8Gi",
         secret_env=[SecretEnv("kfnas-gcs", {"project": "GOOGLE_CLOUD_PROJECT"}, True)],
         secret_volumes=[SecretVolume("kfnas-gcs", "/var/secrets/kfnas-gcs", True)],
+        env={"GOOGLE_APPLICATION_CREDENTIALS": "/var/secrets/kfnas-gcs/key.json"},
         backoff_limit=2,
         active_deadline_s=21600,
         run_as_user=1000,
