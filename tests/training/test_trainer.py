@@ -315,7 +315,7 @@ def test_scalar_logs_flattens_and_keeps_only_scalars() -> None:
 
 def test_training_package_imports_no_kfp_pyglove_or_google_cloud() -> None:
     code = (
-        "import sys, kfnas.training; "
+        "import sys, kfnas.training.trainer, kfnas.training.measure, kfnas.training.checkpoints; "
         "bad = sorted(m for m in sys.modules if m.split('.')[0] in ('kfp', 'pyglove') "
         "or m.startswith('google.cloud')); print(bad); sys.exit(1 if bad else 0)"
     )
@@ -335,3 +335,59 @@ def test_endless_validation_data_needs_eval_steps(tmp_path: Any) -> None:
 def test_invalid_arguments_raise(tmp_path: Any) -> None:
     with pytest.raises(ValueError, match="summary_every"):
         train(make_task(), tmp_path, 5, summary_every=0)
+
+
+def test_checkpoints_on_the_step_schedule_and_calls_the_hook(tmp_path: Any) -> None:
+    saved: list[tuple[int, str]] = []
+    outcome = train(
+        make_task(),
+        tmp_path,
+        20,
+        checkpoint_every_steps=7,
+        on_checkpoint=lambda step, prefix: saved.append((step, prefix)),
+    )
+    assert outcome.status is TrialStatus.COMPLETED, outcome.error
+    assert outcome.checkpoints == (7, 14, 20)
+    assert saved == [(s, str(tmp_path / "ckpt" / f"ckpt-{s}")) for s in (7, 14, 20)]
+    assert 0 < outcome.checkpoint_seconds < outcome.train_seconds + outcome.teardown_seconds
+
+
+def test_checkpoints_on_the_time_schedule(tmp_path: Any) -> None:
+    # An interval shorter than any step: a checkpoint after every step, the end's included.
+    outcome = train(make_task(), tmp_path, 4, checkpoint_every_seconds=1e-9)
+    assert outcome.checkpoints == (1, 2, 3, 4)
+    hourly = train(make_task(), tmp_path / "hourly", 4, checkpoint_every_seconds=3600)
+    assert hourly.checkpoints == (4,)
+
+
+def test_a_checkpoint_is_never_taken_after_a_nan_loss(tmp_path: Any) -> None:
+    outcome = train(make_task(nan_at_step=5), tmp_path, 10, checkpoint_every_steps=5)
+    assert outcome.status is TrialStatus.INFEASIBLE
+    assert outcome.checkpoints == ()
+
+
+def test_resumes_from_a_checkpoint_restored_from_the_store(tmp_path: Any) -> None:
+    """Upload while training, restore in a fresh folder: same step, optimizer and learning rate."""
+    from kfnas.store.local import LocalStore
+    from kfnas.training.checkpoints import CheckpointUploader, TrialCheckpoints
+
+    stored = TrialCheckpoints(LocalStore(tmp_path / "store"), "trial/checkpoints")
+    first = tmp_path / "first"
+    uploader = CheckpointUploader(stored, first / "logs", first / "staging", attempt=1)
+    killed = train(make_task(), first, 12, checkpoint_every_steps=5, on_checkpoint=uploader)
+    uploader.close()
+    assert killed.checkpoints == (5, 10, 12)
+    assert uploader.uploaded[-1] == 12 and not uploader.failures
+    assert [c.step for c in stored.complete()] == [10, 12]  # the newest two are kept
+
+    # The attempt that resumes: a fresh folder, the newest checkpoint and logs from the store.
+    second = tmp_path / "second"
+    assert stored.restore(stored.latest(), second / "ckpt", second / "logs")
+    resumed = train(make_task(), second, 20, summary_every=4)
+    assert resumed.status is TrialStatus.COMPLETED, resumed.error
+    assert (resumed.initial_step, resumed.steps_done) == (12, 20)
+    latest = tf.train.latest_checkpoint(str(second / "ckpt"))
+    assert tf.train.load_variable(latest, "optimizer/iter/.ATTRIBUTES/VARIABLE_VALUE") == 20
+    # The TensorBoard curve continues: the first attempt's points, then the resumed ones.
+    steps = [s for s, _ in scalars(str(second / "logs" / "train"))["loss"]]
+    assert steps == [5, 10, 12, 16, 20]

@@ -111,6 +111,13 @@ class BudgetSpec:
         evaluations: Evaluations spread evenly over each trial's training; with more than one, the
             trial reports the best by ``objectives.metric`` (and its ``eval_step``), as
             augmentation studies do: they train to the end and keep the best evaluation.
+        checkpoint_every_steps: Also checkpoint each trial to the store every this many steps (0:
+            only on the time schedule), so a rerun of a killed trial continues from there.
+        checkpoint_every_minutes: Also checkpoint every this many minutes of training (0: only on
+            the step schedule); whichever schedule comes first triggers a checkpoint. The default
+            bounds what a preempted full training loses to about 10 minutes.
+        max_attempts: Runs a trial may start; one killed on every attempt (out of memory, evicted)
+            is recorded FAILED after this many, so the search goes on without it.
     """
 
     rounds: int = 2
@@ -120,14 +127,30 @@ class BudgetSpec:
     max_consecutive_failures: int = 5
     latency_runs: int = 100
     evaluations: int = 1
+    checkpoint_every_steps: int = 0
+    checkpoint_every_minutes: float = 10.0
+    max_attempts: int = 3
 
     def problems(self, where: str) -> list[str]:
         """What is wrong with this budget (``where`` names it in the messages)."""
-        return [
+        may_be_zero = {"checkpoint_every_steps", "checkpoint_every_minutes"}
+        out = [
             f"{where}.{f.name} must be a positive integer, got {getattr(self, f.name)}"
             for f in dataclasses.fields(self)
-            if getattr(self, f.name) < 1
+            if f.name not in may_be_zero and getattr(self, f.name) < 1
         ]
+        out.extend(
+            f"{where}.{name} must be 0 (off) or positive, got {getattr(self, name)}"
+            for name in sorted(may_be_zero)
+            if getattr(self, name) < 0
+        )
+        if self.checkpoint_every_steps > self.train_steps >= 1:
+            out.append(
+                f"{where}.checkpoint_every_steps {self.checkpoint_every_steps} is longer than the "
+                f"training ({where}.train_steps {self.train_steps}): no checkpoint would be "
+                f"written before the end; lower it, or set it to 0 to checkpoint by time only"
+            )
+        return out
 
 
 @dataclasses.dataclass(frozen=True)

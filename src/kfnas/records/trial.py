@@ -15,11 +15,12 @@ from typing import Any
 
 from kfnas.records.base import Record, RecordError
 
-# 1 to 3 need no upgrade: the fields added since have defaults that mean "not set".
+# 1 to 4 need no upgrade: the fields added since have defaults that mean "not set".
 # 2: TrialSpec gained ``source_study`` and ``source_trial`` (a retrained copy of another trial).
 # 3: TrialSpec gained ``task_overrides`` (a scaling or augmentation choice applied to the task).
 # 4: TrialSpec gained ``data_overrides`` (a retraining on new data: ``kfnas.stages.retraining``).
-SCHEMA_VERSION = 4
+# 5: TrialResult gained ``attempts`` and ``start_steps`` (runs it took, the step each resumed from).
+SCHEMA_VERSION = 5
 
 
 class TrialStatus(enum.Enum):
@@ -114,6 +115,10 @@ class TrialResult(Record):
         model_uri: Where the trained model or checkpoint lies, if one was kept.
         duration_s: Wall time of the trial.
         error: Why the trial is FAILED or INFEASIBLE; empty for COMPLETED.
+        attempts: How many runs of the trial started (a run killed midway counts); 0 in records
+            written before attempts were counted.
+        start_steps: The training step each attempt started from, oldest first: 0 for a fresh
+            start, a checkpoint's step for a run that resumed one; empty when not counted.
     """
 
     KIND = "trial result"
@@ -128,8 +133,15 @@ class TrialResult(Record):
     model_uri: str = ""
     duration_s: float = 0.0
     error: str = ""
+    attempts: int = 0
+    start_steps: tuple[int, ...] = ()
 
     def __post_init__(self) -> None:
+        if self.attempts < 0 or any(step < 0 for step in self.start_steps):
+            raise RecordError(
+                f"attempts and start_steps must not be negative, got attempts={self.attempts}, "
+                f"start_steps={self.start_steps}"
+            )
         if not isinstance(self.status, TrialStatus):
             raise RecordError(f"status must be a TrialStatus, got {self.status!r}")
         if self.status is TrialStatus.COMPLETED:
@@ -146,3 +158,36 @@ class TrialResult(Record):
     def completed(self) -> bool:
         """Whether the trial was trained and evaluated."""
         return self.status is TrialStatus.COMPLETED
+
+
+@dataclasses.dataclass(frozen=True)
+class TrialAttempt(Record):
+    """One run of a trial that started, written create-only by ``run_trial`` before it trains.
+
+    Stored as ``attempts/<n>.json`` (``ExperimentLayout.trial_attempt``); a run killed midway
+    leaves its record behind, so the next one knows how many were spent (``budget.max_attempts``).
+
+    Attributes:
+        attempt: Its number, from 1.
+        host: The machine or pod that ran it (``HOSTNAME``).
+        pid: Its process id there.
+        started: When it started (unix seconds).
+        from_step: The checkpoint step it resumed from; 0 for a fresh start.
+    """
+
+    KIND = "trial attempt"
+    SCHEMA_VERSION = 1
+    SORT_KEYS = True
+
+    attempt: int
+    host: str
+    pid: int
+    started: float
+    from_step: int = 0
+
+    def __post_init__(self) -> None:
+        if self.attempt < 1 or self.from_step < 0:
+            raise RecordError(
+                f"attempt must be >= 1 and from_step >= 0, got attempt={self.attempt}, "
+                f"from_step={self.from_step}"
+            )

@@ -3,22 +3,43 @@
 ``init_experiment`` validates a run and writes ``experiment.json``; per round ``propose_trials``
 writes trial specs and ``run_trial`` trains each; ``select_top`` ranks a study and
 ``propose_retraining`` copies the best into the next study (``validation``, ``final``).
+
+A trial survives its pod: ``run_trial`` records each attempt (``attempts/<n>.json``), resumes
+from the newest complete checkpoint in the store and uploads checkpoints while it trains
+(``kfnas.training.checkpoints``); after ``budget.max_attempts`` attempts without a result the
+trial is FAILED (``attempts_exhausted``, which the step scheduling trials calls too).
 """
 
 from __future__ import annotations
 
 import dataclasses
+import datetime
+import logging
+import os
+import socket
 import tempfile
+import time
 from collections.abc import Sequence
 from pathlib import Path
 from typing import Any
 
 from kfnas.config.settings import ExperimentSettings
-from kfnas.config.spec import ExperimentSpec, SpecError
-from kfnas.records.trial import TrialResult
+from kfnas.config.spec import BudgetSpec, ExperimentSpec, SpecError
+from kfnas.records.trial import RecordError, TrialAttempt, TrialResult, TrialStatus
 from kfnas.stages._common import best_trials, propose_round, trial_seed
-from kfnas.store import ExperimentLayout, experiment_uri, open_experiment, open_store
+from kfnas.store import (
+    Experiment,
+    ExperimentLayout,
+    ObjectExists,
+    experiment_uri,
+    open_experiment,
+    open_store,
+)
+from kfnas.store.trials import TrialAlreadyFinished
+from kfnas.training.checkpoints import CheckpointUploader, TrialCheckpoints
 from kfnas.validation import check_data, experiment_spec
+
+log = logging.getLogger(__name__)
 
 
 def init_experiment(spec_yaml: str, overrides: Sequence[str] = (), **settings: Any) -> str:
@@ -85,9 +106,14 @@ def run_trial(experiment_uri: str, study: str, trial_id: int) -> TrialResult:
     """Trains, evaluates and measures one proposed trial and records how it ended.
 
     Idempotent: a trial whose ``result.json`` exists is returned as it is, without training, so a
-    resubmitted pipeline skips finished work. The checkpoint and TensorBoard logs are uploaded to
-    the trial's ``model/`` and ``logs/`` before ``result.json``, which is written last. A trial that
-    fails or diverges is recorded as FAILED or INFEASIBLE; this function does not raise for it.
+    resubmitted pipeline skips finished work. Otherwise it records an attempt; a trial that already
+    used ``budget.max_attempts`` attempts is recorded FAILED without training
+    (``attempts_exhausted``). Training resumes from the trial's newest complete checkpoint in the
+    store, logs included, and checkpoints to the store on the budget's schedule. The checkpoint
+    and TensorBoard logs are uploaded to the trial's ``model/`` and ``logs/`` before
+    ``result.json``, which is written last and counts the attempts and the step each started from.
+    A trial that fails or diverges is recorded as FAILED or INFEASIBLE; this function does not
+    raise for it.
 
     Args:
         experiment_uri: From ``init_experiment``.
@@ -102,6 +128,9 @@ def run_trial(experiment_uri: str, study: str, trial_id: int) -> TrialResult:
     done = records.read_result(study, trial_id)
     if done is not None:
         return done
+    exhausted = attempts_exhausted(exp, study, trial_id)
+    if exhausted is not None:
+        return exhausted
     from kfnas.training.runner import (  # TensorFlow: only to train.
         LOGS_DIR,
         MODEL_DIR,
@@ -109,8 +138,18 @@ def run_trial(experiment_uri: str, study: str, trial_id: int) -> TrialResult:
     )
 
     trial = records.read_spec(study, trial_id)
+    checkpoints = TrialCheckpoints(exp.store, exp.layout.trial_checkpoints_dir(study, trial_id))
+    latest = checkpoints.latest()
     with tempfile.TemporaryDirectory(prefix=f"kfnas-trial-{trial_id}-") as work:
-        result = execute_trial(exp.spec, trial, work)
+        model_dir, logs_dir = Path(work) / MODEL_DIR, Path(work) / LOGS_DIR
+        if latest is not None and not checkpoints.restore(latest, model_dir, logs_dir):
+            latest = None
+        attempt = record_attempt(exp, study, trial_id, latest.step if latest else 0)
+        uploader = CheckpointUploader(checkpoints, logs_dir, Path(work) / "staging", attempt)
+        try:
+            result = execute_trial(exp.spec, trial, work, on_checkpoint=uploader)
+        finally:
+            uploader.close()
         uploads = {
             MODEL_DIR: exp.layout.trial_model_dir(study, trial_id),
             LOGS_DIR: exp.layout.trial_logs_dir(study, trial_id),
@@ -121,7 +160,96 @@ def run_trial(experiment_uri: str, study: str, trial_id: int) -> TrialResult:
         if result.completed:
             model_uri = exp.store.uri(exp.layout.trial_model_dir(study, trial_id))
             result = dataclasses.replace(result, model_uri=model_uri)
+    started = [a.from_step if a else 0 for a in read_attempts(exp, study, trial_id).values()]
+    result = dataclasses.replace(result, attempts=len(started), start_steps=tuple(started))
     records.write_result(study, result)
+    return result
+
+
+def read_attempts(exp: Experiment, study: str, trial_id: int) -> dict[int, TrialAttempt | None]:
+    """The trial's attempt records by number (None for one that cannot be read), in order."""
+    folder = exp.layout.trial_attempts_dir(study, trial_id)
+    attempts: dict[int, TrialAttempt | None] = {}
+    for name in exp.store.list(folder):
+        stem = name.removesuffix(".json")
+        if "/" in name or not stem.isdigit():
+            continue
+        path = exp.layout.trial_attempt(study, trial_id, int(stem))
+        try:
+            attempts[int(stem)] = TrialAttempt.from_json(exp.store.read_text(path))
+        except (RecordError, UnicodeDecodeError) as e:
+            log.warning("attempt record %s is unreadable (%s); it still counts", path, e)
+            attempts[int(stem)] = None
+    return dict(sorted(attempts.items()))
+
+
+def record_attempt(exp: Experiment, study: str, trial_id: int, from_step: int) -> int:
+    """Records, create-only, that an attempt of the trial starts now; returns its number.
+
+    The number is the next free one: when another runner takes it first, the next is tried.
+    """
+    number = max(read_attempts(exp, study, trial_id), default=0) + 1
+    while True:
+        attempt = TrialAttempt(
+            attempt=number,
+            host=os.environ.get("HOSTNAME") or socket.gethostname(),
+            pid=os.getpid(),
+            started=time.time(),
+            from_step=from_step,
+        )
+        path = exp.layout.trial_attempt(study, trial_id, number)
+        try:
+            exp.store.write_text(path, attempt.to_json(), if_absent=True)
+            return number
+        except ObjectExists:
+            number += 1
+
+
+def attempts_exhausted(exp: Experiment, study: str, trial_id: int) -> TrialResult | None:
+    """Records the trial FAILED when it used up ``budget.max_attempts`` attempts without a result.
+
+    ``run_trial`` calls it before each attempt; the step that schedules trials calls it for a
+    trial whose job ended without a result. Call it only when no runner of the trial is alive:
+    a live attempt counts as used.
+
+    Returns:
+        The FAILED result now recorded ("killed N times at steps [...], last seen ..."), or None
+        when the trial has a result already or attempts left.
+    """
+    records = exp.records
+    if records.read_result(study, trial_id) is not None:
+        return None
+    budget = BudgetSpec(**records.read_spec(study, trial_id).budget)
+    attempts = read_attempts(exp, study, trial_id)
+    if len(attempts) < budget.max_attempts:
+        return None
+    checkpoints = TrialCheckpoints(exp.store, exp.layout.trial_checkpoints_dir(study, trial_id))
+    latest = checkpoints.latest()
+    starts = [a.from_step if a else 0 for a in attempts.values()]
+    # Where each attempt was killed, as far as the store knows: the checkpoint it got to, which
+    # the next one resumed from (the last one: the newest checkpoint).
+    nexts = [*starts[1:], latest.step if latest else 0]
+    reached = [max(s, n) for s, n in zip(starts, nexts, strict=True)]
+    seen = [a.started for a in attempts.values() if a] + ([latest.time] if latest else [])
+    when = (
+        datetime.datetime.fromtimestamp(max(seen), datetime.UTC).strftime("%Y-%m-%d %H:%M:%S UTC")
+        if seen
+        else "never"
+    )
+    result = TrialResult(
+        trial_id,
+        TrialStatus.FAILED,
+        error=(
+            f"killed {len(attempts)} times at steps {reached}, last seen {when}; raise "
+            f"budget.max_attempts or look at the pod logs"
+        ),
+        attempts=len(attempts),
+        start_steps=tuple(starts),
+    )
+    try:
+        records.write_result(study, result)
+    except TrialAlreadyFinished:
+        return None
     return result
 
 

@@ -19,6 +19,7 @@ import math
 import random
 import time
 import traceback
+from collections.abc import Callable
 from pathlib import Path
 from typing import Any
 
@@ -37,13 +38,25 @@ MODEL_DIR = "model"
 LOGS_DIR = "logs"
 
 
-def execute_trial(spec: ExperimentSpec, trial: TrialSpec, work_dir: str | Path) -> TrialResult:
+def execute_trial(
+    spec: ExperimentSpec,
+    trial: TrialSpec,
+    work_dir: str | Path,
+    *,
+    on_checkpoint: Callable[[int, str], None] | None = None,
+) -> TrialResult:
     """Builds, trains, evaluates and measures one trial.
+
+    Training checkpoints on the trial budget's schedule (``checkpoint_every_steps``,
+    ``checkpoint_every_minutes``) besides its evaluations and the end; a checkpoint already in
+    ``model/`` (a rerun's restored one) is resumed from.
 
     Args:
         spec: The experiment spec (task, data, objectives); resolved here if it is not.
         trial: The trial: its space, architecture JSON, budget and seed.
         work_dir: A local folder for the checkpoint (``model/``) and TensorBoard logs (``logs/``).
+        on_checkpoint: Called as ``on_checkpoint(step, prefix)`` after each checkpoint is saved
+            (``kfnas.training.checkpoints.CheckpointUploader`` copies it to the store).
 
     Returns:
         COMPLETED with metrics (the task's metrics plus ``params``, ``flops`` in multiply-adds and
@@ -53,7 +66,7 @@ def execute_trial(spec: ExperimentSpec, trial: TrialSpec, work_dir: str | Path) 
     start = time.monotonic()
     work = Path(work_dir)
     try:
-        return _execute(trial_experiment_spec(spec, trial), trial, work, start)
+        return _execute(trial_experiment_spec(spec, trial), trial, work, start, on_checkpoint)
     except Exception as e:  # A trial's failure must not stop the study.
         (work / LOGS_DIR).mkdir(parents=True, exist_ok=True)
         (work / LOGS_DIR / "error.txt").write_text(traceback.format_exc())
@@ -66,7 +79,13 @@ def execute_trial(spec: ExperimentSpec, trial: TrialSpec, work_dir: str | Path) 
         )
 
 
-def _execute(spec: ExperimentSpec, trial: TrialSpec, work: Path, start: float) -> TrialResult:
+def _execute(
+    spec: ExperimentSpec,
+    trial: TrialSpec,
+    work: Path,
+    start: float,
+    on_checkpoint: Callable[[int, str], None] | None,
+) -> TrialResult:
     from kfnas.training.trainer import train_and_evaluate
 
     budget = BudgetSpec(**trial.budget)
@@ -86,6 +105,9 @@ def _execute(spec: ExperimentSpec, trial: TrialSpec, work: Path, start: float) -
         checkpoint_dir=str(work / MODEL_DIR),
         eval_every=budget.train_steps // evaluations if evaluations > 1 else None,
         seed=trial.seed,
+        checkpoint_every_steps=budget.checkpoint_every_steps,
+        checkpoint_every_seconds=budget.checkpoint_every_minutes * 60,
+        on_checkpoint=on_checkpoint,
     )
     duration = time.monotonic() - start
     if outcome.status is not TrialStatus.COMPLETED:
@@ -101,6 +123,7 @@ def _execute(spec: ExperimentSpec, trial: TrialSpec, work: Path, start: float) -
     }
     metrics["train_steps_per_second"] = outcome.steps_per_second
     metrics["train_seconds"] = outcome.train_seconds
+    metrics["checkpoint_seconds"] = outcome.checkpoint_seconds
     try:
         reward = compute_reward(metrics, spec.objectives)
         objectives = objective_vector(metrics, spec.objectives)
@@ -180,11 +203,22 @@ def build_trial_model(spec: ExperimentSpec, trial: TrialSpec, official_task: Any
 
 
 def _best_evaluation(outcome: Any, metric: str, evaluations: int) -> dict[str, float]:
-    """The final evaluation, or with several the best by ``metric`` and the step it came at."""
+    """The final evaluation, or with several the best by ``metric`` and the step it came at.
+
+    A NaN or infinite ``metric`` never beats a finite one (NaN compares false with everything, so
+    a plain ``max`` would keep a NaN first evaluation); among ties the earliest wins.
+    """
     if evaluations <= 1 or not outcome.evaluations:
         return dict(outcome.metrics)
-    step, best = max(outcome.evaluations, key=lambda e: e[1].get(metric, -math.inf))
+    step, best = max(outcome.evaluations, key=lambda e: _finite_or_lowest(e[1].get(metric)))
     return {**best, "eval_step": float(step)}
+
+
+def _finite_or_lowest(value: float | None) -> float:
+    """``value`` when it is a finite number, else minus infinity (it then never wins)."""
+    if value is None or not math.isfinite(value):
+        return -math.inf
+    return value
 
 
 def _measure(model: Any, input_shape: tuple[int, ...], latency_runs: int) -> dict[str, float]:

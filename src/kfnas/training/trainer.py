@@ -42,6 +42,10 @@ from kfnas.training.logs import TrialLogs, learning_rate, short_message, write_e
 Progress = Callable[[int, Mapping[str, float]], None]
 """``progress(step, logs)``: called at each training summary with the scalars just written."""
 
+OnCheckpoint = Callable[[int, str], None]
+"""``on_checkpoint(step, prefix)``: called after each checkpoint is saved at ``prefix``
+(``<checkpoint_dir>/ckpt-<step>``), with the train logs flushed; e.g. an uploader to the store."""
+
 
 @dataclasses.dataclass(frozen=True)
 class TrainOutcome:
@@ -77,6 +81,9 @@ class TrainOutcome:
         evaluations: Every evaluation of this call as ``(step, metrics)``, periodic ones first and
             the final one last (``metrics`` is the last one's). A restarted pod's call holds only
             the evaluations it ran itself.
+        checkpoint_seconds: The part of ``train_seconds`` and ``teardown_seconds`` spent saving
+            checkpoints and in ``on_checkpoint``: what checkpointing costs the training loop.
+        checkpoints: The steps checkpoints were saved at by this call, in order.
     """
 
     status: TrialStatus
@@ -91,6 +98,8 @@ class TrainOutcome:
     teardown_seconds: float = 0.0
     steps_per_second: float = 0.0
     evaluations: tuple[tuple[int, dict[str, float]], ...] = ()
+    checkpoint_seconds: float = 0.0
+    checkpoints: tuple[int, ...] = ()
 
 
 class NonFiniteLossError(ArithmeticError):
@@ -128,16 +137,21 @@ def train_and_evaluate(
     seed: int = 0,
     progress: Progress | None = None,
     runtime_config: Any = None,
+    checkpoint_every_steps: int | None = None,
+    checkpoint_every_seconds: float | None = None,
+    on_checkpoint: OnCheckpoint | None = None,
 ) -> TrainOutcome:
     """Trains ``model`` on ``task`` for ``train_steps`` steps, evaluates it, and checkpoints it.
 
     The train data (``task.task_config.train_data``) is repeated as needed. TensorBoard scalars
     (``loss``, ``learning_rate`` and the train metrics, averaged over the last ``summary_every``
     steps) go to ``<log_dir>/train``, evaluation results to ``<log_dir>/eval``. A checkpoint of the
-    model, optimizer and step is written to ``checkpoint_dir`` at the end and at each periodic
-    evaluation. If ``checkpoint_dir`` already holds one (a preempted pod restarting), training
-    resumes from its step (the input pipeline restarts from its beginning); if that step is
-    ``train_steps`` already, only the evaluation runs.
+    model, optimizer and step is written to ``checkpoint_dir`` at the end, at each periodic
+    evaluation and on the checkpoint schedule (every ``checkpoint_every_steps`` steps or
+    ``checkpoint_every_seconds`` seconds since the last one, whichever comes first); after each,
+    ``on_checkpoint`` is called. If ``checkpoint_dir`` already holds one (a preempted pod
+    restarting), training resumes from its step (the input pipeline restarts from its beginning);
+    if that step is ``train_steps`` already, only the evaluation runs.
 
     Args:
         task: A configured ``official.core.base_task.Task``.
@@ -154,6 +168,10 @@ def train_and_evaluate(
         progress: Called as ``progress(step, logs)`` after each train summary.
         runtime_config: Optional ``RuntimeConfig`` for ``task.create_optimizer`` (loss scaling for
             float16 mixed precision).
+        checkpoint_every_steps: Also checkpoint every this many steps; None or 0: not by steps.
+        checkpoint_every_seconds: Also checkpoint when this many seconds of training passed since
+            the last checkpoint (or the start); None or 0: not by time.
+        on_checkpoint: Called as ``on_checkpoint(step, prefix)`` after each checkpoint is saved.
 
     Returns:
         How training ended; see ``TrainOutcome``. Never raises for a failed trial.
@@ -170,8 +188,31 @@ def train_and_evaluate(
     ):
         if value is not None and value < 1:
             raise ValueError(f"{name} must be >= 1 (or None), got {value}")
+    for name, value in (
+        ("checkpoint_every_steps", checkpoint_every_steps),
+        ("checkpoint_every_seconds", checkpoint_every_seconds),
+    ):
+        if value is not None and value < 0:
+            raise ValueError(f"{name} must be >= 0 (0 or None: off), got {value}")
     run = _TrialRun(task, model, log_dir, checkpoint_dir, summary_every, progress)
+    run.schedule = _CheckpointSchedule(checkpoint_every_steps or 0, checkpoint_every_seconds or 0)
+    run.on_checkpoint = on_checkpoint
     return run.execute(optimizer_config, runtime_config, train_steps, eval_every, eval_steps, seed)
+
+
+@dataclasses.dataclass
+class _CheckpointSchedule:
+    """When the training loop checkpoints besides evaluations and the end (0: that rule is off)."""
+
+    every_steps: int = 0
+    every_seconds: float = 0.0
+    last_time: float = 0.0
+
+    def due(self, step: int, now: float) -> bool:
+        """Whether a checkpoint is due after ``step`` at time ``now`` (``perf_counter``)."""
+        if self.every_steps and step % self.every_steps == 0:
+            return True
+        return bool(self.every_seconds) and now - self.last_time >= self.every_seconds
 
 
 class _TrialRun:
@@ -191,8 +232,12 @@ class _TrialRun:
         self.summary_every, self.progress = summary_every, progress
         self.phase, self.step, self.initial_step = "setup", 0, 0
         self.times = {"setup": 0.0, "train": 0.0, "first_step": 0.0, "eval": 0.0, "teardown": 0.0}
+        self.times["checkpoint"] = 0.0
         self.evaluations: list[tuple[int, dict[str, float]]] = []
+        self.checkpoints: list[int] = []
         self.logs: TrialLogs | None = None
+        self.schedule = _CheckpointSchedule()
+        self.on_checkpoint: OnCheckpoint | None = None
 
     def execute(
         self,
@@ -292,6 +337,7 @@ class _TrialRun:
             return
         iterator = iter(self.train_data)
         start = time.perf_counter()
+        self.schedule.last_time = start
         self.eval_time_in_training = 0.0
         try:
             self._loop(iterator, start, train_steps, eval_every, eval_steps)
@@ -331,6 +377,11 @@ class _TrialRun:
                 self.phase = "training"
                 self.eval_time_in_training += time.perf_counter() - eval_start
                 self._save()
+            elif self.step < train_steps and self.schedule.due(self.step, time.perf_counter()):
+                if pending is not None:  # never checkpoint a step whose loss was not finite
+                    _check_loss(*pending)
+                    pending = None
+                self._save()
         if pending is not None:
             _check_loss(*pending)
 
@@ -357,9 +408,17 @@ class _TrialRun:
     def _save(self) -> None:
         if self.step == self.saved_step:
             return
+        start = time.perf_counter()
         self.step_var.assign(self.step)
-        self.manager.save(checkpoint_number=self.step)
+        prefix = self.manager.save(checkpoint_number=self.step)
         self.saved_step = self.step
+        self.checkpoints.append(self.step)
+        if self.on_checkpoint is not None:
+            self.logs.flush("train")
+            self.on_checkpoint(self.step, prefix)
+        end = time.perf_counter()
+        self.schedule.last_time = end
+        self.times["checkpoint"] += end - start
 
     # -- evaluation --------------------------------------------------------------------------
 
@@ -397,6 +456,8 @@ class _TrialRun:
             teardown_seconds=t["teardown"],
             steps_per_second=speed,
             evaluations=tuple(self.evaluations),
+            checkpoint_seconds=t["checkpoint"],
+            checkpoints=tuple(self.checkpoints),
         )
 
 
