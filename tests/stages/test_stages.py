@@ -249,3 +249,44 @@ def test_store_watcher_reports_what_appears(tmp_path, data):
         "proxy trial 2: COMPLETED AP 0.2000 reward 0.2000 latency 10.0 ms (0 s)"
     ]
     assert watcher.poll() == []
+
+
+def _lose(exp, trial_id):
+    """A trial whose spec was never written (a crash in the middle of a round): no folder."""
+    import shutil
+    from pathlib import Path
+
+    shutil.rmtree(Path(exp.store.uri(exp.layout.trial_dir("proxy", trial_id))))
+
+
+def test_a_round_cut_short_by_a_crash_is_completed_on_rerun(experiment):
+    exp = open_experiment(experiment)
+    ids = propose_trials(experiment, "proxy", 1)
+    specs = {i: exp.records.read_spec("proxy", i) for i in ids}
+    _lose(exp, 3)  # crashed after writing 2 of 3
+    _lose(exp, 2)  # and one lost in the middle
+    assert exp.records.trial_ids("proxy") == [1]
+    assert propose_trials(experiment, "proxy", 1) == [1, 2, 3]
+    assert {i: exp.records.read_spec("proxy", i) for i in ids} == specs  # the same proposals
+    assert propose_trials(experiment, "proxy", 1) == [1, 2, 3]
+
+
+def test_a_short_round_is_completed_to_the_size_asked(experiment):
+    from kfnas.stages._common import propose_round
+
+    exp = open_experiment(experiment)
+    assert propose_round(exp, "proxy", 1, n=2) == [1, 2]
+    assert propose_round(exp, "proxy", 1, n=4) == [1, 2, 3, 4]
+    assert propose_round(exp, "proxy", 1, n=4) == [1, 2, 3, 4]
+    dnas = {exp.records.read_spec("proxy", i).dna_json for i in (1, 2, 3, 4)}
+    assert len(dnas) == 4
+
+
+def test_a_short_round_followed_by_later_rounds_stays_short(experiment):
+    from kfnas.stages._common import propose_round
+
+    exp = open_experiment(experiment)
+    assert propose_round(exp, "proxy", 1, n=2) == [1, 2]
+    assert propose_round(exp, "proxy", 2, n=2) == [3, 4]
+    assert propose_round(exp, "proxy", 1, n=3) == [1, 2]
+    assert exp.records.trial_ids("proxy") == [1, 2, 3, 4]

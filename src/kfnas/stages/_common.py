@@ -71,9 +71,17 @@ def check_failures(study: str, history: History, limit: int) -> None:
 def propose_round(exp: Experiment, study: str, round_index: int, n: int = 0) -> list[int]:
     """Proposes round ``round_index`` of ``study`` and writes its ``trial.json`` files.
 
-    A round that already has trials returns their ids. A refinement study's trials retrain the
-    best trial of the study before it with each proposed point. ``n`` trials are proposed (0: the
-    study's ``trials_per_round``); the search controller proposes as many as it has free slots.
+    ``n`` trials are proposed (0: the study's ``trials_per_round``); the search controller
+    proposes as many as it has free slots. A refinement study's trials retrain the best trial of
+    the study before it with each proposed point.
+
+    A round that already has ``n`` trials returns their ids. A short one (a crash between writing
+    k of its n specs) is completed when it is the study's last round: it is proposed again from
+    the history without its trials (the same history and round give the same proposals), and the
+    missing specs are written under the ids they would have had. A short round followed by later
+    rounds stays as it is (those rounds were proposed from it), as does one whose re-proposal
+    repeats an architecture the round already holds (results arrived since; a round may hold
+    fewer than ``n`` trials, like one whose space ran out).
 
     Raises:
         StudyStoppedError: The last ``max_consecutive_failures`` trials all failed.
@@ -82,35 +90,40 @@ def propose_round(exp: Experiment, study: str, round_index: int, n: int = 0) -> 
     records = exp.records
     history = records.history(study)
     check_failures(study, history, study_spec.budget.max_consecutive_failures)
-    existing = [spec.trial_id for spec, _ in history if spec.round == round_index]
-    if existing:
-        return existing
-    dnas = propose(
-        study_spec,
-        history_from_records(history),
-        n or study_spec.budget.trials_per_round,
-        round_index=round_index,
-    )
+    wanted = n or study_spec.budget.trials_per_round
+    existing = {spec.trial_id: spec for spec, _ in history if spec.round == round_index}
+    later = any(spec.round > round_index for spec, _ in history)
+    if existing and (len(existing) >= wanted or later):
+        return sorted(existing)
+    before = [(s, r) for s, r in history if s.round < round_index] if existing else history
+    dnas = propose(study_spec, history_from_records(before), wanted, round_index=round_index)
     space = get_space(study_spec.space)
-    first = records.next_trial_id(study)
+    first = min(existing) if existing else records.next_trial_id(study)
     budget = dataclasses.asdict(study_spec.budget)
     base = _refined_trial(exp, study) if is_refinement(space) else None
+    held = {spec.dna_json for spec in existing.values()}
+    ids = set(existing)
     for offset, dna in enumerate(dnas):
+        trial_id = first + offset
+        dna_json = pg.to_json_str(dna)
+        if trial_id in existing or dna_json in held:
+            continue
         trial = TrialSpec(
             experiment=exp.spec.name,
             study=study,
-            trial_id=first + offset,
+            trial_id=trial_id,
             round=round_index,
             space=study_spec.space,
-            dna_json=pg.to_json_str(dna),
+            dna_json=dna_json,
             arch_json=architecture_json(space, dna),
             budget=budget,
-            seed=trial_seed(study_spec, first + offset),
+            seed=trial_seed(study_spec, trial_id),
         )
         if base is not None:
             trial = _refining(trial, base, space, materialize(space, dna), exp.spec)
         records.write_spec(trial)
-    return [first + offset for offset in range(len(dnas))]
+        ids.add(trial_id)
+    return sorted(ids)
 
 
 def _refined_trial(exp: Experiment, study: str) -> TrialSpec:
