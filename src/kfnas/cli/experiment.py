@@ -9,13 +9,14 @@ from __future__ import annotations
 
 import argparse
 import json
+import shutil
 from pathlib import Path
 
 from rich.table import Table
 
 from kfnas.cli import _common as ui
-from kfnas.config.spec import ExperimentSpec
-from kfnas.records.trial import TrialResult
+from kfnas.config.spec import ExperimentSpec, SpecError
+from kfnas.records.trial import TrialResult, TrialSpec
 from kfnas.views.rows import PENDING, measure_cells, measure_headers
 
 
@@ -84,7 +85,16 @@ def _add_trial(parser: argparse.ArgumentParser) -> None:
         "--arch", help="architecture JSON file (a trial's arch_json); default: random"
     )
     parser.add_argument("--seed", type=int, default=0, help="seed of the random architecture (0)")
-    parser.add_argument("--out", default="kfnas-trial", help="folder for checkpoint and logs")
+    parser.add_argument(
+        "--out",
+        default="kfnas-trial",
+        help="folder for checkpoint and logs; a previous trial there is replaced (kfnas-trial)",
+    )
+    parser.add_argument(
+        "--resume",
+        action="store_true",
+        help="continue the trial in --out from its checkpoint (the same architecture only)",
+    )
 
 
 def _checked_spec(args: argparse.Namespace) -> ExperimentSpec:
@@ -96,14 +106,75 @@ def _checked_spec(args: argparse.Namespace) -> ExperimentSpec:
     return spec
 
 
+#: What ``kfnas trial`` records in its folder: the trial, and its architecture for ``--arch``.
+TRIAL_RECORD, ARCH_RECORD = "trial.json", "architecture.json"
+
+
+def _same_architecture(a: TrialSpec, b: TrialSpec) -> bool:
+    """Whether two trials train the same network (JSON compared as data, not as text)."""
+    try:
+        return a.space == b.space and json.loads(a.arch_json) == json.loads(b.arch_json)
+    except ValueError:
+        return a.space == b.space and a.arch_json == b.arch_json
+
+
+def _trial_folder(out: Path, trial: TrialSpec, resume: bool) -> str:
+    """Prepares ``out`` for ``trial``: fresh, or (``resume``) the same trial's folder as it is.
+
+    A fresh start removes a previous ``kfnas trial``'s outputs (its checkpoint would be restored
+    into another network); a folder that holds other files is refused rather than cleared.
+
+    Returns:
+        What was done, for a person.
+
+    Raises:
+        SpecError: Nothing to resume, another architecture to resume, or a folder of other files.
+    """
+    from kfnas.training.runner import LOGS_DIR, MODEL_DIR
+
+    record = out / TRIAL_RECORD
+    if resume:
+        if not record.is_file():
+            raise SpecError(
+                f"--resume: {out} holds no trial to resume (no {TRIAL_RECORD}); run without "
+                f"--resume to start one there"
+            )
+        try:
+            previous = TrialSpec.from_json(record.read_text())
+        except ValueError as e:  # RecordError included
+            raise SpecError(f"--resume: {record} is unreadable ({e}); run without --resume") from e
+        if not _same_architecture(previous, trial):
+            raise SpecError(
+                f"--resume: {out} holds a trial of another architecture ({previous.space}, "
+                f"{out / ARCH_RECORD}): resume that one with --arch {out / ARCH_RECORD} "
+                f"--resume, or run without --resume to start this one fresh"
+            )
+        return f"Resuming the trial in {out} from its last checkpoint"
+    entries = sorted(p.name for p in out.iterdir()) if out.is_dir() else []
+    if entries and not record.is_file():
+        raise SpecError(
+            f"--out {out} holds files that are not a kfnas trial's ({', '.join(entries[:5])}): "
+            f"give a new or empty folder"
+        )
+    for name in (MODEL_DIR, LOGS_DIR):
+        shutil.rmtree(out / name, ignore_errors=True)
+    out.mkdir(parents=True, exist_ok=True)
+    record.write_text(trial.to_json())
+    (out / ARCH_RECORD).write_text(trial.arch_json)
+    started = "the previous trial's model/ and logs/ removed" if entries else "a new folder"
+    return f"Starting fresh in {out} ({started}; --resume continues a trial instead)"
+
+
 def _run_trial(args: argparse.Namespace) -> int:
     from kfnas.training.runner import execute_trial, local_trial
 
     spec = _checked_spec(args)
     arch_json = Path(args.arch).read_text() if args.arch else None
     trial = local_trial(spec, args.study, arch_json=arch_json, seed=args.seed)
-    ui.console.print(f"Training one {trial.space} trial locally; outputs in {args.out}")
-    result = execute_trial(spec, trial, args.out)
+    out = Path(args.out)
+    ui.console.print(_trial_folder(out, trial, args.resume))
+    ui.console.print(f"Training one {trial.space} trial locally; outputs in {out}")
+    result = execute_trial(spec, trial, out)
     ui.print_results({trial.trial_id: result}, spec.objectives.metric)
     if result.error:
         ui.console.print(f"[red]{result.status.value}:[/red] {result.error}")
