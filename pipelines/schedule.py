@@ -245,16 +245,22 @@ def prepare_schedule(
 
 
 def create_schedule(
-    prepared: PreparedSchedule, host: str, namespace: str | None = None, token: str | None = None
+    prepared: PreparedSchedule,
+    host: str,
+    namespace: str | None = None,
+    token: str | None = None,
+    insecure: bool = False,
 ) -> ScheduleInfo:
     """Uploads the pipeline (or a version) and creates the recurring run through ``kfp.Client``.
 
+    ``insecure`` allows sending the token over plain http to another machine (``connect``).
+
     Raises:
         KfpApiError: The host is unreachable, refuses the token, is not the KFP API, or refuses
-            a request.
+            a request; or it is plain http to another machine and ``insecure`` is not set.
     """
     host = host.strip().rstrip("/")
-    client = connect(host, namespace, token)
+    client = connect(host, namespace, token, insecure)
     spec = prepared.spec
     with tempfile.TemporaryDirectory(prefix="kfnas-schedule-") as folder:
         package = Path(folder) / f"{spec.pipeline_name}.yaml"
@@ -302,7 +308,7 @@ def _info(run: Any) -> ScheduleInfo:
 
 
 def list_schedules(
-    host: str, namespace: str | None = None, token: str | None = None
+    host: str, namespace: str | None = None, token: str | None = None, insecure: bool = False
 ) -> list[ScheduleInfo]:
     """Every recurring run the cluster holds (of ``namespace`` in a multi-user KFP), page by page.
 
@@ -310,7 +316,7 @@ def list_schedules(
         KfpApiError: As for ``create_schedule``.
     """
     host = host.strip().rstrip("/")
-    client = connect(host, namespace, token)
+    client = connect(host, namespace, token, insecure)
     out, token_page = [], ""
     while True:
         page = client_call(
@@ -327,7 +333,11 @@ def list_schedules(
 
 
 def disable_schedule(
-    host: str, recurring_run_id: str, namespace: str | None = None, token: str | None = None
+    host: str,
+    recurring_run_id: str,
+    namespace: str | None = None,
+    token: str | None = None,
+    insecure: bool = False,
 ) -> None:
     """Disables one recurring run: no new runs start (runs in progress go on).
 
@@ -335,7 +345,7 @@ def disable_schedule(
         KfpApiError: As for ``create_schedule``; a 404 when there is no such recurring run.
     """
     host = host.strip().rstrip("/")
-    client = connect(host, namespace, token)
+    client = connect(host, namespace, token, insecure)
     client_call(
         host,
         f"disabling recurring run {recurring_run_id!r}",

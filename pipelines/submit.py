@@ -355,6 +355,7 @@ def submit(
     host: str,
     namespace: str | None = None,
     token: str | None = None,
+    insecure: bool = False,
 ) -> SubmitResult:
     """Uploads a prepared submission and starts its run through ``kfp.Client``.
 
@@ -363,6 +364,7 @@ def submit(
         host: The KFP UI or API base URL, e.g. ``http://localhost:8080``.
         namespace: The Kubernetes namespace (multi-user KFP); ``None`` for single-user KFP.
         token: A bearer token for the API (``existing_token`` of ``kfp.Client``).
+        insecure: Allow sending the token over plain http to another machine.
 
     Returns:
         The run's id and URL in the KFP UI, and the pipeline, version and experiment used.
@@ -372,7 +374,7 @@ def submit(
             a request (the message says what to fix).
     """
     host = host.strip().rstrip("/")
-    client = connect(host, namespace, token)
+    client = connect(host, namespace, token, insecure)
     with tempfile.TemporaryDirectory(prefix="kfnas-submit-") as folder:
         package = Path(folder) / f"{submission.spec.pipeline_name}.yaml"
         package.write_text(submission.package_yaml)

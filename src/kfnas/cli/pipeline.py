@@ -2,7 +2,8 @@
 
 Only this group imports ``kfnas.pipelines`` (kfp), inside its handlers. ``submit`` and
 ``schedule`` share the KFP address (``--host``/``KFP_HOST``, ``--namespace``, ``--token``/
-``KFP_TOKEN``), ``--profile`` and the run arguments (``--params``, ``--param``, ``--dry-run``).
+``KFP_TOKEN``, ``--insecure``: a token over plain http to another machine), ``--profile`` and the
+run arguments (``--params``, ``--param``, ``--dry-run``).
 To add a command: write ``_run_<name>`` (and ``_add_<name>``) and add one entry to ``COMMANDS``.
 """
 
@@ -203,6 +204,11 @@ def _add_address(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("--host", help="KFP UI/API URL, e.g. http://localhost:8080 (or KFP_HOST)")
     parser.add_argument("--namespace", help="Kubernetes namespace of a multi-user KFP")
     parser.add_argument("--token", help="bearer token for the KFP API (or KFP_TOKEN)")
+    parser.add_argument(
+        "--insecure",
+        action="store_true",
+        help="allow sending the token over plain http to another machine (not localhost)",
+    )
     parser.add_argument("--profile", help="cluster profile or profile YAML (default gke-gpu)")
 
 
@@ -264,7 +270,9 @@ def _run_submit(args: argparse.Namespace) -> int:
         ui.console.print(f"Dry run: nothing was sent{' to ' + host if host else ''}.")
         return 0
     assert host is not None
-    result = submit(submission, host, namespace=args.namespace, token=token)
+    result = submit(
+        submission, host, namespace=args.namespace, token=token, insecure=args.insecure
+    )
     uploaded = "a new pipeline" if result.new_pipeline else "a new version"
     ui.console.print(
         f"Uploaded {uploaded if result.new_version else 'nothing (same YAML)'}: pipeline "
@@ -314,14 +322,14 @@ def _run_schedule(args: argparse.Namespace) -> int:
         raise SpecError("kfnas schedule needs the KFP address: --host URL or KFP_HOST")
     if args.list:
         table = Table("name", "id", "cron", "status")
-        for info in sched.list_schedules(host, args.namespace, token):
+        for info in sched.list_schedules(host, args.namespace, token, args.insecure):
             table.add_row(info.name, info.recurring_run_id, info.cron, info.status)
         ui.console.print(table)
     elif args.disable:
-        sched.disable_schedule(host, args.disable, args.namespace, token)
+        sched.disable_schedule(host, args.disable, args.namespace, token, args.insecure)
         ui.console.print(f"Disabled recurring run {args.disable}: it starts no new runs.")
     else:
-        info = sched.create_schedule(prepared, host, args.namespace, token)
+        info = sched.create_schedule(prepared, host, args.namespace, token, args.insecure)
         ui.console.print(
             f"Created recurring run {info.name!r} ({info.recurring_run_id}): {info.cron}"
         )
