@@ -270,9 +270,7 @@ def _run_submit(args: argparse.Namespace) -> int:
         ui.console.print(f"Dry run: nothing was sent{' to ' + host if host else ''}.")
         return 0
     assert host is not None
-    result = submit(
-        submission, host, namespace=args.namespace, token=token, insecure=args.insecure
-    )
+    result = submit(submission, host, namespace=args.namespace, token=token, insecure=args.insecure)
     uploaded = "a new pipeline" if result.new_pipeline else "a new version"
     ui.console.print(
         f"Uploaded {uploaded if result.new_version else 'nothing (same YAML)'}: pipeline "
