@@ -226,10 +226,14 @@ def attempts_exhausted(exp: Experiment, study: str, trial_id: int) -> TrialResul
     checkpoints = TrialCheckpoints(exp.store, exp.layout.trial_checkpoints_dir(study, trial_id))
     latest = checkpoints.latest()
     starts = [a.from_step if a else 0 for a in attempts.values()]
-    # Where each attempt was killed, as far as the store knows: the checkpoint it got to, which
-    # the next one resumed from (the last one: the newest checkpoint).
+    # Where each attempt was killed, as far as the store knows: the checkpoint it got to (the one
+    # the next attempt resumed from, or a stored one it wrote; the last: the newest checkpoint).
+    wrote = {c.attempt: c.step for c in checkpoints.complete()}
     nexts = [*starts[1:], latest.step if latest else 0]
-    reached = [max(s, n) for s, n in zip(starts, nexts, strict=True)]
+    reached = [
+        max(start, after, wrote.get(number, 0))
+        for number, start, after in zip(attempts, starts, nexts, strict=True)
+    ]
     seen = [a.started for a in attempts.values() if a] + ([latest.time] if latest else [])
     when = (
         datetime.datetime.fromtimestamp(max(seen), datetime.UTC).strftime("%Y-%m-%d %H:%M:%S UTC")
