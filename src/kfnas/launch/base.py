@@ -12,6 +12,9 @@ interface, so both launchers schedule the same way:
 * ``poll(names)`` says, for each name, whether its job is pending, running, succeeded, failed (with
   the reason: out of memory, deadline, backoff limit, exit code) or missing (never started here,
   or deleted).
+* ``wait(names, timeout_s, sleep)`` returns when a job may have ended, at the latest after
+  ``timeout_s`` (the poll interval): by default it just sleeps; a launcher that can tell sooner
+  (a local process exiting) returns then, so a freed slot does not wait for the next poll.
 * ``close()`` releases what the launcher holds; running jobs keep running.
 
 A trial job runs ``python -m kfnas.stages.worker <experiment uri> <study> <trial id>``, which
@@ -29,7 +32,7 @@ import dataclasses
 import enum
 import hashlib
 import re
-from collections.abc import Iterable, Mapping
+from collections.abc import Callable, Iterable, Mapping
 from typing import Any, ClassVar
 
 #: The module a trial job runs (``python -m``).
@@ -167,6 +170,10 @@ class Launcher(abc.ABC):
     @abc.abstractmethod
     def poll(self, names: Iterable[str]) -> dict[str, JobStatus]:
         """How each named job stands; a name this launcher has no job for is ``MISSING``."""
+
+    def wait(self, names: Iterable[str], timeout_s: float, sleep: Callable[[float], None]) -> None:
+        """Waits until one of ``names`` may have ended, or ``timeout_s``; ``sleep`` waits."""
+        sleep(timeout_s)
 
     def close(self) -> None:  # noqa: B027 - a launcher holding nothing keeps this.
         """Releases what the launcher holds; jobs that run keep running."""

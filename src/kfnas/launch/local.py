@@ -21,13 +21,14 @@ import signal
 import subprocess
 import sys
 import tempfile
-from collections.abc import Iterable, Mapping
+from collections.abc import Callable, Iterable, Mapping
 from pathlib import Path
 from typing import Any, ClassVar
 
 from kfnas.launch.base import JobState, JobStatus, Launcher, LaunchError, TrialJob
 
 _OOM_EXIT = -signal.SIGKILL
+_WAIT_STEP_S = 0.2  # how often ``wait`` looks at the processes
 
 
 class LocalLauncher(Launcher):
@@ -116,6 +117,15 @@ class LocalLauncher(Launcher):
             else:
                 out[name] = _failure(code, self.log_dir / f"{name}.log")
         return out
+
+    def wait(self, names: Iterable[str], timeout_s: float, sleep: Callable[[float], None]) -> None:
+        """Returns as soon as one of the named processes exits, or after ``timeout_s``."""
+        procs = [self._procs[name] for name in names if name in self._procs]
+        waited = 0.0
+        while waited < timeout_s and all(proc.poll() is None for proc in procs):
+            step = min(_WAIT_STEP_S, timeout_s - waited)
+            sleep(step)
+            waited += step
 
     def stop(self, name: str) -> None:
         """Terminates a running trial's process group (tests and shutdown use it)."""

@@ -89,6 +89,14 @@ class SimulatedLauncher(Launcher):
             out[name] = self.ended.get(name, JobStatus(JobState.RUNNING))
         return out
 
+    def wait(self, names: Iterable[str], timeout_s: float, sleep: Callable[[float], None]) -> None:
+        """Advances the clock to the next job's end, or by ``timeout_s`` if none ends sooner."""
+        ends = [
+            self.jobs[name][1] for name in names if name in self.jobs and name not in self.ended
+        ]
+        step = min([timeout_s, *(end - self.clock.time() for end in ends)])
+        self.clock.sleep(max(step, 0.0))
+
     def next_end(self) -> float | None:
         """When the next running job ends (virtual seconds), or None if none runs."""
         ends = [end for name, (_, end) in self.jobs.items() if name not in self.ended]

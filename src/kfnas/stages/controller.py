@@ -20,9 +20,10 @@ It stops launching when the budget is spent, the space is exhausted, ``kfnas sto
 ``max_consecutive_failures`` trials in a row failed; it then waits for the running trials (the
 drain) and returns, or raises ``StudyStoppedError`` for the failures.
 
-Bounds: one ``trial.json`` per trial and one ``controller.json`` per study in the store; one
-launcher poll and at most one proposal per ``poll_s``; a trial's slot idles at most ``poll_s``
-plus one proposal between trials (``benchmarks/slot_utilization.py`` measures both).
+Bounds: one ``trial.json`` per trial and one ``controller.json`` per study in the store; at most
+one launcher poll and one proposal per wake-up, and a wake-up at least every ``poll_s`` (sooner
+when the launcher sees a job end: local processes); a freed slot idles at most ``poll_s`` plus one
+proposal (``benchmarks/slot_utilization.py`` measures both).
 
 To change the scheduling: edit ``_Controller``; to run trials elsewhere, add a launcher
 (``kfnas.launch``).
@@ -191,7 +192,7 @@ class _Controller:
                 if not self.running and (self.state.reason or self._spent()):
                     break
                 self._heartbeat()
-                self.clock.sleep(poll_s)
+                self.launcher.wait(self.running.values(), poll_s, self.clock.sleep)
         except BaseException as e:
             self._heartbeat(state="failed", reason=f"{type(e).__name__}: {e}")
             raise
