@@ -35,6 +35,10 @@ class AccessDenied(StoreError, PermissionError):  # noqa: N818
     """The store refused the operation for lack of permission (not retried)."""
 
 
+class GenerationMismatch(StoreError):  # noqa: N818
+    """A conditional write (``write_if_generation``) found another generation of the object."""
+
+
 def check_path(path: str, *, allow_root: bool = False) -> str:
     """Validates a store path and returns it without a trailing '/'.
 
@@ -96,6 +100,13 @@ class ArtifactStore(abc.ABC):
     - ``list(prefix)`` returns the paths, relative to ``prefix``, of all objects under it,
       recursively and sorted; ``list_children(prefix)`` the sorted names of its immediate children
       (objects and folders alike). Both return ``[]`` for a prefix with nothing under it.
+    - Every object has a generation, an int that changes on every write of it (``0`` stands for
+      "no object"). ``read_with_generation`` returns the content and the generation it belongs to;
+      ``write_if_generation(path, data, g)`` writes only if the object's generation is still
+      ``g`` (compare-and-swap): of concurrent writers holding the same ``g`` exactly one wins, the
+      others get ``GenerationMismatch``. Leases and ``export/latest`` are built on it. Write such a
+      path only with ``write_if_generation`` and make each writer's content unique (a token), so
+      that a retried write can recognise its own earlier success.
     - Transient service errors are retried inside the store; permanent ones surface as
       ``StoreError`` subclasses whose message names the URI.
     """
@@ -147,6 +158,32 @@ class ArtifactStore(abc.ABC):
     def write_text(self, path: str, text: str, *, if_absent: bool = False) -> None:
         """Writes ``text`` encoded as UTF-8; see ``write_bytes``."""
         self.write_bytes(path, text.encode("utf-8"), if_absent=if_absent)
+
+    @abc.abstractmethod
+    def read_with_generation(self, path: str) -> tuple[bytes, int]:
+        """Returns the content of the object at ``path`` and the generation of that content.
+
+        Raises:
+            ObjectNotFound: There is no such object.
+        """
+
+    @abc.abstractmethod
+    def write_if_generation(self, path: str, data: bytes, generation: int) -> int:
+        """Writes ``data`` at ``path`` atomically, only if the object is at ``generation``.
+
+        Args:
+            path: Where to write, relative to the root.
+            data: The complete new content.
+            generation: The generation read before (``read_with_generation``), or ``0`` to create
+                the object only if it does not exist.
+
+        Returns:
+            The generation of the object written.
+
+        Raises:
+            GenerationMismatch: The object is at another generation (someone else wrote it since,
+                or it exists although ``generation`` is 0, or it is gone).
+        """
 
     @abc.abstractmethod
     def exists(self, path: str) -> bool:

@@ -7,6 +7,13 @@ uploads are atomic by the service. Create-only writes send ``ifGenerationMatch=0
 retried create may find its own earlier success, a 412 answer is followed by a read, and identical
 content counts as success. Service errors become the ``StoreError`` family, naming the URI.
 
+Generations are Cloud Storage's own object generations. ``write_if_generation`` sends
+``ifGenerationMatch`` (412 -> ``GenerationMismatch``, unless the object now holds exactly the bytes
+written: a retried write meeting its own success). ``read_with_generation`` reads the object's
+generation, downloads that generation (``ifGenerationMatch``) and checks that the generation has
+not moved meanwhile, so the pair is consistent even on servers that ignore the download
+precondition.
+
 To extend: run every new call inside ``_call`` (which translates errors) and pass ``self._retry``.
 """
 
@@ -28,6 +35,7 @@ from google.cloud.storage.retry import DEFAULT_RETRY
 from kfnas.store.base import (
     AccessDenied,
     ArtifactStore,
+    GenerationMismatch,
     ObjectExists,
     ObjectNotFound,
     StoreError,
@@ -36,6 +44,8 @@ from kfnas.store.base import (
     local_files,
 )
 
+#: Reads of an object that keeps changing before ``read_with_generation`` gives up.
+_CONSISTENT_READ_TRIES = 10
 _BUCKET = re.compile(r"[a-z0-9][a-z0-9._-]{1,220}[a-z0-9]")
 
 
@@ -197,6 +207,65 @@ class GcsStore(ArtifactStore):
         # A retried create can meet its own earlier success: the same bytes mean it happened.
         if found_existing and self.read_bytes(path) != data:
             raise ObjectExists(f"{self.uri(path)} already exists; it is never overwritten")
+
+    def read_with_generation(self, path: str) -> tuple[bytes, int]:
+        """See ``ArtifactStore.read_with_generation``."""
+        for _ in range(_CONSISTENT_READ_TRIES):
+            before = self._generation(path)
+            if before == 0:
+                break
+            with self._call("read", path):
+                blob = self._blob(path)
+                try:
+                    data = blob.download_as_bytes(
+                        if_generation_match=before, retry=self._retry, timeout=self._timeout
+                    )
+                except (gexc.PreconditionFailed, gexc.NotFound):
+                    continue  # written or removed meanwhile: read again
+            if self._generation(path) == before:
+                return data, before
+        else:
+            raise StoreError(
+                f"cannot read {self.uri(path)}: it changed on every one of "
+                f"{_CONSISTENT_READ_TRIES} reads; another writer rewrites it constantly"
+            )
+        raise ObjectNotFound(f"{self.uri(path)} does not exist (while trying to read)")
+
+    def _generation(self, path: str) -> int:
+        """The live generation of the object at ``path``; 0 if there is none."""
+        with self._call("read", path):
+            blob = self.client.bucket(self.bucket_name).get_blob(
+                self._name(path), retry=self._retry, timeout=self._timeout
+            )
+        return 0 if blob is None else int(blob.generation)
+
+    def write_if_generation(self, path: str, data: bytes, generation: int) -> int:
+        """See ``ArtifactStore.write_if_generation``."""
+        if not isinstance(generation, int) or isinstance(generation, bool) or generation < 0:
+            raise ValueError(f"generation must be an int >= 0 (0: create), got {generation!r}")
+        with self._call("write", path, on_bucket=True):
+            blob = self._blob(path)
+            try:
+                blob.upload_from_string(
+                    data,
+                    content_type=_content_type(path),
+                    if_generation_match=generation,
+                    retry=self._retry,
+                    timeout=self._timeout,
+                )
+                return int(blob.generation)
+            except gexc.PreconditionFailed:
+                pass
+        try:  # A retried write can meet its own earlier success: the same bytes mean it happened.
+            current, now = self.read_with_generation(path)
+        except ObjectNotFound:
+            current, now = None, 0
+        if current == data:
+            return now
+        raise GenerationMismatch(
+            f"{self.uri(path)} is at generation {now}, not {generation}: another writer changed "
+            f"it since it was read; read it again and decide anew"
+        )
 
     def exists(self, path: str) -> bool:
         """See ``ArtifactStore.exists``."""

@@ -6,22 +6,42 @@ create-only write links the temporary file to its final name instead (``os.link`
 atomically if the name exists). Temporary files carry the ``.kfnas-tmp-`` prefix and are never
 listed, even if a crash leaves one behind.
 
-To extend: keep every write going through ``_write_via_temp`` so the atomicity holds.
+Files are created with mode ``0o666 & ~umask`` and folders with ``0o777 & ~umask`` (a umask of
+``0o022`` gives ``0644`` files), so a serving pod or notebook of another uid can read them.
+
+Generations (``read_with_generation``, ``write_if_generation``) are emulated: beside object
+``dir/name`` a hidden counter file ``dir/.kfnas-tmp-gen-name`` holds the object's generation.
+A conditional write holds an exclusive POSIX record lock (``fcntl.lockf``) on it (plus a thread
+lock, since POSIX locks are per process) while it compares the generation, bumps the counter
+(first: a crash then leaves the old content at a new generation, never a new content at the old
+one) and replaces the object; ``read_with_generation`` reads under a shared lock. Creating
+(generation 0) links the new file into place, so it cannot overwrite a create-only writer either.
+Guarantee: exact compare-and-swap between threads and processes of one machine, and between pods
+sharing a volume whose filesystem supports POSIX locks, hard links and atomic rename (a local disk;
+NFS v4). Filesystems without POSIX locks are refused with a message (``store_problems`` in
+``kfnas.store.schemes`` probes this at init). Plain writes of a path that has a counter file bump it
+too, but paths written conditionally should only be written conditionally.
+
+To extend: keep every write going through ``_write_via_temp`` so the atomicity holds, and every
+conditional operation inside ``_locked``.
 """
 
 from __future__ import annotations
 
 import contextlib
 import errno
+import fcntl
 import os
 import shutil
 import tempfile
-from collections.abc import Callable
+import threading
+from collections.abc import Callable, Iterator
 from pathlib import Path
 from typing import BinaryIO
 
 from kfnas.store.base import (
     ArtifactStore,
+    GenerationMismatch,
     ObjectExists,
     ObjectNotFound,
     StoreError,
@@ -34,6 +54,12 @@ TEMP_PREFIX = ".kfnas-tmp-"
 
 # errno values of filesystems without hard links (some FUSE and network mounts).
 _NO_HARD_LINKS = {errno.EPERM, errno.ENOTSUP, errno.EOPNOTSUPP, errno.ENOSYS, errno.EMLINK}
+#: The counter file of object ``name`` is ``GEN_PREFIX + name`` in the same folder (never listed).
+GEN_PREFIX = TEMP_PREFIX + "gen-"
+# POSIX locks belong to a process, so the threads of one process also take a lock of their own.
+_THREAD_LOCKS: dict[str, threading.Lock] = {}
+_THREAD_LOCKS_GUARD = threading.Lock()
+_UMASK_GUARD = threading.Lock()
 
 
 class LocalStore(ArtifactStore):
@@ -76,21 +102,88 @@ class LocalStore(ArtifactStore):
 
     def write_bytes(self, path: str, data: bytes, *, if_absent: bool = False) -> None:
         """See ``ArtifactStore.write_bytes``."""
+        final = self._file(path)
+        if not if_absent and _gen_file(final).exists():  # a conditionally written path
+            with self._locked(final, path, exclusive=True) as fd:
+                _write_counter(fd, _next_generation(fd, final))
+                self._write_via_temp(path, lambda out: out.write(data), if_absent=False)
+            return
         self._write_via_temp(path, lambda out: out.write(data), if_absent=if_absent)
 
-    def _write_via_temp(
-        self, path: str, fill: Callable[[BinaryIO], object], *, if_absent: bool
-    ) -> None:
+    def read_with_generation(self, path: str) -> tuple[bytes, int]:
+        """See ``ArtifactStore.read_with_generation``."""
         final = self._file(path)
+        if not _gen_file(final).exists():  # never written conditionally: generation 1
+            return self.read_bytes(path), 1
+        with self._locked(final, path, exclusive=False) as fd:
+            return self.read_bytes(path), max(_read_counter(fd), 1)
+
+    def write_if_generation(self, path: str, data: bytes, generation: int) -> int:
+        """See ``ArtifactStore.write_if_generation``; see the module docstring for the guarantee."""
+        if not isinstance(generation, int) or isinstance(generation, bool) or generation < 0:
+            raise ValueError(f"generation must be an int >= 0 (0: create), got {generation!r}")
+        final = self._file(path)
+        self._make_parent(final, path)
+        with self._locked(final, path, exclusive=True) as fd:
+            counter = _read_counter(fd)
+            current = max(counter, 1) if final.is_file() else 0
+            if current != generation:
+                raise GenerationMismatch(
+                    f"{self.uri(path)} is at generation {current}, not {generation}: another "
+                    f"writer changed it since it was read; read it again and decide anew"
+                )
+            new = max(counter, current) + 1
+            _write_counter(fd, new)  # first: see the module docstring
+            try:
+                self._write_via_temp(path, lambda out: out.write(data), if_absent=generation == 0)
+            except ObjectExists as e:  # created meanwhile by a create-only write
+                raise GenerationMismatch(
+                    f"{self.uri(path)} was created by another writer meanwhile; read it again"
+                ) from e
+        return new
+
+    @contextlib.contextmanager
+    def _locked(self, final: Path, path: str, *, exclusive: bool) -> Iterator[int]:
+        """Holds the lock of ``final``'s counter file; yields the file's descriptor."""
+        counter = _gen_file(final)
+        with _thread_lock(str(counter)):
+            try:
+                fd = os.open(counter, os.O_RDWR | os.O_CREAT if exclusive else os.O_RDONLY, 0o666)
+            except OSError as e:
+                raise StoreError(
+                    f"cannot open the generation file of {self.uri(path)} ({e}); the store must "
+                    f"be writable for conditional writes"
+                ) from e
+            try:
+                try:
+                    fcntl.lockf(fd, fcntl.LOCK_EX if exclusive else fcntl.LOCK_SH)
+                except OSError as e:
+                    raise StoreError(
+                        f"cannot lock {counter} ({e}): this filesystem has no POSIX locks, which "
+                        f"leases and export/latest need; use a local disk, an NFS v4 volume or "
+                        f"gs://BUCKET/PREFIX as the store"
+                    ) from e
+                yield fd
+            finally:
+                os.close(fd)  # also releases the lock
+
+    def _make_parent(self, final: Path, path: str) -> None:
         try:
             final.parent.mkdir(parents=True, exist_ok=True)
         except (FileExistsError, NotADirectoryError) as e:
             raise StoreError(
                 f"cannot write {self.uri(path)}: a part of its folder is an object, not a folder"
             ) from e
+
+    def _write_via_temp(
+        self, path: str, fill: Callable[[BinaryIO], object], *, if_absent: bool
+    ) -> None:
+        final = self._file(path)
+        self._make_parent(final, path)
         fd, temp = tempfile.mkstemp(prefix=TEMP_PREFIX, dir=final.parent)
         try:
             with os.fdopen(fd, "wb") as out:
+                os.fchmod(out.fileno(), 0o666 & ~_umask())  # mkstemp gives 0600: others can't read
                 fill(out)
                 out.flush()
                 os.fsync(out.fileno())
@@ -176,6 +269,42 @@ class LocalStore(ArtifactStore):
             target = Path(local_dir, *relative.split("/"))
             target.parent.mkdir(parents=True, exist_ok=True)
             shutil.copyfile(folder.joinpath(*relative.split("/")), target)
+
+
+def _gen_file(final: Path) -> Path:
+    return final.with_name(GEN_PREFIX + final.name)
+
+
+def _read_counter(fd: int) -> int:
+    text = os.pread(fd, 64, 0).decode("ascii", "replace").strip()
+    return int(text) if text.isdigit() else 0
+
+
+def _write_counter(fd: int, value: int) -> None:
+    os.pwrite(fd, f"{value:020d}\n".encode("ascii"), 0)  # fixed width: always the whole file
+    os.fsync(fd)
+
+
+def _next_generation(fd: int, final: Path) -> int:
+    counter = _read_counter(fd)
+    return max(counter, 1 if final.is_file() else 0) + 1
+
+
+def _thread_lock(key: str) -> threading.Lock:
+    with _THREAD_LOCKS_GUARD:
+        return _THREAD_LOCKS.setdefault(key, threading.Lock())
+
+
+def _umask() -> int:
+    """The process umask, read without changing it where Linux allows."""
+    with contextlib.suppress(OSError, ValueError):
+        for line in Path("/proc/self/status").read_text().splitlines():
+            if line.startswith("Umask:"):
+                return int(line.split()[1], 8)
+    with _UMASK_GUARD:  # elsewhere: set and restore (other threads' umask-less calls only)
+        mask = os.umask(0o022)
+        os.umask(mask)
+        return mask
 
 
 def _holds_objects(folder: Path) -> bool:

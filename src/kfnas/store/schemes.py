@@ -1,5 +1,9 @@
 """Store URIs: which backend a scheme opens, and what would stop a URI from working.
 
+``root_problems(uri)`` checks a URI offline; ``store_problems(store)`` checks, by writing small
+probe objects, that an opened store takes the writes kfnas relies on (create-only writes and
+generation preconditions), for the first step of a run to refuse a store that cannot.
+
 To add a backend: implement ``ArtifactStore`` in a module of this package, then add one entry to
 ``_SCHEMES`` (its opener and its offline checks). Nothing else branches on the scheme.
 """
@@ -7,10 +11,11 @@ To add a backend: implement ``ArtifactStore`` in a module of this package, then 
 from __future__ import annotations
 
 import dataclasses
+import uuid
 from collections.abc import Callable
 from typing import Any
 
-from kfnas.store.base import ArtifactStore
+from kfnas.store.base import ArtifactStore, GenerationMismatch, ObjectExists
 from kfnas.store.local import LocalStore, local_root_problems
 
 
@@ -96,3 +101,61 @@ def root_problems(uri: str) -> list[str]:
     if scheme is None:
         return [_unsupported(uri)]
     return scheme.problems(uri)
+
+
+#: Folder (under the store root) of the objects ``store_problems`` writes; they are left there
+#: (the store has no delete): one small object per check, safe to remove by hand.
+PROBE_DIR = ".kfnas-probe"
+
+
+def store_problems(store: ArtifactStore) -> list[str]:
+    """What stops ``store`` from keeping kfnas's guarantees, found by writing one probe object.
+
+    Writes ``<root>/.kfnas-probe/<random>`` create-only twice (the second must be refused), then
+    rewrites it with its generation as precondition twice (the second, with the stale generation,
+    must be refused). The object is left in place (see ``PROBE_DIR``). Run it once at init.
+
+    Returns:
+        Messages that say what to change; empty if the store can be used.
+    """
+    path = f"{PROBE_DIR}/{uuid.uuid4().hex}"
+    uri = store.uri(path)
+    fix = (
+        "give a writable volume or bucket (for gs://, credentials with roles/storage.objectAdmin "
+        "on the bucket; for a volume, mount it read-write)"
+    )
+    try:
+        store.write_bytes(path, b"probe 1", if_absent=True)
+    except OSError as e:
+        return [f"store {store.root} cannot be written (probe {uri}: {e}); {fix}"]
+    guarantee = (
+        "kfnas needs them for trial leases and export/latest; on gs:// use a bucket without a "
+        "retention policy or object holds (preconditions must hold on every object); on a local "
+        "or mounted path use a filesystem with hard links, atomic rename and POSIX locks (a local "
+        "disk, NFS v4)"
+    )
+    try:
+        store.write_bytes(path, b"probe 2", if_absent=True)
+        return [
+            f"store {store.root} does not honour create-only writes: a second create of {uri} "
+            f"succeeded; {guarantee}"
+        ]
+    except ObjectExists:
+        pass
+    except OSError as e:
+        return [f"store {store.root} failed a create-only write of {uri} ({e}); {guarantee}"]
+    try:
+        _, generation = store.read_with_generation(path)
+        store.write_if_generation(path, b"probe 3", generation)
+    except OSError as e:
+        return [f"store {store.root} failed a conditional write of {uri} ({e}); {guarantee}"]
+    try:
+        store.write_if_generation(path, b"probe 4", generation)
+    except GenerationMismatch:
+        return []
+    except OSError as e:
+        return [f"store {store.root} failed a conditional write of {uri} ({e}); {guarantee}"]
+    return [
+        f"store {store.root} does not honour generation preconditions: a write of {uri} with a "
+        f"stale generation succeeded; {guarantee}"
+    ]
