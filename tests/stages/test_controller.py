@@ -37,7 +37,7 @@ task: {kind: classification}
 studies:
   proxy: {space: mnasnet}
 algorithm: {name: random}
-budget: {rounds: 3, trials_per_round: 4, max_consecutive_failures: 3}
+budget: {rounds: 2, trials_per_round: 3, max_consecutive_failures: 3}
 seed: 3
 """
 
@@ -103,28 +103,45 @@ def test_slots_stay_busy_until_the_budget_is_spent(tmp_path):
     lines = []
     state = _run(exp, launcher, clock, parallelism=3, lines=lines)
     history = exp.records.history("proxy")
-    assert len(history) == 12 and all(result.completed for _, result in history)
-    assert (state.state, state.completed, state.failed, state.proposed) == ("finished", 12, 0, 12)
+    assert len(history) == 6 and all(result.completed for _, result in history)
+    assert (state.state, state.completed, state.failed, state.proposed) == ("finished", 6, 0, 6)
     assert max(busy) == 3  # never more than the slots
     # The first proposal fills every slot; then each freed slot gets a proposal of its own
     # (trials differ in length, so they free one at a time): rounds count proposals.
     rounds = [spec.round for spec, _ in history]
-    assert rounds[:3] == [1, 1, 1] and rounds[3:] == list(range(2, 11))
+    assert rounds == [1, 1, 1, 2, 3, 4]
     assert state.utilization > 0.9
-    assert sum("proxy trial" in line and "COMPLETED" in line for line in lines) == 12
+    assert sum("proxy trial" in line and "COMPLETED" in line for line in lines) == 6
     stored = read_state(exp, "proxy")
     assert stored.state == "finished" and stored.running == {}
     launch = json.loads(exp.store.read_text(exp.layout.trial_launch("proxy", 1)))
     assert launch == {"launcher": "simulated", "job": launcher.starts[0]}
 
 
-def test_a_killed_trial_is_recorded_failed_and_the_search_goes_on(tmp_path):
-    exp, clock = _experiment(tmp_path), VirtualClock()
-    state = _run(exp, _launcher(exp, clock, fail={2}), clock)
+def test_a_killed_trial_is_retried_until_its_attempts_are_spent_and_the_search_goes_on(tmp_path):
+    exp, clock = _experiment(tmp_path, "budget.max_attempts=2"), VirtualClock()
+    launcher = _launcher(exp, clock, fail={2})
+    state = _run(exp, launcher, clock)
     failed = exp.records.read_result("proxy", 2)
     assert failed.status is TrialStatus.FAILED
     assert failed.error == "its job failed: out of memory (OOMKilled, exit 137)"
-    assert (state.completed, state.failed) == (11, 1)
+    assert launcher.starts.count(TrialJob(exp.uri, "proxy", 2).name) == 2
+    assert (state.completed, state.failed) == (5, 1)
+
+
+class SelfRetrying(SimulatedLauncher):
+    """Jobs that retry themselves, as Kubernetes Jobs do: FAILED means no retry is left."""
+
+    RETRIES_ITSELF = True
+
+
+def test_a_job_that_retries_itself_is_failed_at_its_first_failure(tmp_path):
+    exp, clock = _experiment(tmp_path), VirtualClock()
+    simulated = _launcher(exp, clock, fail={2})
+    launcher = SelfRetrying(clock, simulated.duration, simulated.finish)
+    state = _run(exp, launcher, clock)
+    assert launcher.starts.count(TrialJob(exp.uri, "proxy", 2).name) == 1
+    assert (state.completed, state.failed) == (5, 1)
 
 
 def test_too_many_failures_in_a_row_stop_the_study_after_the_running_trials(tmp_path):

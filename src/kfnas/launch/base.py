@@ -139,6 +139,11 @@ class Launcher(abc.ABC):
     #: The launcher's name in ``LAUNCHERS`` and in a launch config's ``kind``.
     NAME: ClassVar[str]
 
+    #: Whether a job retries itself (its own retry and failure policy) and so reports FAILED only
+    #: when no retry is left; otherwise the controller starts a failed trial again while it has
+    #: attempts left (``budget.max_attempts``).
+    RETRIES_ITSELF: ClassVar[bool] = False
+
     @classmethod
     @abc.abstractmethod
     def from_config(cls, config: Mapping[str, Any]) -> Launcher:

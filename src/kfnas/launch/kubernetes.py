@@ -66,6 +66,7 @@ class KubernetesLauncher(Launcher):
     """Runs trials as Kubernetes Jobs (see the module docstring)."""
 
     NAME: ClassVar[str] = "kubernetes"
+    RETRIES_ITSELF: ClassVar[bool] = True
 
     def __init__(
         self,

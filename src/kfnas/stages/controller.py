@@ -42,6 +42,7 @@ from kfnas.records.trial import TrialResult, TrialStatus
 from kfnas.search import SpaceExhausted
 from kfnas.stages._common import StudyStoppedError, check_failures, propose_round
 from kfnas.stages._control import ControllerState, acquire, stop_requested, write_state
+from kfnas.stages.search import attempts_exhausted
 from kfnas.store import Experiment, open_experiment
 from kfnas.store.trials import TrialAlreadyFinished
 
@@ -176,6 +177,8 @@ class _Controller:
             launcher=launcher.NAME,
         )
         self.running: dict[int, str] = {}  # trial id -> job name
+        self.starts: dict[int, int] = {}  # trial id -> jobs this controller started for it
+        self.max_attempts = budget.max_attempts
         self.started = clock.time()
         self.last = self.started
         self.failure: StudyStoppedError | None = None
@@ -227,6 +230,7 @@ class _Controller:
         )
         self.running[trial_id] = job.name
         self.state.running[str(trial_id)] = location
+        self.starts[trial_id] = self.starts.get(trial_id, 0) + 1
 
     def _collect(self) -> None:
         """Records every finished job; the time since the last poll counts as busy slot time."""
@@ -240,6 +244,8 @@ class _Controller:
                 continue
             del self.running[trial_id]
             del self.state.running[str(trial_id)]
+            if self._retry(trial_id, status):
+                continue
             result = self._result(trial_id, status)
             self._count(result)
             reward = f" reward {result.reward:.4f}" if result.reward is not None else ""
@@ -252,6 +258,28 @@ class _Controller:
         if not self.state.reason and stop_requested(self.exp, self.study, self.state.run_id):
             self.state.reason = "stopped by request (kfnas stop)"
             self.log(f"{self.study}: stop requested; waiting for {len(self.running)} trials")
+
+    def _retry(self, trial_id: int, status: JobStatus) -> bool:
+        """Starts a failed job's trial again while it has attempts left; whether it did.
+
+        A launcher whose jobs retry themselves (Kubernetes Jobs: ``backoffLimit`` and the
+        ``podFailurePolicy``) reports a failure only when no retry is left. For the others (local
+        processes), a job that died without a result is started again until the trial used up
+        ``budget.max_attempts``: counted by the trial's own attempt records (``run_trial`` resumes
+        it from its last checkpoint) and by this controller's starts, for a job that died before
+        recording one.
+        """
+        if status.state is not JobState.FAILED or self.launcher.RETRIES_ITSELF:
+            return False
+        if self.exp.records.read_result(self.study, trial_id) is not None:
+            return False
+        if attempts_exhausted(self.exp, self.study, trial_id) is not None:
+            return False  # recorded FAILED just now, with where each attempt was killed
+        if self.starts.get(trial_id, 0) >= self.max_attempts:
+            return False
+        self.log(f"{self.study} trial {trial_id}: {status.reason or 'failed'}; starting it again")
+        self._start(trial_id)
+        return True
 
     def _result(self, trial_id: int, status: JobStatus) -> TrialResult:
         """The trial's result; a job that ended without one is recorded FAILED with its reason."""
