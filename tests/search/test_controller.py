@@ -10,6 +10,7 @@ from __future__ import annotations
 
 import dataclasses
 import statistics
+import sys
 from collections.abc import Callable, Iterator
 from typing import Any
 
@@ -29,6 +30,7 @@ from kfnas.search import (
 from kfnas.search.controller import recover_generator
 from kfnas.spaces import SPACES
 from kfnas.spaces.base import dna_spec
+from kfnas.store.trials import CorruptRecordWarning
 
 EVOLUTION = ("regularized_evolution", "hill_climb", "nsga2")
 SMALL_OPTIONS: dict[str, dict[str, Any]] = {
@@ -289,8 +291,15 @@ def test_history_from_records() -> None:
         (None, None),
         (0.25, None),
     ]
-    with pytest.raises(ValueError, match="trial 0: dna_json is not a serialized DNA"):
-        history_from_records([(dataclasses.replace(trial(0), dna_json="{oops"), None)])
+    # A damaged or crafted DNA is left out, with a warning naming the trial and the type.
+    damaged = dataclasses.replace(trial(0), dna_json="{oops")
+    crafted = dataclasses.replace(trial(1), dna_json='{"_type": "no_such_module_q.Payload"}')
+    with pytest.warns(CorruptRecordWarning) as caught:
+        kept = history_from_records([(damaged, None), (crafted, None), (trial(2), None)])
+    assert numbers([e.dna for e in kept]) == numbers(dnas[2:3])
+    said = [str(w.message) for w in caught]
+    assert "proxy trial 0: dna_json is not valid JSON" in said[0]
+    assert "no_such_module_q.Payload" in said[1] and "no_such_module_q" not in sys.modules
     with pytest.raises(ValueError, match="paired with the result of trial 1"):
         history_from_records([(trial(0), TrialResult(1, TrialStatus.FAILED, error="x"))])
 

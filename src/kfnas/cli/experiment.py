@@ -17,7 +17,7 @@ from rich.table import Table
 from kfnas.cli import _common as ui
 from kfnas.config.spec import ExperimentSpec, SpecError
 from kfnas.records.trial import TrialResult, TrialSpec
-from kfnas.views.rows import PENDING, measure_cells, measure_headers
+from kfnas.views.rows import CORRUPT, PENDING, measure_cells, measure_headers
 
 
 def _run_validate(args: argparse.Namespace) -> int:
@@ -255,7 +255,7 @@ def _run_trials(args: argparse.Namespace) -> int:
             str(r.round),
             r.status,
             *measure_cells(r),
-            f"{r.duration_s:.0f} s" if r.status != PENDING else "-",
+            f"{r.duration_s:.0f} s" if r.status not in (PENDING, CORRUPT) else "-",
             *([r.source] if sources else []),
         )
     ui.console.print(table)

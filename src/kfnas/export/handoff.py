@@ -16,8 +16,10 @@ which adds to that folder, in this order:
 
 ``read_handoff(uri)`` reads a manifest back from a version folder, its ``handoff.json`` or the
 ``export/latest`` pointer (local or ``gs://``), upgrading older schema versions and refusing
-missing URIs, newer schema versions and documents that break the schema, with messages that say
-what to do. ``kfnas.export.model_card.render_model_card`` renders the card from a ``Handoff``.
+missing URIs, newer schema versions, documents that break the schema and architectures that name
+types their space does not hold (``architecture_problem``: a handoff is data, nothing it names is
+imported), with messages that say what to do. ``kfnas.export.model_card.render_model_card``
+renders the card from a ``Handoff``.
 
 ``Handoff`` is a ``kfnas.records.Record`` whose reader also checks the JSON schema. To add a
 field: add it to ``Handoff`` with a default and to the JSON schema, bump ``SCHEMA_VERSION`` (and
@@ -87,7 +89,8 @@ class Handoff(Record):
         flops: Multiply-adds of one batch-1 inference, if counted.
         params: Number of weights, if counted.
         space: The search space of the architecture.
-        arch_json: The architecture, serialized (``pg.from_json_str`` rebuilds it).
+        arch_json: The architecture, serialized (``kfnas.spaces.base.load_architecture`` with
+            the space rebuilds it; a reader refuses one naming types its space does not hold).
         task_overrides: The dotted ``task.*`` overrides it was trained with (its scaling and
             augmentation policy); a retraining applies them to the experiment's task.
         experiment: The experiment name.
@@ -141,9 +144,11 @@ class Handoff(Record):
 
     @classmethod
     def _check(cls, data: Mapping[str, Any], source: str) -> None:
-        """Refuses a manifest that ``schemas/handoff.schema.json`` refuses."""
+        """Refuses a manifest the JSON schema refuses, or whose architecture names foreign types."""
         if problem := schema_problem(data):
             raise HandoffError(f"{source} does not match the handoff schema: {problem}")
+        if problem := architecture_problem(data["space"], data["arch_json"]):
+            raise HandoffError(f"{source}: {problem}; export the model again")
 
 
 def handoff_schema() -> dict[str, Any]:
@@ -162,6 +167,44 @@ def schema_problem(data: Mapping[str, Any]) -> str:
         return ""
     where = ".".join(str(p) for p in error.absolute_path) or "the top level"
     return f"at {where}: {error.message}"
+
+
+def architecture_problem(space: str, arch_json: str) -> str:
+    """What makes a handoff's architecture untrusted, or ``""``; nothing it names is imported.
+
+    A handoff is data, not code: its ``arch_json`` may name only the classes of its space. For a
+    built-in space they are the space's own (``kfnas.spaces.base.architecture_types``). A user's
+    space (``module:object``) is not imported from a handoff, so its classes are not known here:
+    they must lie in the space's own top-level package, and the retraining that trains the
+    architecture imports the space only if the experiment's spec names it (``TrialRecords``) and
+    decodes the architecture with ``load_architecture``.
+    """
+    from kfnas.registry import RegistryError
+    from kfnas.spaces import get_space
+    from kfnas.spaces.base import architecture_type_names, foreign_types
+
+    try:
+        tree = json.loads(arch_json)
+    except json.JSONDecodeError as e:
+        return f"arch_json is not valid JSON: {e}"
+    module, colon, _ = space.partition(":")
+    if colon:
+        package = module.split(".")[0]
+        foreign = [n for n in foreign_types(tree, ()) if not n.startswith(f"{package}.")]
+        allowed = f"types of the package {package!r} of its space {space!r}"
+    else:
+        try:
+            names = architecture_type_names(get_space(space))
+        except RegistryError as e:
+            return f"space {space!r} is not a registered space: {e}"
+        foreign = foreign_types(tree, names)
+        allowed = f"the types of its space {space!r}: {', '.join(sorted(names)) or 'none'}"
+    if foreign:
+        return (
+            f"arch_json names the type(s) {', '.join(foreign)}, but a handoff may hold only "
+            f"{allowed}; nothing was imported"
+        )
+    return ""
 
 
 def framework_versions() -> dict[str, str]:

@@ -5,6 +5,8 @@ study's algorithm afresh (``ALGORITHMS.get(name).create(options, seed)``), sets 
 ``DNASpec``, replays the history into it with PyGlove's ``DNAGenerator.recover`` and asks it for
 ``n`` new DNA. The history is what the store holds: each trial's ``dna_json`` (written with
 ``pg.to_json_str``, so it keeps the DNA metadata that evolution needs to recover) and its result.
+Stored DNA are decoded by ``kfnas.spaces.base.load_dna``, which allows ``pg.DNA`` only and imports
+nothing a record names; a trial whose DNA it refuses is left out of the history with a warning.
 
 Guarantees:
 
@@ -28,15 +30,17 @@ from __future__ import annotations
 import dataclasses
 import json
 import random
+import warnings
 from collections.abc import Sequence
 
 import pyglove as pg
 
 from kfnas.config.spec import AlgorithmSpec, StudySpec
-from kfnas.records.trial import TrialResult, TrialSpec
+from kfnas.records.trial import RecordError, TrialResult, TrialSpec
 from kfnas.search.algorithms import ALGORITHMS, Algorithm, derive_seed
 from kfnas.spaces import get_space
-from kfnas.spaces.base import dna_spec
+from kfnas.spaces.base import dna_spec, load_dna
+from kfnas.store.trials import CorruptRecordWarning
 
 __all__ = [
     "MAX_RANDOM_DRAWS",
@@ -88,10 +92,13 @@ def history_from_records(
 
     Returns:
         One entry per trial, in trial-id (proposal) order. Reward and objectives are set only for
-        COMPLETED results; FAILED, INFEASIBLE and unfinished trials get None.
+        COMPLETED results; FAILED, INFEASIBLE and unfinished trials get None. A trial whose
+        ``dna_json`` is not a plain serialized DNA (damaged, or naming a foreign ``_type``) is
+        left out with a ``CorruptRecordWarning``: it is decoded by ``load_dna``, which imports
+        nothing, and the study goes on without it.
 
     Raises:
-        ValueError: A ``dna_json`` is not a serialized DNA, or a result belongs to another trial.
+        ValueError: A result belongs to another trial.
     """
     history = []
     for spec, result in sorted(records, key=lambda record: record[0].trial_id):
@@ -100,13 +107,15 @@ def history_from_records(
                 f"trial {spec.trial_id} is paired with the result of trial {result.trial_id}"
             )
         try:
-            dna = pg.from_json_str(spec.dna_json)
-        except (ValueError, TypeError, KeyError) as e:
-            raise ValueError(f"trial {spec.trial_id}: dna_json is not a serialized DNA: {e}") from e
-        if not isinstance(dna, pg.DNA):
-            raise ValueError(
-                f"trial {spec.trial_id}: dna_json holds a {type(dna).__name__}, not a DNA"
+            dna = load_dna(spec.dna_json, f"{spec.study} trial {spec.trial_id}")
+        except RecordError as e:
+            warnings.warn(
+                f"{e}; the trial is left out of the search history (it stays proposed: its id "
+                f"is not reused)",
+                CorruptRecordWarning,
+                stacklevel=2,
             )
+            continue
         done = result is not None and result.completed
         history.append(
             HistoryEntry(

@@ -8,19 +8,38 @@ reads (SpineNet's ``resample_alpha``, NAS-FPN's ``decoder_num_repeats``, ...) de
 ``task_options`` attribute (``{name: kfnas.spaces.options.Option}``; ``declared_options`` reads
 it): validation accepts a knob when the task or one of the experiment's spaces declares it.
 
+Stored records are data, not code. ``load_architecture(space, arch_json)`` and
+``load_dna(dna_json)`` are the only ways kfnas decodes a stored ``arch_json`` or ``dna_json``:
+before PyGlove sees the text, every ``_type`` in its JSON tree is checked against an allow-list,
+so a record naming a foreign class (``{"_type": "some_module.Payload"}``, a pickled opaque
+object, a marshalled function) is refused with ``RecordError`` naming the type and the file, and
+the foreign module is never imported. The allow-list of an architecture is the classes its space
+declares (``architecture_types(space)``): a space may list them in an ``architecture_types``
+attribute (a collection of classes); by default they are the symbolic classes found in its own
+``hyper()`` and ``reference()`` values, which covers every built-in space. A space whose
+architectures hold other classes (a value built in ``build_network`` from a ``pg.one_of`` over
+plain data is fine; a class chosen by a custom hyper is not found by the walk) lists them in
+``architecture_types``. A DNA may hold ``pg.DNA`` objects only.
+
 To extend the interface: add the member here with its contract, then implement it in every built-in
 space; the conformance suite checks every registered space against this protocol.
 """
 
 from __future__ import annotations
 
-from collections.abc import Mapping
+import functools
+import json
+from collections.abc import Collection, Iterator, Mapping
 from dataclasses import dataclass
 from typing import Any, Protocol, runtime_checkable
 
 import pyglove as pg
 
+from kfnas.records.base import RecordError
 from kfnas.spaces.options import Option
+
+#: The key under which PyGlove's JSON names the class of an object.
+TYPE_KEY = "_type"
 
 
 @dataclass(frozen=True)
@@ -83,7 +102,7 @@ class SearchSpace(Protocol):
 
         Args:
             arch: A materialized architecture of this space (``pg.materialize(hyper(), dna)``, or
-                ``pg.from_json_str`` of a trial's ``arch_json``).
+                ``load_architecture`` of a trial's ``arch_json``).
             task: The experiment's ``kfnas.config.spec.TaskSpec`` (model knobs are in
             ``task.options``).
             input_specs: A ``tf_keras.layers.InputSpec`` of the batched model input.
@@ -180,3 +199,151 @@ def materialize(space: SearchSpace | RefinementSpace, dna: pg.DNA) -> Any:
 def architecture_json(space: SearchSpace | RefinementSpace, dna: pg.DNA) -> str:
     """The architecture selected by ``dna``, serialized so it can be rebuilt without the search."""
     return pg.to_json_str(materialize(space, dna), json_indent=2, hide_default_values=False)
+
+
+def architecture_types(space: SearchSpace | RefinementSpace) -> frozenset[type]:
+    """The classes an architecture (a materialized point) of ``space`` may hold.
+
+    The space's ``architecture_types`` attribute when it has one; otherwise every symbolic class
+    (``pg.Object`` subclass, hyper primitives left out) found in ``space.hyper()`` and
+    ``space.reference()``. Cached per space object.
+    """
+    cached = _TYPES.get(id(space))
+    if cached is not None and cached[0] is space:
+        return cached[1]
+    declared = getattr(space, "architecture_types", None)
+    if declared is not None:
+        found = frozenset(declared)
+    else:
+        found = frozenset(_symbolic_types(space.hyper())) | frozenset(
+            _symbolic_types(space.reference())
+        )
+    _TYPES[id(space)] = (space, found)
+    return found
+
+
+_TYPES: dict[int, tuple[Any, frozenset[type]]] = {}
+
+
+def _symbolic_types(value: Any) -> Iterator[type]:
+    """The ``pg.Object`` classes inside ``value`` (hyper primitives are walked, not yielded)."""
+    stack = [value]
+    while stack:
+        item = stack.pop()
+        if isinstance(item, pg.Symbolic):
+            if isinstance(item, pg.Object) and not isinstance(item, pg.hyper.HyperValue):
+                yield type(item)
+            stack.extend(item.sym_values())
+        elif isinstance(item, Mapping):
+            stack.extend(item.values())
+        elif isinstance(item, list | tuple):
+            stack.extend(item)
+
+
+def type_names(classes: Collection[type]) -> frozenset[str]:
+    """Every ``_type`` name PyGlove may write for ``classes`` (module path and registered keys)."""
+    names = {f"{cls.__module__}.{cls.__qualname__}" for cls in classes}
+    names |= {name for name, cls in pg.JSONConvertible.registered_types() if cls in classes}
+    return frozenset(names)
+
+
+def architecture_type_names(space: SearchSpace | RefinementSpace) -> frozenset[str]:
+    """``type_names(architecture_types(space))``, cached per space object."""
+    cached = _NAMES.get(id(space))
+    if cached is None or cached[0] is not space:
+        cached = _NAMES[id(space)] = (space, type_names(architecture_types(space)))
+    return cached[1]
+
+
+_NAMES: dict[int, tuple[Any, frozenset[str]]] = {}
+
+
+@functools.cache
+def _dna_type_names() -> frozenset[str]:
+    """The ``_type`` names of ``pg.DNA`` (children are DNA too): all a stored DNA may hold."""
+    return type_names([pg.DNA])
+
+
+def foreign_types(tree: Any, allowed: Collection[str]) -> list[str]:
+    """The ``_type`` names in a decoded JSON tree that ``allowed`` lacks, in order, each once.
+
+    A ``_type`` that is not a string (PyGlove would call it) is reported as its ``repr``.
+    """
+    found: dict[str, None] = {}
+    stack = [tree]
+    while stack:
+        item = stack.pop()
+        if isinstance(item, dict):
+            if TYPE_KEY in item:
+                name = item[TYPE_KEY]
+                if not isinstance(name, str) or name not in allowed:
+                    found[name if isinstance(name, str) else repr(name)] = None
+            stack.extend(reversed(list(item.values())))
+        elif isinstance(item, list):
+            stack.extend(reversed(item))
+    return list(found)
+
+
+def _short(names: Collection[str]) -> str:
+    """The allowed names for a message: module paths only (aliases left out)."""
+    dotted = sorted(n for n in names if n.count(".") > 1) or sorted(names)
+    return ", ".join(dotted) or "none"
+
+
+def _checked_tree(text: str, allowed: Collection[str], what: str, source: str) -> Any:
+    """``text`` parsed as JSON, refused if it names a ``_type`` outside ``allowed``."""
+    try:
+        tree = json.loads(text)
+    except (json.JSONDecodeError, TypeError) as e:
+        raise RecordError(f"{source}: {what} is not valid JSON: {e}") from e
+    if foreign := foreign_types(tree, allowed):
+        raise RecordError(
+            f"{source}: {what} names the type(s) {', '.join(foreign)}, which it may not hold "
+            f"(allowed: {_short(allowed)}); stored records are decoded "
+            f"without importing anything else, so nothing was imported. The record was not "
+            f"written by kfnas for this space: delete or restore it"
+        )
+    return tree
+
+
+def load_architecture(
+    space: SearchSpace | RefinementSpace, arch_json: str, source: str = "arch_json"
+) -> Any:
+    """Decodes a stored architecture of ``space``, allowing only the classes the space declares.
+
+    Args:
+        space: The trial's space (``get_space(trial.space)``).
+        arch_json: The serialized architecture (a trial's or a handoff's ``arch_json``).
+        source: Where the text came from (a URI), for messages.
+
+    Raises:
+        RecordError: The text is not JSON, names a ``_type`` that ``architecture_types(space)``
+            lacks (checked before anything is imported), or does not decode.
+    """
+    allowed = architecture_type_names(space)
+    tree = _checked_tree(arch_json, allowed, "arch_json", source)
+    try:
+        return pg.from_json(tree, auto_import=False)
+    except (TypeError, ValueError, KeyError) as e:
+        raise RecordError(f"{source}: arch_json does not decode: {e}") from e
+
+
+def load_dna(dna_json: str, source: str = "dna_json") -> pg.DNA:
+    """Decodes a stored DNA, allowing only ``pg.DNA`` objects (a DNA's children are DNA).
+
+    Args:
+        dna_json: The serialized DNA (a trial's ``dna_json``, ``pg.to_json_str(dna)``).
+        source: Where the text came from (a URI or ``trial N``), for messages.
+
+    Raises:
+        RecordError: The text is not JSON, names another ``_type`` (checked before anything is
+            imported), does not decode, or decodes to something other than a ``pg.DNA``.
+    """
+    tree = _checked_tree(dna_json, _dna_type_names(), "dna_json", source)
+    try:
+        dna = pg.from_json(tree, auto_import=False)
+    except (TypeError, ValueError, KeyError) as e:
+        raise RecordError(f"{source}: dna_json is not a serialized DNA: {e}") from e
+    if not isinstance(dna, pg.DNA):
+        raise RecordError(f"{source}: dna_json holds a {type(dna).__name__}, not a DNA")
+    return dna

@@ -197,7 +197,9 @@ def build_trial_model(spec: ExperimentSpec, trial: TrialSpec, official_task: Any
 
     task_kind = TASKS.get(spec.task.kind)
     input_specs = tf_keras.layers.InputSpec(shape=[None, *task_kind.input_shape(spec.task)])
-    arch = pg.from_json_str(trial.arch_json)
+    from kfnas.spaces.base import load_architecture  # Decodes only the space's own classes.
+
+    arch = load_architecture(get_space(trial.space), trial.arch_json, f"trial {trial.trial_id}")
     network = get_space(trial.space).build_network(arch, spec.task, input_specs)
     return task_kind.build_model(official_task, network)
 

@@ -2,7 +2,9 @@
 
 ``trial_row(trial_id, result, metric, spec)`` turns a trial's records into a ``TrialRow`` (id,
 round, status, the objective metric, reward, latency, FLOPs, parameters, duration, what it
-retrains, why it failed; ``PENDING`` without a result). ``measure_headers(metric)`` and
+retrains, why it failed; ``PENDING`` without a result); ``corrupt_row`` is the row of a trial
+whose ``trial.json`` or ``result.json`` cannot be read (``CORRUPT``, with the file and its
+repair). ``measure_headers(metric)`` and
 ``measure_cells(row)`` are the measured columns every trial table shows (``kfnas search``,
 ``kfnas run``, ``kfnas trials`` and the report's candidates tables), formatted once here;
 ``describe_result`` is the one line ``kfnas run`` prints as trials finish.
@@ -18,9 +20,13 @@ from collections.abc import Callable
 from typing import Any
 
 from kfnas.records.trial import TrialResult, TrialSpec
+from kfnas.store.trials import CorruptRecord
 
 #: The status of a proposed trial that has no result yet (queued or running).
 PENDING = "PENDING"
+#: The status of a trial whose ``trial.json`` or ``result.json`` cannot be read (set aside: the
+#: search counts a corrupt result as FAILED and leaves a corrupt spec out).
+CORRUPT = "CORRUPT"
 
 
 @dataclasses.dataclass(frozen=True)
@@ -30,7 +36,8 @@ class TrialRow:
     Attributes:
         trial_id: The trial's id.
         round: The round that proposed it (0 when unknown).
-        status: ``COMPLETED``, ``FAILED``, ``INFEASIBLE`` or ``PENDING`` (no result yet).
+        status: ``COMPLETED``, ``FAILED``, ``INFEASIBLE``, ``PENDING`` (no result yet) or
+            ``CORRUPT`` (a record that cannot be read).
         metric: The objective metric's name.
         value: The objective metric's value, if evaluated.
         reward: The reward, for a completed trial.
@@ -39,7 +46,8 @@ class TrialRow:
         params: Number of weights, if counted.
         duration_s: Wall time of the trial (0 while pending).
         source: ``"<study> trial <id>"`` for a retrained copy of another trial, else empty.
-        error: Why the trial failed or is infeasible; empty otherwise.
+        error: Why the trial failed or is infeasible, or which record is corrupt and how to
+            repair it; empty otherwise.
     """
 
     trial_id: int
@@ -81,6 +89,15 @@ def trial_row(
         duration_s=result.duration_s if result else 0.0,
         source=source,
         error=result.error if result else "",
+    )
+
+
+def corrupt_row(bad: CorruptRecord, metric: str, spec: TrialSpec | None = None) -> TrialRow:
+    """The row of a trial with an unreadable record: ``CORRUPT``, the file, why and the repair."""
+    return dataclasses.replace(
+        trial_row(bad.trial_id, None, metric, spec),
+        status=CORRUPT,
+        error=f"{bad.uri} cannot be read ({bad.error}); {bad.repair}",
     )
 
 

@@ -44,12 +44,13 @@ class StoreWatcher:
             yield f"experiment {self.experiment_uri}: spec and data checked"
         exp = self._experiment
         for study in exp.spec.studies:
-            try:
-                ids = exp.records.trial_ids(study)
-                for trial_id in ids:
+            for trial_id in exp.records.trial_ids(study):
+                try:
                     yield from self._trial_lines(exp, study, trial_id)
-            except (ObjectNotFound, RecordError):
-                continue  # Caught between two writes: the next poll sees it whole.
+                except (ObjectNotFound, RecordError):
+                    # Caught between two writes (the next poll sees it whole) or corrupt (kfnas
+                    # trials lists it as CORRUPT): the later trials are reported all the same.
+                    continue
         report = f"{exp.layout.reports_dir()}/report.html"
         if ("report",) not in self._seen and exp.store.exists(report):
             self._seen.add(("report",))
