@@ -4,14 +4,34 @@
 the trial records and the spec, renders the model card (``kfnas.export.model_card``) and writes,
 in this order, ``model_card.md``, ``handoff.json`` (create-only) and last the experiment's
 ``export/latest`` pointer, which only moves forward.
+
+Concurrent exporters never mix their files:
+
+- ``claim_export(store, layout, version, study, trial_id)`` claims ``export/<version>`` with a
+  lease (``export/<version>/export_claim.json``, created before anything else is written under
+  the version; ``kfnas.store.lease``) and yields a ``TrialClaim`` whose ``outcome`` is
+  ``ACQUIRED`` (export, then ``write_handoff``, calling ``claim.check()`` before each write) or
+  ``DONE`` (another exporter finished this version: only ``write_handoff``, which keeps its
+  manifest). A second exporter of the same version waits for the first's ``handoff.json`` and
+  takes over only if the first's lease expires (it died); an exporter of another trial to a
+  version that holds or is being given one is refused with ``ExportConflictError``.
+- ``export/latest`` is read with its generation and written with it as precondition
+  (compare-and-swap, retried on a conflict); it moves only to a version whose ``(created,
+  version)`` is greater than the one it names, and counts its moves in ``sequence``.
+
+To extend: write any new file of an export after ``export.json`` and before ``handoff.json``,
+inside the claim.
 """
 
 from __future__ import annotations
 
+import contextlib
 import dataclasses
 import datetime
 import json
 import os
+import time
+from collections.abc import Iterator
 from typing import Any
 
 from kfnas.export.handoff import (
@@ -30,7 +50,116 @@ from kfnas.export.model_card import proxy_pairs, render_model_card, study_summar
 from kfnas.export.saved_model import ARCHITECTURE_FILE, RECORD_FILE, SAVED_MODEL_DIR, ExportRecord
 from kfnas.records.trial import TrialSpec
 from kfnas.search.ranking import kendall_tau
-from kfnas.store import ArtifactStore, Experiment, ObjectExists, ObjectNotFound
+from kfnas.store import (
+    ArtifactStore,
+    Experiment,
+    ExperimentLayout,
+    ObjectExists,
+    ObjectNotFound,
+    StoreError,
+)
+from kfnas.store.base import GenerationMismatch
+from kfnas.store.lease import Clock, Lease, TrialClaim, claim_path
+
+#: The claim (a lease) of an export version, the first object written under it.
+CLAIM_FILE = "export_claim.json"
+#: Compare-and-swap attempts on ``export/latest`` before giving up (each lost to another mover).
+_LATEST_TRIES = 20
+
+
+class ExportConflictError(ValueError):
+    """An export version holds, or is being given, the export of another trial."""
+
+
+@contextlib.contextmanager
+def claim_export(
+    store: ArtifactStore,
+    layout: ExperimentLayout,
+    version: str,
+    study: str,
+    trial_id: int,
+    owner: str | None = None,
+    *,
+    ttl_s: float = 600.0,
+    renew_every_s: float = 60.0,
+    wait: bool = True,
+    poll_s: float = 10.0,
+    clock: Clock = time.time,
+) -> Iterator[TrialClaim]:
+    """Claims ``export/<version>`` for the export of one trial; see the module docstring.
+
+    Args:
+        store: The experiment's store.
+        layout: The experiment's layout.
+        version: The export version.
+        study: The exported trial's study.
+        trial_id: The exported trial's id.
+        owner: Who exports, for people; default ``host:pid``.
+        ttl_s: Seconds the claim holds without a renewal (renewed by a thread while held).
+        renew_every_s: Seconds between renewals.
+        wait: Wait for a live exporter of the same trial; ``False``: yield ``WAIT`` at once.
+        poll_s: Seconds between looks while waiting.
+        clock: Epoch seconds now (tests).
+
+    Yields:
+        The claim (``outcome``: ``ACQUIRED``, ``DONE`` or, without ``wait``, ``WAIT``).
+
+    Raises:
+        ExportConflictError: The version holds, or is being given, another trial's export.
+    """
+    folder = layout.export_dir(version)
+    lease_path = f"{folder}/{CLAIM_FILE}"
+    _check_same_trial(store, folder, lease_path, version, study, trial_id)
+    with claim_path(
+        store,
+        lease_path,
+        layout.handoff_json(version),
+        owner,
+        note={"study": study, "trial_id": trial_id, "version": version},
+        ttl_s=ttl_s,
+        renew_every_s=renew_every_s,
+        wait=wait,
+        poll_s=poll_s,
+        clock=clock,
+    ) as claim:
+        _check_same_trial(store, folder, lease_path, version, study, trial_id, claimed=True)
+        yield claim
+
+
+def _check_same_trial(
+    store: ArtifactStore,
+    folder: str,
+    lease_path: str,
+    version: str,
+    study: str,
+    trial_id: int,
+    *,
+    claimed: bool = False,
+) -> None:
+    """Raises ``ExportConflictError`` if the version holds or is claimed for another trial."""
+    found: list[tuple[str, Any, Any]] = []
+    for name in (HANDOFF_FILE, RECORD_FILE):
+        with contextlib.suppress(ObjectNotFound, ValueError):
+            fields = json.loads(store.read_text(f"{folder}/{name}"))
+            found.append(
+                (store.uri(f"{folder}/{name}"), fields.get("study"), fields.get("trial_id"))
+            )
+    holder = None if claimed else Lease(store, lease_path).holder()
+    if holder is not None and holder.live(time.time()):
+        note = holder.note
+        found.append(
+            (
+                f"{store.uri(lease_path)} (held by {holder.owner})",
+                note.get("study"),
+                note.get("trial_id"),
+            )
+        )
+    for where, other_study, other_trial in found:
+        if (other_study, other_trial) != (study, trial_id):
+            raise ExportConflictError(
+                f"export version {version!r} belongs to {other_study} trial {other_trial} "
+                f"({where}); export {study} trial {trial_id} to another version"
+            )
 
 
 def write_handoff(
@@ -158,27 +287,62 @@ def _lineage(exp: Experiment, trial: TrialSpec, metric: str) -> list[dict[str, A
 
 
 def _advance_latest(store: ArtifactStore, pointer: str, handoff: Handoff) -> None:
-    """Points ``latest`` at ``handoff``'s version unless it names a newer one (atomic write)."""
-    try:
-        current = json.loads(store.read_text(pointer))
-    except (ObjectNotFound, json.JSONDecodeError):
-        current = None  # None yet, or damaged: this finished version replaces it.
-    if (
-        isinstance(current, dict)
-        and current.get("version") != handoff.model_version
-        and _time(str(current.get("created", ""))) > _time(handoff.created)
-    ):
-        return  # A newer version is already the latest: never move back.
-    text = json.dumps(
-        {
-            "schema_version": SCHEMA_VERSION,
-            "version": handoff.model_version,
-            "created": handoff.created,
-            "handoff": f"{handoff.model_version}/{HANDOFF_FILE}",
-        },
-        indent=2,
+    """Points ``latest`` at ``handoff``'s version unless it names a newer one."""
+    advance_latest(store, pointer, handoff.model_version, handoff.created)
+
+
+def advance_latest(store: ArtifactStore, pointer: str, version: str, created: str) -> bool:
+    """Points ``latest`` at ``version`` unless it names a newer one (compare-and-swap).
+
+    Args:
+        store: The experiment's store.
+        pointer: The pointer's path (``ExperimentLayout.export_latest``).
+        version: The finished version (its ``handoff.json`` is written).
+        created: Its handoff's creation time (ISO 8601): later versions are newer.
+
+    Returns:
+        Whether ``latest`` now names ``version`` because of this call.
+
+    Raises:
+        StoreError: Other exporters moved ``latest`` on every one of many attempts.
+    """
+    ours = (_time(created), version)
+    for _ in range(_LATEST_TRIES):
+        try:
+            data, generation = store.read_with_generation(pointer)
+        except ObjectNotFound:
+            data, generation = b"", 0  # None yet.
+        try:
+            current = json.loads(data) if data else None
+        except ValueError:
+            current = None  # Damaged: this finished version replaces it.
+        if isinstance(current, dict):
+            theirs = (_time(str(current.get("created", ""))), str(current.get("version", "")))
+            if theirs >= ours:
+                return False  # Already here, or a newer version is the latest: never move back.
+            sequence = current.get("sequence")
+            sequence = sequence + 1 if isinstance(sequence, int) else 1
+        else:
+            sequence = 1
+        text = json.dumps(
+            {
+                "schema_version": SCHEMA_VERSION,
+                "version": version,
+                "created": created,
+                "handoff": f"{version}/{HANDOFF_FILE}",
+                "sequence": sequence,
+            },
+            indent=2,
+        )
+        try:
+            store.write_if_generation(pointer, text.encode("utf-8"), generation)
+            return True
+        except GenerationMismatch:
+            continue  # Another exporter moved it meanwhile: decide again on what it wrote.
+    raise StoreError(
+        f"{store.uri(pointer)} was moved by other exporters on each of {_LATEST_TRIES} attempts; "
+        f"run the export step again"
     )
-    store.write_text(pointer, text)
 
 
 def _time(text: str) -> datetime.datetime:
