@@ -14,7 +14,7 @@ from pathlib import Path
 import pytest
 
 from kfnas.store import ArtifactStore, ExperimentLayout, LocalStore, ObjectNotFound
-from kfnas.store.base import GenerationMismatch
+from kfnas.store.base import GenerationMismatch, StoreError
 from kfnas.store.lease import (
     ClaimOutcome,
     Lease,
@@ -354,3 +354,32 @@ def test_counter_files_are_hidden_and_reserved(tmp_path: Path) -> None:
     assert store.list() == ["a/x.json"] and store.list_children("a") == ["x.json"]
     with pytest.raises(ValueError, match="reserved"):
         store.read_bytes(f"a/{GEN_PREFIX}x.json")
+
+
+def test_a_store_outage_at_release_does_not_fail_the_runner(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    store = LocalStore(tmp_path)
+
+    def outage(*args: object) -> int:
+        raise StoreError("simulated outage")
+
+    with claim_trial(store, LAYOUT, "proxy", 6, "a", ttl_s=60, renew_every_s=20) as claim:
+        assert claim.outcome is ClaimOutcome.ACQUIRED
+        monkeypatch.setattr(store, "write_if_generation", outage)
+    holder = Lease(store, LAYOUT.trial_lease("proxy", 6)).holder()
+    assert holder.owner == "a" and not holder.released  # it will expire on its own
+
+
+def test_a_read_only_volume_is_refused(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    """As root (in containers) chmod does not stop writes: a read-only mount is simulated."""
+    import errno
+    import tempfile
+
+    def read_only(*args: object, **kwargs: object) -> None:
+        raise OSError(errno.EROFS, "Read-only file system")
+
+    monkeypatch.setattr(tempfile, "mkstemp", read_only)
+    problems = store_problems(LocalStore(tmp_path))
+    assert len(problems) == 1 and "Read-only file system" in problems[0]
+    assert "cannot be written" in problems[0] and "mount it read-write" in problems[0]

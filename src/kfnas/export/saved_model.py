@@ -54,7 +54,7 @@ from __future__ import annotations
 import contextlib
 import dataclasses
 import importlib
-from collections.abc import Iterator, Mapping
+from collections.abc import Callable, Iterator, Mapping
 from typing import Any
 
 from kfnas.config.spec import BudgetSpec, ExperimentSpec
@@ -122,6 +122,7 @@ def export_saved_model(
     export_dir: str,
     *,
     metrics: Mapping[str, float] | None = None,
+    check: Callable[[], None] | None = None,
 ) -> ExportRecord:
     """Exports a trained trial as a SavedModel with serving signatures (see the module docstring).
 
@@ -141,6 +142,9 @@ def export_saved_model(
         export_dir: The folder to write (local or ``gs://``). It must not hold a finished export
             (``export.json``); what an unfinished one left there is replaced.
         metrics: The trial's metrics, copied into the record.
+        check: Called before each write of the export (the SavedModel, ``architecture.json``,
+            ``export.json``); a claim's ``check`` (``kfnas.export.package.claim_export``) raises
+            ``LeaseLost`` there, so an exporter whose claim was taken over writes nothing more.
 
     Returns:
         The record of the export, also written to ``<export_dir>/export.json``.
@@ -163,6 +167,8 @@ def export_saved_model(
         raise FileExistsError(
             f"{export_dir} already holds an export; export each model version to a new folder"
         )
+    if check is not None:
+        check()
     if tf.io.gfile.exists(saved_model_dir):  # An export that stopped midway: start it again.
         tf.io.gfile.rmtree(saved_model_dir)
 
@@ -174,6 +180,8 @@ def export_saved_model(
 
     from official.vision.serving import export_saved_model_lib
 
+    if check is not None:
+        check()
     with _without_keras_layer_traces():
         export_saved_model_lib.export_inference_graph(
             input_type="image_tensor",  # Unused: the module and function_keys are given.
@@ -189,6 +197,8 @@ def export_saved_model(
             save_options=tf.saved_model.SaveOptions(experimental_custom_gradients=False),
             function_keys=dict(serving.signatures),
         )
+    if check is not None:
+        check()
     _write_text(tf, _join(export_dir, ARCHITECTURE_FILE), trial.arch_json)
 
     names = sorted(signatures, key=lambda n: (n != "serving_default", n))
@@ -210,6 +220,8 @@ def export_saved_model(
     relative = dataclasses.replace(
         record, saved_model_dir=SAVED_MODEL_DIR, architecture_file=ARCHITECTURE_FILE
     )
+    if check is not None:
+        check()
     _write_text(tf, _join(export_dir, RECORD_FILE), relative.to_json())
     return record
 

@@ -302,7 +302,10 @@ class Claim:
         self._stop.set()
         self._thread.join()
         if release and not self.lost.is_set():
-            self.lease.release()
+            try:
+                self.lease.release()
+            except (StoreError, OSError) as e:  # it expires on its own after ttl_s
+                log.warning("releasing %r failed (%s); it expires on its own", self.lease, e)
 
 
 class ClaimOutcome(enum.Enum):
