@@ -170,3 +170,7 @@ def test_a_user_space_named_only_by_a_stored_record_is_never_imported(evil, tmp_
     with pytest.warns(CorruptRecordWarning, match="imported only from the spec the user submitted"):
         assert [s.trial_id for s, _ in exp.records.history("proxy")] == [2, 3, 4]
     assert list_trials(uri, "proxy")[0].status == "CORRUPT"
+    # Nor is it written: a retraining of a handoff naming such a space stops before its trial.
+    with pytest.raises(RecordError, match="or a handoff, so nothing was written"):
+        exp.records.write_spec(dataclasses.replace(spec, trial_id=9))
+    assert exp.records.trial_ids("proxy") == [1, 2, 3, 4]

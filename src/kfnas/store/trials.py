@@ -124,6 +124,8 @@ class TrialRecords:
 
         Raises:
             ValueError: ``spec.experiment`` is not this layout's experiment.
+            RecordError: ``spec.space`` is a ``module:object`` the experiment's spec does not
+                name (a handoff or record naming another space: nothing is written or imported).
             TrialConflict: The trial already has a different ``trial.json``.
         """
         if spec.experiment != self.layout.experiment:
@@ -132,6 +134,7 @@ class TrialRecords:
                 f"{self.layout.experiment!r}"
             )
         path = self.layout.trial_spec(spec.study, spec.trial_id)
+        self._check_space(spec.space, self.store.uri(path), writing=True)
         try:
             self.store.write_text(path, spec.to_json(), if_absent=True)
         except ObjectExists as e:
@@ -173,7 +176,8 @@ class TrialRecords:
 
         Raises:
             ObjectNotFound: There is no such trial.
-            RecordError: The file is not a valid ``TrialSpec`` (the message names it).
+            RecordError: The file is not a valid ``TrialSpec``, or names a ``module:object``
+                space the experiment's spec does not (the message names the file).
         """
         path = self.layout.trial_spec(study, trial_id)
         text = self.store.read_text(path)
@@ -195,16 +199,16 @@ class TrialRecords:
             self._spaces = frozenset(s.space for s in spec.studies.values() if s.space)
         return self._spaces
 
-    def _check_space(self, space: str, uri: str) -> None:
+    def _check_space(self, space: str, uri: str, *, writing: bool = False) -> None:
         """Refuses a ``module:object`` space that the experiment's spec does not name."""
         if ":" not in space or space in self.submitted_spaces():
             return
         named = ", ".join(sorted(self.submitted_spaces())) or "none"
+        fix = "nothing was written" if writing else f"nothing was imported. Delete or restore {uri}"
         raise RecordError(
             f"{uri}: space {space!r} is not a space of the experiment's spec (its spaces: "
             f"{named}); a space given as module:object is imported only from the spec the user "
-            f"submitted, never from a stored record, so nothing was imported. Delete or restore "
-            f"{uri}"
+            f"submitted, never from a stored record or a handoff, so {fix}"
         )
 
     def read_result(self, study: str, trial_id: int, *, strict: bool = False) -> TrialResult | None:
