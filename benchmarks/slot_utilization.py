@@ -34,7 +34,7 @@ experiment's proxy study, in trial order, cycled if fewer than ``--trials``). Ru
 (``--seed``).
 
 Run: ``.venv/bin/python benchmarks/slot_utilization.py [--trials 40] [--parallelism 8]
-[--poll-s 5] [--durations demo lognormal]``. The defaults take one to two minutes per source on
+[--poll-s 5] [--durations demo lognormal]``. The defaults take two to three minutes per source on
 two CPU cores. They are small because each proposal replays the whole stored history, so a run
 costs about the square of ``--trials``: ``--trials 200 --parallelism 20`` (the issue's size) takes
 about ten minutes per source (one run of it, ``demo``: 92% busy excluding the drain, 87%
