@@ -11,6 +11,8 @@ slot waits for a round's slowest trial. Each poll it:
 2. fills every free slot with *one* proposal of as many trials (a new round: rounds stay the unit
    of proposal bookkeeping, each proposal replaying the whole stored history through the
    stateless ``kfnas.search`` controller), writes their ``trial.json`` and starts their jobs;
+   while every slot is busy it proposes one trial ahead, which the next freed slot starts at once
+   (``_fill``), so a slot does not wait for a proposal;
 3. writes ``controller.json`` (its heartbeat and status; see ``_control``).
 
 The study's budget is ``budget.rounds x budget.trials_per_round`` trials. The store stays the
@@ -178,6 +180,7 @@ class _Controller:
         )
         self.running: dict[int, str] = {}  # trial id -> job name
         self.starts: dict[int, int] = {}  # trial id -> jobs this controller started for it
+        self.ahead: list[int] = []  # proposed ahead, not started yet
         self.max_attempts = budget.max_attempts
         self.started = clock.time()
         self.last = self.started
@@ -213,7 +216,11 @@ class _Controller:
         return self.state.proposed >= self.state.budget
 
     def _resume(self) -> None:
-        """Counts the stored trials and adopts (or starts) those without a result."""
+        """Counts the stored trials and adopts (or starts) those without a result.
+
+        Every trial without a result is started (a job of its name still running is adopted):
+        a trial proposed ahead by the controller before it stopped included.
+        """
         for spec, result in self.exp.records.history(self.study):
             self.state.proposed += 1
             if result is None:
@@ -309,12 +316,29 @@ class _Controller:
             self.state.failed += 1
 
     def _fill(self) -> None:
-        """One proposal for every free slot, then their jobs."""
-        free = min(
-            self.state.parallelism - len(self.running), self.state.budget - self.state.proposed
-        )
-        if free <= 0:
+        """Fills the free slots: the trial proposed ahead first, then one proposal for the rest.
+
+        When every slot is busy and the budget allows, one trial is proposed *ahead* (its
+        ``trial.json`` written, its job not started), so the next freed slot starts it at once
+        instead of waiting for a proposal, which replays the whole history. That trial is
+        proposed from the results known while every slot was busy: one result older than a
+        proposal made when its slot freed, as in asynchronous evolution.
+        """
+        free = self.state.parallelism - len(self.running)
+        while free > 0 and self.ahead:
+            self._start(self.ahead.pop(0))
+            free -= 1
+        left = self.state.budget - self.state.proposed
+        if left <= 0:
             return
+        if free > 0:
+            for trial_id in self._propose(min(free, left)):
+                self._start(trial_id)
+        elif not self.ahead:
+            self.ahead = self._propose(1)
+
+    def _propose(self, n: int) -> list[int]:
+        """Proposes ``n`` trials as a new round (their ``trial.json``); [] when it must stop."""
         history = self.exp.records.history(self.study)
         try:
             check_failures(self.study, history, self.max_failures)
@@ -322,19 +346,18 @@ class _Controller:
             self.failure = e
             self.state.reason = "too many failed trials in a row"
             self.log(f"{self.study}: {e}")
-            return
+            return []
         next_round = max((spec.round for spec, _ in history), default=0) + 1
         began = self.clock.time()
         try:
-            ids = propose_round(self.exp, self.study, next_round, n=free)
+            ids = propose_round(self.exp, self.study, next_round, n=n)
         except SpaceExhausted as e:
             self.state.reason = f"search space exhausted ({e})"
             self.log(f"{self.study}: {e}")
-            return
+            return []
         self.state.proposal_s += self.clock.time() - began
         self.state.proposed += len(ids)
-        for trial_id in ids:
-            self._start(trial_id)
+        return ids
 
     def _heartbeat(self, state: str = "", reason: str = "") -> None:
         now = self.clock.time()
