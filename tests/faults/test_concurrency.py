@@ -223,3 +223,24 @@ def test_an_exporter_of_another_trial_is_refused(store: ArtifactStore) -> None:
         pass
     with claim_export(store, LAYOUT, "v1", "final", 0, "d") as again:  # a rerun: nothing to do
         assert again.outcome is ClaimOutcome.DONE
+
+
+@pytest.mark.tf
+def test_an_exporter_that_lost_its_claim_writes_nothing(exported_detection, tmp_path) -> None:
+    """``export_saved_model`` asks the claim before writing: a taken-over exporter stops at once."""
+    from kfnas.export.saved_model import export_saved_model
+    from kfnas.store.lease import LeaseLost
+
+    exp = exported_detection.experiment
+    trial = exp.records.read_spec("proxy", exported_detection.trial_id)
+    model_dir = exp.store.uri(exp.layout.trial_model_dir("proxy", exported_detection.trial_id))
+    target = tmp_path / "v2"
+    (target / "saved_model").mkdir(parents=True)
+    (target / "saved_model" / "by-the-new-holder").write_text("kept")
+
+    def lost() -> None:
+        raise LeaseLost("taken over by another exporter")
+
+    with pytest.raises(LeaseLost, match="taken over"):
+        export_saved_model(exp.spec, trial, model_dir, str(target), check=lost)
+    assert sorted(p.name for p in target.rglob("*")) == ["by-the-new-holder", "saved_model"]
