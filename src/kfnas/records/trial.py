@@ -3,7 +3,8 @@
 Both are ``kfnas.records.base.Record`` kinds sharing one ``SCHEMA_VERSION``, stored with sorted
 keys as ``trial.json`` and ``result.json``: a reader accepts records of its own version or older
 and refuses newer ones, so an old controller never misreads a newer trial. To add a field: give it
-a default, bump ``SCHEMA_VERSION`` below and note what it added.
+a default, bump ``SCHEMA_VERSION`` below and note what it added. ``TrialAttempt`` (one record per
+run of a trial, ``attempts/<n>.json``) has a version of its own.
 """
 
 from __future__ import annotations
