@@ -252,6 +252,10 @@ class RecordingStore(LocalStore):
         self.writes.append(path)
         super().write_bytes(path, data, if_absent=if_absent)
 
+    def write_if_generation(self, path, data, generation):
+        self.writes.append(path)
+        return super().write_if_generation(path, data, generation)
+
 
 def test_latest_moves_only_after_the_version_is_written_and_versions_stay(experiment, saved_model):
     store = RecordingStore(experiment.store.root)

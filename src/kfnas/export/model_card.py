@@ -168,7 +168,8 @@ def _architecture(h: Handoff) -> list[str]:
         "## Architecture",
         "",
         f"Search space `{h.space}`; lineage {chain}. `architecture.json` holds it whole "
-        f"(`pg.from_json_str` rebuilds it; so does `arch_json` in `handoff.json`).",
+        f"(`kfnas.spaces.base.load_architecture` rebuilds it from the space's own classes; so "
+        f"does `arch_json` in `handoff.json`).",
         "",
         "```",
         *architecture_summary(h.arch_json),

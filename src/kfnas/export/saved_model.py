@@ -7,7 +7,7 @@ trainer's ``tf.train.Checkpoint``; the optimizer and step are left unread), and 
 folder::
 
     <export_dir>/saved_model/        the SavedModel and its serving signatures
-    <export_dir>/architecture.json   the trial's arch_json (``pg.from_json_str`` rebuilds it)
+    <export_dir>/architecture.json   the trial's arch_json (``spaces.base.load_architecture``)
     <export_dir>/params.yaml         the tf-models experiment config of the task (model head,
                                      input size, preprocessing, ...; the backbone is the
                                      architecture above)

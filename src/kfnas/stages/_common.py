@@ -8,7 +8,6 @@ export of a trial with its handoff (``export_trial``) each live here once.
 from __future__ import annotations
 
 import dataclasses
-import json
 from typing import Any
 
 import pyglove as pg
@@ -154,33 +153,35 @@ def export_trial(
 ) -> str:
     """Exports a COMPLETED trial to ``export/<version>`` and writes its handoff.
 
-    See the ``export_model`` stage; the retraining's ``publish_if_not_worse`` publishes through
-    this too.
+    The version is claimed first (``kfnas.export.package.claim_export``, a lease in the store), so
+    two exporters of it never mix their files: the one that holds the claim exports, the other
+    waits for its handoff, and an exporter of another trial to the same version is refused. See
+    the ``export_model`` stage; the retraining's ``publish_if_not_worse`` publishes through this
+    too.
     """
-    from kfnas.export.package import write_handoff
+    from kfnas.export.package import claim_export, write_handoff
     from kfnas.export.saved_model import (  # TensorFlow: only to export.
         RECORD_FILE,
         export_saved_model,
     )
+    from kfnas.store.lease import ClaimOutcome
 
     folder = exp.layout.export_dir(version)
     uri = exp.store.uri(folder)
-    if exp.store.exists(f"{folder}/{RECORD_FILE}"):
-        done = json.loads(exp.store.read_text(f"{folder}/{RECORD_FILE}"))
-        if (done.get("study"), done.get("trial_id")) != (study, trial_id):
-            raise ValueError(
-                f"{uri} already holds the export of {done.get('study')} trial "
-                f"{done.get('trial_id')}; export {study} trial {trial_id} to another version"
+    with claim_export(exp.store, exp.layout, version, study, trial_id) as claim:
+        if claim.outcome is ClaimOutcome.ACQUIRED and not exp.store.exists(
+            f"{folder}/{RECORD_FILE}"
+        ):
+            result = exp.records.read_result(study, trial_id)
+            if result is None or not result.completed:
+                status = result.status.value if result else "not finished"
+                raise ValueError(
+                    f"{study} trial {trial_id} is {status}: only a COMPLETED trial exports"
+                )
+            trial = exp.records.read_spec(study, trial_id)
+            model_dir = exp.store.uri(exp.layout.trial_model_dir(study, trial_id))
+            export_saved_model(
+                exp.spec, trial, model_dir, uri, metrics=result.metrics, check=claim.check
             )
-    else:
-        result = exp.records.read_result(study, trial_id)
-        if result is None or not result.completed:
-            status = result.status.value if result else "not finished"
-            raise ValueError(
-                f"{study} trial {trial_id} is {status}: only a COMPLETED trial exports"
-            )
-        trial = exp.records.read_spec(study, trial_id)
-        model_dir = exp.store.uri(exp.layout.trial_model_dir(study, trial_id))
-        export_saved_model(exp.spec, trial, model_dir, uri, metrics=result.metrics)
-    write_handoff(exp, version, run_id=run_id, image=image)
+        write_handoff(exp, version, run_id=run_id, image=image)
     return uri
