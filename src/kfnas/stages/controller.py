@@ -11,7 +11,7 @@ slot waits for a round's slowest trial. Each poll it:
 2. fills every free slot with *one* proposal of as many trials (a new round: rounds stay the unit
    of proposal bookkeeping, each proposal replaying the whole stored history through the
    stateless ``kfnas.search`` controller), writes their ``trial.json`` and starts their jobs;
-   while every slot is busy it proposes one trial ahead, which the next freed slot starts at once
+   the same proposal keeps a few trials proposed ahead, which freed slots start at once
    (``_fill``), so a slot does not wait for a proposal;
 3. writes ``controller.json`` (its heartbeat and status; see ``_control``).
 
@@ -34,6 +34,7 @@ To change the scheduling: edit ``_Controller``; to run trials elsewhere, add a l
 from __future__ import annotations
 
 import json
+import math
 import time
 from collections.abc import Callable, Mapping
 from typing import Any, Protocol
@@ -181,6 +182,8 @@ class _Controller:
         self.running: dict[int, str] = {}  # trial id -> job name
         self.starts: dict[int, int] = {}  # trial id -> jobs this controller started for it
         self.ahead: list[int] = []  # proposed ahead, not started yet
+        self.last_proposal_s = 0.0
+        self.resumed_finished = 0  # trials that had ended before this controller started
         self.max_attempts = budget.max_attempts
         self.started = clock.time()
         self.last = self.started
@@ -227,6 +230,7 @@ class _Controller:
                 self._start(spec.trial_id)
             else:
                 self._count(result)
+                self.resumed_finished += 1
 
     def _start(self, trial_id: int) -> None:
         job = TrialJob(self.exp.uri, self.study, trial_id, kind=job_kind(self.study))
@@ -316,26 +320,34 @@ class _Controller:
             self.state.failed += 1
 
     def _fill(self) -> None:
-        """Fills the free slots: the trial proposed ahead first, then one proposal for the rest.
+        """Fills the free slots: trials proposed ahead first, then one proposal for the rest.
 
-        When every slot is busy and the budget allows, one trial is proposed *ahead* (its
-        ``trial.json`` written, its job not started), so the next freed slot starts it at once
-        instead of waiting for a proposal, which replays the whole history. That trial is
-        proposed from the results known while every slot was busy: one result older than a
-        proposal made when its slot freed, as in asynchronous evolution.
+        The same proposal also refills the trials proposed *ahead* (their ``trial.json`` written,
+        their jobs not started), so a slot that frees starts one at once instead of waiting for a
+        proposal, which replays the whole history and can take seconds. Enough are kept ahead to
+        cover the slots expected to free while one proposal runs (``_ahead_target``). They are
+        proposed from the results known then: a few results older than a proposal made when
+        their slot freed, as in asynchronous evolution.
         """
         free = self.state.parallelism - len(self.running)
         while free > 0 and self.ahead:
             self._start(self.ahead.pop(0))
             free -= 1
         left = self.state.budget - self.state.proposed
-        if left <= 0:
+        wanted = min(free + self._ahead_target() - len(self.ahead), left)
+        if wanted <= 0:
             return
-        if free > 0:
-            for trial_id in self._propose(min(free, left)):
-                self._start(trial_id)
-        elif not self.ahead:
-            self.ahead = self._propose(1)
+        ids = self._propose(wanted)
+        for trial_id in ids[:free]:
+            self._start(trial_id)
+        self.ahead += ids[free:]
+
+    def _ahead_target(self) -> int:
+        """Trials to keep proposed ahead: the slots expected to free during one proposal, + 1."""
+        finished = self.state.completed + self.state.failed - self.resumed_finished
+        rate = finished / self.state.elapsed_s if self.state.elapsed_s > 0 else 0.0
+        expected = math.ceil(self.last_proposal_s * rate)
+        return max(1, min(self.state.parallelism, expected + 1))
 
     def _propose(self, n: int) -> list[int]:
         """Proposes ``n`` trials as a new round (their ``trial.json``); [] when it must stop."""
@@ -355,7 +367,8 @@ class _Controller:
             self.state.reason = f"search space exhausted ({e})"
             self.log(f"{self.study}: {e}")
             return []
-        self.state.proposal_s += self.clock.time() - began
+        self.last_proposal_s = self.clock.time() - began
+        self.state.proposal_s += self.last_proposal_s
         self.state.proposed += len(ids)
         return ids
 
