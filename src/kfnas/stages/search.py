@@ -19,7 +19,7 @@ import os
 import socket
 import tempfile
 import time
-from collections.abc import Sequence
+from collections.abc import Callable, Sequence
 from pathlib import Path
 from typing import Any
 
@@ -35,6 +35,8 @@ from kfnas.store import (
     open_experiment,
     open_store,
 )
+from kfnas.store.lease import ClaimOutcome, claim_trial
+from kfnas.store.schemes import store_problems
 from kfnas.store.trials import TrialAlreadyFinished
 from kfnas.training.checkpoints import CheckpointUploader, TrialCheckpoints
 from kfnas.validation import check_data, experiment_spec
@@ -45,8 +47,10 @@ log = logging.getLogger(__name__)
 def init_experiment(spec_yaml: str, overrides: Sequence[str] = (), **settings: Any) -> str:
     """Validates a spec and writes it, resolved, as the experiment's ``experiment.json``.
 
-    Everything that can be checked before GPU time is spent is checked here: the spec, and the data
-    (patterns match files, records parse in the task's format, labels fit). The spec gets the
+    Everything that can be checked before GPU time is spent is checked here: the spec, the data
+    (patterns match files, records parse in the task's format, labels fit) and, when the
+    experiment is created, the store (it must take create-only and conditional writes, which the
+    trial leases and records rely on: ``kfnas.store.schemes.store_problems``). The spec gets the
     retraining studies it lacks (``kfnas.validation.complete_studies``). Running it again with the
     same spec is a no-op, so a resubmitted pipeline resumes the experiment.
 
@@ -78,11 +82,15 @@ def init_experiment(spec_yaml: str, overrides: Sequence[str] = (), **settings: A
                 f"to resume"
             )
         return uri
+    if problems := store_problems(store):
+        raise SpecError(
+            f"the store {store.root} cannot hold an experiment:\n  - " + "\n  - ".join(problems)
+        )
     store.write_text(path, spec.to_json(), if_absent=True)
     return uri
 
 
-def propose_trials(experiment_uri: str, study: str, round_index: int) -> list[int]:
+def propose_trials(experiment_uri: str, study: str, round_index: int, n: int = 0) -> list[int]:
     """Proposes the trials of one round of a study and writes their ``trial.json``.
 
     The controller is rebuilt from the stored history on every call; proposing again for a round
@@ -92,6 +100,7 @@ def propose_trials(experiment_uri: str, study: str, round_index: int) -> list[in
         experiment_uri: From ``init_experiment``.
         study: The study's name in the spec.
         round_index: The round, from 1.
+        n: How many trials (0: the study's ``budget.trials_per_round``).
 
     Returns:
         The trial ids of the round, in proposal order.
@@ -99,7 +108,7 @@ def propose_trials(experiment_uri: str, study: str, round_index: int) -> list[in
     Raises:
         StudyStoppedError: The last ``max_consecutive_failures`` trials all failed.
     """
-    return propose_round(open_experiment(experiment_uri), study, round_index)
+    return propose_round(open_experiment(experiment_uri), study, round_index, n=n)
 
 
 def run_trial(experiment_uri: str, study: str, trial_id: int) -> TrialResult:
@@ -128,6 +137,21 @@ def run_trial(experiment_uri: str, study: str, trial_id: int) -> TrialResult:
     done = records.read_result(study, trial_id)
     if done is not None:
         return done
+    # One runner per trial: a second one (a resubmitted run, a retry of a live pod) waits for
+    # the first's result, or takes the trial over once the first's lease expires.
+    with claim_trial(exp.store, exp.layout, study, trial_id) as claim:
+        if claim.outcome is ClaimOutcome.ACQUIRED:
+            return _run_claimed(exp, study, trial_id, claim.check)
+    finished = records.read_result(study, trial_id)  # DONE: another runner finished it
+    assert finished is not None  # a corrupt result.json reads as a FAILED stand-in
+    return finished
+
+
+def _run_claimed(
+    exp: Experiment, study: str, trial_id: int, check: Callable[[], None]
+) -> TrialResult:
+    """``run_trial`` for the runner holding the trial's lease; ``check`` raises once it is lost."""
+    records = exp.records
     exhausted = attempts_exhausted(exp, study, trial_id)
     if exhausted is not None:
         return exhausted
@@ -156,12 +180,14 @@ def run_trial(experiment_uri: str, study: str, trial_id: int) -> TrialResult:
         }
         for local, remote in uploads.items():
             if (Path(work) / local).is_dir():
+                check()  # a runner that lost its lease writes nothing more
                 exp.store.upload_dir(Path(work) / local, remote)
         if result.completed:
             model_uri = exp.store.uri(exp.layout.trial_model_dir(study, trial_id))
             result = dataclasses.replace(result, model_uri=model_uri)
     started = [a.from_step if a else 0 for a in read_attempts(exp, study, trial_id).values()]
     result = dataclasses.replace(result, attempts=len(started), start_steps=tuple(started))
+    check()
     records.write_result(study, result)
     return result
 
