@@ -232,3 +232,32 @@ def test_bad_parallelism_and_absent_studies(tmp_path):
         search_study(exp.uri, "proxy", 0, {"kind": "local"})
     skipped = search_study(exp.uri, "scaling", 2, {"kind": "local"})
     assert (skipped.state, skipped.proposed) == ("finished", 0)
+
+
+def test_the_in_process_study_runner_finishes_a_controllers_rounds_up_to_the_budget(
+    tmp_path, monkeypatch
+):
+    """``kfnas search`` resumes what a controller proposed (rounds as large as its free slots)."""
+    from kfnas.cli import local_study
+
+    exp = _experiment(tmp_path)
+    for round_index, n in ((1, 3), (2, 1), (3, 1)):  # the controller's rounds: 5 trials proposed
+        propose_round(exp, "proxy", round_index, n=n)
+    trained = []
+
+    def run_trial(uri, study, trial_id):
+        done = exp.records.read_result(study, trial_id)
+        if done is None:
+            trained.append(trial_id)
+            done = TrialResult(trial_id, TrialStatus.COMPLETED, {"top1": 0.5}, reward=trial_id)
+            exp.records.write_result(study, done)
+        return done
+
+    monkeypatch.setattr(local_study, "run_trial", run_trial)
+    seen = []
+    run = local_study.run_study(exp.uri, "proxy", progress=lambda r, i, _: seen.append((r, i)))
+    assert run.trial_ids == trained == [1, 2, 3, 4, 5, 6]  # the budget: 2 rounds x 3
+    assert seen == [(1, 1), (1, 2), (1, 3), (2, 4), (3, 5), (4, 6)]
+    assert run.top == [6]
+    again = local_study.run_study(exp.uri, "proxy")
+    assert again.trial_ids == [1, 2, 3, 4, 5, 6] and trained == [1, 2, 3, 4, 5, 6]
