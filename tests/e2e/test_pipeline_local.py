@@ -7,7 +7,10 @@ policies, 2 evaluations each), and the winner trained once more in the final stu
 scaling and policy, and exported: the DAG the cluster runs, each step a subprocess of this Python.
 Round 1 holds a trial whose architecture cannot be built (written before the run, whose controller
 adopts the round): it is recorded FAILED while its sibling trains, and its slot gets the next
-proposal at once. The second
+proposal at once. Its sibling, trial 1, is SIGKILLed right after storing a checkpoint on its first
+two attempts (a ``sitecustomize`` on the steps' ``PYTHONPATH``, as an OOM kill or a preemption
+would): the controller starts it again and it completes on its third attempt, each continuing
+from its predecessor's checkpoint. The second
 run over the same store trains nothing, and neither does the CLI's in-process study runner
 (``run_study``) resuming the finished proxy study.
 
@@ -85,7 +88,31 @@ seed: 3
 OVERRIDES = [
     f'studies.scaling={{"space": "{MODULE}:TINY_SCALING"}}',
     "studies.validation.budget.latency_runs=5",
+    "studies.proxy.budget.train_steps=3",
+    "studies.proxy.budget.checkpoint_every_steps=1",
 ]
+KILLED = 1  # the proxy trial whose process is SIGKILLed after its first checkpoint, twice
+# Imported by every Python process of the runs (PYTHONPATH): a trial process of proxy trial
+# KILLED SIGKILLs itself right after storing a checkpoint on its first two attempts, as an OOM
+# kill or a preemption would; only trial runners write checkpoints.
+KILLER_SOURCE = textwrap.dedent(
+    f"""
+    import os, signal
+    from kfnas.store.layout import ExperimentLayout
+    from kfnas.training import checkpoints
+
+    _TARGET = ExperimentLayout("pipeline-e2e").trial_checkpoints_dir("proxy", {KILLED})
+    _write = checkpoints.TrialCheckpoints.write
+
+    def _write_then_die(self, step, attempt, staged):
+        stored = _write(self, step, attempt, staged)
+        if self.folder == _TARGET and attempt < 3:
+            os.kill(os.getpid(), signal.SIGKILL)
+        return stored
+
+    checkpoints.TrialCheckpoints.write = _write_then_die
+    """
+)
 STUDIES = ("proxy", "validation", "scaling", "augmentation", "final")
 COUNTS = {"rounds": 2, "trials_per_round": 2, "parallelism": 2, "top_k": 1}
 BROKEN = 2  # the round-1 trial whose architecture cannot be built
@@ -120,6 +147,7 @@ def _finished(exp):
 def runs(tmp_path_factory):
     root = tmp_path_factory.mktemp("pipeline")
     (root / f"{MODULE}.py").write_text(SPACES_SOURCE)  # for this process and the steps'
+    (root / "sitecustomize.py").write_text(KILLER_SOURCE)  # for the steps' processes only
     path = os.environ.get("PYTHONPATH", "")
     os.environ["PYTHONPATH"] = os.pathsep.join(p for p in (str(root), path) if p)
     sys.path.insert(0, str(root))
@@ -195,6 +223,13 @@ def test_every_trial_of_every_study_finished(runs):
     assert (state["state"], state["completed"], state["failed"]) == ("finished", 3, 1)
     launch = json.loads(exp.store.read_text(exp.layout.trial_launch("proxy", 3)))
     assert launch["launcher"] == "local" and os.path.exists(launch["log"])
+
+
+def test_a_trial_killed_twice_resumed_from_its_checkpoints_and_completed(runs):
+    killed = runs["exp"].records.read_result("proxy", KILLED)
+    assert killed.status is TrialStatus.COMPLETED, killed.error
+    # Each attempt started from the checkpoint its predecessor stored just before being killed.
+    assert (killed.attempts, killed.start_steps) == (3, (0, 1, 2))
 
 
 def test_a_failed_trial_frees_its_slot_and_the_search_goes_on(runs):
