@@ -2,9 +2,10 @@
 
 Real processes on a real store: each trial runs as its job does (``python -m kfnas.stages.worker
 <uri> <study> <id>``), the smallest detection settings the shared fixtures train, and is killed
-with SIGKILL, by the test once a checkpoint marker is in the store or by itself right after a
-checkpoint upload. The attempt bookkeeping (numbering, exhaustion, the FAILED reason) is checked
-without TensorFlow at the end.
+with SIGKILL by the test once a checkpoint marker is in the store. The attempt bookkeeping
+(numbering, exhaustion, the FAILED reason, ``run_trial`` refusing a trial whose attempts are
+spent) is checked without TensorFlow at the end; a trial killed on every attempt through the
+search controller, in ``test_controller_faults.py``.
 """
 
 from __future__ import annotations
@@ -28,20 +29,6 @@ from kfnas.training.checkpoints import MARKER, SLOTS, TrialCheckpoints
 from kfnas.validation import experiment_spec
 
 STEPS, EVERY = 40, 5
-
-# A trial job that SIGKILLs itself as soon as it has uploaded a checkpoint: an OOM-kill that
-# strikes every attempt at the same point.
-SELF_KILLING_WORKER = """
-import os, signal, sys
-from kfnas.training import checkpoints
-write = checkpoints.TrialCheckpoints.write
-def write_then_die(self, *args, **kwargs):
-    write(self, *args, **kwargs)
-    os.kill(os.getpid(), signal.SIGKILL)
-checkpoints.TrialCheckpoints.write = write_then_die
-from kfnas.stages.worker import main
-sys.exit(main(sys.argv[1:]))
-"""
 
 
 def _experiment(root: Path, data, *overrides: str) -> tuple[str, int]:
@@ -128,30 +115,6 @@ def test_a_killed_trial_resumes_from_its_checkpoint_and_trains_the_same_steps(
     # The TensorBoard curve goes on from the first attempt's points.
     logs = Path(exp.store.uri(exp.layout.trial_logs_dir("proxy", trial_id))) / "train"
     assert len(list(logs.glob("events.out.tfevents.*"))) == 2
-
-
-@pytest.mark.tf
-@pytest.mark.slow
-def test_a_trial_killed_on_every_attempt_is_failed_after_max_attempts(tmp_path, detection_data):
-    attempts = "studies.proxy.budget.max_attempts=2"
-    uri, trial_id = _experiment(tmp_path / "store", detection_data, attempts)
-    exp = open_experiment(uri)
-    for attempt in (1, 2):
-        job = _worker(uri, trial_id, SELF_KILLING_WORKER)
-        output, _ = job.communicate(timeout=600)
-        assert job.returncode == -signal.SIGKILL, f"attempt {attempt}:\n{output}"
-    assert exp.records.read_result("proxy", trial_id) is None
-
-    third = _worker(uri, trial_id)
-    output, _ = third.communicate(timeout=600)
-    assert third.returncode == 0, output
-    result = exp.records.read_result("proxy", trial_id)
-    assert result.status is TrialStatus.FAILED
-    assert result.error.startswith(f"killed 2 times at steps [{EVERY}, {2 * EVERY}], last seen ")
-    assert result.error.endswith("; raise budget.max_attempts or look at the pod logs")
-    assert (result.attempts, result.start_steps) == (2, (0, EVERY))
-    assert f"FAILED ({result.error})" in output
-    assert len(read_attempts(exp, "proxy", trial_id)) == 2  # the refusal is not an attempt
 
 
 # -- attempt bookkeeping, without training ---------------------------------------------------

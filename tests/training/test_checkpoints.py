@@ -223,6 +223,12 @@ def test_budget_defaults_checkpoint_every_ten_minutes_with_three_attempts():
             "studies.proxy.budget.checkpoint_every_steps=500",
             r"studies\.proxy\.budget\.checkpoint_every_steps 500 is longer than the training",
         ),
+        (
+            "budget.lease_timeout_s=30",
+            r"budget\.lease_timeout_s 30 is not longer than budget\.lease_renew_s 30: .* set "
+            r"lease_timeout_s to at least 3 x lease_renew_s \(90\)",
+        ),
+        ("budget.lease_renew_s=0", r"budget\.lease_renew_s must be a positive integer, got 0"),
     ],
 )
 def test_bad_attempt_and_checkpoint_settings_are_refused_before_any_trial(override, message):

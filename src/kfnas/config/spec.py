@@ -118,6 +118,11 @@ class BudgetSpec:
             bounds what a preempted full training loses to about 10 minutes.
         max_attempts: Runs a trial may start; one killed on every attempt (out of memory, evicted)
             is recorded FAILED after this many, so the search goes on without it.
+        lease_timeout_s: Seconds a trial's runner holds its claim without renewing it: a second
+            runner (a resubmitted run, a retried pod) waits while the claim is live and takes the
+            trial over once it expires, so a dead runner's trial waits at most this long.
+        lease_renew_s: Seconds between the runner's renewals of its claim; keep it at most a
+            third of ``lease_timeout_s`` so one slow store write never lets the claim lapse.
     """
 
     rounds: int = 2
@@ -130,6 +135,8 @@ class BudgetSpec:
     checkpoint_every_steps: int = 0
     checkpoint_every_minutes: float = 10.0
     max_attempts: int = 3
+    lease_timeout_s: float = 120.0
+    lease_renew_s: float = 30.0
 
     def problems(self, where: str) -> list[str]:
         """What is wrong with this budget (``where`` names it in the messages)."""
@@ -149,6 +156,14 @@ class BudgetSpec:
                 f"{where}.checkpoint_every_steps {self.checkpoint_every_steps} is longer than the "
                 f"training ({where}.train_steps {self.train_steps}): no checkpoint would be "
                 f"written before the end; lower it, or set it to 0 to checkpoint by time only"
+            )
+        if 1 <= self.lease_timeout_s <= self.lease_renew_s:
+            out.append(
+                f"{where}.lease_timeout_s {self.lease_timeout_s:g} is not longer than "
+                f"{where}.lease_renew_s {self.lease_renew_s:g}: a runner's claim would lapse "
+                f"before it is renewed and a second runner would take over a live trial; set "
+                f"lease_timeout_s to at least 3 x lease_renew_s "
+                f"({3 * self.lease_renew_s:g})"
             )
         return out
 

@@ -139,7 +139,16 @@ def run_trial(experiment_uri: str, study: str, trial_id: int) -> TrialResult:
         return done
     # One runner per trial: a second one (a resubmitted run, a retry of a live pod) waits for
     # the first's result, or takes the trial over once the first's lease expires.
-    with claim_trial(exp.store, exp.layout, study, trial_id) as claim:
+    budget = exp.spec.study(study).budget
+    assert budget is not None  # resolved
+    with claim_trial(
+        exp.store,
+        exp.layout,
+        study,
+        trial_id,
+        ttl_s=budget.lease_timeout_s,
+        renew_every_s=budget.lease_renew_s,
+    ) as claim:
         if claim.outcome is ClaimOutcome.ACQUIRED:
             return _run_claimed(exp, study, trial_id, claim.check)
     finished = records.read_result(study, trial_id)  # DONE: another runner finished it
