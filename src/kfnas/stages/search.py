@@ -139,8 +139,7 @@ def run_trial(experiment_uri: str, study: str, trial_id: int) -> TrialResult:
         return done
     # One runner per trial: a second one (a resubmitted run, a retry of a live pod) waits for
     # the first's result, or takes the trial over once the first's lease expires.
-    budget = exp.spec.study(study).budget
-    assert budget is not None  # resolved
+    budget = BudgetSpec(**records.read_spec(study, trial_id).budget)  # the trial's own (as run)
     with claim_trial(
         exp.store,
         exp.layout,
