@@ -191,15 +191,8 @@ class GcsStore(ArtifactStore):
         """See ``ArtifactStore.write_bytes``."""
         found_existing = False
         with self._call("write", path, on_bucket=True):
-            blob = self._blob(path)
             try:
-                blob.upload_from_string(
-                    data,
-                    content_type=_content_type(path),
-                    if_generation_match=0 if if_absent else None,
-                    retry=self._retry,
-                    timeout=self._timeout,
-                )
+                self._upload(path, data, 0 if if_absent else None)
             except gexc.PreconditionFailed:
                 if not if_absent:
                     raise
@@ -207,6 +200,25 @@ class GcsStore(ArtifactStore):
         # A retried create can meet its own earlier success: the same bytes mean it happened.
         if found_existing and self.read_bytes(path) != data:
             raise ObjectExists(f"{self.uri(path)} already exists; it is never overwritten")
+
+    def _upload(self, path: str, data: bytes, if_generation_match: int | None) -> int:
+        """Uploads ``data`` to ``path`` (0: only if absent; None: unconditionally).
+
+        Returns:
+            The generation written.
+
+        Raises:
+            google.api_core.exceptions.PreconditionFailed: The precondition did not hold.
+        """
+        blob = self._blob(path)
+        blob.upload_from_string(
+            data,
+            content_type=_content_type(path),
+            if_generation_match=if_generation_match,
+            retry=self._retry,
+            timeout=self._timeout,
+        )
+        return int(blob.generation)
 
     def read_with_generation(self, path: str) -> tuple[bytes, int]:
         """See ``ArtifactStore.read_with_generation``."""
@@ -244,16 +256,8 @@ class GcsStore(ArtifactStore):
         if not isinstance(generation, int) or isinstance(generation, bool) or generation < 0:
             raise ValueError(f"generation must be an int >= 0 (0: create), got {generation!r}")
         with self._call("write", path, on_bucket=True):
-            blob = self._blob(path)
             try:
-                blob.upload_from_string(
-                    data,
-                    content_type=_content_type(path),
-                    if_generation_match=generation,
-                    retry=self._retry,
-                    timeout=self._timeout,
-                )
-                return int(blob.generation)
+                return self._upload(path, data, generation)
             except gexc.PreconditionFailed:
                 pass
         try:  # A retried write can meet its own earlier success: the same bytes mean it happened.
