@@ -37,9 +37,10 @@ Run: ``.venv/bin/python benchmarks/slot_utilization.py [--trials 40] [--parallel
 [--poll-s 5] [--durations demo lognormal]``. The defaults take two to three minutes per source on
 two CPU cores. They are small because each proposal replays the whole stored history, so a run
 costs about the square of ``--trials``: ``--trials 200 --parallelism 20`` (the issue's size) takes
-about ten minutes per source (one run of it, ``demo``: 92% busy excluding the drain, 87%
-including it, barriers 83%; 85 proposals, mean 5.6 s, max 12 s, 1.8 s over the first 10% and
-7.9 s over the last). The last line is a one-line JSON summary.
+about ten minutes per source (one run of it, ``demo``, with two sources run at once on two
+cores: 98.7% busy excluding the drain, 93.0% including it, barriers 82.7%; 151 proposals, mean
+3.9 s, max 6.5 s, 1.2 s over the first 10% and 6.0 s over the last: the controller proposes ahead
+as many trials as slots free during one proposal). The last line is a one-line JSON summary.
 
 To add a duration source: give ``durations`` a branch for its name.
 """
