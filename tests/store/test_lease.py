@@ -7,6 +7,8 @@ from __future__ import annotations
 
 import os
 import stat
+import subprocess
+import sys
 import threading
 import time
 from pathlib import Path
@@ -21,6 +23,8 @@ from kfnas.store.lease import (
     LeaseLost,
     check_lease_timing,
     claim_trial,
+    ended_here,
+    process_identity,
 )
 from kfnas.store.local import GEN_PREFIX, TEMP_PREFIX
 from kfnas.store.schemes import PROBE_DIR, store_problems
@@ -132,6 +136,45 @@ def test_one_holder_at_a_time_and_takeover_after_expiry(store: ArtifactStore) ->
         first.renew()
     assert not first.release()
     assert store.exists("l/lease.json") and second.holder().owner == "runner-b"
+
+
+HOLDER = """
+import os, sys, time
+from kfnas.store.lease import Lease
+from kfnas.store.local import LocalStore
+assert Lease(LocalStore(sys.argv[1]), "l/lease.json").acquire("runner-a", ttl_s=3600)
+print("held", flush=True)
+if sys.argv[2] == "die":
+    os.kill(os.getpid(), 9)
+time.sleep(60)
+"""
+
+
+def test_a_lease_whose_holder_ended_on_this_host_is_free_at_once(tmp_path: Path) -> None:
+    """A killed runner's next attempt on the same host does not wait an hour for the expiry."""
+    store = LocalStore(str(tmp_path))
+    died = subprocess.run([sys.executable, "-c", HOLDER, str(tmp_path), "die"], check=False)
+    assert died.returncode == -9
+    holder = Lease(store, "l/lease.json").holder()
+    assert holder is not None and holder.live(time.time()) and ended_here(holder.process)
+    assert Lease(store, "l/lease.json").acquire("runner-b", ttl_s=60)
+
+    # A live holder keeps it, and so does one this host cannot see (another pod, another node).
+    (tmp_path / "l" / "lease.json").unlink()
+    live = subprocess.Popen(
+        [sys.executable, "-c", HOLDER, str(tmp_path), "live"], stdout=subprocess.PIPE, text=True
+    )
+    try:
+        assert live.stdout is not None and live.stdout.readline().strip() == "held"
+        assert not Lease(store, "l/lease.json").acquire("runner-b", ttl_s=60)
+    finally:
+        live.kill()
+        live.wait()
+    assert ended_here(Lease(store, "l/lease.json").holder().process)
+    mine = process_identity().split("|")
+    assert not ended_here("|".join(["other-pod", *mine[1:3], "0"]))
+    assert not ended_here("") and not ended_here("garbage")
+    assert not ended_here(process_identity())
 
 
 def test_a_released_lease_is_free_at_once(store: ArtifactStore) -> None:

@@ -6,7 +6,9 @@ local disk), so that of two runners that try at once exactly one wins:
 
 - ``Lease(store, path).acquire(owner, ttl_s) -> bool`` creates the object (generation 0), or takes
   over an expired or released one with its generation as the precondition; a live lease of
-  another holder gives ``False``.
+  another holder gives ``False``, unless that holder is a process of this host and PID namespace
+  that has ended (``ended_here``: the local launcher's next attempt of a killed trial does not
+  wait for the expiry).
 - ``renew() -> LeaseInfo`` moves the expiry ``ttl_s`` on, with the generation this holder wrote
   last; ``LeaseLost`` if anyone else wrote the lease since (it expired and was taken over).
 - ``release() -> bool`` marks it released (the next taker need not wait for the expiry); ``False``
@@ -93,6 +95,50 @@ def default_owner() -> str:
     return f"{os.environ.get('HOSTNAME') or socket.gethostname()}:{os.getpid()}"
 
 
+def process_identity() -> str:
+    """This process as ``host|pid namespace|pid|start time``; "" where ``/proc`` is missing.
+
+    A lease records it so that a runner on the same host and in the same PID namespace (the local
+    launcher's next attempt, a restarted container sharing the namespace) can tell that the holder
+    has ended (SIGKILL, out of memory) and take over at once instead of waiting for the expiry.
+    The start time tells a reused pid apart.
+    """
+    try:
+        namespace = os.readlink("/proc/self/ns/pid")
+        start = _start_time(os.getpid())
+    except (OSError, IndexError):
+        return ""
+    host = os.environ.get("HOSTNAME") or socket.gethostname()
+    return f"{host}|{namespace}|{os.getpid()}|{start}"
+
+
+def _start_time(pid: int) -> str:
+    """The process's start time in clock ticks since boot (``/proc/<pid>/stat`` field 22)."""
+    stat = f"/proc/{pid}/stat"
+    with open(stat, encoding="ascii") as f:
+        return f.read().rsplit(")", 1)[1].split()[19]
+
+
+def ended_here(identity: str) -> bool:
+    """Whether ``identity`` names an ended process of this host and PID namespace.
+
+    Args:
+        identity: A ``process_identity()`` of another process.
+
+    Returns:
+        True when that process no longer runs; False whenever that cannot be known here (another
+        host or namespace, no ``/proc``, no identity recorded).
+    """
+    mine = process_identity()
+    parts = identity.split("|")
+    if not mine or len(parts) != 4 or parts[:2] != mine.split("|")[:2]:
+        return False
+    try:
+        return _start_time(int(parts[2])) != parts[3]
+    except (OSError, ValueError, IndexError):  # no such process (any more)
+        return True
+
+
 @dataclasses.dataclass(frozen=True)
 class LeaseInfo:
     """One state of a lease as stored.
@@ -103,6 +149,8 @@ class LeaseInfo:
         acquired: When it was acquired (epoch seconds).
         expires: When it expires unless renewed (epoch seconds).
         released: Whether its holder gave it up.
+        process: The holder's ``process_identity()``: a holder seen to have ended on this host
+            frees the lease before its expiry.
         generation: The store generation of this state (``write_if_generation``'s precondition).
         note: What the holder wrote about what it does (e.g. the trial an exporter exports).
     """
@@ -112,6 +160,7 @@ class LeaseInfo:
     acquired: float
     expires: float
     released: bool = False
+    process: str = ""
     generation: int = 0
     note: dict[str, Any] = dataclasses.field(default_factory=dict)
 
@@ -136,6 +185,7 @@ class LeaseInfo:
                 acquired=float(fields["acquired"]),
                 expires=float(fields["expires"]),
                 released=bool(fields.get("released", False)),
+                process=str(fields.get("process", "")),
                 generation=generation,
                 note=dict(fields.get("note") or {}),
             )
@@ -198,12 +248,23 @@ class Lease:
         current, generation = self._read()
         now = self.clock()
         if current is not None and current.live(now):
-            if self._held is not None and current.token == self._held.token:
+            ours = self._held is not None and current.token == self._held.token
+            if not ours and ended_here(current.process):
+                log.info("%s: its holder %s has ended; taking it over", self, current.owner)
+            elif ours:
                 self._ttl_s = ttl_s
                 self.renew()
                 return True
-            return False
-        mine = LeaseInfo(owner, uuid.uuid4().hex, now, now + ttl_s, note=dict(note or {}))
+            else:
+                return False
+        mine = LeaseInfo(
+            owner,
+            uuid.uuid4().hex,
+            now,
+            now + ttl_s,
+            process=process_identity(),
+            note=dict(note or {}),
+        )
         try:
             new_generation = self.store.write_if_generation(self.path, mine.to_bytes(), generation)
         except GenerationMismatch:
