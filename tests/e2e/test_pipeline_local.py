@@ -10,7 +10,8 @@ adopts the round): it is recorded FAILED while its sibling trains, and its slot 
 proposal at once. Its sibling, trial 1, is SIGKILLed right after storing a checkpoint on its first
 two attempts (a ``sitecustomize`` on the steps' ``PYTHONPATH``, as an OOM kill or a preemption
 would): the controller starts it again and it completes on its third attempt, each continuing
-from its predecessor's checkpoint. The second
+from its predecessor's checkpoint. Trial 3 is killed on every attempt: FAILED after
+``max_attempts``, and the search still spends its budget and exports a model. The second
 run over the same store trains nothing, and neither does the CLI's in-process study runner
 (``run_study``) resuming the finished proxy study.
 
@@ -20,8 +21,8 @@ the scaling study here uses a proxy-sized grid of the same class, defined in a u
 augmentation study is the built-in ``randaugment_detection`` (its grid's first points).
 
 Every training costs about a minute of fixed overhead on 2 CPUs (tracing, COCO evaluation,
-latency), so this one run per task kind carries the refinement studies too: it trains 9 models
-(3 proxy, 1 validation, 2 scaling, 2 augmentation, 1 final) and exports one. The other task kinds
+latency), so this one run per task kind carries the refinement studies too: it trains 8 models
+(2 proxy, 1 validation, 2 scaling, 2 augmentation, 1 final) and exports one. The other task kinds
 run in ``test_pipeline_task_kinds.py``.
 """
 
@@ -92,25 +93,36 @@ OVERRIDES = [
     "studies.proxy.budget.checkpoint_every_steps=1",
 ]
 KILLED = 1  # the proxy trial whose process is SIGKILLed after its first checkpoint, twice
-# Imported by every Python process of the runs (PYTHONPATH): a trial process of proxy trial
-# KILLED SIGKILLs itself right after storing a checkpoint on its first two attempts, as an OOM
-# kill or a preemption would; only trial runners write checkpoints.
+ALWAYS_KILLED = 3  # the proxy trial whose process is SIGKILLed on every attempt, before training
+# Imported by every Python process of the runs (PYTHONPATH), as an OOM kill or a preemption would
+# strike: a trial process of proxy trial KILLED SIGKILLs itself right after storing a checkpoint
+# on its first two attempts; one of ALWAYS_KILLED as soon as its attempt is recorded, every time.
+# Only trial runners write checkpoints or start uploaders.
 KILLER_SOURCE = textwrap.dedent(
     f"""
     import os, signal
     from kfnas.store.layout import ExperimentLayout
     from kfnas.training import checkpoints
 
-    _TARGET = ExperimentLayout("pipeline-e2e").trial_checkpoints_dir("proxy", {KILLED})
+    _LAYOUT = ExperimentLayout("pipeline-e2e")
+    _TWICE = _LAYOUT.trial_checkpoints_dir("proxy", {KILLED})
+    _ALWAYS = _LAYOUT.trial_checkpoints_dir("proxy", {ALWAYS_KILLED})
     _write = checkpoints.TrialCheckpoints.write
+    _uploader = checkpoints.CheckpointUploader.__init__
 
     def _write_then_die(self, step, attempt, staged):
         stored = _write(self, step, attempt, staged)
-        if self.folder == _TARGET and attempt < 3:
+        if self.folder == _TWICE and attempt < 3:
             os.kill(os.getpid(), signal.SIGKILL)
         return stored
 
+    def _die_at_start(self, stored, *args, **kwargs):
+        if stored.folder == _ALWAYS:
+            os.kill(os.getpid(), signal.SIGKILL)
+        _uploader(self, stored, *args, **kwargs)
+
     checkpoints.TrialCheckpoints.write = _write_then_die
+    checkpoints.CheckpointUploader.__init__ = _die_at_start
     """
 )
 STUDIES = ("proxy", "validation", "scaling", "augmentation", "final")
@@ -220,8 +232,8 @@ def test_every_trial_of_every_study_finished(runs):
     # Each freed slot gets a proposal: the broken trial frees its slot first.
     assert rounds[:3] == [1, 1, 2] and rounds[3] in (2, 3)
     state = json.loads(exp.store.read_text(exp.layout.study_controller("proxy")))
-    assert (state["state"], state["completed"], state["failed"]) == ("finished", 3, 1)
-    launch = json.loads(exp.store.read_text(exp.layout.trial_launch("proxy", 3)))
+    assert (state["state"], state["completed"], state["failed"]) == ("finished", 2, 2)
+    launch = json.loads(exp.store.read_text(exp.layout.trial_launch("proxy", 4)))
     assert launch["launcher"] == "local" and os.path.exists(launch["log"])
 
 
@@ -232,11 +244,19 @@ def test_a_trial_killed_twice_resumed_from_its_checkpoints_and_completed(runs):
     assert (killed.attempts, killed.start_steps) == (3, (0, 1, 2))
 
 
+def test_a_trial_killed_on_every_attempt_is_failed_and_the_budget_still_spent(runs):
+    exp = runs["exp"]
+    killed = exp.records.read_result("proxy", ALWAYS_KILLED)
+    assert killed.status is TrialStatus.FAILED
+    assert killed.error.startswith("killed 3 times at steps [0, 0, 0], last seen "), killed.error
+    assert exp.records.trial_ids("proxy") == [1, 2, 3, 4]  # the budget: 2 rounds x 2 trials
+
+
 def test_a_failed_trial_frees_its_slot_and_the_search_goes_on(runs):
     exp = runs["exp"]
     failed = exp.records.read_result("proxy", BROKEN)
     assert failed.status is TrialStatus.FAILED and "no.such.Arch" in failed.error
-    for trial_id in (1, 3, 4):
+    for trial_id in (1, 4):
         result = exp.records.read_result("proxy", trial_id)
         assert result.status is TrialStatus.COMPLETED, result.error
 
@@ -262,7 +282,7 @@ def test_select_top_ranks_the_completed_trials_by_reward(runs):
     exp = runs["exp"]
     rewards = {s.trial_id: r.reward for s, r in exp.records.history("proxy") if r and r.completed}
     best = sorted(rewards, key=lambda i: (-rewards[i], i))
-    assert len(best) == 3
+    assert len(best) == 2
     assert select_top(exp.uri, "proxy", 2) == best[:2]
     assert select_top(exp.uri, "proxy", 10) == best
 
@@ -376,8 +396,8 @@ def test_trial_metrics_are_kfp_metrics_artifacts(runs):
         json.loads(path.read_text())["artifacts"]["metrics"]["artifacts"][0]["metadata"]
         for path in (runs["root"] / "kfp").rglob("search-study*/executor_output.json")
     ]
-    proxy = [m for m in searches if m.get("trials_failed") == 1.0]  # one per run
-    assert len(proxy) == 2 and all(m["trials_completed"] == 3.0 for m in proxy)
+    proxy = [m for m in searches if m.get("trials_failed") == 2.0]  # one per run
+    assert len(proxy) == 2 and all(m["trials_completed"] == 2.0 for m in proxy)
     # The first run's controller trained; the second's found the study done.
     assert sorted(m["slot_utilization"] > 0 for m in proxy) == [False, True]
 
