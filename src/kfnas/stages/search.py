@@ -25,7 +25,7 @@ from typing import Any
 
 from kfnas.config.settings import ExperimentSettings
 from kfnas.config.spec import BudgetSpec, ExperimentSpec, SpecError
-from kfnas.records.trial import RecordError, TrialAttempt, TrialResult, TrialStatus
+from kfnas.records.trial import RecordError, TrialAttempt, TrialResult, TrialSpec, TrialStatus
 from kfnas.stages._common import best_trials, propose_round, trial_seed
 from kfnas.store import (
     Experiment,
@@ -139,7 +139,8 @@ def run_trial(experiment_uri: str, study: str, trial_id: int) -> TrialResult:
         return done
     # One runner per trial: a second one (a resubmitted run, a retry of a live pod) waits for
     # the first's result, or takes the trial over once the first's lease expires.
-    budget = BudgetSpec(**records.read_spec(study, trial_id).budget)  # the trial's own (as run)
+    trial = records.read_spec(study, trial_id)
+    budget = BudgetSpec(**trial.budget)  # the trial's own (as run)
     with claim_trial(
         exp.store,
         exp.layout,
@@ -149,17 +150,15 @@ def run_trial(experiment_uri: str, study: str, trial_id: int) -> TrialResult:
         renew_every_s=budget.lease_renew_s,
     ) as claim:
         if claim.outcome is ClaimOutcome.ACQUIRED:
-            return _run_claimed(exp, study, trial_id, claim.check)
+            return _run_claimed(exp, trial, claim.check)
     finished = records.read_result(study, trial_id)  # DONE: another runner finished it
     assert finished is not None  # a corrupt result.json reads as a FAILED stand-in
     return finished
 
 
-def _run_claimed(
-    exp: Experiment, study: str, trial_id: int, check: Callable[[], None]
-) -> TrialResult:
+def _run_claimed(exp: Experiment, trial: TrialSpec, check: Callable[[], None]) -> TrialResult:
     """``run_trial`` for the runner holding the trial's lease; ``check`` raises once it is lost."""
-    records = exp.records
+    records, study, trial_id = exp.records, trial.study, trial.trial_id
     exhausted = attempts_exhausted(exp, study, trial_id)
     if exhausted is not None:
         return exhausted
@@ -169,7 +168,6 @@ def _run_claimed(
         execute_trial,
     )
 
-    trial = records.read_spec(study, trial_id)
     checkpoints = TrialCheckpoints(exp.store, exp.layout.trial_checkpoints_dir(study, trial_id))
     latest = checkpoints.latest()
     with tempfile.TemporaryDirectory(prefix=f"kfnas-trial-{trial_id}-") as work:

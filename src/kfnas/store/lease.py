@@ -248,15 +248,13 @@ class Lease:
         current, generation = self._read()
         now = self.clock()
         if current is not None and current.live(now):
-            ours = self._held is not None and current.token == self._held.token
-            if not ours and ended_here(current.process):
-                log.info("%s: its holder %s has ended; taking it over", self, current.owner)
-            elif ours:
+            if self._held is not None and current.token == self._held.token:
                 self._ttl_s = ttl_s
                 self.renew()
                 return True
-            else:
+            if not ended_here(current.process):
                 return False
+            log.info("%s: its holder %s has ended; taking it over", self, current.owner)
         mine = LeaseInfo(
             owner,
             uuid.uuid4().hex,
