@@ -270,3 +270,31 @@ def test_a_trial_result_carries_the_accuracy_metrics(files, tmp_path: Path, tiny
         assert key in result.metrics
     assert 0.0 <= result.metrics["top_1_accuracy"] <= 1.0
     assert result.reward == pytest.approx(result.metrics["top_1_accuracy"])
+    assert result.runtime["strategy"] == "one_device" and result.runtime["precision"] == "float32"
+
+
+def test_a_batch_that_does_not_divide_across_replicas_fails_before_training(
+    files, tmp_path: Path, tiny_space
+) -> None:
+    import tensorflow as tf
+
+    from kfnas.records.trial import TrialStatus
+    from kfnas.training.distribution import Distribution
+    from kfnas.training.runner import execute_trial, local_trial
+
+    spec = validate(
+        ExperimentSpec(
+            name="classification-trial",
+            task=TASK,
+            data=files.data_spec(),
+            studies={"proxy": StudySpec(space=tiny_space.name)},
+            budget=BudgetSpec(train_steps=10, batch_size=8),
+            store_root=str(tmp_path / "store"),
+        )
+    )
+    three = Distribution(tf.distribute.get_strategy(), "mirrored", 3)
+    result = execute_trial(spec, local_trial(spec, "proxy"), tmp_path / "work", distribution=three)
+    assert result.status is TrialStatus.FAILED
+    assert "the global batch size 8 does not divide across 3 replicas" in result.error
+    assert result.runtime["replicas"] == "3"
+    assert not (tmp_path / "work" / "model").exists()  # nothing trained

@@ -96,6 +96,10 @@ class ToyTask(base_task.Task):
     def build_metrics(self, training: bool = True) -> list[Any]:
         return [tf_keras.metrics.SparseCategoricalAccuracy("accuracy")]
 
+    def create_optimizer(self, optimizer_config: Any, runtime_config: Any = None) -> Any:
+        self.last_optimizer = super().create_optimizer(optimizer_config, runtime_config)
+        return self.last_optimizer
+
     def aggregate_logs(self, state: Any = None, step_logs: Any = None) -> Any:
         state = state or {"batches": 0}
         # Per-replica tuples, as the official base_trainer passes them.
@@ -245,6 +249,36 @@ def test_nan_loss_is_infeasible_at_its_step(tmp_path: Any, steps: int) -> None:
     assert tf.train.latest_checkpoint(str(tmp_path / "ckpt")) is None  # NaN weights not saved
     with open(tmp_path / "logs" / ERROR_LOG) as f:
         assert "NaN at step 7" in f.read()
+
+
+@pytest.mark.parametrize("precision", ["float16", "bfloat16"])
+def test_the_nan_guard_holds_under_mixed_precision(tmp_path: Any, precision: str) -> None:
+    from kfnas.training.distribution import Distribution
+
+    task = make_task(nan_at_step=7)
+    dist = Distribution(tf.distribute.get_strategy(), "one_device", 1, precision=precision)
+    with dist.scope():
+        model = task.build_model()
+    assert model.layers[1].compute_dtype == precision  # the mixed policy built it
+    assert tf_keras.mixed_precision.global_policy().name == "float32"  # and was reset
+    seen: list[Any] = []
+    outcome = train_and_evaluate(
+        task,
+        model,
+        sgd(),
+        train_steps=20,
+        log_dir=str(tmp_path / "logs"),
+        checkpoint_dir=str(tmp_path / "ckpt"),
+        summary_every=5,
+        distribution=dist,
+        runtime_config=dist.runtime_config(),
+        progress=lambda step, logs: seen.append(logs["loss"]),
+    )
+    assert outcome.status is TrialStatus.INFEASIBLE
+    assert outcome.error == "loss became NaN at step 7"
+    assert seen and all(np.isfinite(seen))  # it trained under the policy until then
+    scaled = isinstance(task.last_optimizer, tf_keras.mixed_precision.LossScaleOptimizer)
+    assert scaled is (precision == "float16")  # dynamic loss scaling for float16 only
 
 
 def test_diverging_learning_rate_is_infeasible(tmp_path: Any) -> None:

@@ -120,6 +120,10 @@ class TrialResult(Record):
             written before attempts were counted.
         start_steps: The training step each attempt started from, oldest first: 0 for a fresh
             start, a checkpoint's step for a run that resumed one; empty when not counted.
+        runtime: How the last attempt trained: ``strategy`` (``one_device``, ``mirrored``,
+            ``multi_worker_mirrored``), ``replicas``, ``workers``, ``precision``, ``devices``,
+            ``all_reduce`` and any ``warnings`` (``kfnas.training.distribution``); empty when
+            not recorded.
     """
 
     KIND = "trial result"
@@ -136,6 +140,7 @@ class TrialResult(Record):
     error: str = ""
     attempts: int = 0
     start_steps: tuple[int, ...] = ()
+    runtime: dict[str, str] = dataclasses.field(default_factory=dict)
 
     def __post_init__(self) -> None:
         if self.attempts < 0 or any(step < 0 for step in self.start_steps):

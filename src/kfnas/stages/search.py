@@ -25,6 +25,7 @@ from typing import Any
 
 from kfnas.config.settings import ExperimentSettings
 from kfnas.config.spec import BudgetSpec, ExperimentSpec, SpecError
+from kfnas.launch.tf_config import cluster_role
 from kfnas.records.trial import RecordError, TrialAttempt, TrialResult, TrialSpec, TrialStatus
 from kfnas.stages._common import best_trials, propose_round, trial_seed
 from kfnas.store import (
@@ -124,19 +125,29 @@ def run_trial(experiment_uri: str, study: str, trial_id: int) -> TrialResult:
     A trial that fails or diverges is recorded as FAILED or INFEASIBLE; this function does not
     raise for it.
 
+    A trial trained by several processes (``TF_CONFIG``: ``kfnas.launch.tf_config``) is run this
+    way by its chief only; every other process trains in lockstep from the same stored checkpoint
+    into a temporary folder and writes nothing to the store (``_run_as_worker``).
+
     Args:
         experiment_uri: From ``init_experiment``.
         study: The study's name.
         trial_id: A trial written by ``propose_trials``.
 
     Returns:
-        The trial's result.
+        The trial's result (for a non-chief process: how its own training ended, not recorded).
+
+    Raises:
+        ClusterConfigError: ``TF_CONFIG`` is set but not valid, or names this process nowhere.
     """
     exp = open_experiment(experiment_uri)
     records = exp.records
+    role = cluster_role()  # a multi-node trial's TF_CONFIG, checked before anything else
     done = records.read_result(study, trial_id)
     if done is not None:
         return done
+    if role is not None and not role.chief:
+        return _run_as_worker(exp, records.read_spec(study, trial_id), role.name)
     # One runner per trial: a second one (a resubmitted run, a retry of a live pod) waits for
     # the first's result, or takes the trial over once the first's lease expires.
     trial = records.read_spec(study, trial_id)
@@ -195,6 +206,33 @@ def _run_claimed(exp: Experiment, trial: TrialSpec, check: Callable[[], None]) -
     result = dataclasses.replace(result, attempts=len(started), start_steps=tuple(started))
     check()
     records.write_result(study, result)
+    return result
+
+
+def _run_as_worker(exp: Experiment, trial: TrialSpec, name: str) -> TrialResult:
+    """A non-chief process of a multi-node trial: trains beside the chief and records nothing.
+
+    It starts from the newest complete checkpoint in the store, as the chief does (they must hold
+    the same weights), and saves its own checkpoints into a temporary folder, which is dropped.
+    If the chief never trains (the trial finished meanwhile, or its attempts are spent), this
+    process's first collective fails once the chief's process is gone and its result is FAILED.
+    """
+    from kfnas.training.runner import LOGS_DIR, MODEL_DIR, execute_trial  # TensorFlow
+
+    study, trial_id = trial.study, trial.trial_id
+    checkpoints = TrialCheckpoints(exp.store, exp.layout.trial_checkpoints_dir(study, trial_id))
+    latest = checkpoints.latest()
+    with tempfile.TemporaryDirectory(prefix=f"kfnas-trial-{trial_id}-worker-") as work:
+        if latest is not None:
+            checkpoints.restore(latest, Path(work) / MODEL_DIR, Path(work) / LOGS_DIR)
+        result = execute_trial(exp.spec, trial, work, measure=False)
+    log.info(
+        "%s of %s trial %d: %s (the chief records the result)",
+        name,
+        study,
+        trial_id,
+        result.status.value,
+    )
     return result
 
 

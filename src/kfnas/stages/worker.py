@@ -5,6 +5,11 @@ evaluates and measures the trial and writes its ``result.json`` (a trial that fa
 as FAILED and the process still exits 0). A non-zero exit means the trial could not even be
 recorded (the store unreachable, a crash): the controller then records it as FAILED with the
 job's reason. Prints one line with the trial's status.
+
+On a node of a multi-node trial it first builds ``TF_CONFIG`` if the engine does not inject it
+(Kubeflow Trainer v2 with the kfnas runtime; ``kfnas.launch.tf_config.prepare_tf_config``); a
+``TF_CONFIG`` that names this process nowhere exits with status 2 and the reason, before any
+training. Only the chief records the trial.
 """
 
 from __future__ import annotations
@@ -13,6 +18,7 @@ import argparse
 import sys
 from collections.abc import Sequence
 
+from kfnas.launch.tf_config import ClusterConfigError, prepare_tf_config
 from kfnas.stages.search import run_trial
 
 
@@ -23,7 +29,19 @@ def main(argv: Sequence[str] | None = None) -> int:
     parser.add_argument("study")
     parser.add_argument("trial_id", type=int)
     args = parser.parse_args(argv)
+    try:
+        role = prepare_tf_config()  # before TensorFlow starts
+    except ClusterConfigError as e:
+        print(f"kfnas worker: {e}", file=sys.stderr, flush=True)
+        return 2
     result = run_trial(args.experiment_uri, args.study, args.trial_id)
+    if role is not None and not role.chief:
+        print(
+            f"{args.study} trial {result.trial_id}, {role.name} of {role.workers}: trained "
+            f"({result.status.value}); the chief records the result",
+            flush=True,
+        )
+        return 0
     reward = f" reward {result.reward:.4f}" if result.reward is not None else ""
     print(
         f"{args.study} trial {result.trial_id}: {result.status.value}{reward}"

@@ -23,7 +23,7 @@ from __future__ import annotations
 import dataclasses
 import statistics
 import time
-from collections.abc import Sequence
+from collections.abc import Callable, Sequence
 from typing import Any
 
 import numpy as np
@@ -139,7 +139,7 @@ def measure_latency(
         raise ValueError(f"need warmup >= 0 and runs >= 1, got warmup={warmup}, runs={runs}")
     concrete = _inference_function(model, input_shape, dtype)
     images = tf.cast(tf.random.uniform([1, *input_shape], maxval=255.0), dtype)
-    sync = tf.test.experimental.sync_devices
+    sync = _local_sync(images.device)
     for _ in range(warmup):
         concrete(images)
     sync()
@@ -150,6 +150,23 @@ def measure_latency(
         sync()
         samples.append((time.perf_counter() - start) * 1000.0)
     return LatencyMeasurement(tuple(samples), float(statistics.median(samples)), images.device)
+
+
+def _local_sync(device: str) -> Callable[[], None]:
+    """A function that waits until this process's devices have finished their work.
+
+    ``tf.test.experimental.sync_devices`` would also wait on the devices of the other processes
+    of a multi-node trial, which the timing never uses (and which may be gone).
+    """
+    task = device.rsplit("/device:", 1)[0]
+    names = [d.name for d in tf.config.list_logical_devices() if d.name.startswith(task)]
+
+    def sync() -> None:
+        for name in names:
+            with tf.device(name):
+                tf.raw_ops.SyncDevice()
+
+    return sync
 
 
 def measure_latency_ms(

@@ -44,6 +44,8 @@ def execute_trial(
     work_dir: str | Path,
     *,
     on_checkpoint: Callable[[int, str], None] | None = None,
+    distribution: Any = None,
+    measure: bool = True,
 ) -> TrialResult:
     """Builds, trains, evaluates and measures one trial.
 
@@ -57,6 +59,13 @@ def execute_trial(
         work_dir: A local folder for the checkpoint (``model/``) and TensorBoard logs (``logs/``).
         on_checkpoint: Called as ``on_checkpoint(step, prefix)`` after each checkpoint is saved
             (``kfnas.training.checkpoints.CheckpointUploader`` copies it to the store).
+        distribution: The ``kfnas.training.distribution.Distribution`` to train under; ``None``:
+            chosen from the devices, ``TF_CONFIG`` and the ``KFNAS_*`` runtime variables. A
+            global batch that does not divide across its replicas fails the trial before
+            training. The result's ``runtime`` records it.
+        measure: Whether to measure the model and compute the reward after training. A
+            non-chief worker of a multi-node trial does not: its result (the final evaluation,
+            reward 0) is never recorded.
 
     Returns:
         COMPLETED with metrics (the task's metrics plus ``params``, ``flops`` in multiply-adds and
@@ -66,7 +75,15 @@ def execute_trial(
     start = time.monotonic()
     work = Path(work_dir)
     try:
-        return _execute(trial_experiment_spec(spec, trial), trial, work, start, on_checkpoint)
+        return _execute(
+            trial_experiment_spec(spec, trial),
+            trial,
+            work,
+            start,
+            on_checkpoint,
+            distribution,
+            measure,
+        )
     except Exception as e:  # A trial's failure must not stop the study.
         (work / LOGS_DIR).mkdir(parents=True, exist_ok=True)
         (work / LOGS_DIR / "error.txt").write_text(traceback.format_exc())
@@ -85,21 +102,37 @@ def _execute(
     work: Path,
     start: float,
     on_checkpoint: Callable[[int, str], None] | None,
+    distribution: Any,
+    measure: bool,
 ) -> TrialResult:
+    from kfnas.training.distribution import batch_problems, choose_distribution
     from kfnas.training.trainer import train_and_evaluate
 
+    distribution = distribution or choose_distribution()  # first: it may configure collectives
+    runtime = distribution.record()
     budget = BudgetSpec(**trial.budget)
     task_kind = TASKS.get(spec.task.kind)
     # The trial's own space says which extra knobs task.options may hold (a module:object space
     # is not in the registry the task would otherwise consult).
     space_options = declared_options(spec.task.kind, [get_space(trial.space)])
     official_task = task_kind.build_task(spec.task, spec.data, budget, space_options)
-    model = build_trial_model(spec, trial, official_task)
+    if problems := batch_problems(official_task.task_config, distribution.replicas):
+        return TrialResult(
+            trial.trial_id,
+            TrialStatus.FAILED,
+            error="; ".join(problems),
+            duration_s=time.monotonic() - start,
+            runtime=runtime,
+        )
+    with distribution.scope():
+        model = build_trial_model(spec, trial, official_task)
     evaluations = min(budget.evaluations, budget.train_steps)
     outcome = train_and_evaluate(
         official_task,
         model,
         task_kind.optimizer_config(spec.task, budget, space_options),
+        distribution=distribution,
+        runtime_config=distribution.runtime_config(),
         train_steps=budget.train_steps,
         log_dir=str(work / LOGS_DIR),
         checkpoint_dir=str(work / MODEL_DIR),
@@ -116,7 +149,28 @@ def _execute(
             outcome.status,
             error=outcome.error,
             duration_s=duration,
+            runtime=runtime,
         )
+    if not measure:  # a worker of a multi-node trial: the chief measures and records
+        return TrialResult(
+            trial.trial_id,
+            TrialStatus.COMPLETED,
+            {k: v for k, v in outcome.metrics.items() if math.isfinite(v)},
+            reward=0.0,  # unmeasured: such a result is never recorded
+            duration_s=duration,
+            runtime=runtime,
+        )
+    if distribution.replicas > 1:
+        # Reading a distributed model's batch-norm statistics is an all-reduce the other
+        # processes no longer join: measure a copy outside the strategy, restored from the final
+        # checkpoint every process saved in step (restored as its variables are created).
+        import tensorflow as tf
+
+        with distribution.scope(distributed=False):
+            model = build_trial_model(spec, trial, official_task)
+        final = tf.train.latest_checkpoint(str(work / MODEL_DIR))
+        tf.train.Checkpoint(model=model).read(final).expect_partial()
+        model(tf.zeros([1, *task_kind.input_shape(spec.task)]), training=False)  # restores
     metrics = {
         **_best_evaluation(outcome, spec.objectives.metric, evaluations),
         **_measure(model, task_kind.input_shape(spec.task), budget.latency_runs),
@@ -134,6 +188,7 @@ def _execute(
             metrics,
             error=f"reward: {e}",
             duration_s=time.monotonic() - start,
+            runtime=runtime,
         )
     # A metric with no value (NaN, e.g. an evaluator's empty category) is dropped from the record.
     metrics = {k: v for k, v in metrics.items() if math.isfinite(v)}
@@ -144,6 +199,7 @@ def _execute(
         reward=reward,
         objectives=objectives,
         duration_s=time.monotonic() - start,
+        runtime=runtime,
     )
 
 

@@ -16,9 +16,19 @@ launched step *n + 1* (one scalar copy of a finished value per step), so the acc
 idle waiting for the check. A non-finite loss therefore stops training at most one step late; the
 error names the exact step whose loss was not finite.
 
+Distribution (``kfnas.training.distribution``): every step runs under the trial's strategy
+(``strategy.run`` on each replica over a dataset the strategy splits, the loss averaged over the
+replicas); with one device that is TensorFlow's default strategy and nothing changes. The averaged
+loss is what the NaN guard checks, so with several processes every process sees the same value and
+stops at the same step. Several processes also agree on time-based checkpoints (an all-reduce of
+"is one due" at each train summary, so such a checkpoint comes at most ``summary_every`` steps
+late); step-based ones need no agreement. Every process saves (saving may take part in
+collectives); only the chief's checkpoint directory is kept, the caller gives the others a
+temporary one. Evaluation runs on one replica per process, outside the strategy.
+
 The evaluation pass lives in ``kfnas.training.evaluation``, the TensorBoard and error logs in
-``kfnas.training.logs``. To extend: new per-trial behaviour (XLA, distribution strategies, more
-summaries) goes in ``_TrialRun``; keep ``TrainOutcome`` fields additive, since stages read them.
+``kfnas.training.logs``. To extend: new per-trial behaviour (XLA, more summaries) goes in
+``_TrialRun``; keep ``TrainOutcome`` fields additive, since stages read them.
 """
 
 from __future__ import annotations
@@ -140,6 +150,7 @@ def train_and_evaluate(
     checkpoint_every_steps: int | None = None,
     checkpoint_every_seconds: float | None = None,
     on_checkpoint: OnCheckpoint | None = None,
+    distribution: Any = None,
 ) -> TrainOutcome:
     """Trains ``model`` on ``task`` for ``train_steps`` steps, evaluates it, and checkpoints it.
 
@@ -172,6 +183,8 @@ def train_and_evaluate(
         checkpoint_every_seconds: Also checkpoint when this many seconds of training passed since
             the last checkpoint (or the start); None or 0: not by time.
         on_checkpoint: Called as ``on_checkpoint(step, prefix)`` after each checkpoint is saved.
+        distribution: The ``kfnas.training.distribution.Distribution`` to train under (``model``
+            must have been built in its ``scope()``); ``None``: the default strategy.
 
     Returns:
         How training ended; see ``TrainOutcome``. Never raises for a failed trial.
@@ -197,6 +210,8 @@ def train_and_evaluate(
     run = _TrialRun(task, model, log_dir, checkpoint_dir, summary_every, progress)
     run.schedule = _CheckpointSchedule(checkpoint_every_steps or 0, checkpoint_every_seconds or 0)
     run.on_checkpoint = on_checkpoint
+    if distribution is not None:
+        run.strategy, run.workers = distribution.strategy, distribution.workers
     return run.execute(optimizer_config, runtime_config, train_steps, eval_every, eval_steps, seed)
 
 
@@ -238,6 +253,8 @@ class _TrialRun:
         self.logs: TrialLogs | None = None
         self.schedule = _CheckpointSchedule()
         self.on_checkpoint: OnCheckpoint | None = None
+        self.strategy: Any = tf.distribute.get_strategy()
+        self.workers = 1
 
     def execute(
         self,
@@ -294,19 +311,23 @@ class _TrialRun:
     # -- setup -------------------------------------------------------------------------------
 
     def _setup(self, optimizer_config: Any, runtime_config: Any, seed: int) -> None:
-        task, model = self.task, self.model
+        task, model, strategy = self.task, self.model, self.strategy
         seed_everything(seed)
         self.logs = TrialLogs(self.log_dir)
-        self.train_data = _repeated(task.build_inputs(task.task_config.train_data))
-        self.optimizer = task.create_optimizer(optimizer_config, runtime_config)
-        self.train_metrics = tf.nest.flatten(task.build_metrics(training=True))
-        self.train_loss = tf_keras.metrics.Mean("loss")
-        self.step_var = tf.Variable(0, dtype=tf.int64, trainable=False, name="global_step")
+        train_config = task.task_config.train_data
+        with strategy.scope():
+            self.train_data = strategy.distribute_datasets_from_function(
+                lambda context: _repeated(task.build_inputs(train_config, context))
+            )
+            self.optimizer = task.create_optimizer(optimizer_config, runtime_config)
+            self.train_metrics = tf.nest.flatten(task.build_metrics(training=True))
+            self.train_loss = tf_keras.metrics.Mean("loss")
+            self.step_var = tf.Variable(0, dtype=tf.int64, trainable=False, name="global_step")
+            self.checkpoint = tf.train.Checkpoint(
+                model=model, optimizer=self.optimizer, step=self.step_var
+            )
         validation_data = task.build_inputs(task.task_config.validation_data)
         self.evaluator = Evaluator(task, model, validation_data, self.step_var)
-        self.checkpoint = tf.train.Checkpoint(
-            model=model, optimizer=self.optimizer, step=self.step_var
-        )
         self.manager = tf.train.CheckpointManager(
             self.checkpoint, self.checkpoint_dir, max_to_keep=2
         )
@@ -319,16 +340,23 @@ class _TrialRun:
 
         train_loss, train_metrics, optimizer = self.train_loss, self.train_metrics, self.optimizer
 
-        @tf.function
-        def train_step(iterator: Any) -> tf.Tensor:
-            logs = task.train_step(
-                next(iterator), model=model, optimizer=optimizer, metrics=train_metrics
-            )
+        def replica_step(inputs: Any) -> tf.Tensor:
+            logs = task.train_step(inputs, model=model, optimizer=optimizer, metrics=train_metrics)
             loss = logs[task.loss]
             train_loss.update_state(loss)
             return loss
 
-        self.train_step = train_step
+        @tf.function
+        def train_step(iterator: Any) -> tf.Tensor:
+            losses = strategy.run(replica_step, args=(next(iterator),))
+            return strategy.reduce(tf.distribute.ReduceOp.MEAN, losses, axis=None)
+
+        @tf.function
+        def any_process(flag: tf.Tensor) -> tf.Tensor:
+            flags = strategy.run(lambda: tf.identity(flag))
+            return strategy.reduce(tf.distribute.ReduceOp.MAX, flags, axis=None)
+
+        self.train_step, self.any_process = train_step, any_process
 
     # -- training ----------------------------------------------------------------------------
 
@@ -377,13 +405,24 @@ class _TrialRun:
                 self.phase = "training"
                 self.eval_time_in_training += time.perf_counter() - eval_start
                 self._save()
-            elif self.step < train_steps and self.schedule.due(self.step, time.perf_counter()):
+            elif self.step < train_steps and self._checkpoint_due():
                 if pending is not None:  # never checkpoint a step whose loss was not finite
                     _check_loss(*pending)
                     pending = None
                 self._save()
         if pending is not None:
             _check_loss(*pending)
+
+    def _checkpoint_due(self) -> bool:
+        """Whether to checkpoint now; several processes agree at train summaries (module doc)."""
+        if self.workers <= 1:
+            return self.schedule.due(self.step, time.perf_counter())
+        if self.schedule.every_steps and self.step % self.schedule.every_steps == 0:
+            return True
+        if not self.schedule.every_seconds or self.step % self.summary_every:
+            return False
+        due = self.schedule.due(self.step, time.perf_counter())
+        return bool(self.any_process(tf.constant(1 if due else 0)).numpy())
 
     def _write_train_summaries(self) -> None:
         if int(self.train_loss.count.numpy()) == 0:
