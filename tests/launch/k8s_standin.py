@@ -12,7 +12,23 @@ launcher makes, and keeps state:
 * pods (``/api/v1/namespaces/{ns}/pods``): list with a selector and get;
 * secrets: get (404 when absent);
 * ``selfsubjectaccessreviews``: answered from ``allowed``, which also guards every request above
-  (403 ``Forbidden`` as RBAC answers).
+  (403 ``Forbidden`` as RBAC answers);
+* Kubeflow custom objects (``CUSTOM_RESOURCES``): Trainer v2.3.0 TrainJobs
+  (``/apis/trainer.kubeflow.org/v1alpha1/namespaces/{ns}/trainjobs[/{name}]``) and Training
+  Operator v1.9 TFJobs (``/apis/kubeflow.org/v1/namespaces/{ns}/tfjobs[/{name}]``): create (201;
+  409 ``AlreadyExists``; 422 ``Invalid`` where the CRD's schema refuses: a TrainJob name that is
+  not an RFC 1035 label, a missing ``spec.runtimeRef.name`` or ``spec.tfReplicaSpecs``; 403 where
+  the operator's admission webhook refuses, as controller-runtime answers a validator's error: a
+  TrainJob on a ``ClusterTrainingRuntime`` not in ``runtimes`` or patching a replicated job or
+  container the runtime lacks or setting env on its ``node`` container, a TFJob whose name is not
+  an RFC 1035 label or that has no container ``tensorflow`` or one without an image), get, list
+  with a label selector, delete. A resource whose CRD is ``uninstall``-ed answers every request
+  with 404 ``404 page not found`` (plain text, as the API server's fallback handler does). Their
+  operators are acted out by ``run_custom``, ``complete_custom``, ``fail_custom``,
+  ``admit_custom`` and ``delete_custom``, which set the conditions the real controllers set.
+
+A request whose bearer token is not the stand-in's (``revoke_token`` changes it) gets 401
+``Unauthorized`` and is recorded in ``rejected``.
 
 Jobs run like the Job controller runs them: a created Job that is not suspended gets a pod
 (``<job>-<5 chars>``, ``status.active=1``). ``succeed``, ``fail_exit``, ``oom_kill`` and
@@ -20,7 +36,7 @@ Jobs run like the Job controller runs them: a created Job that is not suspended 
 ``Ignore``, ``FailJob`` or ``Count``) and ``backoffLimit`` decide what follows: a new pod, or the
 Job's ``Failed`` condition with the reason the API server gives.
 
-Any other request, and any request without ``Authorization: Bearer <token>``, is recorded in
+Any other request, and any request without an ``Authorization: Bearer`` header, is recorded in
 ``unexpected``; the ``k8s`` fixture (import ``k8s_fixture`` into a test module) fails the test
 when there is one. To serve another endpoint, add a rule to ``_routes`` and a
 ``_<endpoint>_<method>`` handler; to act out another event, add a control method next to
@@ -57,6 +73,23 @@ ALL_PERMISSIONS = {
     ("list", "pods"),
     ("get", "pods/log"),
     ("get", "secrets"),
+    *(
+        (verb, plural)
+        for verb in ("create", "get", "list", "watch", "delete")
+        for plural in ("trainjobs", "tfjobs")
+    ),
+}
+#: The custom resources served: plural -> (group, version, kind).
+CUSTOM_RESOURCES = {
+    "trainjobs": ("trainer.kubeflow.org", "v1alpha1", "TrainJob"),
+    "tfjobs": ("kubeflow.org", "v1", "TFJob"),
+}
+#: The kfnas ClusterTrainingRuntime as the TrainJob webhook sees it: replicated job -> containers.
+KFNAS_RUNTIME = {"node": {"node"}}
+_RFC1035 = re.compile(r"^[a-z]([-a-z0-9]*[a-z0-9])?$")
+_WEBHOOKS = {
+    "trainjobs": "validator.trainjob.trainer.kubeflow.org",
+    "tfjobs": "validator.tfjob.training-operator.kubeflow.org",
 }
 _DNS_LABEL = re.compile(r"^[a-z0-9]([-a-z0-9]*[a-z0-9])?$")
 _POD_SUFFIX = "bcdfghjklmnpqrstvwxz2456789"
@@ -121,8 +154,17 @@ class K8sStandIn:
         self.jobs: dict[tuple[str, str], dict[str, Any]] = {}
         self.pods: dict[tuple[str, str], dict[str, Any]] = {}
         self.secrets: set[tuple[str, str]] = set()
+        #: Custom objects by (plural, namespace, name).
+        self.customs: dict[tuple[str, str, str], dict[str, Any]] = {}
+        #: The custom resources whose CRD is installed.
+        self.installed = set(CUSTOM_RESOURCES)
+        #: The ClusterTrainingRuntimes: name -> {replicated job: its containers}.
+        self.runtimes = {"kfnas-tensorflow": KFNAS_RUNTIME}
         self.allowed = set(ALL_PERMISSIONS)
         self.unexpected: list[str] = []
+        #: Requests refused with 401 for a bearer token that is not the stand-in's.
+        self.rejected: list[str] = []
+        self._token = TOKEN
         #: Every request, as (method, path, query string).
         self.requests: list[tuple[str, str, str]] = []
         self._lock = threading.Condition()
@@ -139,6 +181,22 @@ class K8sStandIn:
                 Rule(
                     "/apis/authorization.k8s.io/v1/selfsubjectaccessreviews",
                     endpoint="access_review",
+                ),
+                *(
+                    rule
+                    for plural, (group, version, _) in CUSTOM_RESOURCES.items()
+                    for rule in (
+                        Rule(
+                            f"/apis/{group}/{version}/namespaces/<ns>/{plural}",
+                            endpoint="customs",
+                            defaults={"plural": plural},
+                        ),
+                        Rule(
+                            f"/apis/{group}/{version}/namespaces/<ns>/{plural}/<name>",
+                            endpoint="custom",
+                            defaults={"plural": plural},
+                        ),
+                    )
                 ),
             ]
         )
@@ -281,6 +339,190 @@ class K8sStandIn:
         """Deletes the Job and its pods (as ``kubectl delete job`` does)."""
         with self._lock:
             self._delete(namespace, name)
+
+    def revoke_token(self) -> None:
+        """The API server stops accepting the clients' token: every request gets 401."""
+        self._token = "revoked-" + TOKEN
+
+    def uninstall(self, plural: str) -> None:
+        """Removes a custom resource's CRD (``trainjobs``, ``tfjobs``) and its objects."""
+        with self._lock:
+            self.installed.discard(plural)
+            for key in [k for k in self.customs if k[0] == plural]:
+                del self.customs[key]
+
+    def custom(self, plural: str, name: str, namespace: str = "kfnas") -> dict[str, Any]:
+        """The stored custom object (raises KeyError when there is none)."""
+        return self.customs[(plural, namespace, name)]
+
+    def run_custom(self, plural: str, name: str, namespace: str = "kfnas") -> None:
+        """Every node runs: the ``node`` Job is ready (TrainJob); ``Running`` (TFJob)."""
+        with self._lock:
+            obj = self.custom(plural, name, namespace)
+            if plural == "trainjobs":
+                for job in obj["status"].get("jobsStatus", []):
+                    job.update(ready=1, active=1)
+            else:
+                message = f"TFJob {namespace}/{name} is running."
+                self._condition(obj, "Running", "True", "TFJobRunning", message)
+
+    def complete_custom(self, plural: str, name: str, namespace: str = "kfnas") -> None:
+        """The object completes: ``Complete`` (TrainJob, the JobSet's), ``Succeeded`` (TFJob)."""
+        with self._lock:
+            obj = self.custom(plural, name, namespace)
+            if plural == "trainjobs":
+                for job in obj["status"].get("jobsStatus", []):
+                    job.update(ready=0, active=0, succeeded=1)
+                self._condition(
+                    obj, "Complete", "True", "AllJobsCompleted", "jobset completed successfully"
+                )
+            else:
+                self._condition(obj, "Running", "False", "TFJobRunning", "")
+                message = f"TFJob {namespace}/{name} successfully completed."
+                self._condition(obj, "Succeeded", "True", "TFJobSucceeded", message)
+
+    def fail_custom(
+        self, plural: str, name: str, reason: str, message: str, namespace: str = "kfnas"
+    ) -> None:
+        """The object fails with the ``Failed`` condition's ``reason`` and ``message``.
+
+        The controllers' reasons: TrainJob ``FailedJobs``, ``ReachedMaxRestarts``,
+        ``FailJobSetFailurePolicyAction`` (the JobSet's), ``DeadlineExceeded``; TFJob
+        ``TFJobFailed`` (backoff limit, deadline, a failed replica).
+        """
+        with self._lock:
+            obj = self.custom(plural, name, namespace)
+            if plural == "trainjobs":
+                for job in obj["status"].get("jobsStatus", []):
+                    job.update(ready=0, active=0, failed=1)
+            else:
+                self._condition(obj, "Running", "False", "TFJobRunning", "")
+            self._condition(obj, "Failed", "True", reason, message)
+
+    def admit_custom(self, plural: str, name: str, namespace: str = "kfnas") -> None:
+        """Kueue admits a suspended object: it is resumed (its nodes not running yet)."""
+        with self._lock:
+            obj = self.custom(plural, name, namespace)
+            if plural == "trainjobs":
+                obj["spec"]["suspend"] = False
+                self._condition(obj, "Suspended", "False", "Resumed", "TrainJob is resumed")
+                obj["status"]["jobsStatus"] = [self._node_job()]
+            else:
+                obj["spec"]["runPolicy"]["suspend"] = False
+                message = f"TFJob {namespace}/{name} is resumed."
+                self._condition(obj, "Suspended", "False", "TFJobResumed", message)
+
+    def delete_custom(self, plural: str, name: str, namespace: str = "kfnas") -> None:
+        """Deletes the object (as ``kubectl delete`` does)."""
+        with self._lock:
+            del self.customs[(plural, namespace, name)]
+
+    # --- the Kubeflow controllers ------------------------------------------------------------
+
+    @staticmethod
+    def _node_job() -> dict[str, Any]:
+        return {
+            "name": "node",
+            "ready": 0,
+            "succeeded": 0,
+            "failed": 0,
+            "active": 1,
+            "suspended": 0,
+        }
+
+    @staticmethod
+    def _condition(obj: dict[str, Any], kind: str, status: str, reason: str, message: str) -> None:
+        """Sets a condition as ``meta.SetStatusCondition`` does (one per type)."""
+        now = _now()
+        conditions = obj["status"].setdefault("conditions", [])
+        condition = next((c for c in conditions if c["type"] == kind), None)
+        if condition is None:
+            condition = {"type": kind}
+            conditions.append(condition)
+        condition.update(status=status, reason=reason, message=message, lastTransitionTime=now)
+        if obj["kind"] == "TFJob":
+            condition["lastUpdateTime"] = now
+
+    def _custom_invalid(self, plural: str, obj: dict[str, Any]) -> list[dict[str, str]]:
+        """The CRD schema's validation of what the launcher sets (a subset of it): 422."""
+        causes = []
+        name = (obj.get("metadata") or {}).get("name", "")
+        spec = obj.get("spec") or {}
+        if plural == "trainjobs":
+            if not _RFC1035.match(name):
+                causes.append(("<nil>", "metadata.name must match RFC 1035 DNS label format"))
+            if len(name) > 63:
+                causes.append(("<nil>", "metadata.name must be no more than 63 characters"))
+            if not (spec.get("runtimeRef") or {}).get("name"):
+                causes.append(("spec.runtimeRef.name", "Required value"))
+        elif "tfReplicaSpecs" not in spec:
+            causes.append(("spec.tfReplicaSpecs", "Required value"))
+        return [
+            {
+                "reason": "FieldValueRequired" if what == "Required value" else "FieldValueInvalid",
+                "field": field,
+                "message": f"{field}: {what}"
+                if what == "Required value"
+                else f'{field}: Invalid value: "object": {what}',
+            }
+            for field, what in causes
+        ]
+
+    def _custom_denied(self, plural: str, obj: dict[str, Any]) -> list[str]:
+        """The operator's admission webhook (a subset of it): 403, as controller-runtime denies."""
+        spec, errors = obj.get("spec") or {}, []
+        if plural == "trainjobs":
+            runtime_name = spec["runtimeRef"]["name"]
+            runtime = self.runtimes.get(runtime_name)
+            if runtime is None:
+                return [
+                    f"spec.RuntimeRef: Invalid value: {json.dumps(spec['runtimeRef'])}: "
+                    f'clustertrainingruntimes.trainer.kubeflow.org "{runtime_name}" not found: '
+                    "specified clusterTrainingRuntime must be created before the TrainJob is "
+                    "created"
+                ]
+            for patch in spec.get("runtimePatches") or []:
+                template = (patch.get("trainingRuntimeSpec") or {}).get("template") or {}
+                for rjob in (template.get("spec") or {}).get("replicatedJobs") or []:
+                    if rjob["name"] not in runtime:
+                        errors.append(
+                            "spec.runtimePatches: Invalid value: must not have replicated job "
+                            "that doesn't exist in the runtime job template"
+                        )
+                        continue
+                    pod = ((rjob.get("template") or {}).get("spec") or {}).get("template") or {}
+                    for container in (pod.get("spec") or {}).get("containers") or []:
+                        if container["name"] not in runtime[rjob["name"]]:
+                            errors.append(
+                                "spec.runtimePatches: Invalid value: must not have container "
+                                f"that doesn't exist in the runtime job {rjob['name']}"
+                            )
+                        elif container.get("env") and container["name"] == "node":
+                            errors.append(
+                                "spec.runtimePatches: Invalid value: must not have envs for the "
+                                "dataset-initializer, model-initializer, node containers"
+                            )
+            return errors
+        name = obj["metadata"].get("name", "")
+        if len(name) > 63 or not _RFC1035.match(name):
+            errors.append(
+                f'metadata.name: Invalid value: "{name}": should match: a DNS-1035 label must '
+                "consist of lower case alphanumeric characters or '-', start with an alphabetic "
+                "character, and end with an alphanumeric character"
+            )
+        for rtype, rspec in spec["tfReplicaSpecs"].items():
+            path = f"spec.tfReplicaSpecs[{rtype}].template.spec.containers"
+            containers = ((rspec.get("template") or {}).get("spec") or {}).get("containers") or []
+            errors += [
+                f"{path}[{i}].image: Required value: must be required"
+                for i, c in enumerate(containers)
+                if not c.get("image")
+            ]
+            if not any(c.get("name") == "tensorflow" for c in containers):
+                errors.append(
+                    f"{path}: Required value: must have at least one container with name tensorflow"
+                )
+        return errors
 
     # --- the Job controller ------------------------------------------------------------------
 
@@ -465,8 +707,12 @@ class K8sStandIn:
     def _wsgi(self, request: Request) -> Response:
         self.requests.append((request.method, request.path, request.query_string.decode()))
         what = f"{request.method} {request.full_path}"
-        if request.headers.get("Authorization") != f"Bearer {TOKEN}":
+        authorization = request.headers.get("Authorization", "")
+        if not authorization.startswith("Bearer "):
             self.unexpected.append(f"{what} without the bearer token")
+            return _status(401, "Unauthorized", "Unauthorized")
+        if authorization != f"Bearer {self._token}":
+            self.rejected.append(what)
             return _status(401, "Unauthorized", "Unauthorized")
         try:
             endpoint, args = self._routes.bind_to_environ(request.environ).match()
@@ -706,6 +952,124 @@ class K8sStandIn:
                 "metadata": {"name": name, "namespace": ns},
                 "data": {},
             }
+        )
+
+    def _custom_check(self, verb: str, plural: str, ns: str, name: str = "") -> Response | None:
+        """RBAC first (the API server authorizes before it routes), then whether it is served."""
+        if denied := self._forbidden(verb, plural, CUSTOM_RESOURCES[plural][0], ns, name):
+            return denied
+        if plural not in self.installed:
+            return Response("404 page not found\n", status=404, content_type="text/plain")
+        return None
+
+    def _custom_missing(self, plural: str, name: str) -> Response:
+        group = CUSTOM_RESOURCES[plural][0]
+        return _status(
+            404,
+            "NotFound",
+            f'{plural}.{group} "{name}" not found',
+            name=name,
+            group=group,
+            kind=plural,
+        )
+
+    def _customs_post(self, request: Request, ns: str, plural: str) -> Response:
+        if refused := self._custom_check("create", plural, ns):
+            return refused
+        group, version, kind = CUSTOM_RESOURCES[plural]
+        obj = request.get_json()
+        name = (obj.get("metadata") or {}).get("name", "")
+        if causes := self._custom_invalid(plural, obj):
+            return _status(
+                422,
+                "Invalid",
+                f'{kind}.{group} "{name}" is invalid: ' + "; ".join(c["message"] for c in causes),
+                name=name,
+                group=group,
+                kind=kind,
+                causes=causes,
+            )
+        if errors := self._custom_denied(plural, obj):
+            return _status(
+                403,
+                "Forbidden",
+                f'admission webhook "{_WEBHOOKS[plural]}" denied the request: '
+                + (errors[0] if len(errors) == 1 else f"[{', '.join(errors)}]"),
+            )
+        if (plural, ns, name) in self.customs:
+            return _status(
+                409,
+                "AlreadyExists",
+                f'{plural}.{group} "{name}" already exists',
+                name=name,
+                group=group,
+                kind=plural,
+            )
+        if obj.get("apiVersion") != f"{group}/{version}" or obj.get("kind") != kind:
+            raise ValueError(f"a {kind} must be {group}/{version}, got {obj.get('apiVersion')}")
+        obj["metadata"].update(
+            namespace=ns, uid=str(uuid.uuid4()), creationTimestamp=_now(), generation=1
+        )
+        self._rv += 1
+        obj["metadata"]["resourceVersion"] = str(self._rv)
+        obj["status"] = {}
+        if plural == "trainjobs":
+            obj["spec"].setdefault("suspend", False)
+            obj["spec"].setdefault("managedBy", "trainer.kubeflow.org/trainjob-controller")
+            if obj["spec"]["suspend"]:
+                self._condition(obj, "Suspended", "True", "Suspended", "TrainJob is suspended")
+            else:
+                obj["status"]["jobsStatus"] = [self._node_job()]
+        else:
+            run_policy = obj["spec"].setdefault("runPolicy", {})
+            run_policy.setdefault("suspend", False)
+            self._condition(obj, "Created", "True", "TFJobCreated", f"TFJob {name} is created.")
+            if run_policy["suspend"]:
+                message = f"TFJob {name} is suspended."
+                self._condition(obj, "Suspended", "True", "TFJobSuspended", message)
+        self.customs[(plural, ns, name)] = obj
+        return _json(obj, 201)
+
+    def _customs_get(self, request: Request, ns: str, plural: str) -> Response:
+        if refused := self._custom_check("list", plural, ns):
+            return refused
+        group, version, kind = CUSTOM_RESOURCES[plural]
+        terms = _selector_terms(request.args.get("labelSelector", ""))
+        items = [
+            o
+            for (p, n, _), o in self.customs.items()
+            if (p, n) == (plural, ns) and _matches(o["metadata"].get("labels") or {}, terms)
+        ]
+        return _json(
+            {
+                "apiVersion": f"{group}/{version}",
+                "kind": f"{kind}List",
+                "metadata": {"resourceVersion": str(self._rv)},
+                "items": items,
+            }
+        )
+
+    def _custom_get(self, request: Request, ns: str, plural: str, name: str) -> Response:
+        if refused := self._custom_check("get", plural, ns, name):
+            return refused
+        if (plural, ns, name) not in self.customs:
+            return self._custom_missing(plural, name)
+        return _json(self.customs[(plural, ns, name)])
+
+    def _custom_delete(self, request: Request, ns: str, plural: str, name: str) -> Response:
+        if refused := self._custom_check("delete", plural, ns, name):
+            return refused
+        obj = self.customs.pop((plural, ns, name), None)
+        if obj is None:
+            return self._custom_missing(plural, name)
+        return _status(
+            200,
+            "",
+            "",
+            name=name,
+            group=CUSTOM_RESOURCES[plural][0],
+            kind=plural,
+            uid=obj["metadata"]["uid"],
         )
 
     def _access_review_post(self, request: Request) -> Response:

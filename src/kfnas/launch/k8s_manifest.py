@@ -4,7 +4,9 @@
 ``training``) of a cluster profile; the pipeline compiles it into the search step's launch config
 (``kfnas.pipelines.trial_pods``) and the launcher reads it back with ``PodSettings.from_dict``.
 ``PodSettings.problems`` lists what could not form a valid Job, so a bad profile fails at compile
-time rather than on the cluster. ``job_manifest`` builds the ``V1Job`` of one trial:
+time rather than on the cluster. ``job_manifest`` builds the ``V1Job`` of one trial (settings with
+a multi-node ``engine`` make a Kubeflow custom object instead: ``kfnas.launch.multinode_manifest``,
+which reuses ``pod_spec``, ``container``, ``container_env``, ``resources`` and ``volumes``):
 
 * labels naming the experiment, study, trial and run (``poll`` lists an experiment's Jobs with one
   request by ``kfnas.io/experiment``), and Kueue's queue label with ``suspend`` when a queue is set;
@@ -14,8 +16,11 @@ time rather than on the cluster. ``job_manifest`` builds the ``V1Job`` of one tr
   out-of-memory kill (exit 137) fails the Job at once, since a retry would be killed again.
 
 To support another setting: add a field with an "unset" default to ``PodSettings`` (or one of its
-parts), check it in ``problems``, set it in ``job_manifest`` (or ``_container``/``_volumes``), and
-fill it from the profile in ``kfnas.pipelines.trial_pods.pod_settings``.
+parts), check it in ``problems``, set it in ``job_manifest`` or one of the shared builders
+(``pod_spec``, ``container``, ``container_env``, ``resources``, ``volumes``), and fill it from the
+profile in ``kfnas.pipelines.trial_pods.pod_settings``. The multi-node manifests
+(``kfnas.launch.multinode_manifest``) use the shared builders, so a setting made there reaches them
+too; one set in ``job_manifest`` itself needs setting there as well.
 """
 
 from __future__ import annotations
@@ -46,6 +51,18 @@ LABEL_KIND = "kfnas.io/kind"
 LABEL_QUEUE = "kueue.x-k8s.io/queue-name"
 ANNOTATION_EXPERIMENT_URI = "kfnas.io/experiment-uri"
 
+#: The multi-node engines a kind of job may name (``PodSettings.engine``); empty: a batch Job.
+#: ``kfnas.launch.multinode`` has one entry per name (group, version, manifest builder, states).
+ENGINE_TRAINER_V2 = "trainer-v2"
+ENGINE_TRAINING_OPERATOR_V1 = "training-operator-v1"
+ENGINES = (ENGINE_TRAINER_V2, ENGINE_TRAINING_OPERATOR_V1)
+#: The ClusterTrainingRuntime a ``trainer-v2`` job runs on when ``PodSettings.runtime`` is empty.
+DEFAULT_RUNTIME = "kfnas-tensorflow"
+#: Where that runtime's manifest is (``kubectl apply -f`` it once per cluster).
+RUNTIME_FILE = "pipelines/runtimes/kfnas-tensorflow.yaml"
+#: The most nodes one trial may get (node indices stay within 3 digits: see ``object_name``).
+MAX_WORKERS = 1000
+
 _SHM_VOLUME = "dshm"
 _DNS_LABEL = re.compile(r"^[a-z0-9]([-a-z0-9]{0,61}[a-z0-9])?$")
 _EXTENDED_RESOURCE = re.compile(
@@ -54,6 +71,7 @@ _EXTENDED_RESOURCE = re.compile(
 _NATIVE_RESOURCES = ("cpu", "memory", "ephemeral-storage", "storage", "pods")
 _ENV_NAME = re.compile(r"^[A-Za-z_][A-Za-z0-9_]*$")
 _LABEL_VALUE_BAD = re.compile(r"[^A-Za-z0-9_.-]+")
+_DNS_SUBDOMAIN = re.compile(r"^[a-z0-9]([-a-z0-9.]{0,251}[a-z0-9])?$")
 
 
 @dataclasses.dataclass(frozen=True)
@@ -117,6 +135,14 @@ class PodSettings:
         run_as_group: The container's group id; ``None``: the image's.
         run_as_non_root: Whether the kubelet refuses to start the container as root.
         queue: A Kueue LocalQueue: the Job is created suspended and Kueue admits it.
+        workers: How many nodes (pods) one trial runs on; above 1 needs an ``engine``.
+        engine: ``""``: a batch Job, one pod; ``"trainer-v2"``: a Kubeflow Trainer v2
+            ``TrainJob`` on ``runtime``; ``"training-operator-v1"``: a Training Operator v1
+            ``TFJob`` (see ``kfnas.launch.multinode``). With an engine, ``backoff_limit`` is the
+            TFJob's ``runPolicy.backoffLimit``; a TrainJob has no such field: its runtime's JobSet
+            ``failurePolicy.maxRestarts`` decides (2 in ``kfnas-tensorflow``).
+        runtime: The Trainer v2 ``ClusterTrainingRuntime`` (engine ``trainer-v2`` only); empty:
+            ``kfnas-tensorflow`` (``pipelines/runtimes/kfnas-tensorflow.yaml``).
     """
 
     accelerator_type: str = ""
@@ -139,6 +165,9 @@ class PodSettings:
     run_as_group: int | None = None
     run_as_non_root: bool | None = None
     queue: str = ""
+    workers: int = 1
+    engine: str = ""
+    runtime: str = ""
 
     @classmethod
     def from_dict(cls, data: Mapping[str, Any], where: str = "settings") -> PodSettings:
@@ -201,6 +230,7 @@ class PodSettings:
                 out.append(f"{at(field)} must be >= 0, got {getattr(self, field)}")
         if self.queue and not _DNS_LABEL.match(self.queue):
             out.append(f"{at('queue')} {self.queue!r} is not a LocalQueue name (a DNS label)")
+        out += self._engine_problems(at, lambda field: (names or {}).get(field, field))
         out += [
             f"{at('env')}: {n!r} is not a variable name" for n in self.env if not _ENV_NAME.match(n)
         ]
@@ -223,6 +253,36 @@ class PodSettings:
             for field, i, path in mounts
             if not path.startswith("/")
         ]
+        return out
+
+    def _engine_problems(self, at: Any, key: Any) -> list[str]:
+        out = []
+        if self.workers < 1:
+            out.append(f"{at('workers')} must be >= 1, got {self.workers}")
+        elif self.workers > MAX_WORKERS:
+            out.append(f"{at('workers')} must be <= {MAX_WORKERS}, got {self.workers}")
+        elif self.workers > 1 and not self.engine:
+            out.append(
+                f"{at('workers')} {self.workers} needs a multi-node engine: set {key('engine')}: "
+                f"{ENGINE_TRAINER_V2} (Kubeflow Trainer v2 with the kfnas runtime, {RUNTIME_FILE}) "
+                f"or {ENGINE_TRAINING_OPERATOR_V1} (TFJob)"
+            )
+        if self.engine and self.engine not in ENGINES:
+            out.append(
+                f"{at('engine')} {self.engine!r} is not a multi-node engine; known: "
+                f"{', '.join(ENGINES)} (or empty: a batch Job, one pod)"
+            )
+        if self.runtime and self.engine != ENGINE_TRAINER_V2:
+            out.append(
+                f"{at('runtime')} {self.runtime!r} names a Kubeflow Trainer v2 runtime, which only "
+                f"{key('engine')}: {ENGINE_TRAINER_V2} uses (engine is {self.engine!r}): remove it "
+                f"or set {key('engine')}: {ENGINE_TRAINER_V2}"
+            )
+        elif self.runtime and not _DNS_SUBDOMAIN.match(self.runtime):
+            out.append(
+                f"{at('runtime')} {self.runtime!r} is not a ClusterTrainingRuntime name (a DNS "
+                "subdomain)"
+            )
         return out
 
     def _accelerator_problems(self, at: Any) -> list[str]:
@@ -295,28 +355,6 @@ def job_manifest(
             ),
         ]
     )
-    volumes, mounts = _volumes(settings)
-    pod = client.V1PodSpec(
-        restart_policy="Never",
-        containers=[_container(job, settings, image, mounts)],
-        volumes=volumes or None,
-        node_selector=dict(settings.node_selector) or None,
-        tolerations=[
-            client.V1Toleration(
-                key=t.key or None,
-                operator=t.operator,
-                value=t.value or None,
-                effect=t.effect or None,
-                toleration_seconds=t.toleration_seconds,
-            )
-            for t in settings.tolerations
-        ]
-        or None,
-        image_pull_secrets=[
-            client.V1LocalObjectReference(name=name) for name in settings.image_pull_secrets
-        ]
-        or None,
-    )
     return client.V1Job(
         api_version="batch/v1",
         kind="Job",
@@ -334,16 +372,100 @@ def job_manifest(
             suspend=True if settings.queue else None,
             # The queue label stays off the pods: Kueue admits the Job, not its pods.
             template=client.V1PodTemplateSpec(
-                metadata=client.V1ObjectMeta(labels=labels), spec=pod
+                metadata=client.V1ObjectMeta(labels=labels),
+                spec=pod_spec(job, settings, image),
             ),
         ),
     )
 
 
-def _container(
-    job: TrialJob, settings: PodSettings, image: str, mounts: list[client.V1VolumeMount]
+def pod_spec(
+    job: TrialJob,
+    settings: PodSettings,
+    image: str,
+    *,
+    container_name: str = CONTAINER,
+    restart_policy: str | None = "Never",
+    extra_env: Mapping[str, str] | None = None,
+    ports: Sequence[client.V1ContainerPort] = (),
+) -> client.V1PodSpec:
+    """The pod of a trial: its one container, volumes, placement and image pull secrets.
+
+    Args:
+        job: The trial.
+        settings: Its pod settings.
+        image: The container image.
+        container_name: The container's name (``trial``; a TFJob's must be ``tensorflow``).
+        restart_policy: The pod's restart policy; ``None``: unset (an operator sets it).
+        extra_env: Variables set after the settings' own, replacing those of the same name.
+        ports: The container's ports.
+    """
+    volumes_, mounts = volumes(settings)
+    trial = container(job, settings, image, mounts, name=container_name, extra_env=extra_env)
+    trial.ports = list(ports) or None
+    return client.V1PodSpec(
+        restart_policy=restart_policy,
+        containers=[trial],
+        volumes=volumes_ or None,
+        node_selector=dict(settings.node_selector) or None,
+        tolerations=tolerations(settings) or None,
+        image_pull_secrets=[
+            client.V1LocalObjectReference(name=name) for name in settings.image_pull_secrets
+        ]
+        or None,
+    )
+
+
+def container(
+    job: TrialJob,
+    settings: PodSettings,
+    image: str,
+    mounts: Sequence[client.V1VolumeMount],
+    *,
+    name: str = CONTAINER,
+    extra_env: Mapping[str, str] | None = None,
 ) -> client.V1Container:
-    env = [client.V1EnvVar(name=name, value=value) for name, value in settings.env.items()]
+    """The trial container: ``python -m kfnas.stages.worker <uri> <study> <id>`` and its settings.
+
+    Args:
+        job: The trial.
+        settings: Its pod settings.
+        image: The container image.
+        mounts: Its volume mounts (``volumes(settings)[1]``).
+        name: The container's name.
+        extra_env: Variables set after the settings' own, replacing those of the same name.
+    """
+    env = container_env(settings, extra_env)
+    security = (settings.run_as_user, settings.run_as_group, settings.run_as_non_root)
+    return client.V1Container(
+        name=name,
+        image=image,
+        command=["python", *job.worker_args()],
+        env=env or None,
+        resources=resources(settings),
+        volume_mounts=list(mounts) or None,
+        security_context=client.V1SecurityContext(
+            run_as_user=security[0], run_as_group=security[1], run_as_non_root=security[2]
+        )
+        if security != (None, None, None)
+        else None,
+    )
+
+
+def container_env(
+    settings: PodSettings, extra_env: Mapping[str, str] | None = None
+) -> list[client.V1EnvVar]:
+    """The trial container's environment: plain variables, secret keys, then ``extra_env``.
+
+    A variable of ``extra_env`` replaces a setting's variable of the same name (names stay
+    unique, as a TrainJob's ``trainer.env`` requires).
+    """
+    extra = dict(extra_env or {})
+    env = [
+        client.V1EnvVar(name=name, value=value)
+        for name, value in settings.env.items()
+        if name not in extra
+    ]
     env += [
         client.V1EnvVar(
             name=variable,
@@ -355,36 +477,44 @@ def _container(
         )
         for s in settings.secret_env
         for key, variable in s.keys.items()
+        if variable not in extra
     ]
+    return env + [client.V1EnvVar(name=name, value=value) for name, value in extra.items()]
+
+
+def resources(settings: PodSettings) -> client.V1ResourceRequirements:
+    """Requests and limits of one trial pod (one node): CPU, memory and the accelerator."""
     requests = {"cpu": settings.cpu_request, "memory": settings.memory_request}
     limits = {"cpu": settings.cpu_limit, "memory": settings.memory_limit}
     if settings.accelerator_type and settings.accelerator_count:
         limits[settings.accelerator_type] = str(settings.accelerator_count)
-    security = (settings.run_as_user, settings.run_as_group, settings.run_as_non_root)
-    return client.V1Container(
-        name=CONTAINER,
-        image=image,
-        command=["python", *job.worker_args()],
-        env=env or None,
-        resources=client.V1ResourceRequirements(
-            requests={k: v for k, v in requests.items() if v} or None,
-            limits={k: v for k, v in limits.items() if v} or None,
-        ),
-        volume_mounts=mounts or None,
-        security_context=client.V1SecurityContext(
-            run_as_user=security[0], run_as_group=security[1], run_as_non_root=security[2]
-        )
-        if security != (None, None, None)
-        else None,
+    return client.V1ResourceRequirements(
+        requests={k: v for k, v in requests.items() if v} or None,
+        limits={k: v for k, v in limits.items() if v} or None,
     )
 
 
-def _volumes(settings: PodSettings) -> tuple[list[client.V1Volume], list[client.V1VolumeMount]]:
-    volumes, mounts, claims = [], [], {}
+def tolerations(settings: PodSettings) -> list[client.V1Toleration]:
+    """The settings' tolerations as the client's models (unset fields left out)."""
+    return [
+        client.V1Toleration(
+            key=t.key or None,
+            operator=t.operator,
+            value=t.value or None,
+            effect=t.effect or None,
+            toleration_seconds=t.toleration_seconds,
+        )
+        for t in settings.tolerations
+    ]
+
+
+def volumes(settings: PodSettings) -> tuple[list[client.V1Volume], list[client.V1VolumeMount]]:
+    """The pod's volumes and the trial container's mounts: PVCs, ``/dev/shm``, secret files."""
+    volumes_, mounts, claims = [], [], {}
     for pvc in settings.pvcs:
         if pvc.claim not in claims:
             claims[pvc.claim] = f"pvc-{len(claims)}"
-            volumes.append(
+            volumes_.append(
                 client.V1Volume(
                     name=claims[pvc.claim],
                     persistent_volume_claim=client.V1PersistentVolumeClaimVolumeSource(
@@ -398,7 +528,7 @@ def _volumes(settings: PodSettings) -> tuple[list[client.V1Volume], list[client.
             )
         )
     if settings.shm_size:
-        volumes.append(
+        volumes_.append(
             client.V1Volume(
                 name=_SHM_VOLUME,
                 empty_dir=client.V1EmptyDirVolumeSource(
@@ -408,7 +538,7 @@ def _volumes(settings: PodSettings) -> tuple[list[client.V1Volume], list[client.
         )
         mounts.append(client.V1VolumeMount(name=_SHM_VOLUME, mount_path="/dev/shm"))
     for i, secret in enumerate(settings.secret_volumes):
-        volumes.append(
+        volumes_.append(
             client.V1Volume(
                 name=f"secret-{i}",
                 secret=client.V1SecretVolumeSource(
@@ -419,4 +549,4 @@ def _volumes(settings: PodSettings) -> tuple[list[client.V1Volume], list[client.
         mounts.append(
             client.V1VolumeMount(name=f"secret-{i}", mount_path=secret.mount_path, read_only=True)
         )
-    return volumes, mounts
+    return volumes_, mounts

@@ -1,4 +1,4 @@
-"""The Kubernetes launcher: each trial runs as a Kubernetes Job, through the official client.
+"""The Kubernetes launcher: each trial runs as a Kubernetes Job (or a multi-node custom object).
 
 The search controller's pod builds it from the launch config the pipeline compiled
 (``kfnas.pipelines.trial_pods.launch_config``)::
@@ -8,14 +8,19 @@ The search controller's pod builds it from the launch config the pipeline compil
 
 * ``namespace``: where the Jobs run; empty: the controller pod's own namespace.
 * ``image``: the trials' image; ``run_id``: the pipeline run (a label on every Job).
-* ``settings``: ``PodSettings`` (``kfnas.launch.k8s_manifest``) per kind of job.
+* ``settings``: ``PodSettings`` (``kfnas.launch.k8s_manifest``) per kind of job. A kind whose
+  settings name an ``engine`` (``trainer-v2``: a Kubeflow Trainer v2.3.0 TrainJob;
+  ``training-operator-v1``: a TFJob) runs each trial on ``workers`` nodes: its jobs are routed to
+  ``kfnas.launch.multinode.MultiNodeLauncher``, which shares this launcher's API client,
+  namespace, image, run id and owners; the other kinds stay batch Jobs.
 * ``owner_from_pod``: give every Job the owners of the controller's own pod (found by
   ``HOSTNAME``): the run's Argo Workflow, so deleting the run deletes its Jobs.
 * ``poll_pods`` (default true): ``poll`` lists the pods of failed Jobs to tell why they failed
   (exit code, out-of-memory kill); off, it reports the Job's condition only.
 
 The controller's service account needs ``pipelines/rbac/controller-rbac.yaml``; ``check`` says
-so, naming the missing permissions, before any trial starts.
+so, naming the missing permissions, before any trial starts (the rights on ``trainjobs`` or
+``tfjobs`` only when a kind uses that engine, whose CRD it also checks is served).
 
 To support another Job field: see ``kfnas.launch.k8s_manifest``. To map another failure to a
 reason: extend ``_failure``.
@@ -23,7 +28,6 @@ reason: extend ``_failure``.
 
 from __future__ import annotations
 
-import json
 import os
 from collections.abc import Iterable, Mapping
 from pathlib import Path
@@ -43,20 +47,37 @@ from kfnas.launch.k8s_manifest import (
     job_labels,
     job_manifest,
 )
+from kfnas.launch.multinode import (
+    ENGINE_TABLE,
+    RBAC_FILE,
+    MultiNodeLauncher,
+    Permission,
+    api_error,
+    denied_permissions,
+)
 
 #: Where a pod finds its namespace.
 NAMESPACE_FILE = Path("/var/run/secrets/kubernetes.io/serviceaccount/namespace")
-RBAC_FILE = "pipelines/rbac/controller-rbac.yaml"
 
-#: The permissions the launcher uses: (verb, API group, resource, subresource).
-PERMISSIONS = (
+#: The permissions the launcher uses: (verb, API group, resource, subresource). The rights on
+#: Jobs are checked when a kind of job runs as a batch Job; those on pods always (the controller
+#: reads its own pod's owners, and the pods of failed Jobs).
+JOB_PERMISSIONS: tuple[Permission, ...] = (
     *(("create", "batch", "jobs", ""), ("get", "batch", "jobs", "")),
     *(("list", "batch", "jobs", ""), ("watch", "batch", "jobs", "")),
     ("delete", "batch", "jobs", ""),
+)
+POD_PERMISSIONS: tuple[Permission, ...] = (
     ("get", "", "pods", ""),
     ("list", "", "pods", ""),
     ("get", "", "pods", "log"),
 )
+PERMISSIONS = (*JOB_PERMISSIONS, *POD_PERMISSIONS)
+#: The rights on each multi-node engine's custom objects (``trainjobs`` of trainer.kubeflow.org,
+#: ``tfjobs`` of kubeflow.org), checked only when a kind of job uses that engine.
+ENGINE_PERMISSIONS: dict[str, tuple[Permission, ...]] = {
+    name: engine.permissions for name, engine in ENGINE_TABLE.items()
+}
 _SECRETS = ("get", "", "secrets", "")
 _CONFIG_KEYS = ("namespace", "image", "run_id", "settings", "owner_from_pod", "poll_pods")
 _OOM_HINT = "lower the batch size or raise the memory limit of the profile's {kind} section"
@@ -100,6 +121,20 @@ class KubernetesLauncher(Launcher):
         self._owner_from_pod = owner_from_pod
         self._owners: list[client.V1OwnerReference] | None = None
         self._experiments: dict[str, str] = {}  # job name -> experiment label
+        #: The multi-node launcher of the kinds whose settings name an engine; ``None``: none do.
+        self.multinode = (
+            MultiNodeLauncher(
+                namespace=namespace,
+                image=image,
+                settings=self.settings,
+                run_id=run_id,
+                api_client=self._api,
+                owners=self._owner_references,
+                rbac_hint=self._rbac_hint,
+            )
+            if any(s.engine for s in self.settings.values())
+            else None
+        )
 
     @classmethod
     def from_config(cls, config: Mapping[str, Any]) -> KubernetesLauncher:
@@ -135,7 +170,7 @@ class KubernetesLauncher(Launcher):
         )
 
     def check(self) -> None:
-        """Refuses bad settings, missing RBAC permissions and missing secrets.
+        """Refuses bad settings, missing RBAC permissions, missing secrets and missing CRDs.
 
         Raises:
             LaunchError: Naming each problem and how to fix it.
@@ -146,25 +181,13 @@ class KubernetesLauncher(Launcher):
                 "the trials' pod settings cannot form a Job:\n  - " + "\n  - ".join(problems)
             )
         secrets = list(dict.fromkeys(n for s in self.settings.values() for n in s.secrets()))
-        needed = [*PERMISSIONS, *([_SECRETS] if secrets else [])]
-        authz = client.AuthorizationV1Api(self._api)
-        denied = []
-        for verb, group, resource, subresource in needed:
-            review = client.V1SelfSubjectAccessReview(
-                spec=client.V1SelfSubjectAccessReviewSpec(
-                    resource_attributes=client.V1ResourceAttributes(
-                        namespace=self.namespace,
-                        verb=verb,
-                        group=group,
-                        resource=resource,
-                        subresource=subresource or None,
-                    )
-                )
-            )
-            answer = self._call(authz.create_self_subject_access_review, review)
-            if not answer.status.allowed:
-                name = resource + (f"/{subresource}" if subresource else "")
-                denied.append(f"{verb} {name}" + (f" ({group})" if group else ""))
+        needed = [
+            *(JOB_PERMISSIONS if any(not s.engine for s in self.settings.values()) else ()),
+            *POD_PERMISSIONS,
+            *(self.multinode.permissions() if self.multinode else ()),
+            *([_SECRETS] if secrets else []),
+        ]
+        denied = denied_permissions(self._api, self.namespace, needed)
         if denied:
             raise LaunchError(
                 f"the search controller may not {', '.join(denied)} in namespace "
@@ -184,9 +207,16 @@ class KubernetesLauncher(Launcher):
                     f"--docker-password=<token>; else kubectl create secret generic {name} -n "
                     f"{self.namespace} --from-file=<key>=<file>) or remove it from the profile"
                 ) from e
+        if self.multinode:
+            self.multinode.check_served()
 
     def start(self, job: TrialJob) -> dict[str, str]:
-        """Creates the trial's Job, or adopts the Job of its name if it is the same trial."""
+        """Creates the trial's Job, or adopts the Job of its name if it is the same trial.
+
+        A job whose kind's settings name an engine goes to the multi-node launcher instead.
+        """
+        if self.multinode and self.multinode.handles(job):
+            return self.multinode.start(job)
         manifest = job_manifest(
             job,
             self.settings[job.kind],
@@ -222,9 +252,17 @@ class KubernetesLauncher(Launcher):
         return location | {"log": f"kubectl logs -n {self.namespace} job/{job.name}"}
 
     def poll(self, names: Iterable[str]) -> dict[str, JobStatus]:
-        """How each named Job stands: one Job list per experiment, one pod list if any failed."""
+        """How each named job stands: one Job list per experiment, one pod list if any failed.
+
+        The jobs started by the multi-node launcher are polled by it (one list per experiment and
+        engine), and the answers merged.
+        """
         names = list(names)
-        statuses = {name: JobStatus(JobState.MISSING) for name in names}
+        statuses: dict[str, JobStatus] = {}
+        if self.multinode:
+            statuses |= self.multinode.poll(n for n in names if self.multinode.handles(n))
+            names = [n for n in names if n not in statuses]
+        statuses |= {name: JobStatus(JobState.MISSING) for name in names}
         jobs: dict[str, client.V1Job] = {}
         for label in sorted({self._experiments[n] for n in names if n in self._experiments}):
             listed = self._call(
@@ -247,7 +285,7 @@ class KubernetesLauncher(Launcher):
         return statuses
 
     def close(self) -> None:
-        """Closes the API client's connections; the Jobs keep running."""
+        """Closes the API client (shared with the multi-node launcher); the jobs keep running."""
         self._api.close()
 
     def _pods_by_job(self, labels: set[str]) -> dict[str, list[client.V1Pod]]:
@@ -317,11 +355,7 @@ class KubernetesLauncher(Launcher):
             raise self._api_error(e, method.__name__) from e
 
     def _api_error(self, e: ApiException, doing: str) -> LaunchError:
-        if e.status == 403:
-            return LaunchError(f"{doing} was forbidden ({_message(e)}): {self._rbac_hint()}")
-        return LaunchError(
-            f"{doing} in namespace {self.namespace!r} failed: HTTP {e.status} {_message(e)}"
-        )
+        return api_error(e, doing, self.namespace, self._rbac_hint)
 
 
 def _check_config(namespace: str, image: str, settings: Mapping[str, PodSettings]) -> None:
@@ -430,10 +464,3 @@ def _failure(job: client.V1Job, pods: list[client.V1Pod]) -> JobStatus:
 def _disrupted(pod: client.V1Pod) -> bool:
     conditions = (pod.status and pod.status.conditions) or []
     return any(c.type == "DisruptionTarget" and c.status == "True" for c in conditions)
-
-
-def _message(e: ApiException) -> str:
-    try:
-        return json.loads(e.body).get("message") or e.reason
-    except (TypeError, ValueError, AttributeError):
-        return str(e.reason)
