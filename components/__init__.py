@@ -13,6 +13,7 @@ and calls the stage of the same name, and add it to ``COMPONENTS`` below.
 from kfnas.components.export_model import export_model
 from kfnas.components.init_experiment import init_experiment
 from kfnas.components.init_retraining import init_retraining
+from kfnas.components.launch_trial import launch_trial
 from kfnas.components.propose_retraining import propose_retraining
 from kfnas.components.publish_if_not_worse import publish_if_not_worse
 from kfnas.components.report import report
@@ -28,6 +29,7 @@ COMPONENTS = {
         init_experiment,
         search_study,
         run_trial,
+        launch_trial,
         select_top,
         propose_retraining,
         select_winner,
@@ -43,6 +45,7 @@ __all__ = [
     "export_model",
     "init_experiment",
     "init_retraining",
+    "launch_trial",
     "propose_retraining",
     "publish_if_not_worse",
     "report",

@@ -23,6 +23,16 @@ A step that mounts a secret whose name or mount path says it holds a Google Clou
 ``GOOGLE_APPLICATION_CREDENTIALS`` to a file under that mount, or the profile is refused (a key
 mounted but unused makes every ``gs://`` access fail, or silently use other credentials).
 
+How the sections that train (``trial``, ``training``) train: ``precision`` (``float32``, the
+default, ``float16`` with loss scaling, or ``bfloat16``; float16 needs an accelerator),
+``all_reduce`` (``hierarchical_copy``, the default, or ``nccl``) and, for multi-node trainings,
+``workers`` (nodes per trial, default 1) with an ``engine`` (``trainer-v2``: a Kubeflow Trainer v2
+``TrainJob`` on the kfnas runtime, or ``runtime``; ``training-operator-v1``: a ``TFJob``). Every
+GPU of a pod trains (``kfnas.training.distribution``); precision and all-reduce reach the trial as
+``KFNAS_PRECISION`` and ``KFNAS_ALL_REDUCE``. With ``workers`` above 1 in ``training``, the full
+trainings of the validation, final and retraining steps run as such jobs, launched by a light step
+(``launch_trial``), and the search controller starts its ``training`` trials the same way.
+
 ``queue`` names a Kueue LocalQueue (a DNS label; empty: none) for the trial Jobs the search
 controller starts (``trial`` and ``training``, through ``kfnas.pipelines.trial_pods``): each Job is
 created suspended with the label ``kueue.x-k8s.io/queue-name`` and runs when Kueue admits it. It
@@ -44,11 +54,19 @@ from kfp import kubernetes
 from kfp.dsl import PipelineTask
 
 from kfnas.config.strict import SpecError, from_data, load_yaml
+from kfnas.launch.tf_config import (
+    ALL_REDUCE_ALGORITHMS,
+    ENV_ALL_REDUCE,
+    ENV_PRECISION,
+    PRECISIONS,
+)
 
 PROFILES_DIR = Path(__file__).parent / "profiles"
 
 #: The kinds of steps a profile configures.
 STEP_KINDS = ("trial", "training", "light", "export")
+#: The kinds of steps that train (and so take precision, all-reduce and workers).
+TRAINING_KINDS = ("trial", "training")
 #: What an environment variable must name for Google Cloud clients to use a mounted key.
 CREDENTIALS_ENV = "GOOGLE_APPLICATION_CREDENTIALS"
 _GOOGLE_KEY = re.compile(r"gcs|gcp|google", re.IGNORECASE)
@@ -252,10 +270,47 @@ class StepProfile:
     timeout_s: int = 0
     security_context: SecurityContextSpec | None = None
     queue: str = ""
+    precision: str = ""
+    all_reduce: str = ""
+    workers: int = 1
+    engine: str = ""
+    runtime: str = ""
+
+    def runtime_env(self) -> dict[str, str]:
+        """The environment variables that tell the trial how to train (unset: the defaults)."""
+        names = {"precision": ENV_PRECISION, "all_reduce": ENV_ALL_REDUCE}
+        return {env: getattr(self, key) for key, env in names.items() if getattr(self, key)}
+
+    def training_problems(self, where: str, trains: bool) -> list[str]:
+        """What is wrong with how the section trains; ``trains``: a trial or training section."""
+        out = []
+        if self.precision and self.precision not in PRECISIONS:
+            out.append(
+                f"{where}.precision {self.precision!r} is not one of {', '.join(PRECISIONS)}"
+            )
+        if self.all_reduce and self.all_reduce not in ALL_REDUCE_ALGORITHMS:
+            out.append(
+                f"{where}.all_reduce {self.all_reduce!r} is not one of "
+                + ", ".join(ALL_REDUCE_ALGORITHMS)
+            )
+        if self.precision == "float16" and self.accelerator is None:
+            out.append(
+                f"{where}.precision float16 needs an accelerator (on CPUs it is slow and gains "
+                f"nothing): set {where}.accelerator, or precision float32 (or bfloat16)"
+            )
+        changed = [
+            k for k in ("precision", "all_reduce", "engine", "runtime") if getattr(self, k)
+        ] + (["workers"] if self.workers != 1 else [])
+        if not trains and changed:
+            out.append(
+                f"{where} does not train, so {', '.join(changed)} cannot apply: set them in "
+                f"steps.{' or steps.'.join(TRAINING_KINDS)}"
+            )
+        return out
 
     def problems(self, where: str) -> list[str]:
         """What is wrong, as messages naming ``where``."""
-        out = []
+        out = self.training_problems(where, where.rsplit(".", 1)[-1] in TRAINING_KINDS)
         for name in ("accelerator", "resources", "volumes", "secrets", "retries"):
             part = getattr(self, name)
             out += part.problems(f"{where}.{name}") if part is not None else []
@@ -312,17 +367,55 @@ class ClusterProfile:
     steps: StepsSpec
     description: str = ""
 
+    def multi_node(self) -> bool:
+        """Whether the full trainings span several nodes (launched as jobs by a light step)."""
+        return self.steps.training.workers > 1
+
     def step(self, kind: str) -> StepProfile:
         """The profile of one kind of step (see ``STEP_KINDS``).
 
         ``export``, when the profile has no such section, is the ``training`` section without
-        its accelerator: as much memory as the largest training, no GPU.
+        its accelerator and how it trains: as much memory as the largest training, no GPU.
         """
         if kind not in STEP_KINDS:
             raise ProfileError(f"unknown kind of step {kind!r}; kinds: {', '.join(STEP_KINDS)}")
         if kind == "export" and self.steps.export is None:
-            return dataclasses.replace(self.steps.training, accelerator=None)
+            return dataclasses.replace(
+                self.steps.training,
+                accelerator=None,
+                **{"precision": "", "all_reduce": "", "workers": 1, "engine": "", "runtime": ""},
+            )
         return getattr(self.steps, kind)
+
+
+def training_summary(profile: ClusterProfile) -> list[str]:
+    """How the profile's trials and full trainings train, one line each, for ``kfnas compile``.
+
+    A multi-node line names the engine's pinned release and what the cluster must have installed.
+    """
+    from kfnas.launch.multinode import ENGINE_TABLE  # the kubernetes client: only to compile
+
+    lines = []
+    for kind, what in (("trial", "proxy trials"), ("training", "full trainings")):
+        step = profile.step(kind)
+        count = step.accelerator.count if step.accelerator else 0
+        device = f"{count} x {step.accelerator.type}" if step.accelerator else "CPUs only"
+        nodes = f"{step.workers} nodes of {device}" if step.workers > 1 else f"1 pod, {device}"
+        replicas = step.workers * max(count, 1)
+        line = (
+            f"{what}: {nodes} ({replicas} replica{'s' if replicas > 1 else ''}), "
+            f"{step.precision or 'float32'}"
+        )
+        if count > 1 or step.workers > 1:
+            line += f", all-reduce {step.all_reduce or ALL_REDUCE_ALGORITHMS[0]}"
+        if step.engine:
+            engine = ENGINE_TABLE[step.engine]
+            line += (
+                f"; each a {engine.kind} ({engine.release}): the cluster needs it installed "
+                f"({engine.install})"
+            )
+        lines.append(line)
+    return lines
 
 
 def under(path: str, folder: str) -> bool:
@@ -426,7 +519,7 @@ def _apply_secrets(task: PipelineTask, step: StepProfile) -> None:
         kubernetes.use_secret_as_env(task, s.secret, dict(s.keys), optional=s.optional)
     for v in step.secrets.as_volume:
         kubernetes.use_secret_as_volume(task, v.secret, v.mount_path, optional=v.optional)
-    for name, value in step.env.items():
+    for name, value in {**step.env, **step.runtime_env()}.items():
         task.set_env_variable(name, value)
     if step.image_pull_secrets:
         kubernetes.set_image_pull_secrets(task, list(step.image_pull_secrets))

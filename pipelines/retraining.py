@@ -28,7 +28,7 @@ from typing import Any
 
 from kfp import dsl
 
-from kfnas.components import init_retraining, publish_if_not_worse, run_trial
+from kfnas.components import init_retraining, publish_if_not_worse
 from kfnas.components._image import IMAGE
 from kfnas.pipelines.profiles import ClusterProfile
 from kfnas.pipelines.steps import Steps
@@ -98,13 +98,11 @@ def build_retraining_pipeline(profile: ClusterProfile | None = None) -> Callable
             ),
             "init retraining",
         )
-        trial = steps.training(
-            run_trial(
-                experiment_uri=init.outputs["experiment_uri"],
-                study=init.outputs["study"],
-                trial_id=init.outputs["trial_id"],
-            ),
+        trial = steps.full_training(
             "retraining",
+            experiment_uri=init.outputs["experiment_uri"],
+            study=init.outputs["study"],
+            trial_id=init.outputs["trial_id"],
         )
         publish = steps.export(
             publish_if_not_worse(

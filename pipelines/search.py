@@ -6,7 +6,7 @@
     init experiment
       -> proxy search [search_study: the controller keeps `parallelism` trial slots busy]  (light)
       -> select top k -> validation: propose (copies of the top k with the full budget)
-      -> validation [ParallelFor(ids, parallelism): run_trial]                          (training)
+      -> validation [ParallelFor(ids, parallelism): run_trial, or launch_trial]      (training)
       -> scaling search [search_study] -> augmentation search [search_study]  (optional; light)
       -> select the winner -> report
       -> final: propose (the winner, with its scaling and policy) -> final training   (training)
@@ -19,7 +19,9 @@ free up and runs each trial as a job of its launcher: a Kubernetes Job with the 
 subprocess without one (``kfp.local``, ``kfnas run``). So the compiled pipeline has the same tasks
 and size for 2 rounds or 2,000 (``benchmarks/pipeline_size.py``), and no slot waits for a round's
 slowest trial (``benchmarks/slot_utilization.py``). The validation and final trainings (top k, a
-handful) stay KFP tasks, so the models that matter show in the KFP UI.
+handful) stay KFP tasks, so the models that matter show in the KFP UI: ``run_trial`` in a pod with
+the profile's ``training`` settings, or, when that section spans several nodes (``workers``), a
+light ``launch_trial`` step that runs the trial as a Trainer v2 ``TrainJob`` or a ``TFJob``.
 
 Every count is a pipeline parameter (``rounds``, ``trials_per_round``, ``parallelism``, ``top_k``);
 the compile-time values are their defaults, and ``parallelism`` also bounds the ``ParallelFor`` of
@@ -60,7 +62,6 @@ from kfnas.components import (
     init_experiment,
     propose_retraining,
     report,
-    run_trial,
     search_study,
     select_top,
     select_winner,
@@ -120,9 +121,8 @@ def _train_each(steps: Steps, parallelism: int) -> Callable[..., Any]:
     @dsl.pipeline(name="training-loop")
     def train_each(experiment_uri: str, study: str, trial_ids: list[int]):
         with dsl.ParallelFor(trial_ids, parallelism=parallelism) as trial_id:
-            steps.training(
-                run_trial(experiment_uri=experiment_uri, study=study, trial_id=trial_id),
-                "full training",
+            steps.full_training(
+                "full training", experiment_uri=experiment_uri, study=study, trial_id=trial_id
             )
 
     return train_each

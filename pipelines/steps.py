@@ -6,7 +6,9 @@ settings for the step's kind: ``trial`` for a proxy trial, ``training`` for a fu
 ``export`` for the exports (``export_model``, ``publish_if_not_worse``: they load the largest
 model of the run), ``light`` for everything else (init, propose, select, report), and ``light``
 without its timeout for a search controller (it runs as long as its study: hours to days; its
-trials get the ``trial`` or ``training`` settings as Kubernetes Jobs). Without a profile
+trials get the ``trial`` or ``training`` settings as Kubernetes Jobs), and a full training
+(``full_training``) is ``run_trial`` with the ``training`` settings, or, when they span several
+nodes, a light ``launch_trial`` step that starts the multi-node job. Without a profile
 a step carries no platform settings (what ``kfp.local`` runs). A sub-pipeline (``group``) only
 gets a display name: its own steps are configured inside it.
 
@@ -16,8 +18,10 @@ To add a kind of step: add its method here and its settings to the profiles
 
 # No ``from __future__ import annotations``: kept like the pipeline modules that use it.
 import dataclasses
+import json
 from typing import Any
 
+from kfp import dsl
 from kfp.dsl import PipelineTask
 
 from kfnas.pipelines.profiles import ClusterProfile, apply_step_profile
@@ -54,6 +58,27 @@ class Steps:
     def controller(self, task: PipelineTask, name: str) -> PipelineTask:
         """A search controller: a light step without the light steps' timeout."""
         return self._configure("light", task, name, timeout_s=0)
+
+    def launcher(self, task: PipelineTask, name: str) -> PipelineTask:
+        """A step that launches a multi-node full training and follows it: light, no timeout."""
+        return self._configure("light", task, name, timeout_s=0)
+
+    def full_training(self, name: str, **trial: Any) -> PipelineTask:
+        """A full training of one trial (``experiment_uri``, ``study``, ``trial_id``).
+
+        ``run_trial`` with the ``training`` settings; with a profile whose full trainings span
+        several nodes, ``launch_trial`` (a light step) with the profile's launch config instead.
+        """
+        from kfnas.components import launch_trial, run_trial
+
+        if self.profile is None or not self.profile.multi_node():
+            return self.training(run_trial(**trial), name)
+        from kfnas.components._image import IMAGE
+        from kfnas.pipelines.trial_pods import launch_config
+
+        config = json.dumps(launch_config(self.profile, IMAGE), sort_keys=True)
+        task = launch_trial(**trial, launch_config=config, run_id=dsl.PIPELINE_JOB_ID_PLACEHOLDER)
+        return self.launcher(task, f"{name} ({self.profile.steps.training.workers} nodes)")
 
     def trial(self, task: PipelineTask, name: str) -> PipelineTask:
         """A proxy trial."""

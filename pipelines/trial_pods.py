@@ -64,7 +64,7 @@ def pod_settings(step: StepProfile) -> PodSettings:
         secret_volumes=[
             SecretVolume(v.secret, v.mount_path, v.optional) for v in step.secrets.as_volume
         ],
-        env=dict(step.env),
+        env={**step.env, **step.runtime_env()},
         image_pull_secrets=list(step.image_pull_secrets),
         backoff_limit=step.retries.num_retries if step.retries else 0,
         active_deadline_s=step.timeout_s,
@@ -72,6 +72,9 @@ def pod_settings(step: StepProfile) -> PodSettings:
         run_as_group=security.run_as_group if security else None,
         run_as_non_root=security.run_as_non_root if security else None,
         queue=step.queue,
+        workers=step.workers,
+        engine=step.engine,
+        runtime=step.runtime,
     )
 
 

@@ -25,6 +25,7 @@ def test_every_stage_of_the_pipeline_has_a_component():
         "init_experiment",
         "search_study",
         "run_trial",
+        "launch_trial",
         "select_top",
         "propose_retraining",
         "select_winner",

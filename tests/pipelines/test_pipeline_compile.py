@@ -12,6 +12,7 @@ compiled into them (``tests/pipelines/test_trial_pods.py`` checks the Jobs).
 
 import dataclasses
 import json
+import re
 
 import pytest
 import yaml
@@ -59,12 +60,14 @@ def _tasks(spec):
 def _kind(name):
     if name.endswith(" search"):
         return "controller"
+    if name.endswith(" nodes)"):  # a multi-node full training, launched by a light step
+        return "launcher"
     return {"full training": "training", "export": "export"}.get(name, "light")
 
 
 def _section(profile, kind):
-    """The profile section a kind of step gets (a controller: light, without the timeout)."""
-    if kind == "controller":
+    """The profile section a kind of step gets (a controller or launcher: light, no timeout)."""
+    if kind in ("controller", "launcher"):
         return dataclasses.replace(profile.step("light"), timeout_s=0)
     return profile.step(kind)
 
@@ -180,7 +183,7 @@ def _check_steps(profile, spec, platform, kind_of) -> set[str]:
         }
         assert {k: resources.get(k, "") for k in quantities} == quantities, where
         env = {e["name"]: e["value"] for e in container.get("env", [])}
-        assert env == step.env, where
+        assert env == {**step.env, **step.runtime_env()}, where
         assert _actual_platform(k8s.get(label, {})) == _expected_platform(step), where
         retry = step.retries
         expected_retry = retry and {
@@ -197,7 +200,8 @@ def _check_steps(profile, spec, platform, kind_of) -> set[str]:
 def test_each_step_carries_exactly_its_kind_of_settings(compiled):
     profile, spec, platform = compiled
     kinds = _check_steps(profile, spec, platform, _kind)
-    assert kinds == {"controller", "training", "light", "export"}
+    full = "launcher" if profile.multi_node() else "training"
+    assert kinds == {"controller", full, "light", "export"}
 
 
 def test_the_search_steps_carry_the_trial_jobs_settings(compiled):
@@ -216,14 +220,18 @@ def test_the_retraining_pipeline_compiles_with_each_profile(name, tmp_path):
     path = compile_retraining(name, tmp_path / "retraining.yaml")
     spec, platform = yaml.safe_load_all(path.read_text())
     assert spec["pipelineInfo"]["name"] == "kfnas-retraining"
+    profile = load_profile(name)
+    retraining = "retraining (2 nodes)" if profile.multi_node() else "retraining"
     names = sorted(n for _, n, _, _ in _tasks(spec))
-    assert names == ["init retraining", "publish if not worse", "retraining"]
+    assert names == ["init retraining", "publish if not worse", retraining]
 
     def kind_of(step):
-        return {"retraining": "training", "publish if not worse": "export"}.get(step, "light")
+        return {"publish if not worse": "export"}.get(
+            step, _kind(step.replace("retraining", "full training"))
+        )
 
-    kinds = _check_steps(load_profile(name), spec, platform, kind_of)
-    assert kinds == {"training", "light", "export"}
+    kinds = _check_steps(profile, spec, platform, kind_of)
+    assert kinds == {"launcher" if profile.multi_node() else "training", "light", "export"}
 
 
 def test_light_and_export_steps_get_no_gpu_settings(compiled):
@@ -349,6 +357,21 @@ def test_kfnas_compile_writes_the_yaml(tmp_path, capsys):
     )
 
 
+def test_kfnas_compile_shows_how_trials_and_full_trainings_train(tmp_path, capsys):
+    assert main(["compile", "--profile", "nvidia-gpu", "-o", str(tmp_path / "p.yaml")]) == 0
+    out = " ".join(capsys.readouterr().out.split())
+    assert "proxy trials: 1 pod, 1 x nvidia.com/gpu (1 replica), float16" in out
+    assert (
+        "full trainings: 2 nodes of 4 x nvidia.com/gpu (8 replicas), float16, all-reduce "
+        "hierarchical_copy; each a TrainJob (Kubeflow Trainer v2.3.0): the cluster needs it "
+        "installed" in out
+    )
+    assert "kubectl apply -f pipelines/runtimes/kfnas-tensorflow.yaml" in out
+    assert main(["compile", "--profile", "gke-gpu", "-o", str(tmp_path / "g.yaml")]) == 0
+    out = " ".join(capsys.readouterr().out.split())
+    assert "full trainings: 1 pod, 2 x nvidia.com/gpu (2 replicas), bfloat16" in out
+
+
 GOOD = """
 name: test
 steps:
@@ -381,6 +404,11 @@ steps:
         ),
         ("  light: {secrets: {as_env: [{secret: s}]}}", "keys is empty"),
         ("  light: {timeout_s: -1}", "timeout_s must be >= 0"),
+        ("  light: {precision: bfloat16}", r"steps.light does not train, so precision cannot"),
+        (
+            "  light: {}\n  export: {workers: 2, engine: trainer-v2}",
+            r"steps.export does not train, so engine, workers cannot apply",
+        ),
     ],
 )
 def test_profile_problems_name_the_file_and_key(change, message):
@@ -388,6 +416,24 @@ def test_profile_problems_name_the_file_and_key(change, message):
     with pytest.raises(ProfileError, match=message) as e:
         parse_profile(text, source="my-profile.yaml")
     assert str(e.value).startswith("my-profile.yaml")
+
+
+@pytest.mark.parametrize(
+    ("section", "message"),
+    [
+        ("training: {precision: float16}", "steps.training.precision float16 needs an accelerator"),
+        ("trial: {precision: fp8}", "steps.trial.precision 'fp8' is not one of float32, float16"),
+        ("training: {all_reduce: ring}", "all_reduce 'ring' is not one of hierarchical_copy, nccl"),
+    ],
+)
+def test_how_a_section_trains_is_checked(section, message):
+    text = (
+        GOOD.replace("  training: {}", "  " + section)
+        if "training" in section
+        else (GOOD.replace("  trial: {accelerator: {type: nvidia.com/gpu}}", "  " + section))
+    )
+    with pytest.raises(ProfileError, match=re.escape(message)):
+        parse_profile(text, source="p.yaml")
 
 
 def test_a_profile_file_by_path(tmp_path):

@@ -63,7 +63,10 @@ def test_sections_map_field_by_field():
         shm_size="8Gi",
         secret_env=[SecretEnv("kfnas-gcs", {"project": "GOOGLE_CLOUD_PROJECT"}, True)],
         secret_volumes=[SecretVolume("kfnas-gcs", "/var/secrets/kfnas-gcs", True)],
-        env={"GOOGLE_APPLICATION_CREDENTIALS": "/var/secrets/kfnas-gcs/key.json"},
+        env={
+            "GOOGLE_APPLICATION_CREDENTIALS": "/var/secrets/kfnas-gcs/key.json",
+            "KFNAS_PRECISION": "float16",
+        },
         backoff_limit=2,
         active_deadline_s=21600,
         run_as_user=1000,
@@ -71,6 +74,9 @@ def test_sections_map_field_by_field():
         run_as_non_root=True,
     )
     assert trial_pods.pod_settings(load_profile("cpu-only").step("trial")).accelerator_count == 0
+    training = trial_pods.pod_settings(profile.step("training"))
+    assert (training.workers, training.engine, training.runtime) == (2, "trainer-v2", "")
+    assert training.accelerator_count == 4 and training.env["KFNAS_PRECISION"] == "float16"
 
 
 @pytest.mark.parametrize(
@@ -92,6 +98,12 @@ def test_sections_map_field_by_field():
             "steps.trial.resources.cpu_limit '4' is below steps.trial.resources.cpu_request '8'",
         ),
         ("training", {"timeout_s": -1}, "steps.training.timeout_s must be >= 0"),
+        (
+            "training",
+            {"workers": 2},
+            "steps.training.workers 2 needs a multi-node engine: set engine: trainer-v2",
+        ),
+        ("training", {"workers": 2, "engine": "mpi"}, "steps.training.engine 'mpi' is not a"),
     ],
 )
 def test_a_section_that_cannot_form_a_job_fails_at_compile_time(kind, changes, message):

@@ -62,6 +62,7 @@ def _run_compile(args: argparse.Namespace) -> int:
         path = compile_retraining(args.profile, args.output)
         ui.console.print(f"Wrote {path}: the retraining pipeline, profile {args.profile}.")
         ui.console.print(f"Image: {IMAGE} (set {REGISTRY_ENV} to compile for your registry)")
+        _print_training(args.profile)
         return 0
     rounds, trials = args.rounds or 2, args.trials or 3
     path = compile_pipeline(args.profile, rounds, trials, args.parallelism, args.top_k, args.output)
@@ -70,10 +71,20 @@ def _run_compile(args: argparse.Namespace) -> int:
         f"trials, parallelism {args.parallelism}, top {args.top_k}."
     )
     ui.console.print(f"Image: {IMAGE} (set {REGISTRY_ENV} to compile for your registry)")
+    _print_training(args.profile)
     ui.console.print(
         "Upload it in the KFP UI (Pipelines > Upload pipeline) and set the parameters."
     )
     return 0
+
+
+def _print_training(profile: str | None) -> None:
+    """How the profile's trials and full trainings train (devices, precision, nodes, engine)."""
+    from kfnas.pipelines.profiles import load_profile, training_summary
+
+    if profile is not None:
+        for line in training_summary(load_profile(profile)):
+            ui.console.print(f"  {line}", soft_wrap=True)
 
 
 def _add_run(parser: argparse.ArgumentParser) -> None:

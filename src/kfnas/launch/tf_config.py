@@ -17,6 +17,10 @@ process that writes the trial's records: ``chief`` if the cluster has one, else 
 (parameter servers, evaluators) or names this process nowhere in its cluster is refused with
 ``ClusterConfigError`` before any training. This module never imports TensorFlow.
 
+The pod also tells the trial how to train (``KFNAS_PRECISION``, ``KFNAS_ALL_REDUCE``, from the
+cluster profile's ``precision`` and ``all_reduce``); their accepted values live here, where the
+profile checks them without TensorFlow (``kfnas.training.distribution`` applies them).
+
 To support another engine that does not inject ``TF_CONFIG``: add a builder to ``_BUILDERS``
 keyed by its ``KFNAS_CLUSTER`` value.
 """
@@ -41,6 +45,14 @@ DEFAULT_PORT = 2222
 #: ``<jobset>-<replicated job>-<job index>-<pod index>.<subdomain>``; the JobSet and its subdomain
 #: are named after the TrainJob, the replicated job is ``node`` and there is one job.
 TRAINER_V2_HOST = "{job}-node-0-{index}.{job}"
+
+ENV_PRECISION = "KFNAS_PRECISION"
+ENV_ALL_REDUCE = "KFNAS_ALL_REDUCE"
+#: Numeric precisions a trial trains in (Keras policy: float32, mixed_float16, mixed_bfloat16).
+PRECISIONS = ("float32", "float16", "bfloat16")
+#: All-reduce algorithms a profile may name: ``hierarchical_copy`` (the default; NCCL hung for
+#: Google's NAS trainer) or ``nccl``.
+ALL_REDUCE_ALGORITHMS = ("hierarchical_copy", "nccl")
 
 #: The task types kfnas trains with (no parameter servers, no evaluator).
 _TASK_TYPES = ("chief", "worker")

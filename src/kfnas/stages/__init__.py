@@ -12,8 +12,10 @@ controller: it proposes and runs trials, each trial job running ``run_trial`` th
 ``validation`` and ``run_trial`` for each; ``search_study`` per refinement study;
 ``select_winner``, ``report``, ``propose_retraining`` into ``final``, ``run_trial`` and
 ``export_model``. The retraining pipeline calls ``init_retraining``, ``run_trial`` and
-``publish_if_not_worse``. ``kfnas`` commands also call ``propose_trials`` and
-``propose_refinement`` (one round at a time) and ``request_stop``.
+``publish_if_not_worse``. With a cluster profile whose full trainings span several nodes, those
+pipelines call ``launch_trial`` instead of ``run_trial`` for each full training: it starts the
+trial as a multi-node job and records its result. ``kfnas`` commands also call
+``propose_trials`` and ``propose_refinement`` (one round at a time) and ``request_stop``.
 
 To add a stage: write one function (about 40 lines at most, its contract in the docstring) in the
 module of its group (``search``, ``refinement``, ``report``, ``export``, ``retraining``), export it
@@ -24,6 +26,7 @@ from kfnas.stages._common import StudyStoppedError
 from kfnas.stages._control import ControllerConflictError, ControllerState, read_state, request_stop
 from kfnas.stages.controller import search_study, search_summary
 from kfnas.stages.export import export_model
+from kfnas.stages.launched import launch_trial
 from kfnas.stages.refinement import propose_refinement, select_winner
 from kfnas.stages.report import report
 from kfnas.stages.retraining import init_retraining, publish_if_not_worse
@@ -42,6 +45,7 @@ __all__ = [
     "export_model",
     "init_experiment",
     "init_retraining",
+    "launch_trial",
     "propose_refinement",
     "propose_retraining",
     "propose_trials",

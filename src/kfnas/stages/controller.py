@@ -74,6 +74,32 @@ class SystemClock:
         time.sleep(seconds)
 
 
+def record_job_end(exp: Experiment, study: str, trial_id: int, status: JobStatus) -> TrialResult:
+    """The result of a trial whose job ended; one that ended without it is recorded FAILED.
+
+    The error names why, with the launcher's reason (``out of memory (OOMKilled, exit 137)``, the
+    deadline, an exit code), so one job that died never leaves its trial without a result.
+    """
+    records = exp.records
+    result = records.read_result(study, trial_id)
+    if result is not None:
+        return result
+    why = {
+        JobState.SUCCEEDED: "its job ended without writing result.json",
+        JobState.MISSING: "its job disappeared (deleted from outside kfnas?)",
+    }.get(status.state, "its job failed")
+    result = TrialResult(
+        trial_id=trial_id,
+        status=TrialStatus.FAILED,
+        error=f"{why}: {status.reason}" if status.reason else why,
+    )
+    try:
+        records.write_result(study, result)
+    except TrialAlreadyFinished:  # It wrote its result just now.
+        return records.read_result(study, trial_id) or result
+    return result
+
+
 def job_kind(study: str) -> str:
     """The profile section a study's trials run with: ``trial`` for the proxy study."""
     return "trial" if study == PROXY else "training"
@@ -294,24 +320,7 @@ class _Controller:
 
     def _result(self, trial_id: int, status: JobStatus) -> TrialResult:
         """The trial's result; a job that ended without one is recorded FAILED with its reason."""
-        records = self.exp.records
-        result = records.read_result(self.study, trial_id)
-        if result is not None:
-            return result
-        why = {
-            JobState.SUCCEEDED: "its job ended without writing result.json",
-            JobState.MISSING: "its job disappeared (deleted from outside kfnas?)",
-        }.get(status.state, "its job failed")
-        result = TrialResult(
-            trial_id=trial_id,
-            status=TrialStatus.FAILED,
-            error=f"{why}: {status.reason}" if status.reason else why,
-        )
-        try:
-            records.write_result(self.study, result)
-        except TrialAlreadyFinished:  # It wrote its result just now.
-            return records.read_result(self.study, trial_id) or result
-        return result
+        return record_job_end(self.exp, self.study, trial_id, status)
 
     def _count(self, result: TrialResult) -> None:
         if result.completed:

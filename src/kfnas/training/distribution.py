@@ -25,7 +25,8 @@ and trained, and ``float16`` adds dynamic loss scaling (``runtime_config``, whic
 warning in the trial's record; the cluster profile refuses it for a step without accelerators.
 
 To add a strategy: extend ``choose_distribution``; to add an all-reduce algorithm: add it to
-``ALL_REDUCE`` (its mirrored and multi-worker names).
+``ALL_REDUCE`` (its mirrored and multi-worker names) and to
+``kfnas.launch.tf_config.ALL_REDUCE_ALGORITHMS``.
 """
 
 from __future__ import annotations
@@ -38,16 +39,19 @@ from typing import Any
 
 import tensorflow as tf
 
-from kfnas.launch.tf_config import ClusterRole, cluster_role
+from kfnas.launch.tf_config import (
+    ALL_REDUCE_ALGORITHMS,
+    ENV_ALL_REDUCE,
+    ENV_PRECISION,
+    PRECISIONS,
+    ClusterRole,
+    cluster_role,
+)
 
-ENV_PRECISION = "KFNAS_PRECISION"
-ENV_ALL_REDUCE = "KFNAS_ALL_REDUCE"
-
-#: Numeric precisions a trial trains in (Keras policy: float32, mixed_float16, mixed_bfloat16).
-PRECISIONS = ("float32", "float16", "bfloat16")
 #: All-reduce algorithms: the name in a profile -> (MirroredStrategy's, across nodes).
 ALL_REDUCE = {"hierarchical_copy": ("hierarchical_copy", "ring"), "nccl": ("nccl", "nccl")}
-DEFAULT_ALL_REDUCE = "hierarchical_copy"
+DEFAULT_ALL_REDUCE = ALL_REDUCE_ALGORITHMS[0]
+assert set(ALL_REDUCE) == set(ALL_REDUCE_ALGORITHMS)
 
 
 @dataclasses.dataclass(frozen=True)
