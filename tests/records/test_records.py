@@ -200,3 +200,11 @@ def test_a_new_record_kind_upgrades_older_versions_one_step_at_a_time():
         Swatch.from_dict({"schema_version": 3})
     with pytest.raises(RecordError, match="unknown colour 'blue'; known: red"):
         Swatch.from_dict({"schema_version": 3, "colour": "blue"})
+
+
+def test_a_version_5_result_reads_without_a_runtime_and_is_rewritten_at_the_current_version():
+    old = TrialResult.from_json((GOLDEN / "result_v5.json").read_text())
+    assert old.runtime == {} and old.attempts > 0
+    assert json.loads(old.to_json())["schema_version"] == TrialResult.SCHEMA_VERSION
+    current = TrialResult.from_json((GOLDEN / "result.json").read_text())
+    assert current.runtime["strategy"] == "mirrored" and current.runtime["replicas"] == "2"

@@ -21,7 +21,8 @@ from kfnas.records.base import Record, RecordError
 # 3: TrialSpec gained ``task_overrides`` (a scaling or augmentation choice applied to the task).
 # 4: TrialSpec gained ``data_overrides`` (a retraining on new data: ``kfnas.stages.retraining``).
 # 5: TrialResult gained ``attempts`` and ``start_steps`` (runs it took, the step each resumed from).
-SCHEMA_VERSION = 5
+# 6: TrialResult gained ``runtime`` (how it trained: strategy, replicas, workers, precision).
+SCHEMA_VERSION = 6
 
 
 class TrialStatus(enum.Enum):
