@@ -58,6 +58,10 @@ def test_mirrored_over_two_devices_trains_as_one_device_with_the_same_global_bat
     assert report["max_weight_difference"] < WEIGHT_TOLERANCE
     assert mirrored["train_loss"] == pytest.approx(one["train_loss"], abs=1e-5)
     assert mirrored["eval"]["loss"] == pytest.approx(one["eval"]["loss"], abs=1e-5)
+    # A time-based checkpoint due after every step: one process saves after every step; processes
+    # that must agree (workers > 1) save at the train summaries (every 10 steps) and the end.
+    assert one["checkpoints"] == list(range(1, 31))
+    assert mirrored["checkpoints"] == [10, 20, 30]
 
 
 def test_float16_with_loss_scaling_trains_mirrored_and_warns_without_a_gpu(tmp_path):

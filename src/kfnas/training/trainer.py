@@ -353,8 +353,8 @@ class _TrialRun:
 
         @tf.function
         def any_process(flag: tf.Tensor) -> tf.Tensor:
-            flags = strategy.run(lambda: tf.identity(flag))
-            return strategy.reduce(tf.distribute.ReduceOp.MAX, flags, axis=None)
+            flags = strategy.run(lambda: tf.identity(flag))  # ReduceOp has no MAX: sum them
+            return strategy.reduce(tf.distribute.ReduceOp.SUM, flags, axis=None) > 0
 
         self.train_step, self.any_process = train_step, any_process
 
