@@ -23,7 +23,22 @@ import yaml
 from kfnas.config.strict import SpecError, from_data, load_yaml, set_dotted, to_data
 
 # Quantities a trial measures that a reward constraint may target.
-CONSTRAINT_MEASURES = ("latency_ms", "flops", "memory_mb", "params")
+CONSTRAINT_MEASURES = (
+    "latency_ms",
+    "latency_p90_ms",
+    "flops",
+    "memory_mb",
+    "params",
+    "tflite_float_latency_ms",
+    "tflite_int8_latency_ms",
+)
+#: TensorFlow Lite measurements a spec may ask for: ``float`` and dynamic-range ``int8``.
+TFLITE_MODES = ("float", "int8")
+#: The latency device of a run without a cluster profile (``kfp.local``, ``kfnas run``).
+LOCAL_DEVICE = "local"
+#: Environment variables of measurement pods: the device's name and the threads to pin.
+ENV_LATENCY_DEVICE = "KFNAS_LATENCY_DEVICE"
+ENV_LATENCY_THREADS = "KFNAS_LATENCY_THREADS"
 
 __all__ = [
     "AlgorithmSpec",
@@ -35,6 +50,7 @@ __all__ = [
     "SpecError",
     "StudySpec",
     "TaskSpec",
+    "MeasurementSpec",
     "load_spec",
     "parse_spec",
 ]
@@ -227,6 +243,51 @@ class ObjectiveSpec:
 
 
 @dataclasses.dataclass(frozen=True)
+class MeasurementSpec:
+    """How finished trials are measured (``kfnas.training.protocol``), on the latency device.
+
+    Every trial's model is measured by the measurement step, one model at a time, on the device
+    the cluster profile's ``latency`` section names (``local`` without a profile): warm-up calls,
+    then ``budget.latency_runs`` timed batch-1 calls (median and 90th percentile), the same for
+    each of ``batch_sizes``, FLOPs, parameters and (on a GPU) peak memory.
+
+    Attributes:
+        device: The device latency is measured on, as a cluster profile's ``latency.device``
+            names it (``local`` for runs without a profile); empty: whichever the run's profile
+            measures on. A run whose profile measures elsewhere is refused before any trial.
+        batch_sizes: More batch sizes to time besides batch 1 (``latency_ms_b<N>`` metrics).
+        tflite: TensorFlow Lite measurements: ``float`` and/or ``int8`` (dynamic-range
+            quantization), timed with the TFLite interpreter (``tflite_<mode>_latency_ms``).
+        tflite_fallback: When a model does not convert to TensorFlow Lite: ``false`` records the
+            trial FAILED with the conversion error; ``true`` records the error and lets a
+            constraint on a TFLite latency use the TensorFlow latency instead.
+    """
+
+    device: str = ""
+    batch_sizes: list[int] = dataclasses.field(default_factory=list)
+    tflite: list[str] = dataclasses.field(default_factory=list)
+    tflite_fallback: bool = False
+
+    def problems(self) -> list[str]:
+        """What is wrong with this part of the spec, as messages that say what to change."""
+        out = [
+            f"measurement.batch_sizes.{i} must be at least 1, got {size}: list the batch sizes "
+            f"to time besides batch 1, e.g. [8, 32]"
+            for i, size in enumerate(self.batch_sizes)
+            if size < 1
+        ]
+        if len(set(self.batch_sizes)) != len(self.batch_sizes):
+            out.append(f"measurement.batch_sizes {self.batch_sizes} lists a size twice")
+        out.extend(
+            f"measurement.tflite.{i} {mode!r} is not a TensorFlow Lite measurement: use "
+            + " or ".join(TFLITE_MODES)
+            for i, mode in enumerate(self.tflite)
+            if mode not in TFLITE_MODES
+        )
+        return out
+
+
+@dataclasses.dataclass(frozen=True)
 class ExperimentSpec:
     """One user request: a task, its data and a chain of studies.
 
@@ -238,6 +299,7 @@ class ExperimentSpec:
         algorithm: Default algorithm of the studies.
         budget: Default budget of the studies.
         objectives: What the search maximizes.
+        measurement: How finished trials are measured (latency protocol, TFLite, device).
         store_root: Where everything is written: a local folder, a mounted volume or
             ``gs://bucket/prefix``.
         seed: Default seed of the studies.
@@ -250,6 +312,7 @@ class ExperimentSpec:
     algorithm: AlgorithmSpec = dataclasses.field(default_factory=AlgorithmSpec)
     budget: BudgetSpec = dataclasses.field(default_factory=BudgetSpec)
     objectives: ObjectiveSpec = dataclasses.field(default_factory=ObjectiveSpec)
+    measurement: MeasurementSpec = dataclasses.field(default_factory=MeasurementSpec)
     store_root: str = "kfnas-store"
     seed: int = 0
 

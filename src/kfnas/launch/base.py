@@ -38,8 +38,13 @@ from typing import Any, ClassVar
 #: The module a trial job runs (``python -m``).
 WORKER_MODULE = "kfnas.stages.worker"
 
-#: The kinds of trial jobs: proxy trials and full trainings (the cluster profile's sections).
-JOB_KINDS = ("trial", "training")
+#: The module a measurement job runs (``python -m``): it measures a trained trial's model.
+MEASURE_MODULE = "kfnas.stages.measure_worker"
+#: The kinds of jobs: proxy trials, full trainings and measurements (the cluster profile's
+#: ``trial``, ``training`` and ``latency`` sections).
+JOB_KINDS = ("trial", "training", "latency")
+#: The job kind that measures a trained trial on the latency device instead of training it.
+MEASURE_KIND = "latency"
 
 _DNS_LABEL = 63
 
@@ -86,12 +91,21 @@ class TrialJob:
 
     @property
     def name(self) -> str:
-        """The job's deterministic name (see ``job_name``)."""
+        """The job's deterministic name (see ``job_name``); a measurement's ends in ``-m``."""
+        if self.kind == MEASURE_KIND:
+            name = job_name(self.experiment_uri, self.study, self.trial_id, _MEASURE_SUFFIX)
+            return name + _MEASURE_SUFFIX
         return job_name(self.experiment_uri, self.study, self.trial_id)
 
     def worker_args(self) -> list[str]:
-        """The arguments after the interpreter: ``-m kfnas.stages.worker <uri> <study> <id>``."""
-        return ["-m", WORKER_MODULE, self.experiment_uri, self.study, str(self.trial_id)]
+        """The arguments after the interpreter: ``-m kfnas.stages.worker <uri> <study> <id>``.
+
+        A trial job trains only (``--train-only``): the measurement job measures it after.
+        """
+        if self.kind == MEASURE_KIND:
+            return ["-m", MEASURE_MODULE, self.experiment_uri, self.study, str(self.trial_id)]
+        args = ["-m", WORKER_MODULE, self.experiment_uri, self.study, str(self.trial_id)]
+        return [*args, "--train-only"]
 
 
 @dataclasses.dataclass(frozen=True)
@@ -110,17 +124,21 @@ class JobStatus:
     out_of_memory: bool = False
 
 
-def job_name(experiment_uri: str, study: str, trial_id: int) -> str:
+_MEASURE_SUFFIX = "-m"
+
+
+def job_name(experiment_uri: str, study: str, trial_id: int, reserve: str = "") -> str:
     """The deterministic job name of a trial: a DNS-1123 label of at most 63 characters.
 
     ``kfnas-<experiment, shortened>-<hash of the experiment URI>-<study>-<trial id>``: the same
     trial always gets the same name (so a restarted controller adopts it), and two experiments of
-    the same name in different stores never share one.
+    the same name in different stores never share one. ``reserve``: a suffix the caller adds
+    (the head is shortened to leave room for it).
     """
     digest = hashlib.sha256(experiment_uri.encode()).hexdigest()[:8]
     experiment = experiment_uri.rstrip("/").rsplit("/", 1)[-1]
     tail = f"-{digest}-{_label(study)}-{trial_id}"
-    head = f"kfnas-{_label(experiment)}"[: _DNS_LABEL - len(tail)].rstrip("-")
+    head = f"kfnas-{_label(experiment)}"[: _DNS_LABEL - len(tail) - len(reserve)].rstrip("-")
     return f"{head}{tail}"
 
 

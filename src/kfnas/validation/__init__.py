@@ -9,13 +9,20 @@ To add a check: write a ``_<part>_problems(spec)`` function in ``checks`` return
 add it to ``checks._CHECKS``.
 """
 
-from kfnas.validation.checks import check_data, resolve, spec_problems, validate
+from kfnas.validation.checks import (
+    check_data,
+    latency_device_problems,
+    resolve,
+    spec_problems,
+    validate,
+)
 from kfnas.validation.experiment import complete_studies, experiment_spec
 
 __all__ = [
     "check_data",
     "complete_studies",
     "experiment_spec",
+    "latency_device_problems",
     "resolve",
     "spec_problems",
     "validate",

@@ -185,6 +185,38 @@ def _objective_problems(spec: ExperimentSpec) -> list[str]:
     return out
 
 
+def _measurement_problems(spec: ExperimentSpec) -> list[str]:
+    out = spec.measurement.problems()
+    for i, c in enumerate(spec.objectives.constraints):
+        mode = c.measure.removeprefix("tflite_").removesuffix("_latency_ms")
+        if c.measure.startswith("tflite_") and mode not in spec.measurement.tflite:
+            out.append(
+                f"objectives.constraints.{i} constrains {c.measure!r} but measurement.tflite "
+                f"does not ask for the {mode!r} TensorFlow Lite measurement: add {mode!r} to "
+                f"measurement.tflite"
+            )
+    return out
+
+
+def latency_device_problems(spec: ExperimentSpec, device: str) -> list[str]:
+    """Whether ``spec`` may be measured on ``device`` (the run's profile's latency device).
+
+    Args:
+        spec: The experiment spec; ``measurement.device`` empty accepts any device.
+        device: The device this run measures on: the profile's ``latency.device`` (the pods'
+            ``KFNAS_LATENCY_DEVICE``), or ``local`` for a run without a cluster profile.
+    """
+    wanted = spec.measurement.device
+    if not wanted or wanted == device:
+        return []
+    return [
+        f"measurement.device is {wanted!r} but this run measures latency on {device!r}: no "
+        f"profile of this run defines {wanted!r}. Compile the pipeline with a cluster profile "
+        f"whose steps.latency.device is {wanted!r} (pipelines/profiles/*.yaml), or set "
+        f"measurement.device to {device!r} (or empty: whichever device the run measures on)"
+    ]
+
+
 def _store_problems(spec: ExperimentSpec) -> list[str]:
     return [f"store_root: {p}" for p in root_problems(spec.store_root)]
 
@@ -195,6 +227,7 @@ _CHECKS: tuple[Callable[[ExperimentSpec], list[str]], ...] = (
     _budget_problems,
     _study_problems,
     _objective_problems,
+    _measurement_problems,
     _store_problems,
 )
 
