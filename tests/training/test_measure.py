@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import statistics
 
+import numpy as np
 import pytest
 
 tf = pytest.importorskip("tensorflow")
@@ -15,6 +16,12 @@ from kfnas.training import (  # noqa: E402
     measure_latency,
     measure_latency_ms,
     measure_memory_mb,
+)
+from kfnas.training.measure import (  # noqa: E402
+    LatencyMeasurement,
+    convert_to_tflite,
+    measure_tflite_latency,
+    trace_inference,
 )
 
 pytestmark = pytest.mark.tf
@@ -92,3 +99,61 @@ def test_memory_is_none_without_a_gpu_and_positive_with_one() -> None:
         assert memory is not None and memory > 0
     else:
         assert memory is None
+
+
+def test_latency_spread_is_computed_from_the_samples() -> None:
+    samples = [4.0, 1.0, 3.0, 2.0, 10.0]
+    result = LatencyMeasurement.from_samples(samples, "/CPU:0", batch_size=8)
+    assert result.samples_ms == tuple(samples)
+    assert result.median_ms == 3.0
+    assert result.p90_ms == float(np.percentile(samples, 90)) == pytest.approx(7.6)
+    assert result.mean_ms == 4.0
+    assert result.stdev_ms == pytest.approx(statistics.stdev(samples))
+    assert result.cv == pytest.approx(statistics.stdev(samples) / 4.0)
+    assert (result.min_ms, result.max_ms, result.batch_size) == (1.0, 10.0, 8)
+    assert result.stats(2) == {
+        "median_ms": 3.0,
+        "p90_ms": 7.6,
+        "mean_ms": 4.0,
+        "stdev_ms": round(statistics.stdev(samples), 2),
+        "cv": round(statistics.stdev(samples) / 4.0, 2),
+        "min_ms": 1.0,
+        "max_ms": 10.0,
+    }
+    single = LatencyMeasurement((5.0,), 5.0, "/CPU:0")  # the old constructor still works
+    assert (single.stdev_ms, single.cv, single.p90_ms, single.batch_size) == (0.0, 0.0, 5.0, 1)
+    with pytest.raises(ValueError, match="at least one timed call"):
+        LatencyMeasurement.from_samples([], "/CPU:0")
+
+
+def test_latency_at_a_batch_size_and_from_a_traced_function() -> None:
+    calls: list[bool] = []
+
+    class Probe(tf_keras.Model):
+        def call(self, inputs, training=None):
+            calls.append(training)
+            return inputs * 2.0
+
+    model = Probe()
+    result = measure_latency(model, (4,), warmup=1, runs=3, batch_size=4)
+    assert (result.batch_size, len(result.samples_ms)) == (4, 3)
+    assert result.p90_ms >= result.median_ms >= result.min_ms > 0
+    concrete = trace_inference(model, (4,))
+    assert measure_latency(model, (4,), warmup=1, runs=2, concrete=concrete).batch_size == 1
+    assert calls == [False, False]  # batch 4, then batch 1 once: the given function is reused
+    with pytest.raises(ValueError, match=r"traced for input shape \[1, 4\], not \[2, 4\]"):
+        measure_latency(model, (4,), runs=1, batch_size=2, concrete=concrete)
+    with pytest.raises(ValueError, match="batch_size must be at least 1, got 0"):
+        measure_latency(model, (4,), runs=1, batch_size=0)
+
+
+def test_a_tflite_model_is_timed_with_the_interpreter() -> None:
+    model = built((10,), tf_keras.layers.Dense(5))
+    concrete = trace_inference(model, (10,))
+    with pytest.raises(ValueError, match="'float' or 'int8', got 'int4'"):
+        convert_to_tflite(concrete, model, "int4")
+    flatbuffer = convert_to_tflite(concrete, model, "float")
+    assert isinstance(flatbuffer, bytes) and flatbuffer
+    result = measure_tflite_latency(flatbuffer, warmup=1, runs=4, threads=1)
+    assert len(result.samples_ms) == 4 and result.median_ms > 0
+    assert (result.device, result.batch_size) == ("tflite:CPU", 1)

@@ -12,15 +12,21 @@ Conventions (the ones Vertex AI NAS and MnasNet use, so targets carry over):
   nothing. So Dense 10 -> 5 is 50 multiply-adds without bias and 52 (105 FLOPs / 2) with it.
 * ``measure_latency_ms``: batch 1 on the current device, through a ``tf.function`` in inference
   mode; warm-up calls, then the MEDIAN of timed calls (each timed call waits for the device).
+  ``measure_latency`` returns the timed calls with their spread (90th percentile, mean, standard
+  deviation, coefficient of variation, extremes), at any batch size.
+* ``convert_to_tflite`` and ``measure_tflite_latency``: the same model converted to TensorFlow
+  Lite (``float``, or ``int8`` dynamic-range quantization) and timed with the TFLite interpreter.
 * ``measure_memory_mb``: peak accelerator memory TensorFlow allocated during one batch-1 inference
   on GPU; None on CPU, where TensorFlow keeps no allocator statistics.
 
-To add a measurement: a function of ``(model, input_shape, ...)`` here, with its unit in its name.
+To add a measurement: a function of ``(model, input_shape, ...)`` here, with its unit in its name;
+``kfnas.training.protocol.measure_model`` runs them all under one fixed protocol.
 """
 
 from __future__ import annotations
 
 import dataclasses
+import math
 import statistics
 import time
 from collections.abc import Callable, Sequence
@@ -38,17 +44,67 @@ from tensorflow.python.framework.convert_to_constants import (
 
 @dataclasses.dataclass(frozen=True)
 class LatencyMeasurement:
-    """Timed batch-1 inference calls.
+    """Timed inference calls and their spread.
+
+    Every statistic is computed from ``samples_ms`` (warm-up calls are never among them). The
+    90th percentile interpolates linearly between samples, as ``numpy.percentile`` does.
 
     Attributes:
         samples_ms: Each timed call, in milliseconds, in call order (warm-up calls excluded).
         median_ms: The median of ``samples_ms``: the reported latency.
-        device: The device the calls ran on (e.g. ``/GPU:0``).
+        device: The device the calls ran on (e.g. ``/GPU:0``, or ``tflite:CPU``).
+        batch_size: The batch size of each call.
+        p90_ms: The 90th percentile of ``samples_ms``.
+        mean_ms: The mean of ``samples_ms``.
+        stdev_ms: The sample standard deviation of ``samples_ms`` (0 for a single sample).
+        cv: The coefficient of variation, ``stdev_ms / mean_ms`` (0 when the mean is 0).
+        min_ms: The fastest call.
+        max_ms: The slowest call.
     """
 
     samples_ms: tuple[float, ...]
     median_ms: float
     device: str
+    batch_size: int = 1
+    p90_ms: float = dataclasses.field(init=False)
+    mean_ms: float = dataclasses.field(init=False)
+    stdev_ms: float = dataclasses.field(init=False)
+    cv: float = dataclasses.field(init=False)
+    min_ms: float = dataclasses.field(init=False)
+    max_ms: float = dataclasses.field(init=False)
+
+    def __post_init__(self) -> None:
+        if not self.samples_ms:
+            raise ValueError("a latency measurement needs at least one timed call")
+        samples = [float(x) for x in self.samples_ms]
+        mean = statistics.fmean(samples)
+        stdev = statistics.stdev(samples) if len(samples) > 1 else 0.0
+        derived = {
+            "p90_ms": float(np.percentile(samples, 90)),
+            "mean_ms": mean,
+            "stdev_ms": stdev,
+            "cv": stdev / mean if mean > 0 else 0.0,
+            "min_ms": min(samples),
+            "max_ms": max(samples),
+        }
+        for name, value in derived.items():
+            object.__setattr__(self, name, value)
+
+    @classmethod
+    def from_samples(
+        cls, samples_ms: Sequence[float], device: str, batch_size: int = 1
+    ) -> LatencyMeasurement:
+        """The measurement of these timed calls: their median and spread."""
+        samples = tuple(float(x) for x in samples_ms)
+        median = float(statistics.median(samples)) if samples else math.nan
+        return cls(samples, median, device, batch_size)
+
+    def stats(self, digits: int = 4) -> dict[str, float]:
+        """The statistics (not the samples), rounded to ``digits`` decimals: JSON-ready."""
+        return {
+            name: round(getattr(self, name), digits)
+            for name in ("median_ms", "p90_ms", "mean_ms", "stdev_ms", "cv", "min_ms", "max_ms")
+        }
 
 
 def count_parameters(
@@ -79,20 +135,50 @@ def count_parameters(
     return int(sum(int(np.prod(v.shape)) for v in unique.values()))
 
 
-def _inference_function(model: Any, input_shape: Sequence[int], dtype: tf.DType) -> Any:
-    spec = tf.TensorSpec([1, *input_shape], dtype)
+def trace_inference(
+    model: Any, input_shape: Sequence[int], *, dtype: tf.DType = tf.float32, batch_size: int = 1
+) -> Any:
+    """The concrete function of ``model(images, training=False)`` at a fixed batch size.
+
+    One such function serves every measurement of a model at that batch size (FLOPs, latency,
+    memory, TensorFlow Lite conversion), so the model is traced once.
+
+    Args:
+        model: Called as ``model(images, training=False)``.
+        input_shape: One input without the batch dimension, e.g. ``(64, 64, 3)``.
+        dtype: The input dtype.
+        batch_size: The batch dimension of the traced input.
+
+    Raises:
+        ValueError: ``batch_size`` is below 1.
+    """
+    _check_batch_size(batch_size)
+    spec = tf.TensorSpec([batch_size, *input_shape], dtype)
     return tf.function(lambda images: model(images, training=False)).get_concrete_function(spec)
 
 
-def count_float_ops(model: Any, input_shape: Sequence[int], dtype: tf.DType = tf.float32) -> int:
+def _check_batch_size(batch_size: int) -> None:
+    if batch_size < 1:
+        raise ValueError(f"batch_size must be at least 1, got {batch_size}")
+
+
+def count_float_ops(
+    model: Any,
+    input_shape: Sequence[int],
+    dtype: tf.DType = tf.float32,
+    *,
+    concrete: Any = None,
+) -> int:
     """FLOPs the TF profiler counts for one batch-1 inference (a multiply-add is 2 FLOPs).
 
     Args:
         model: Called as ``model(images, training=False)``.
         input_shape: One input without the batch dimension, e.g. ``(64, 64, 3)``.
         dtype: The input dtype.
+        concrete: The model's batch-1 ``trace_inference`` function, if already traced.
     """
-    concrete = _inference_function(model, input_shape, dtype)
+    if concrete is None:
+        concrete = trace_inference(model, input_shape, dtype=dtype)
     frozen, _ = convert_variables_to_constants_v2_as_graph(concrete)
     options = tf.compat.v1.profiler.ProfileOptionBuilder.float_operation()
     options["output"] = "none"
@@ -103,7 +189,11 @@ def count_float_ops(model: Any, input_shape: Sequence[int], dtype: tf.DType = tf
 
 
 def count_multiply_adds(
-    model: Any, input_shape: Sequence[int], dtype: tf.DType = tf.float32
+    model: Any,
+    input_shape: Sequence[int],
+    dtype: tf.DType = tf.float32,
+    *,
+    concrete: Any = None,
 ) -> int:
     """Multiply-adds for one batch-1 inference: profiler FLOPs // 2 (see the module docstring).
 
@@ -113,8 +203,9 @@ def count_multiply_adds(
         model: Called as ``model(images, training=False)``.
         input_shape: One input without the batch dimension, e.g. ``(64, 64, 3)``.
         dtype: The input dtype.
+        concrete: The model's batch-1 ``trace_inference`` function, if already traced.
     """
-    return count_float_ops(model, input_shape, dtype) // 2
+    return count_float_ops(model, input_shape, dtype, concrete=concrete) // 2
 
 
 def measure_latency(
@@ -124,21 +215,44 @@ def measure_latency(
     warmup: int = 20,
     runs: int = 100,
     dtype: tf.DType = tf.float32,
+    batch_size: int = 1,
+    concrete: Any = None,
 ) -> LatencyMeasurement:
-    """Times batch-1 inference of ``model`` on the current device.
+    """Times inference of ``model`` on the current device, at batch 1 unless told otherwise.
 
     The model runs through one ``tf.function`` in inference mode (``training=False``) on a random
-    input already on the device. ``warmup`` untimed calls (the first one traces) precede ``runs``
-    timed calls; each timed call ends when the device has finished
-    (``tf.test.experimental.sync_devices``), so asynchronous GPU work is included.
+    input already on the device. ``warmup`` untimed calls (the first one traces unless
+    ``concrete`` is given) precede ``runs`` timed calls; each timed call ends when the device has
+    finished (its own devices only, see ``_local_sync``), so asynchronous GPU work is included.
+
+    Args:
+        model: Called as ``model(images, training=False)``.
+        input_shape: One input without the batch dimension, e.g. ``(64, 64, 3)``.
+        warmup: Untimed calls before the timed ones.
+        runs: Timed calls.
+        dtype: The input dtype.
+        batch_size: The batch dimension of each call.
+        concrete: The model's ``trace_inference`` function for ``batch_size`` (batch 1 by
+            default), already traced, so the model is not traced again.
 
     Raises:
-        ValueError: ``warmup`` is negative or ``runs`` is below 1.
+        ValueError: ``warmup`` is negative, ``runs`` or ``batch_size`` is below 1, or
+            ``concrete`` was traced for another input shape.
     """
     if warmup < 0 or runs < 1:
         raise ValueError(f"need warmup >= 0 and runs >= 1, got warmup={warmup}, runs={runs}")
-    concrete = _inference_function(model, input_shape, dtype)
-    images = tf.cast(tf.random.uniform([1, *input_shape], maxval=255.0), dtype)
+    _check_batch_size(batch_size)
+    shape = [batch_size, *input_shape]
+    if concrete is None:
+        concrete = trace_inference(model, input_shape, dtype=dtype, batch_size=batch_size)
+    else:
+        traced = _traced_input_shape(concrete)
+        if traced is not None and traced != shape:
+            raise ValueError(
+                f"concrete was traced for input shape {traced}, not {shape} "
+                f"(batch_size={batch_size}): trace it with trace_inference(..., batch_size=...)"
+            )
+    images = tf.cast(tf.random.uniform(shape, maxval=255.0), dtype)
     sync = _local_sync(images.device)
     for _ in range(warmup):
         concrete(images)
@@ -149,7 +263,19 @@ def measure_latency(
         concrete(images)
         sync()
         samples.append((time.perf_counter() - start) * 1000.0)
-    return LatencyMeasurement(tuple(samples), float(statistics.median(samples)), images.device)
+    return LatencyMeasurement.from_samples(samples, images.device, batch_size)
+
+
+def _traced_input_shape(concrete: Any) -> list[int | None] | None:
+    """The input shape a concrete function was traced for, when it has one tensor input."""
+    try:
+        args, kwargs = concrete.structured_input_signature
+    except (AttributeError, TypeError, ValueError):
+        return None
+    specs = [*args, *kwargs.values()]
+    if len(specs) != 1 or not isinstance(specs[0], tf.TensorSpec):
+        return None
+    return specs[0].shape.as_list()
 
 
 def _local_sync(device: str) -> Callable[[], None]:
@@ -182,7 +308,11 @@ def measure_latency_ms(
 
 
 def measure_memory_mb(
-    model: Any, input_shape: Sequence[int], dtype: tf.DType = tf.float32
+    model: Any,
+    input_shape: Sequence[int],
+    dtype: tf.DType = tf.float32,
+    *,
+    concrete: Any = None,
 ) -> float | None:
     """Peak GPU memory (MiB) TensorFlow held while running one batch-1 inference on ``GPU:0``.
 
@@ -190,12 +320,19 @@ def measure_memory_mb(
     weights are included (and so is anything else the process keeps there). Vertex AI NAS reports
     the used-memory difference around loading the model, which is close to this on a dedicated GPU.
 
+    Args:
+        model: Called as ``model(images, training=False)``.
+        input_shape: One input without the batch dimension, e.g. ``(64, 64, 3)``.
+        dtype: The input dtype.
+        concrete: The model's batch-1 ``trace_inference`` function, if already traced.
+
     Returns:
         The peak in MiB, or None without a GPU (TensorFlow keeps no allocator statistics on CPU).
     """
     if not tf.config.list_logical_devices("GPU"):
         return None
-    concrete = _inference_function(model, input_shape, dtype)
+    if concrete is None:
+        concrete = trace_inference(model, input_shape, dtype=dtype)
     with tf.device("/GPU:0"):
         images = tf.zeros([1, *input_shape], dtype)
         concrete(images)  # warm up: allocator pools and autotuning are not the model's
@@ -204,3 +341,75 @@ def measure_memory_mb(
         concrete(images)
         tf.test.experimental.sync_devices()
     return tf.config.experimental.get_memory_info("GPU:0")["peak"] / 2**20
+
+
+def convert_to_tflite(concrete_fn: Any, model: Any, mode: str) -> bytes:
+    """Converts a traced inference function to a TensorFlow Lite flatbuffer.
+
+    Args:
+        concrete_fn: The model's ``trace_inference`` function (a fixed input shape converts to a
+            fixed-shape TFLite model).
+        model: The model whose variables ``concrete_fn`` captures (the converter freezes them).
+        mode: ``float`` (the weights as they are) or ``int8`` (dynamic-range quantization: int8
+            weights, float activations; ``tf.lite.Optimize.DEFAULT`` with no representative
+            dataset).
+
+    Returns:
+        The TFLite model.
+
+    Raises:
+        ValueError: ``mode`` is neither ``float`` nor ``int8``.
+        Exception: Whatever the converter raises for a model it cannot convert (typically
+            ``tf.lite.ConverterError`` naming the ops TensorFlow Lite has no kernel for).
+    """
+    if mode not in ("float", "int8"):
+        raise ValueError(f"TFLite mode must be 'float' or 'int8', got {mode!r}")
+    converter = tf.lite.TFLiteConverter.from_concrete_functions([concrete_fn], model)
+    if mode == "int8":
+        converter.optimizations = [tf.lite.Optimize.DEFAULT]
+    return bytes(converter.convert())
+
+
+def measure_tflite_latency(
+    tflite_bytes: bytes, *, warmup: int = 20, runs: int = 100, threads: int = 0
+) -> LatencyMeasurement:
+    """Times a TensorFlow Lite model with the TFLite interpreter on this machine's CPU.
+
+    The model's inputs are set once to random values of their shape and dtype; each call invokes
+    the interpreter (which runs synchronously on the CPU). ``warmup`` untimed invocations come
+    first.
+
+    Args:
+        tflite_bytes: The TFLite flatbuffer (``convert_to_tflite``).
+        warmup: Untimed invocations before the timed ones.
+        runs: Timed invocations.
+        threads: Interpreter threads; 0: the interpreter's default.
+
+    Raises:
+        ValueError: ``warmup`` is negative or ``runs`` is below 1, or the interpreter refuses the
+            model.
+    """
+    if warmup < 0 or runs < 1:
+        raise ValueError(f"need warmup >= 0 and runs >= 1, got warmup={warmup}, runs={runs}")
+    interpreter = tf.lite.Interpreter(model_content=tflite_bytes, num_threads=threads or None)
+    interpreter.allocate_tensors()
+    rng = np.random.default_rng(0)
+    inputs = []
+    for detail in interpreter.get_input_details():
+        shape, dtype = [int(d) for d in detail["shape"]], np.dtype(detail["dtype"])
+        if np.issubdtype(dtype, np.integer):
+            info = np.iinfo(dtype)
+            value = rng.integers(max(info.min, 0), min(info.max, 255), shape, endpoint=True)
+        else:
+            value = rng.uniform(0.0, 255.0, shape)
+        inputs.append(value.astype(dtype))
+        interpreter.set_tensor(detail["index"], inputs[-1])
+    for _ in range(warmup):
+        interpreter.invoke()
+    samples = []
+    for _ in range(runs):
+        start = time.perf_counter()
+        interpreter.invoke()
+        samples.append((time.perf_counter() - start) * 1000.0)
+    batch = int(inputs[0].shape[0]) if inputs and inputs[0].ndim else 1
+    return LatencyMeasurement.from_samples(samples, "tflite:CPU", batch)

@@ -1,0 +1,256 @@
+"""The fixed protocol every model measurement follows: what is measured, in which order, how.
+
+A trial's latency is measured by the measurement step on the latency device, one model at a time,
+never inside the training trial, so that every model of an experiment is timed the same way.
+``measure_model`` is that protocol:
+
+1. The untimed parts, in this order: parameters (``count_parameters``), multiply-adds
+   (``count_multiply_adds``), peak GPU memory (``measure_memory_mb``, only when a GPU exists),
+   the TensorFlow Lite conversions. The model is traced ONCE at batch 1 in inference mode
+   (``trace_inference``); that one function serves FLOPs, memory, conversion and batch-1 latency.
+2. The timed parts, each inside ``exclusive()`` when given (the local launcher pauses the other
+   trials while it is entered; nothing untimed runs inside it): batch-1 latency, each extra batch
+   size, each converted TensorFlow Lite model. Each is ``warmup`` untimed calls, then ``runs``
+   timed ones; the reported latency is the median, with the 90th percentile and the coefficient
+   of variation beside it.
+
+Thread pinning (``pin_threads``) must happen before TensorFlow executes anything, so the
+measurement worker calls it first thing in a fresh process; ``measure_model`` records the thread
+settings in effect.
+
+A model that TensorFlow Lite cannot convert (or whose TFLite model the interpreter refuses) does
+not fail the measurement: the error goes to ``ModelMeasurement.errors`` and the record, and the
+TensorFlow measurements stand. Any other failure raises.
+
+To extend: add the measurement's primitive to ``kfnas.training.measure`` (unit in its name), call
+it here in the untimed or the timed part (a timed one inside ``guard()``), put its value in
+``metrics`` under a name a constraint may target (and add that name to
+``kfnas.config.spec.CONSTRAINT_MEASURES``) and its details in ``record``.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import dataclasses
+import logging
+import time
+from collections.abc import Callable, Sequence
+from typing import Any
+
+import tensorflow as tf
+
+from kfnas.config.spec import TFLITE_MODES
+from kfnas.training import measure
+
+log = logging.getLogger(__name__)
+
+#: The most characters of an error message a measurement keeps.
+ERROR_CHARS = 500
+#: The most lines of an error message a measurement keeps.
+ERROR_LINES = 5
+#: Decimals of the floats in ``ModelMeasurement.record``.
+RECORD_DIGITS = 4
+
+
+@dataclasses.dataclass(frozen=True)
+class ModelMeasurement:
+    """The result of measuring one model under the protocol.
+
+    Attributes:
+        metrics: Numbers a trial reports and constraints target: ``params``, ``flops``
+            (multiply-adds at batch 1), ``latency_ms`` (batch-1 median), ``latency_p90_ms``,
+            ``latency_cv``, ``memory_mb`` (GPU only), per extra batch size N ``latency_ms_bN`` and
+            ``latency_p90_ms_bN``, per TensorFlow Lite mode that converted
+            ``tflite_<mode>_latency_ms``, ``tflite_<mode>_latency_p90_ms`` and
+            ``tflite_<mode>_size_kb``.
+        record: JSON-ready details: the protocol (``warmup``, ``runs``, ``threads``,
+            ``batch_sizes``), ``device``, ``tensorflow`` version, ``tf_threads`` in effect,
+            ``latency`` statistics per batch size (keys ``"1"``, ``"8"``, ...), ``tflite``
+            statistics and size (or ``error``) per mode, and the ``seconds`` each phase took
+            (``count``, ``convert``, ``timed``).
+        errors: What failed without failing the measurement, e.g.
+            ``{"tflite_int8": "ConverterError: ..."}``; empty when everything worked.
+    """
+
+    metrics: dict[str, float]
+    record: dict[str, Any]
+    errors: dict[str, str]
+
+
+def pin_threads(threads: int) -> bool:
+    """Pins TensorFlow to ``threads`` intra-op threads and one inter-op thread.
+
+    Must run before TensorFlow executes anything in the process (its thread pools are created
+    then and never change); the measurement worker calls it first.
+
+    Args:
+        threads: Intra-op threads; 0 or less leaves TensorFlow's defaults.
+
+    Returns:
+        True when the setting holds (nothing asked for with ``threads <= 0``); False when
+        TensorFlow was already initialized with other settings (a warning is logged and the
+        defaults stay).
+    """
+    if threads <= 0:
+        return True
+    try:
+        tf.config.threading.set_intra_op_parallelism_threads(threads)
+        tf.config.threading.set_inter_op_parallelism_threads(1)
+    except RuntimeError as e:
+        log.warning(
+            "cannot pin TensorFlow to %d threads: %s (pin them before TensorFlow runs anything); "
+            "measuring with %d intra-op and %d inter-op threads",
+            threads,
+            e,
+            tf.config.threading.get_intra_op_parallelism_threads(),
+            tf.config.threading.get_inter_op_parallelism_threads(),
+        )
+        return False
+    return True
+
+
+def measure_model(
+    model: Any,
+    input_shape: Sequence[int],
+    *,
+    runs: int,
+    warmup: int | None = None,
+    batch_sizes: Sequence[int] = (),
+    tflite: Sequence[str] = (),
+    threads: int = 0,
+    exclusive: Callable[[], contextlib.AbstractContextManager] | None = None,
+) -> ModelMeasurement:
+    """Measures one model under the fixed protocol (see the module docstring).
+
+    Args:
+        model: A float32-input model, called as ``model(images, training=False)``.
+        input_shape: One input without the batch dimension, e.g. ``(64, 64, 3)``.
+        runs: Timed calls per timed part.
+        warmup: Untimed calls before each timed part; default ``max(5, runs // 5)``.
+        batch_sizes: Batch sizes to time besides batch 1 (1 itself and repeats are ignored).
+        tflite: TensorFlow Lite modes to convert and time: ``float`` and/or ``int8``.
+        threads: The TensorFlow Lite interpreter's threads (0: its default), and the TensorFlow
+            intra-op threads the caller pinned with ``pin_threads`` (recorded).
+        exclusive: A factory of the context manager entered around each timed part (warm-up and
+            timed calls) and nothing else: the local launcher pauses the other trials in it.
+
+    Returns:
+        The metrics, the JSON-ready record and the TensorFlow Lite errors.
+
+    Raises:
+        ValueError: ``runs`` below 1, a negative ``warmup``, a batch size below 1, or a mode that
+            is not a TensorFlow Lite mode.
+    """
+    warmup = max(5, runs // 5) if warmup is None else warmup
+    if runs < 1 or warmup < 0:
+        raise ValueError(f"need runs >= 1 and warmup >= 0, got runs={runs}, warmup={warmup}")
+    if bad := [size for size in batch_sizes if size < 1]:
+        raise ValueError(
+            f"batch_sizes must be at least 1, got {bad[0]} in {list(batch_sizes)}: list the "
+            f"batch sizes to time besides batch 1, e.g. [8, 32]"
+        )
+    if bad := [mode for mode in tflite if mode not in TFLITE_MODES]:
+        raise ValueError(f"TensorFlow Lite mode {bad[0]!r} is not one of {', '.join(TFLITE_MODES)}")
+    extra_sizes = [size for size in dict.fromkeys(batch_sizes) if size != 1]
+    modes = list(dict.fromkeys(tflite))
+    shape = tuple(int(d) for d in input_shape)
+    guard = exclusive or contextlib.nullcontext
+    metrics: dict[str, float] = {}
+    errors: dict[str, str] = {}
+    seconds: dict[str, float] = {}
+
+    # Untimed: counts (on the one batch-1 trace), then the traces and conversions timing needs.
+    start = time.perf_counter()
+    metrics["params"] = float(measure.count_parameters(model, shape))
+    concrete = measure.trace_inference(model, shape)
+    metrics["flops"] = float(measure.count_multiply_adds(model, shape, concrete=concrete))
+    memory = measure.measure_memory_mb(model, shape, concrete=concrete)
+    if memory is not None:
+        metrics["memory_mb"] = float(memory)
+    batch_concretes = {n: measure.trace_inference(model, shape, batch_size=n) for n in extra_sizes}
+    seconds["count"] = time.perf_counter() - start
+
+    start = time.perf_counter()
+    converted: dict[str, bytes] = {}
+    for mode in modes:
+        try:
+            converted[mode] = measure.convert_to_tflite(concrete, model, mode)
+        except Exception as e:  # any converter failure is the model's: recorded
+            errors[f"tflite_{mode}"] = _error_text(e)
+    seconds["convert"] = time.perf_counter() - start
+
+    # Timed: each part alone inside the exclusive section.
+    start = time.perf_counter()
+    latencies: dict[int, measure.LatencyMeasurement] = {}
+    with guard():
+        latencies[1] = measure.measure_latency(
+            model, shape, warmup=warmup, runs=runs, concrete=concrete
+        )
+    for size in extra_sizes:
+        with guard():
+            latencies[size] = measure.measure_latency(
+                model,
+                shape,
+                warmup=warmup,
+                runs=runs,
+                batch_size=size,
+                concrete=batch_concretes[size],
+            )
+    tflite_latencies: dict[str, measure.LatencyMeasurement] = {}
+    for mode, blob in converted.items():
+        with guard():
+            try:
+                tflite_latencies[mode] = measure.measure_tflite_latency(
+                    blob, warmup=warmup, runs=runs, threads=threads
+                )
+            except Exception as e:  # the interpreter refusing it is the model's
+                errors[f"tflite_{mode}"] = _error_text(e)
+    seconds["timed"] = time.perf_counter() - start
+
+    batch1 = latencies[1]
+    metrics["latency_ms"] = batch1.median_ms
+    metrics["latency_p90_ms"] = batch1.p90_ms
+    metrics["latency_cv"] = batch1.cv
+    for size in extra_sizes:
+        metrics[f"latency_ms_b{size}"] = latencies[size].median_ms
+        metrics[f"latency_p90_ms_b{size}"] = latencies[size].p90_ms
+    tflite_record: dict[str, dict[str, Any]] = {}
+    for mode in modes:
+        if mode in tflite_latencies:
+            size_kb = len(converted[mode]) / 1024
+            metrics[f"tflite_{mode}_latency_ms"] = tflite_latencies[mode].median_ms
+            metrics[f"tflite_{mode}_latency_p90_ms"] = tflite_latencies[mode].p90_ms
+            metrics[f"tflite_{mode}_size_kb"] = size_kb
+            tflite_record[mode] = {
+                **tflite_latencies[mode].stats(RECORD_DIGITS),
+                "size_kb": round(size_kb, RECORD_DIGITS),
+            }
+        else:
+            tflite_record[mode] = {"error": errors[f"tflite_{mode}"]}
+    record = {
+        "protocol": {
+            "warmup": warmup,
+            "runs": runs,
+            "threads": threads,
+            "batch_sizes": [1, *extra_sizes],
+        },
+        "device": batch1.device,
+        "tensorflow": tf.__version__,
+        "tf_threads": {
+            "intra_op": tf.config.threading.get_intra_op_parallelism_threads(),
+            "inter_op": tf.config.threading.get_inter_op_parallelism_threads(),
+        },
+        "latency": {str(size): m.stats(RECORD_DIGITS) for size, m in latencies.items()},
+        "tflite": tflite_record,
+        "seconds": {name: round(value, RECORD_DIGITS) for name, value in seconds.items()},
+    }
+    return ModelMeasurement(metrics, record, errors)
+
+
+def _error_text(error: BaseException) -> str:
+    """``"<type>: <message>"``, the message cut to its first lines and ``ERROR_CHARS``."""
+    lines = [line.rstrip() for line in str(error).splitlines() if line.strip()]
+    message = "\n".join(lines[:ERROR_LINES])
+    if len(message) > ERROR_CHARS:
+        message = message[: ERROR_CHARS - 3].rstrip() + "..."
+    return f"{type(error).__name__}: {message}"
