@@ -2,8 +2,9 @@
 
 Used instead of ``run_trial`` when the cluster profile's ``training`` section spans several nodes:
 this light step starts the trial as a Trainer v2 ``TrainJob`` or a ``TFJob`` (the launch config
-compiled into the pipeline), follows it to its end and logs the trial's metrics and reward to the
-``metrics`` artifact, as ``run_trial`` does.
+compiled into the pipeline), follows it to its end and logs the trial's metrics to the
+``metrics`` artifact, as ``run_trial`` does; the measurement step that follows records the latency
+and the reward.
 """
 
 from typing import NamedTuple
@@ -33,6 +34,5 @@ def launch_trial(
     )
     for name, value in sorted(result.metrics.items()):
         metrics.log_metric(name, value)
-    if result.reward is not None:
-        metrics.log_metric("reward", result.reward)
-    return (result.trial_id, result.status.value)
+    status = getattr(result, "status", None)  # none: trained, the measurement step records it
+    return (result.trial_id, status.value if status is not None else "TRAINED")

@@ -80,7 +80,7 @@ def test_experiment_json_round_trip(valid):
         (
             "studis: {}",
             "unknown key 'studis' (did you mean 'studies'?); valid keys: name, task, data, studies,"
-            " algorithm, budget, objectives, store_root, seed",
+            " algorithm, budget, objectives, measurement, store_root, seed",
         ),
         (
             "studies: {proxy: {space: s, budget: {trails_per_round: 2}}}",
@@ -211,6 +211,17 @@ def problems_of(spec):
             "cannot import the search space 'kfnas_no_such_module:SPACE'",
         ),
         ("studies.proxy.space=os:path", "is a module, not a search space"),
+        ("measurement.batch_sizes=[8, 0]", "measurement.batch_sizes.1 must be at least 1, got 0"),
+        ("measurement.batch_sizes=[4, 4]", "measurement.batch_sizes [4, 4] lists a size twice"),
+        (
+            "measurement.tflite=[fp16]",
+            "measurement.tflite.0 'fp16' is not a TensorFlow Lite measurement: use float or int8",
+        ),
+        (
+            "objectives.constraints.0.measure=tflite_int8_latency_ms",
+            "constrains 'tflite_int8_latency_ms' but measurement.tflite does not ask for the "
+            "'int8' TensorFlow Lite measurement: add 'int8' to measurement.tflite",
+        ),
     ],
 )
 def test_validate_reports_what_to_change(valid, override, message):

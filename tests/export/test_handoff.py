@@ -232,7 +232,7 @@ def test_model_card_covers_task_data_architecture_metrics_history_and_limits(exp
     assert handoff.data["validation"] in card
     assert "lineage final trial 0 <- validation trial 1 <- proxy trial 2" in card
     assert "MnasNetBlock(kernel_size=5, output_filters=80)" in card
-    assert "| latency (ms, batch 1, trial machine's device) | 2.50 |" in card
+    assert "| latency (ms, batch 1, median on the latency device) | 2.50 |" in card
     assert "| FLOPs (M multiply-adds, batch 1) | 3.0 |" in card
     assert "| parameters | 1,234 |" in card
     assert "| proxy | `mnasnet` | 4 | 3 | 1 | 0.8000 | 0.8000 |" in card

@@ -72,6 +72,7 @@ def test_the_worker_command_and_configs():
     launcher = launcher_from_config({"kind": "local", "threads_per_trial": 2})
     assert launcher.command(job) == [
         sys.executable, "-m", "kfnas.stages.worker", "gs://bucket/exp", "proxy", "7",
+        "--train-only",
     ]  # fmt: skip
     with pytest.raises(LaunchError, match="unknown launcher 'locl' \\(did you mean 'local'\\?\\)"):
         launcher_from_config({"kind": "locl"})
@@ -88,3 +89,23 @@ def test_job_names_are_deterministic_dns_labels():
     assert re.fullmatch(r"[a-z0-9]([-a-z0-9]*[a-z0-9])?", long.name)
     other_store = TrialJob("gs://c/" + "An_Experiment.Name" * 5, "augmentation", 123456)
     assert other_store.name != long.name
+
+
+def test_a_warm_started_trial_is_a_process_of_its_own_with_its_log_env_and_exit(tmp_path):
+    """The default trial command, forked from a process that imported TensorFlow once."""
+    launcher = LocalLauncher(log_dir=str(tmp_path / "logs"), threads_per_trial=1)
+    missing = TrialJob(f"{tmp_path}/store/no-such-experiment", "proxy", 1)
+    location = launcher.start(missing)
+    statuses = _wait(launcher, [missing.name], timeout=120)
+    status = statuses[missing.name]
+    assert status.state is JobState.FAILED and status.reason.startswith("exit code 1")
+    log = (tmp_path / "logs" / f"{missing.name}.log").read_text()
+    assert "no-such-experiment" in log  # the worker's own error, in the job's log
+    assert location["log"].endswith(f"{missing.name}.log")
+
+    sleeper = TrialJob(f"{tmp_path}/store/no-such-experiment", "proxy", 2)
+    launcher.start(sleeper)
+    launcher.pause_trials()  # a paused warm trial is stopped, then killed like any other
+    launcher.stop(sleeper.name)
+    assert launcher.poll([sleeper.name])[sleeper.name].state is not JobState.RUNNING
+    launcher.close()

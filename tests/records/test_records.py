@@ -12,7 +12,7 @@ from kfnas.export.handoff import Handoff, HandoffError
 from kfnas.export.saved_model import ExportRecord
 from kfnas.records import Record, RecordError, RetrainingRecord
 from kfnas.records.retraining import PUBLISHED
-from kfnas.records.trial import SCHEMA_VERSION, TrialResult, TrialSpec, TrialStatus
+from kfnas.records.trial import SCHEMA_VERSION, TrialResult, TrialSpec, TrialStatus, TrialTraining
 
 GOLDEN = Path(__file__).parents[1] / "golden" / "records"
 
@@ -208,3 +208,19 @@ def test_a_version_5_result_reads_without_a_runtime_and_is_rewritten_at_the_curr
     assert json.loads(old.to_json())["schema_version"] == TrialResult.SCHEMA_VERSION
     current = TrialResult.from_json((GOLDEN / "result.json").read_text())
     assert current.runtime["strategy"] == "mirrored" and current.runtime["replicas"] == "2"
+
+
+def test_a_version_6_result_reads_without_a_measurement():
+    old = TrialResult.from_json((GOLDEN / "result_v6.json").read_text())
+    assert old.measurement == {} and old.runtime["strategy"] == "mirrored"
+    current = TrialResult.from_json((GOLDEN / "result.json").read_text())
+    assert current.measurement["device"] == "nvidia-l4"
+    assert current.measurement["latency"]["1"]["p90_ms"] == current.metrics["latency_p90_ms"]
+
+
+def test_a_trained_record_round_trips_and_refuses_a_newer_version():
+    trained = TrialTraining(4, {"AP": 0.2, "train_seconds": 9.5}, "gs://b/m", 12.0, 1, (0,))
+    assert TrialTraining.from_json(trained.to_json()) == trained
+    data = {**json.loads(trained.to_json()), "schema_version": 2}
+    with pytest.raises(RecordError, match="written by a newer kfnas"):
+        TrialTraining.from_dict(data)

@@ -13,9 +13,12 @@ import json
 
 import pytest
 
+from kfnas.config.spec import ENV_LATENCY_DEVICE as ENV
+from kfnas.config.spec import SpecError
 from kfnas.launch import JobState, JobStatus, TrialJob
+from kfnas.launch.base import MEASURE_KIND
 from kfnas.launch.simulated import SimulatedLauncher, VirtualClock
-from kfnas.records.trial import TrialResult, TrialStatus
+from kfnas.records.trial import TrialResult, TrialStatus, TrialTraining
 from kfnas.stages import StudyStoppedError
 from kfnas.stages._common import propose_round
 from kfnas.stages._control import (
@@ -26,7 +29,7 @@ from kfnas.stages._control import (
     read_state,
     request_stop,
 )
-from kfnas.stages.controller import run_search, search_study
+from kfnas.stages.controller import latency_device_of, run_search, search_study
 from kfnas.store import open_experiment, open_store
 from kfnas.store.layout import ExperimentLayout
 from kfnas.validation import experiment_spec
@@ -261,3 +264,98 @@ def test_the_in_process_study_runner_finishes_a_controllers_rounds_up_to_the_bud
     assert run.top == [6]
     again = local_study.run_study(exp.uri, "proxy")
     assert again.trial_ids == [1, 2, 3, 4, 5, 6] and trained == [1, 2, 3, 4, 5, 6]
+
+
+def _measuring_launcher(exp, clock, measure_s=30.0, broken=()):
+    """Trial jobs write ``trained.json``; measurement jobs (``-m``) write the result.
+
+    A measurement of a trial in ``broken`` dies without a result.
+    """
+
+    def duration(job):
+        return measure_s if job.kind == MEASURE_KIND else 100.0 + 10 * job.trial_id
+
+    def finish(job):
+        if job.kind != MEASURE_KIND:
+            exp.records.write_trained(job.study, TrialTraining(job.trial_id, {"top1": 0.5}))
+            return None
+        if job.trial_id in broken:
+            return JobStatus(JobState.FAILED, "exit code 1")
+        assert exp.records.read_trained(job.study, job.trial_id) is not None
+        exp.records.write_result(
+            job.study,
+            TrialResult(
+                job.trial_id,
+                TrialStatus.COMPLETED,
+                {"top1": 0.5, "latency_ms": 3.0},
+                reward=job.trial_id / 100,
+            ),
+        )
+        return None
+
+    return SimulatedLauncher(clock, duration, finish)
+
+
+def test_trained_trials_are_measured_one_at_a_time_outside_the_trial_slots(tmp_path):
+    exp, clock = _experiment(tmp_path), VirtualClock()
+    launcher = _measuring_launcher(exp, clock, measure_s=80.0, broken={4})
+    polled, unmeasured_at_proposal = [], []
+    original_poll, original_start = launcher.poll, launcher.start
+
+    def poll(names):
+        names = list(names)
+        polled.append(names)
+        return original_poll(names)
+
+    def start(job):
+        if job.kind != MEASURE_KIND and job.trial_id > 2:  # a later proposal: what it saw
+            history = exp.records.history("proxy")
+            trained = [
+                s.trial_id for s, r in history if exp.records.read_trained("proxy", s.trial_id)
+            ]
+            unmeasured_at_proposal.append(
+                [i for i in trained if exp.records.read_result("proxy", i) is None]
+            )
+        return original_start(job)
+
+    launcher.poll, launcher.start = poll, start
+    lines = []
+    state = _run(exp, launcher, clock, parallelism=2, lines=lines)
+    measurements = [[n for n in names if n.endswith("-m")] for names in polled]
+    assert max(len(m) for m in measurements) == 1  # one model at a time
+    trials = [[n for n in names if not n.endswith("-m")] for names in polled]
+    assert max(len(t) for t in trials) == 2  # measuring holds no trial slot
+    history = exp.records.history("proxy")
+    assert len(history) == 6 and all(result is not None for _, result in history)
+    broken = exp.records.read_result("proxy", 4)
+    assert broken.status is TrialStatus.FAILED
+    assert broken.error == "its measurement job failed: exit code 1"
+    assert (state.completed, state.failed) == (5, 1)
+    assert all(r.metrics["latency_ms"] == 3.0 for _, r in history if r.completed)
+    assert any("latency 3.00 ms" in line for line in lines)
+    # Trials trained but not yet measured had no result when later trials were proposed.
+    assert any(unmeasured for unmeasured in unmeasured_at_proposal)
+
+
+def test_a_restarted_controller_measures_a_trained_trial_without_training_it_again(tmp_path):
+    exp, clock = (
+        _experiment(tmp_path, "budget.rounds=1", "budget.trials_per_round=2"),
+        VirtualClock(),
+    )
+    ids = propose_round(exp, "proxy", 1, n=2)
+    exp.records.write_trained("proxy", TrialTraining(ids[0], {"top1": 0.4}))
+    launcher = _measuring_launcher(exp, clock)
+    state = _run(exp, launcher, clock)
+    assert TrialJob(exp.uri, "proxy", ids[0]).name not in launcher.starts
+    assert TrialJob(exp.uri, "proxy", ids[0], kind=MEASURE_KIND).name in launcher.starts
+    assert (state.completed, state.failed) == (2, 0)
+
+
+def test_a_latency_device_no_profile_of_the_run_defines_is_refused_before_any_trial(tmp_path):
+    exp = _experiment(tmp_path, "measurement.device=pixel-7")
+    with pytest.raises(SpecError, match=r"measurement\.device is 'pixel-7' but this run measures"):
+        search_study(exp.uri, "proxy", 2, {"kind": "local"}, "run-1")
+    assert exp.records.history("proxy") == []
+    kubernetes = {"kind": "kubernetes", "settings": {"latency": {"env": {ENV: "pixel-7"}}}}
+    assert latency_device_of(kubernetes) == "pixel-7"
+    assert latency_device_of({"kind": "local"}) == "local"

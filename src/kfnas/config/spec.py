@@ -46,11 +46,11 @@ __all__ = [
     "ConstraintSpec",
     "DataSpec",
     "ExperimentSpec",
+    "MeasurementSpec",
     "ObjectiveSpec",
     "SpecError",
     "StudySpec",
     "TaskSpec",
-    "MeasurementSpec",
     "load_spec",
     "parse_spec",
 ]

@@ -85,7 +85,7 @@ class Handoff(Record):
         metric: The objective metric the search maximized.
         metrics: The exported trial's metrics on the evaluation data, with its measurements.
         reward: The exported trial's reward.
-        latency_ms: Batch-1 latency on the trial machine's device, if measured.
+        latency_ms: Batch-1 latency (median) on the run's latency device, if measured.
         flops: Multiply-adds of one batch-1 inference, if counted.
         params: Number of weights, if counted.
         space: The search space of the architecture.

@@ -184,7 +184,7 @@ def _architecture(h: Handoff) -> list[str]:
 
 
 def _metrics(h: Handoff) -> list[str]:
-    measured = {"latency_ms", "flops", "params", "memory_mb"}
+    measured = {"latency_ms", "latency_p90_ms", "flops", "params", "memory_mb"}
     rows = [
         (f"**{k}**" if k == h.metric else k, _num(v))
         for k, v in sorted(h.metrics.items())
@@ -192,10 +192,12 @@ def _metrics(h: Handoff) -> list[str]:
     ]
     rows.append(("reward", _num(h.reward)))
     cost = [
-        ("latency (ms, batch 1, trial machine's device)", _num(h.latency_ms, ".2f")),
+        ("latency (ms, batch 1, median on the latency device)", _num(h.latency_ms, ".2f")),
         ("FLOPs (M multiply-adds, batch 1)", _num(h.flops, ".1f", 1e6)),
         ("parameters", _num(h.params, ",.0f")),
     ]
+    if "latency_p90_ms" in h.metrics:
+        cost.insert(1, ("latency p90 (ms, batch 1)", _num(h.metrics["latency_p90_ms"], ".2f")))
     if "memory_mb" in h.metrics:
         cost.append(("peak accelerator memory (MB, batch 1)", _num(h.metrics["memory_mb"], ".1f")))
     return [
@@ -250,9 +252,11 @@ def _limits(h: Handoff) -> list[str]:
         "the model on held-out data of the target domain before relying on it. Data made by "
         "`kfnas make-data` or the demo is generated shapes: a model trained on it has not "
         "learned real images.",
-        "Latency was measured once per trial on the trial machine's device (CPU or the trial's "
-        "GPU) at batch 1 on the model alone, without image decoding or pre- and post-processing; "
-        "measure again on the serving hardware.",
+        "Latency was measured by the measurement step on the run's latency device (the cluster "
+        "profile's `latency` section; this machine for a local run), one model at a time, at "
+        "batch 1 on the model alone (median and 90th percentile of the timed runs), without "
+        "image decoding or pre- and post-processing; if the serving hardware differs, measure "
+        "again there.",
         "The proxy study trained each candidate briefly; its ranking can differ from full "
         "training (see Kendall's tau above), so a better architecture may have been passed over.",
         f"Served images are resized (detection and segmentation: keeping their aspect ratio, "

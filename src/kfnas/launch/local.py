@@ -2,7 +2,9 @@
 
 What ``kfp.local``, ``kfnas run`` and ``make demo`` use (a pipeline compiled without a cluster
 profile). A trial job is ``<this Python> -m kfnas.stages.worker <uri> <study> <id>``, started in
-its own process group with its output in ``<log_dir>/<job name>.log``. Threads: with
+its own process group with its output in ``<log_dir>/<job name>.log``; by default forked from a
+process that imported TensorFlow once (``kfnas.launch.warm``: no interpreter start and imports per
+trial), which behaves as that subprocess would. Threads: with
 ``threads_per_trial`` set, each trial gets ``OMP_NUM_THREADS`` and TensorFlow's intra- and
 inter-op thread counts, so ``parallelism`` trials share the CPU instead of fighting over it.
 
@@ -10,22 +12,42 @@ Adoption: a subprocess dies with the controller's process group only if killed w
 controller started again cannot see the old process, so its trials without a result are started
 again (``run_trial`` skips a trial whose ``result.json`` exists).
 
+Measurements (job kind ``latency``) go to one long-lived measurement worker
+(``python -m kfnas.stages.measure_worker --serve``: TensorFlow is imported once for the whole
+study), one at a time, on this machine (latency device ``local``). So that a timing never overlaps
+a training, the worker asks before each timed part and the launcher pauses every running trial
+(``SIGSTOP`` to its process group; a trial started meanwhile is paused at once) until the worker
+says the timing is over (``SIGCONT``): trials are held for the seconds the timing takes, not for
+the model's rebuilding or FLOPs count. A paused trial's wall-clock figures include the pause.
+
 To change how a local trial runs (a container, a remote shell): subclass ``LocalLauncher`` and
 override ``command``.
 """
 
 from __future__ import annotations
 
+import contextlib
 import os
 import signal
 import subprocess
 import sys
 import tempfile
+import threading
 from collections.abc import Callable, Iterable, Mapping
 from pathlib import Path
-from typing import Any, ClassVar
+from typing import IO, Any, ClassVar
 
-from kfnas.launch.base import JobState, JobStatus, Launcher, LaunchError, TrialJob
+from kfnas.config.spec import ENV_LATENCY_DEVICE, ENV_LATENCY_THREADS, LOCAL_DEVICE
+from kfnas.launch.base import (
+    MEASURE_KIND,
+    MEASURE_MODULE,
+    JobState,
+    JobStatus,
+    Launcher,
+    LaunchError,
+    TrialJob,
+)
+from kfnas.launch.warm import start_warm
 
 _OOM_EXIT = -signal.SIGKILL
 _WAIT_STEP_S = 0.2  # how often ``wait`` looks at the processes
@@ -38,33 +60,51 @@ class LocalLauncher(Launcher):
         log_dir: Where each job's log goes; empty: a new temporary folder.
         threads_per_trial: CPU threads each trial may use; 0: no limit set.
         env: More environment variables for every trial.
+        latency_threads: Threads the measurement pins (``KFNAS_LATENCY_THREADS``); 0: unpinned.
+        warm_start: Fork each trial from a process that imported TensorFlow once
+            (``kfnas.launch.warm``) instead of starting a new interpreter.
     """
 
     NAME: ClassVar[str] = "local"
 
     def __init__(
-        self, log_dir: str = "", threads_per_trial: int = 0, env: Mapping[str, str] | None = None
+        self,
+        log_dir: str = "",
+        threads_per_trial: int = 0,
+        env: Mapping[str, str] | None = None,
+        latency_threads: int = 0,
+        warm_start: bool = True,
     ):
-        if threads_per_trial < 0:
-            raise LaunchError(f"threads_per_trial must be >= 0, got {threads_per_trial}")
+        if threads_per_trial < 0 or latency_threads < 0:
+            raise LaunchError(
+                f"threads_per_trial and latency_threads must be >= 0, got {threads_per_trial} "
+                f"and {latency_threads}"
+            )
         self.log_dir = Path(log_dir or tempfile.mkdtemp(prefix="kfnas-trials-"))
         self.threads_per_trial = threads_per_trial
+        self.latency_threads = latency_threads
+        self.warm_start = warm_start
         self.env = dict(env or {})
-        self._procs: dict[str, subprocess.Popen[bytes]] = {}
+        self._procs: dict[str, Any] = {}  # subprocess.Popen or warm.WarmProcess
+        self._lock = threading.Lock()  # the trials' processes and whether they are paused
+        self._paused = False
+        self._server: _MeasureServer | None = None
 
     @classmethod
     def from_config(cls, config: Mapping[str, Any]) -> LocalLauncher:
-        """Builds it from ``{"log_dir", "threads_per_trial", "env"}`` (``run_id`` is not needed)."""
-        unknown = set(config) - {"log_dir", "threads_per_trial", "env", "run_id"}
-        if unknown:
+        """Builds it from ``{"log_dir", "threads_per_trial", "env", "latency_threads", ...}``."""
+        known = {"log_dir", "threads_per_trial", "env", "latency_threads", "warm_start", "run_id"}
+        if unknown := set(config) - known:
             raise LaunchError(
-                f"local launch config: unknown keys {sorted(unknown)}; known: env, log_dir, "
-                f"run_id, threads_per_trial"
+                f"local launch config: unknown keys {sorted(unknown)}; known: "
+                + ", ".join(sorted(known))
             )
         return cls(
             str(config.get("log_dir", "")),
             int(config.get("threads_per_trial", 0)),
             config.get("env"),
+            int(config.get("latency_threads", 0)),
+            bool(config.get("warm_start", True)),
         )
 
     def command(self, job: TrialJob) -> list[str]:
@@ -83,32 +123,66 @@ class LocalLauncher(Launcher):
         return env
 
     def start(self, job: TrialJob) -> dict[str, str]:
-        """Starts the trial's subprocess, or adopts the one of that name still running."""
+        """Starts the trial's subprocess, or adopts the one of that name still running.
+
+        A measurement goes to the measurement worker (started on first use). A trial started
+        while a measurement is timing is paused at once, until the timing ends.
+        """
         name = job.name
+        if job.kind == MEASURE_KIND:
+            if self._server is None or not self._server.alive():
+                self._server = _MeasureServer(self)
+            return self._server.submit(job)
         log = self.log_dir / f"{name}.log"
-        proc = self._procs.get(name)
-        if proc is None or proc.poll() is not None:
-            self.log_dir.mkdir(parents=True, exist_ok=True)
-            with log.open("ab") as out:
-                try:
-                    proc = subprocess.Popen(
-                        self.command(job),
-                        stdout=out,
-                        stderr=subprocess.STDOUT,
-                        env=self._environment(),
-                        start_new_session=True,
-                    )
-                except OSError as e:
-                    raise LaunchError(f"cannot start {name}: {e}") from e
-            self._procs[name] = proc
+        with self._lock:
+            proc = self._procs.get(name)
+            if proc is None or proc.poll() is not None:
+                proc = self._launch(job, log)
+                if self._paused:
+                    _signal(proc, signal.SIGSTOP)
+                self._procs[name] = proc
         return {"launcher": self.NAME, "job": name, "pid": str(proc.pid), "log": str(log)}
 
+    def _launch(self, job: TrialJob, log: Path) -> Any:
+        """The trial's process: forked warm (``kfnas.launch.warm``), or ``command(job)`` run.
+
+        A subclass that overrides ``command`` (or ``warm_start=False``) runs its command as a
+        plain subprocess.
+        """
+        if self.warm_start and type(self).command is LocalLauncher.command:
+            module, *args = job.worker_args()[1:]  # after "-m"
+            self.log_dir.mkdir(parents=True, exist_ok=True)
+            try:
+                return start_warm(module, args, log, self._environment())
+            except OSError as e:
+                raise LaunchError(f"cannot start {job.name}: {e}") from e
+        return self._spawn(self.command(job), log, job.name)
+
+    def _spawn(
+        self, command: list[str], log: Path, name: str, **popen: Any
+    ) -> subprocess.Popen[bytes]:
+        self.log_dir.mkdir(parents=True, exist_ok=True)
+        with log.open("ab") as out:
+            try:
+                return subprocess.Popen(
+                    command,
+                    stdout=popen.pop("stdout", out),
+                    stderr=out if "stdin" in popen else subprocess.STDOUT,
+                    env={**self._environment(), **popen.pop("env", {})},
+                    start_new_session=True,
+                    **popen,
+                )
+            except OSError as e:
+                raise LaunchError(f"cannot start {name}: {e}") from e
+
     def poll(self, names: Iterable[str]) -> dict[str, JobStatus]:
-        """How each named subprocess stands: running, its exit status, or missing."""
+        """How each named job stands: running, its exit status, or missing."""
         out = {}
         for name in names:
             proc = self._procs.get(name)
-            if proc is None:
+            if self._server is not None and name in self._server.jobs:
+                out[name] = self._server.jobs[name]
+            elif proc is None:
                 out[name] = JobStatus(JobState.MISSING)
             elif (code := proc.poll()) is None:
                 out[name] = JobStatus(JobState.RUNNING)
@@ -119,24 +193,131 @@ class LocalLauncher(Launcher):
         return out
 
     def wait(self, names: Iterable[str], timeout_s: float, sleep: Callable[[float], None]) -> None:
-        """Returns as soon as one of the named processes exits, or after ``timeout_s``."""
-        procs = [self._procs[name] for name in names if name in self._procs]
+        """Returns as soon as one of the named jobs ends, or after ``timeout_s``."""
+        names = list(names)
         waited = 0.0
-        while waited < timeout_s and all(proc.poll() is None for proc in procs):
+        while waited < timeout_s and all(s.state.active for s in self.poll(names).values()):
             step = min(_WAIT_STEP_S, timeout_s - waited)
             sleep(step)
             waited += step
+
+    def pause_trials(self) -> None:
+        """Pauses every running trial (``SIGSTOP``) and trials started until ``resume_trials``."""
+        with self._lock:
+            self._paused = True
+            for proc in self._procs.values():
+                _signal(proc, signal.SIGSTOP)
+
+    def resume_trials(self) -> None:
+        """Lets the paused trials run again (``SIGCONT``)."""
+        with self._lock:
+            self._paused = False
+            for proc in self._procs.values():
+                _signal(proc, signal.SIGCONT)
 
     def stop(self, name: str) -> None:
         """Terminates a running trial's process group (tests and shutdown use it)."""
         proc = self._procs.get(name)
         if proc is not None and proc.poll() is None:
             os.killpg(proc.pid, signal.SIGTERM)
+            _signal(proc, signal.SIGCONT)  # a paused process acts on SIGTERM once continued
             proc.wait()
 
     def close(self) -> None:
-        """Waits for nothing: running subprocesses keep running (their results reach the store)."""
+        """Ends the measurement worker; running trials keep running (and are resumed)."""
+        if self._server is not None:
+            self._server.close()
+            self._server = None
+        self.resume_trials()
         self._procs.clear()
+
+
+class _MeasureServer:
+    """The local measurement worker: requests on its stdin, answers on its stdout (a thread).
+
+    ``jobs`` holds each submitted measurement's status: running until the worker answers
+    ``done`` (succeeded: the trial's ``result.json`` is written) or ``error`` (failed), or exits.
+    """
+
+    def __init__(self, launcher: LocalLauncher):
+        self.launcher = launcher
+        self.log = launcher.log_dir / "measurements.log"
+        env = {ENV_LATENCY_DEVICE: LOCAL_DEVICE}
+        if launcher.latency_threads:
+            env[ENV_LATENCY_THREADS] = str(launcher.latency_threads)
+        self.proc = launcher._spawn(
+            [sys.executable, "-m", MEASURE_MODULE, "--serve"],
+            self.log,
+            "the measurement worker",
+            stdin=subprocess.PIPE,
+            stdout=subprocess.PIPE,
+            env=env,
+        )
+        self.jobs: dict[str, JobStatus] = {}
+        self.current = ""
+        self._reader = threading.Thread(target=self._read, daemon=True)
+        self._reader.start()
+
+    def alive(self) -> bool:
+        """Whether the worker process still runs."""
+        return self.proc.poll() is None
+
+    def submit(self, job: TrialJob) -> dict[str, str]:
+        """Sends one measurement (the controller starts one at a time)."""
+        if self.jobs.get(job.name, JobStatus(JobState.MISSING)).state.active:
+            return self._location(job.name)
+        self.current = job.name
+        self.jobs[job.name] = JobStatus(JobState.RUNNING)
+        self._send(f"{job.experiment_uri} {job.study} {job.trial_id}")
+        return self._location(job.name)
+
+    def _location(self, name: str) -> dict[str, str]:
+        return {"launcher": "local", "job": name, "pid": str(self.proc.pid), "log": str(self.log)}
+
+    def _send(self, line: str) -> None:
+        stdin: IO[bytes] | None = self.proc.stdin
+        try:
+            assert stdin is not None
+            stdin.write(f"{line}\n".encode())
+            stdin.flush()
+        except (BrokenPipeError, OSError, ValueError):
+            pass  # the reader sees the worker gone and fails the job
+
+    def _read(self) -> None:
+        assert self.proc.stdout is not None
+        try:
+            for raw in self.proc.stdout:
+                word, _, rest = raw.decode(errors="replace").strip().partition(" ")
+                if word == "pause":
+                    self.launcher.pause_trials()
+                    self._send("paused")
+                elif word == "resume":
+                    self.launcher.resume_trials()
+                elif word == "done":
+                    self.jobs[self.current] = JobStatus(JobState.SUCCEEDED)
+                elif word == "error":
+                    reason = rest.partition(" ")[2]
+                    self.jobs[self.current] = JobStatus(
+                        JobState.FAILED, f"{reason}; log: {self.log}"
+                    )
+        finally:
+            self.launcher.resume_trials()  # never leave trials paused behind a dead worker
+            code = self.proc.wait()
+            if self.current and self.jobs[self.current].state.active:
+                self.jobs[self.current] = _failure(code or 1, self.log)
+
+    def close(self) -> None:
+        """Ends the worker: its requests end; a measurement under way finishes first."""
+        if self.proc.stdin is not None:
+            with contextlib.suppress(OSError):
+                self.proc.stdin.close()
+
+
+def _signal(proc: subprocess.Popen[bytes], sig: int) -> None:
+    """Sends ``sig`` to a live process's group (a process that just ended is skipped)."""
+    if proc.poll() is None:
+        with contextlib.suppress(ProcessLookupError):
+            os.killpg(proc.pid, sig)
 
 
 def _failure(code: int, log: Path) -> JobStatus:

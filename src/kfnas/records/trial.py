@@ -22,7 +22,8 @@ from kfnas.records.base import Record, RecordError
 # 4: TrialSpec gained ``data_overrides`` (a retraining on new data: ``kfnas.stages.retraining``).
 # 5: TrialResult gained ``attempts`` and ``start_steps`` (runs it took, the step each resumed from).
 # 6: TrialResult gained ``runtime`` (how it trained: strategy, replicas, workers, precision).
-SCHEMA_VERSION = 6
+# 7: TrialResult gained ``measurement`` (the measurement step's protocol, spread and device).
+SCHEMA_VERSION = 7
 
 
 class TrialStatus(enum.Enum):
@@ -125,6 +126,10 @@ class TrialResult(Record):
             ``multi_worker_mirrored``), ``replicas``, ``workers``, ``precision``, ``devices``,
             ``all_reduce`` and any ``warnings`` (``kfnas.training.distribution``); empty when
             not recorded.
+        measurement: How the measurement step measured the model (``kfnas.training.protocol``):
+            the device, the protocol (warm-up, runs, threads, batch sizes), each latency's
+            spread (median, p90, mean, standard deviation, coefficient of variation), TensorFlow
+            Lite results or conversion errors; empty for a trial that was never measured.
     """
 
     KIND = "trial result"
@@ -142,6 +147,7 @@ class TrialResult(Record):
     attempts: int = 0
     start_steps: tuple[int, ...] = ()
     runtime: dict[str, str] = dataclasses.field(default_factory=dict)
+    measurement: dict[str, Any] = dataclasses.field(default_factory=dict)
 
     def __post_init__(self) -> None:
         if self.attempts < 0 or any(step < 0 for step in self.start_steps):
@@ -165,6 +171,38 @@ class TrialResult(Record):
     def completed(self) -> bool:
         """Whether the trial was trained and evaluated."""
         return self.status is TrialStatus.COMPLETED
+
+
+@dataclasses.dataclass(frozen=True)
+class TrialTraining(Record):
+    """A trial trained and evaluated, not yet measured: ``trained.json``, written by ``run_trial``.
+
+    The trial's pod only trains and evaluates; the measurement step (``kfnas.stages.measure``)
+    measures the model on the latency device, computes the reward and writes ``result.json``
+    from this record and its measurement. Until then the trial has no result, so the search
+    algorithm never sees a reward that does not exist yet.
+
+    Attributes:
+        trial_id: The trial's id.
+        metrics: The evaluation metrics and the training's own figures (``train_seconds``, ...).
+        model_uri: Where the trained checkpoint lies in the store.
+        duration_s: Wall time of the training run (evaluation included).
+        attempts: Runs of the trial that started (see ``TrialResult``).
+        start_steps: The step each attempt started from (see ``TrialResult``).
+        runtime: How it trained (see ``TrialResult``).
+    """
+
+    KIND = "trial training"
+    SCHEMA_VERSION = 1
+    SORT_KEYS = True
+
+    trial_id: int
+    metrics: dict[str, float] = dataclasses.field(default_factory=dict)
+    model_uri: str = ""
+    duration_s: float = 0.0
+    attempts: int = 0
+    start_steps: tuple[int, ...] = ()
+    runtime: dict[str, str] = dataclasses.field(default_factory=dict)
 
 
 @dataclasses.dataclass(frozen=True)

@@ -9,12 +9,14 @@ wrappers over these functions; ``kfnas`` commands call them directly.
 The search pipeline calls ``init_experiment``; ``search_study`` for the proxy study (the search
 controller: it proposes and runs trials, each trial job running ``run_trial`` through
 ``kfnas.stages.worker``); ``select_top``; ``propose_retraining`` of the best proxy trials into
-``validation`` and ``run_trial`` for each; ``search_study`` per refinement study;
-``select_winner``, ``report``, ``propose_retraining`` into ``final``, ``run_trial`` and
-``export_model``. The retraining pipeline calls ``init_retraining``, ``run_trial`` and
-``publish_if_not_worse``. With a cluster profile whose full trainings span several nodes, those
-pipelines call ``launch_trial`` instead of ``run_trial`` for each full training: it starts the
-trial as a multi-node job and records its result. ``kfnas`` commands also call
+``validation`` and ``run_trial`` for each, then ``measure_trials`` on the latency device;
+``search_study`` per refinement study; ``select_winner``, ``report``, ``propose_retraining`` into
+``final``, ``run_trial``, ``measure_trials`` and ``export_model``. The search controller sends each
+trained trial to ``measure_trial`` (``kfnas.stages.measure_worker``). The retraining pipeline
+calls ``init_retraining``, ``run_trial``, ``measure_trials`` and ``publish_if_not_worse``. With a
+cluster profile whose full trainings span several nodes, those pipelines call ``launch_trial``
+instead of ``run_trial`` for each full training: it starts the trial as a multi-node job and
+records how it ended. ``kfnas`` commands also call
 ``propose_trials`` and ``propose_refinement`` (one round at a time) and ``request_stop``.
 
 To add a stage: write one function (about 40 lines at most, its contract in the docstring) in the
@@ -27,6 +29,7 @@ from kfnas.stages._control import ControllerConflictError, ControllerState, read
 from kfnas.stages.controller import search_study, search_summary
 from kfnas.stages.export import export_model
 from kfnas.stages.launched import launch_trial
+from kfnas.stages.measure import NotTrainedError, measure_trial, measure_trials
 from kfnas.stages.refinement import propose_refinement, select_winner
 from kfnas.stages.report import report
 from kfnas.stages.retraining import init_retraining, publish_if_not_worse
@@ -41,11 +44,14 @@ from kfnas.stages.search import (
 __all__ = [
     "ControllerConflictError",
     "ControllerState",
+    "NotTrainedError",
     "StudyStoppedError",
     "export_model",
     "init_experiment",
     "init_retraining",
     "launch_trial",
+    "measure_trial",
+    "measure_trials",
     "propose_refinement",
     "propose_retraining",
     "propose_trials",

@@ -13,7 +13,11 @@ slot waits for a round's slowest trial. Each poll it:
    stateless ``kfnas.search`` controller), writes their ``trial.json`` and starts their jobs;
    the same proposal keeps a few trials proposed ahead, which freed slots start at once
    (``_fill``), so a slot does not wait for a proposal;
-3. writes ``controller.json`` (its heartbeat and status; see ``_control``).
+3. sends each trial whose training ended well (``trained.json``) to a measurement job on the
+   latency device (job kind ``latency``: ``kfnas.stages.measure_worker``), one at a time, in the
+   order they finished; the measurement writes the trial's ``result.json`` with its latency and
+   reward, so the algorithm sees a reward only once it exists;
+4. writes ``controller.json`` (its heartbeat and status; see ``_control``).
 
 The study's budget is ``budget.rounds x budget.trials_per_round`` trials. The store stays the
 single source of truth: a restarted controller (a retried step, a resubmitted run) adopts the jobs
@@ -39,15 +43,18 @@ import time
 from collections.abc import Callable, Mapping
 from typing import Any, Protocol
 
+from kfnas.config.spec import ENV_LATENCY_DEVICE, LOCAL_DEVICE, SpecError
 from kfnas.config.studies import PROXY
 from kfnas.launch import JobState, JobStatus, Launcher, TrialJob, launcher_from_config
-from kfnas.records.trial import TrialResult, TrialStatus
+from kfnas.launch.base import MEASURE_KIND
+from kfnas.records.trial import TrialResult, TrialStatus, TrialTraining
 from kfnas.search import SpaceExhausted
 from kfnas.stages._common import StudyStoppedError, check_failures, propose_round
 from kfnas.stages._control import ControllerState, acquire, stop_requested, write_state
 from kfnas.stages.search import attempts_exhausted
 from kfnas.store import Experiment, open_experiment
 from kfnas.store.trials import TrialAlreadyFinished
+from kfnas.validation import latency_device_problems
 
 
 class Clock(Protocol):
@@ -74,20 +81,34 @@ class SystemClock:
         time.sleep(seconds)
 
 
-def record_job_end(exp: Experiment, study: str, trial_id: int, status: JobStatus) -> TrialResult:
+def record_job_end(
+    exp: Experiment, study: str, trial_id: int, status: JobStatus, *, measuring: bool = False
+) -> TrialResult | TrialTraining:
     """The result of a trial whose job ended; one that ended without it is recorded FAILED.
 
-    The error names why, with the launcher's reason (``out of memory (OOMKilled, exit 137)``, the
-    deadline, an exit code), so one job that died never leaves its trial without a result.
+    A training job that ended with the trial trained (``trained.json``) returns that record: the
+    trial waits for its measurement. The error names why, with the launcher's reason (``out of
+    memory (OOMKilled, exit 137)``, the deadline, an exit code), so one job that died never leaves
+    its trial without a result.
+
+    Args:
+        exp: The experiment.
+        study: The trial's study.
+        trial_id: The trial.
+        status: How its job ended.
+        measuring: The job was the trial's measurement (it must have written ``result.json``).
     """
     records = exp.records
     result = records.read_result(study, trial_id)
     if result is not None:
         return result
+    if not measuring and (trained := records.read_trained(study, trial_id)) is not None:
+        return trained
+    job = "measurement job" if measuring else "job"
     why = {
-        JobState.SUCCEEDED: "its job ended without writing result.json",
-        JobState.MISSING: "its job disappeared (deleted from outside kfnas?)",
-    }.get(status.state, "its job failed")
+        JobState.SUCCEEDED: f"its {job} ended without writing result.json",
+        JobState.MISSING: f"its {job} disappeared (deleted from outside kfnas?)",
+    }.get(status.state, f"its {job} failed")
     result = TrialResult(
         trial_id=trial_id,
         status=TrialStatus.FAILED,
@@ -133,6 +154,8 @@ def search_study(
     Raises:
         ValueError: ``parallelism`` below 1.
         LaunchError: The launcher cannot start trials (RBAC, secrets, settings), before any trial.
+        SpecError: The spec's ``measurement.device`` is not the device this run measures on,
+            before any trial.
         ControllerConflictError: Another run's controller is searching the study.
         StudyStoppedError: The last ``max_consecutive_failures`` trials all failed.
     """
@@ -144,6 +167,8 @@ def search_study(
     exp = open_experiment(experiment_uri)
     if study not in exp.spec.studies:
         return ControllerState(run_id=run_id, study=study, state="finished", reason="no study")
+    if problems := latency_device_problems(exp.spec, latency_device_of(launch_config)):
+        raise SpecError("; ".join(problems))
     launcher = launcher_from_config({**launch_config, "run_id": run_id})
     try:
         return run_search(
@@ -151,6 +176,16 @@ def search_study(
         )
     finally:
         launcher.close()
+
+
+def latency_device_of(launch_config: Mapping[str, Any]) -> str:
+    """The latency device a launch config's measurement jobs run on.
+
+    ``local`` for the local launcher; for the kubernetes launcher, the ``KFNAS_LATENCY_DEVICE`` its
+    ``latency`` settings set (the cluster profile's ``latency.device``).
+    """
+    settings = launch_config.get("settings", {}).get(MEASURE_KIND, {})
+    return settings.get("env", {}).get(ENV_LATENCY_DEVICE, "") or LOCAL_DEVICE
 
 
 def search_summary(experiment_uri: str, state: ControllerState) -> dict[str, float]:
@@ -206,6 +241,8 @@ class _Controller:
             launcher=launcher.NAME,
         )
         self.running: dict[int, str] = {}  # trial id -> job name
+        self.measuring: dict[int, str] = {}  # trial id -> measurement job name (at most one)
+        self.to_measure: list[int] = []  # trained trials waiting for their measurement
         self.starts: dict[int, int] = {}  # trial id -> jobs this controller started for it
         self.ahead: list[int] = []  # proposed ahead, not started yet
         self.last_proposal_s = 0.0
@@ -222,12 +259,16 @@ class _Controller:
         try:
             while True:
                 self._collect()
+                self._collect_measurements()
                 if not self.state.reason:
                     self._fill()
-                if not self.running and (self.state.reason or self._spent()):
+                self._measure_next()
+                idle = not (self.running or self.measuring or self.to_measure)
+                if idle and (self.state.reason or self._spent()):
                     break
                 self._heartbeat()
-                self.launcher.wait(self.running.values(), poll_s, self.clock.sleep)
+                jobs = [*self.running.values(), *self.measuring.values()]
+                self.launcher.wait(jobs, poll_s, self.clock.sleep)
         except BaseException as e:
             self._heartbeat(state="failed", reason=f"{type(e).__name__}: {e}")
             raise
@@ -252,7 +293,9 @@ class _Controller:
         """
         for spec, result in self.exp.records.history(self.study):
             self.state.proposed += 1
-            if result is None:
+            if result is None and self.exp.records.read_trained(self.study, spec.trial_id):
+                self.to_measure.append(spec.trial_id)
+            elif result is None:
                 self._start(spec.trial_id)
             else:
                 self._count(result)
@@ -283,15 +326,11 @@ class _Controller:
             del self.state.running[str(trial_id)]
             if self._retry(trial_id, status):
                 continue
-            result = self._result(trial_id, status)
-            self._count(result)
-            reward = f" reward {result.reward:.4f}" if result.reward is not None else ""
-            self.log(
-                f"{self.study} trial {trial_id}: {result.status.value}{reward}"
-                + (f" ({result.error})" if result.error else "")
-                + f" [{len(self.running)}/{self.state.parallelism} slots busy, "
-                f"{self.state.completed + self.state.failed}/{self.state.budget} done]"
-            )
+            outcome = record_job_end(self.exp, self.study, trial_id, status)
+            if isinstance(outcome, TrialTraining):
+                self.to_measure.append(trial_id)  # its slot is free: it measures elsewhere
+            else:
+                self._finished(outcome)
         if not self.state.reason and stop_requested(self.exp, self.study, self.state.run_id):
             self.state.reason = "stopped by request (kfnas stop)"
             self.log(f"{self.study}: stop requested; waiting for {len(self.running)} trials")
@@ -308,7 +347,8 @@ class _Controller:
         """
         if status.state is not JobState.FAILED or self.launcher.RETRIES_ITSELF:
             return False
-        if self.exp.records.read_result(self.study, trial_id) is not None:
+        records = self.exp.records
+        if records.read_result(self.study, trial_id) or records.read_trained(self.study, trial_id):
             return False
         if attempts_exhausted(self.exp, self.study, trial_id) is not None:
             return False  # recorded FAILED just now, with where each attempt was killed
@@ -318,9 +358,38 @@ class _Controller:
         self._start(trial_id)
         return True
 
-    def _result(self, trial_id: int, status: JobStatus) -> TrialResult:
-        """The trial's result; a job that ended without one is recorded FAILED with its reason."""
-        return record_job_end(self.exp, self.study, trial_id, status)
+    def _finished(self, result: TrialResult) -> None:
+        self._count(result)
+        reward = f" reward {result.reward:.4f}" if result.reward is not None else ""
+        latency = result.metrics.get("latency_ms")
+        self.log(
+            f"{self.study} trial {result.trial_id}: {result.status.value}{reward}"
+            + (f" latency {latency:.2f} ms" if latency is not None else "")
+            + (f" ({result.error})" if result.error else "")
+            + f" [{len(self.running)}/{self.state.parallelism} slots busy, "
+            f"{self.state.completed + self.state.failed}/{self.state.budget} done]"
+        )
+
+    def _collect_measurements(self) -> None:
+        """Records every finished measurement; one that died without a result is FAILED."""
+        statuses = self.launcher.poll(self.measuring.values()) if self.measuring else {}
+        for trial_id, name in list(self.measuring.items()):
+            status = statuses.get(name, JobStatus(JobState.MISSING))
+            if status.state.active:
+                continue
+            del self.measuring[trial_id]
+            result = record_job_end(self.exp, self.study, trial_id, status, measuring=True)
+            assert isinstance(result, TrialResult)
+            self._finished(result)
+
+    def _measure_next(self) -> None:
+        """Starts the next waiting measurement when none runs: one model at a time."""
+        if self.measuring or not self.to_measure:
+            return
+        trial_id = self.to_measure.pop(0)
+        job = TrialJob(self.exp.uri, self.study, trial_id, kind=MEASURE_KIND)
+        self.launcher.start(job)
+        self.measuring[trial_id] = job.name
 
     def _count(self, result: TrialResult) -> None:
         if result.completed:

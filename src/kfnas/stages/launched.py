@@ -4,9 +4,10 @@ When the cluster profile's ``training`` section trains on several nodes (``worke
 an ``engine``), a pipeline's full-training step (validation, final, retraining) does not train in
 its own pod: ``launch_trial`` starts the trial through the launcher the search controller uses
 (``kfnas.launch``: a Kubeflow Trainer v2 ``TrainJob`` or a Training Operator v1 ``TFJob``, whose
-chief trains and writes the result exactly as a single-pod ``run_trial`` does), follows the job
-until it ends, and returns the trial's result from the store; a job that ended without one is
-recorded FAILED with the launcher's reason (``kfnas.stages.controller.record_job_end``).
+chief trains and writes ``trained.json`` exactly as a single-pod ``run_trial`` step does),
+follows the job until it ends, and returns the trial's record from the store (the pipeline's
+measurement step then measures it); a job that ended without one is recorded FAILED with the
+launcher's reason (``kfnas.stages.controller.record_job_end``).
 
 Like ``run_trial`` it is idempotent: a finished trial returns at once, and a restarted step adopts
 the running job of its trial (job names are deterministic) instead of starting a second one. The
@@ -26,7 +27,7 @@ from collections.abc import Callable, Mapping
 from typing import Any
 
 from kfnas.launch import JobState, JobStatus, TrialJob, launcher_from_config
-from kfnas.records.trial import TrialResult
+from kfnas.records.trial import TrialResult, TrialTraining
 from kfnas.stages.controller import record_job_end
 from kfnas.store import open_experiment
 
@@ -41,7 +42,7 @@ def launch_trial(
     poll_s: float = 30.0,
     log: Callable[[str], None] = print,
     sleep: Callable[[float], None] = time.sleep,
-) -> TrialResult:
+) -> TrialResult | TrialTraining:
     """Runs one full training as a job of the launcher and returns its recorded result.
 
     Args:
@@ -63,7 +64,7 @@ def launch_trial(
             before anything runs.
     """
     exp = open_experiment(experiment_uri)
-    done = exp.records.read_result(study, trial_id)
+    done = exp.records.read_result(study, trial_id) or exp.records.read_trained(study, trial_id)
     if done is not None:
         return done
     launcher = launcher_from_config({**launch_config, "run_id": run_id})
@@ -84,6 +85,9 @@ def launch_trial(
     finally:
         launcher.close()
     result = record_job_end(exp, study, trial_id, status)
+    if isinstance(result, TrialTraining):
+        log(f"{study} trial {trial_id}: trained; the measurement step measures it")
+        return result
     log(
         f"{study} trial {trial_id}: {result.status.value}"
         + (f" ({result.error})" if result.error else "")

@@ -15,6 +15,7 @@ from __future__ import annotations
 import dataclasses
 import datetime
 import logging
+import math
 import os
 import socket
 import tempfile
@@ -26,7 +27,14 @@ from typing import Any
 from kfnas.config.settings import ExperimentSettings
 from kfnas.config.spec import BudgetSpec, ExperimentSpec, SpecError
 from kfnas.launch.tf_config import cluster_role
-from kfnas.records.trial import RecordError, TrialAttempt, TrialResult, TrialSpec, TrialStatus
+from kfnas.records.trial import (
+    RecordError,
+    TrialAttempt,
+    TrialResult,
+    TrialSpec,
+    TrialStatus,
+    TrialTraining,
+)
 from kfnas.stages._common import best_trials, propose_round, trial_seed
 from kfnas.store import (
     Experiment,
@@ -112,11 +120,22 @@ def propose_trials(experiment_uri: str, study: str, round_index: int, n: int = 0
     return propose_round(open_experiment(experiment_uri), study, round_index, n=n)
 
 
-def run_trial(experiment_uri: str, study: str, trial_id: int) -> TrialResult:
-    """Trains, evaluates and measures one proposed trial and records how it ended.
+def run_trial(
+    experiment_uri: str, study: str, trial_id: int, *, measure: bool = True
+) -> TrialResult | TrialTraining:
+    """Trains and evaluates one proposed trial, measures it unless told not to, and records it.
+
+    With ``measure`` (the default: ``kfnas trial``, tests) the model is measured in this process
+    right after training (``kfnas.training.measurement``) and ``result.json`` written. Without
+    it (a trial pod: ``python -m kfnas.stages.worker --train-only``, the ``run_trial`` step) a
+    trial that trained well is recorded as ``trained.json`` and returned as its
+    ``TrialTraining``: the measurement step (``kfnas.stages.measure``) measures it on the latency
+    device and writes ``result.json``; a trial that failed or diverged gets its ``result.json``
+    at once.
 
     Idempotent: a trial whose ``result.json`` exists is returned as it is, without training, so a
-    resubmitted pipeline skips finished work. Otherwise it records an attempt; a trial that already
+    resubmitted pipeline skips finished work; one already trained is not trained again (with
+    ``measure`` it is measured). Otherwise it records an attempt; a trial that already
     used ``budget.max_attempts`` attempts is recorded FAILED without training
     (``attempts_exhausted``). Training resumes from the trial's newest complete checkpoint in the
     store, logs included, and checkpoints to the store on the budget's schedule. The checkpoint
@@ -133,9 +152,11 @@ def run_trial(experiment_uri: str, study: str, trial_id: int) -> TrialResult:
         experiment_uri: From ``init_experiment``.
         study: The study's name.
         trial_id: A trial written by ``propose_trials``.
+        measure: Measure the trained model here and write ``result.json``.
 
     Returns:
-        The trial's result (for a non-chief process: how its own training ended, not recorded).
+        The trial's result, or its ``TrialTraining`` when trained but not measured (for a
+        non-chief process: how its own training ended, not recorded).
 
     Raises:
         ClusterConfigError: ``TF_CONFIG`` is set but not valid, or names this process nowhere.
@@ -148,6 +169,13 @@ def run_trial(experiment_uri: str, study: str, trial_id: int) -> TrialResult:
         return done
     if role is not None and not role.chief:
         return _run_as_worker(exp, records.read_spec(study, trial_id), role.name)
+    trained = records.read_trained(study, trial_id)
+    if trained is not None:
+        if not measure:
+            return trained
+        from kfnas.stages.measure import measure_trial
+
+        return measure_trial(experiment_uri, study, trial_id)
     # One runner per trial: a second one (a resubmitted run, a retry of a live pod) waits for
     # the first's result, or takes the trial over once the first's lease expires.
     trial = records.read_spec(study, trial_id)
@@ -161,13 +189,16 @@ def run_trial(experiment_uri: str, study: str, trial_id: int) -> TrialResult:
         renew_every_s=budget.lease_renew_s,
     ) as claim:
         if claim.outcome is ClaimOutcome.ACQUIRED:
-            return _run_claimed(exp, trial, claim.check)
-    finished = records.read_result(study, trial_id)  # DONE: another runner finished it
-    assert finished is not None  # a corrupt result.json reads as a FAILED stand-in
+            return _run_claimed(exp, trial, claim.check, measure)
+    # DONE: another runner finished it (a corrupt result.json reads as a FAILED stand-in)
+    finished = records.read_result(study, trial_id) or records.read_trained(study, trial_id)
+    assert finished is not None
     return finished
 
 
-def _run_claimed(exp: Experiment, trial: TrialSpec, check: Callable[[], None]) -> TrialResult:
+def _run_claimed(
+    exp: Experiment, trial: TrialSpec, check: Callable[[], None], measure: bool
+) -> TrialResult | TrialTraining:
     """``run_trial`` for the runner holding the trial's lease; ``check`` raises once it is lost."""
     records, study, trial_id = exp.records, trial.study, trial.trial_id
     exhausted = attempts_exhausted(exp, study, trial_id)
@@ -188,7 +219,7 @@ def _run_claimed(exp: Experiment, trial: TrialSpec, check: Callable[[], None]) -
         attempt = record_attempt(exp, study, trial_id, latest.step if latest else 0)
         uploader = CheckpointUploader(checkpoints, logs_dir, Path(work) / "staging", attempt)
         try:
-            result = execute_trial(exp.spec, trial, work, on_checkpoint=uploader)
+            result = execute_trial(exp.spec, trial, work, on_checkpoint=uploader, measure=measure)
         finally:
             uploader.close()
         uploads = {
@@ -199,17 +230,22 @@ def _run_claimed(exp: Experiment, trial: TrialSpec, check: Callable[[], None]) -
             if (Path(work) / local).is_dir():
                 check()  # a runner that lost its lease writes nothing more
                 exp.store.upload_dir(Path(work) / local, remote)
-        if result.completed:
+        if isinstance(result, TrialTraining) or result.completed:
             model_uri = exp.store.uri(exp.layout.trial_model_dir(study, trial_id))
             result = dataclasses.replace(result, model_uri=model_uri)
     started = [a.from_step if a else 0 for a in read_attempts(exp, study, trial_id).values()]
     result = dataclasses.replace(result, attempts=len(started), start_steps=tuple(started))
     check()
-    records.write_result(study, result)
+    if isinstance(result, TrialTraining):
+        # A metric with no value (NaN: an evaluator's empty category) has no JSON form.
+        finite = {k: v for k, v in result.metrics.items() if math.isfinite(v)}
+        records.write_trained(study, dataclasses.replace(result, metrics=finite))
+    else:
+        records.write_result(study, result)
     return result
 
 
-def _run_as_worker(exp: Experiment, trial: TrialSpec, name: str) -> TrialResult:
+def _run_as_worker(exp: Experiment, trial: TrialSpec, name: str) -> TrialResult | TrialTraining:
     """A non-chief process of a multi-node trial: trains beside the chief and records nothing.
 
     It starts from the newest complete checkpoint in the store, as the chief does (they must hold
@@ -226,13 +262,8 @@ def _run_as_worker(exp: Experiment, trial: TrialSpec, name: str) -> TrialResult:
         if latest is not None:
             checkpoints.restore(latest, Path(work) / MODEL_DIR, Path(work) / LOGS_DIR)
         result = execute_trial(exp.spec, trial, work, measure=False)
-    log.info(
-        "%s of %s trial %d: %s (the chief records the result)",
-        name,
-        study,
-        trial_id,
-        result.status.value,
-    )
+    status = "trained" if isinstance(result, TrialTraining) else result.status.value
+    log.info("%s of %s trial %d: %s (the chief records the result)", name, study, trial_id, status)
     return result
 
 

@@ -133,6 +133,10 @@ class ExperimentLayout:
         """The trial's ``TrialResult``, written last: its existence marks the trial done."""
         return f"{self.trial_dir(study, trial_id)}/result.json"
 
+    def trial_trained(self, study: str, trial_id: int) -> str:
+        """The trial's ``TrialTraining``: trained and evaluated, waiting for its measurement."""
+        return f"{self.trial_dir(study, trial_id)}/trained.json"
+
     def trial_launch(self, study: str, trial_id: int) -> str:
         """Where the trial's job runs and logs, written by the search controller when it starts."""
         return f"{self.trial_dir(study, trial_id)}/launch.json"

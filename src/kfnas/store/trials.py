@@ -3,6 +3,8 @@
 - ``trial.json`` (a ``TrialSpec``) is written once by ``propose_trials``; writing the same spec
   again is a no-op (a resumed proposal), a different one is an error (proposals must be
   deterministic).
+- ``trained.json`` (a ``TrialTraining``) is written when the trial's training and evaluation
+  ended well; its measurement then writes ``result.json``.
 - ``result.json`` (a ``TrialResult``) is written last, create-only: its existence marks the trial
   done, and a finished trial is never overwritten.
 - Trial ids come from the trial folder names, in numeric order.
@@ -35,7 +37,7 @@ import warnings
 from collections.abc import Iterable
 
 from kfnas.config.spec import ExperimentSpec, SpecError
-from kfnas.records.trial import RecordError, TrialResult, TrialSpec, TrialStatus
+from kfnas.records.trial import RecordError, TrialResult, TrialSpec, TrialStatus, TrialTraining
 from kfnas.store.base import ArtifactStore, ObjectExists, ObjectNotFound
 from kfnas.store.layout import ExperimentLayout
 
@@ -170,6 +172,33 @@ class TrialRecords:
                 f"{self._describe(study, result.trial_id)} is already finished "
                 f"({self.store.uri(path)} exists); a finished trial is never overwritten"
             ) from e
+
+    def write_trained(self, study: str, trained: TrialTraining) -> None:
+        """Writes ``trained.json``: the trial trained and evaluated, waiting for its measurement.
+
+        A rerun's training (the first one's record lost with its pod) replaces it.
+        """
+        path = self.layout.trial_trained(study, trained.trial_id)
+        self.store.write_text(path, trained.to_json())
+
+    def read_trained(self, study: str, trial_id: int) -> TrialTraining | None:
+        """The trial's ``trained.json``; ``None`` when it has none or it cannot be read.
+
+        An unreadable one (truncated, newer schema) warns and reads as absent: the trial is
+        then trained again rather than measured from a record it cannot trust.
+        """
+        path = self.layout.trial_trained(study, trial_id)
+        try:
+            return TrialTraining.from_json(self.store.read_text(path))
+        except ObjectNotFound:
+            return None
+        except RecordError as e:
+            warnings.warn(
+                f"{self.store.uri(path)} cannot be read ({e}); the trial trains again",
+                CorruptRecordWarning,
+                stacklevel=2,
+            )
+            return None
 
     def read_spec(self, study: str, trial_id: int) -> TrialSpec:
         """Reads the trial's ``trial.json``.

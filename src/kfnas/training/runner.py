@@ -2,13 +2,14 @@
 
 ``execute_trial`` is the glue between the parts that know nothing of each other: the search space
 builds the backbone, the task kind wraps it into its official.vision model and input pipeline, the
-trainer trains and evaluates, ``kfnas.training.measure`` counts parameters and multiply-adds and
-times inference, and the reward folds the constraints in. It works in a local folder and returns a
-``TrialResult``; it never raises for a bad architecture (FAILED or INFEASIBLE instead), so one bad
-trial cannot stop a study. Storing the outputs is the caller's job (``kfnas.stages.run_trial``).
+trainer trains and evaluates, and (unless the measurement step does it on the latency device)
+``kfnas.training.measurement`` measures the model by the fixed protocol and folds the constraints
+into the reward. It works in a local folder and returns a ``TrialResult`` (or, trained but not
+measured, a ``TrialTraining``); it never raises for a bad architecture (FAILED or INFEASIBLE
+instead), so one bad trial cannot stop a study. Storing the outputs is the caller's job
+(``kfnas.stages.run_trial``).
 
-To extend what a trial measures: add the measurement to ``_measure`` and, if a constraint may
-target it, its name to ``kfnas.config.spec.CONSTRAINT_MEASURES``.
+To extend what a trial measures: see ``kfnas.training.measurement``.
 """
 
 from __future__ import annotations
@@ -26,8 +27,7 @@ from typing import Any
 import pyglove as pg
 
 from kfnas.config.spec import BudgetSpec, ExperimentSpec
-from kfnas.records.trial import TrialResult, TrialSpec, TrialStatus
-from kfnas.search.rewards import RewardError, compute_reward, objective_vector
+from kfnas.records.trial import TrialResult, TrialSpec, TrialStatus, TrialTraining
 from kfnas.spaces import declared_options, get_space
 from kfnas.tasks import TASKS
 
@@ -46,8 +46,8 @@ def execute_trial(
     on_checkpoint: Callable[[int, str], None] | None = None,
     distribution: Any = None,
     measure: bool = True,
-) -> TrialResult:
-    """Builds, trains, evaluates and measures one trial.
+) -> TrialResult | TrialTraining:
+    """Builds, trains, evaluates and (with ``measure``) measures one trial.
 
     Training checkpoints on the trial budget's schedule (``checkpoint_every_steps``,
     ``checkpoint_every_minutes``) besides its evaluations and the end; a checkpoint already in
@@ -63,14 +63,16 @@ def execute_trial(
             chosen from the devices, ``TF_CONFIG`` and the ``KFNAS_*`` runtime variables. A
             global batch that does not divide across its replicas fails the trial before
             training. The result's ``runtime`` records it.
-        measure: Whether to measure the model and compute the reward after training. A
-            non-chief worker of a multi-node trial does not: its result (the final evaluation,
-            reward 0) is never recorded.
+        measure: Whether to measure the model here (this device, the protocol of
+            ``kfnas.training.protocol``) and compute the reward. Without it a trial that trained
+            well returns its ``TrialTraining``, measured later by the measurement step on the
+            latency device (or, on a non-chief worker of a multi-node trial, never recorded).
 
     Returns:
-        COMPLETED with metrics (the task's metrics plus ``params``, ``flops`` in multiply-adds and
-        ``latency_ms``), reward and objectives; INFEASIBLE when the loss became NaN or infinite;
-        FAILED with the error when anything raised.
+        COMPLETED with metrics (the task's metrics plus ``params``, ``flops`` in multiply-adds,
+        ``latency_ms`` and its spread), reward and objectives, or the ``TrialTraining`` without
+        ``measure``; INFEASIBLE when the loss became NaN or infinite; FAILED with the error when
+        anything raised.
     """
     start = time.monotonic()
     work = Path(work_dir)
@@ -104,7 +106,7 @@ def _execute(
     on_checkpoint: Callable[[int, str], None] | None,
     distribution: Any,
     measure: bool,
-) -> TrialResult:
+) -> TrialResult | TrialTraining:
     from kfnas.training.distribution import batch_problems, choose_distribution
     from kfnas.training.trainer import train_and_evaluate
 
@@ -151,15 +153,17 @@ def _execute(
             duration_s=duration,
             runtime=runtime,
         )
-    if not measure:  # a worker of a multi-node trial: the chief measures and records
-        return TrialResult(
-            trial.trial_id,
-            TrialStatus.COMPLETED,
-            {k: v for k, v in outcome.metrics.items() if math.isfinite(v)},
-            reward=0.0,  # unmeasured: such a result is never recorded
-            duration_s=duration,
-            runtime=runtime,
-        )
+    metrics = {
+        **_best_evaluation(outcome, spec.objectives.metric, evaluations),
+        "train_steps_per_second": outcome.steps_per_second,
+        "train_seconds": outcome.train_seconds,
+        "checkpoint_seconds": outcome.checkpoint_seconds,
+    }
+    training = TrialTraining(trial.trial_id, metrics, duration_s=duration, runtime=runtime)
+    if not measure:  # the measurement step measures it on the latency device
+        return training
+    from kfnas.training.measurement import latency_device, measure_trial_model, score_trial
+
     if distribution.replicas > 1:
         # Reading a distributed model's batch-norm statistics is an all-reduce the other
         # processes no longer join: measure a copy outside the strategy, restored from the final
@@ -171,36 +175,10 @@ def _execute(
         final = tf.train.latest_checkpoint(str(work / MODEL_DIR))
         tf.train.Checkpoint(model=model).read(final).expect_partial()
         model(tf.zeros([1, *task_kind.input_shape(spec.task)]), training=False)  # restores
-    metrics = {
-        **_best_evaluation(outcome, spec.objectives.metric, evaluations),
-        **_measure(model, task_kind.input_shape(spec.task), budget.latency_runs),
-    }
-    metrics["train_steps_per_second"] = outcome.steps_per_second
-    metrics["train_seconds"] = outcome.train_seconds
-    metrics["checkpoint_seconds"] = outcome.checkpoint_seconds
-    try:
-        reward = compute_reward(metrics, spec.objectives)
-        objectives = objective_vector(metrics, spec.objectives)
-    except RewardError as e:
-        return TrialResult(
-            trial.trial_id,
-            TrialStatus.FAILED,
-            metrics,
-            error=f"reward: {e}",
-            duration_s=time.monotonic() - start,
-            runtime=runtime,
-        )
-    # A metric with no value (NaN, e.g. an evaluator's empty category) is dropped from the record.
-    metrics = {k: v for k, v in metrics.items() if math.isfinite(v)}
-    return TrialResult(
-        trial.trial_id,
-        TrialStatus.COMPLETED,
-        metrics,
-        reward=reward,
-        objectives=objectives,
-        duration_s=time.monotonic() - start,
-        runtime=runtime,
-    )
+    device, threads = latency_device()
+    measured = measure_trial_model(spec, trial, model, threads=threads)
+    result = score_trial(spec, training, measured, device=device)
+    return dataclasses.replace(result, duration_s=time.monotonic() - start)
 
 
 def local_trial(
@@ -277,15 +255,3 @@ def _finite_or_lowest(value: float | None) -> float:
     if value is None or not math.isfinite(value):
         return -math.inf
     return value
-
-
-def _measure(model: Any, input_shape: tuple[int, ...], latency_runs: int) -> dict[str, float]:
-    from kfnas.training import measure
-
-    return {
-        "params": float(measure.count_parameters(model)),
-        "flops": float(measure.count_multiply_adds(model, input_shape)),
-        "latency_ms": measure.measure_latency_ms(
-            model, input_shape, warmup=max(1, latency_runs // 5), runs=latency_runs
-        ),
-    }

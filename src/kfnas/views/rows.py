@@ -41,7 +41,8 @@ class TrialRow:
         metric: The objective metric's name.
         value: The objective metric's value, if evaluated.
         reward: The reward, for a completed trial.
-        latency_ms: Batch-1 latency, if measured.
+        latency_ms: Batch-1 latency (the median of the timed runs), if measured.
+        latency_p90_ms: Its 90th percentile: the spread of the timed runs.
         flops: Multiply-adds of one batch-1 inference, if counted.
         params: Number of weights, if counted.
         duration_s: Wall time of the trial (0 while pending).
@@ -62,6 +63,7 @@ class TrialRow:
     duration_s: float
     source: str = ""
     error: str = ""
+    latency_p90_ms: float | None = None
 
     def to_dict(self) -> dict[str, Any]:
         """The row as plain JSON-ready data."""
@@ -89,6 +91,7 @@ def trial_row(
         duration_s=result.duration_s if result else 0.0,
         source=source,
         error=result.error if result else "",
+        latency_p90_ms=metrics.get("latency_p90_ms"),
     )
 
 
@@ -110,6 +113,7 @@ _MEASURES: list[tuple[str, Callable[[TrialRow], str]]] = [
     ("{metric}", lambda r: _fmt(r.value, ".4f")),
     ("reward", lambda r: _fmt(r.reward, ".4f")),
     ("latency ms", lambda r: _fmt(r.latency_ms, ".2f")),
+    ("p90 ms", lambda r: _fmt(r.latency_p90_ms, ".2f")),
     ("M mult-adds", lambda r: _fmt(r.flops, ".1f", 1e6)),
     ("params", lambda r: _fmt(r.params, ",.0f")),
 ]
@@ -134,5 +138,7 @@ def describe_result(result: TrialResult, metric: str) -> str:
         parts.append(f"{metric} {result.metrics[metric]:.4f}")
     parts.append(f"reward {result.reward:.4f}")
     if "latency_ms" in result.metrics:
-        parts.append(f"latency {result.metrics['latency_ms']:.1f} ms")
+        p90 = result.metrics.get("latency_p90_ms")
+        spread = f" (p90 {p90:.1f})" if p90 is not None else ""
+        parts.append(f"latency {result.metrics['latency_ms']:.1f} ms{spread}")
     return " ".join(parts) + f" ({result.duration_s:.0f} s)"

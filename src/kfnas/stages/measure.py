@@ -1,0 +1,138 @@
+"""The measurement step: trained trials measured on the latency device, one model at a time.
+
+A trial's pod only trains and evaluates (``run_trial(measure=False)`` writes ``trained.json``);
+``measure_trial`` then rebuilds its model from the stored checkpoint on the device the cluster
+profile's ``latency`` section names, measures it by the fixed protocol
+(``kfnas.training.protocol``: warm-up, timed batch-1 runs and the spec's batch sizes, median and
+p90, FLOPs, parameters, peak memory, optional TensorFlow Lite), computes the reward and writes
+``result.json``. Until then the trial has no result, so the search algorithm never sees a reward
+that does not exist yet. The search controller sends each trained trial to a measurement job
+(``python -m kfnas.stages.measure_worker``), one at a time; the pipelines run ``measure_trials``
+after their validation, final and retraining trainings.
+
+To measure something more: see ``kfnas.training.measurement``.
+"""
+
+from __future__ import annotations
+
+import logging
+import tempfile
+import time
+from collections.abc import Callable, Sequence
+from contextlib import AbstractContextManager
+from typing import Any
+
+from kfnas.config.spec import SpecError
+from kfnas.records.trial import TrialResult, TrialStatus
+from kfnas.store import open_experiment
+from kfnas.store.trials import TrialAlreadyFinished
+from kfnas.validation import latency_device_problems
+
+log = logging.getLogger(__name__)
+
+
+class NotTrainedError(RuntimeError):
+    """A trial asked to be measured has neither a result nor a ``trained.json``."""
+
+
+def measure_trial(
+    experiment_uri: str,
+    study: str,
+    trial_id: int,
+    *,
+    exclusive: Callable[[], AbstractContextManager[Any]] | None = None,
+) -> TrialResult:
+    """Measures one trained trial on this process's latency device and records its result.
+
+    Idempotent: a trial with a ``result.json`` returns it. The device and the threads to pin
+    come from ``KFNAS_LATENCY_DEVICE`` and ``KFNAS_LATENCY_THREADS`` (the cluster profile's
+    ``latency`` section; ``local`` and unpinned without one). A measurement that fails (the model
+    does not rebuild, the device runs out of memory) records the trial FAILED with the reason, so
+    the search goes on.
+
+    Args:
+        experiment_uri: From ``init_experiment``.
+        study: The trial's study.
+        trial_id: A trial whose training wrote ``trained.json``.
+        exclusive: Entered around each timed part only (the local launcher pauses the trainings
+            running beside it meanwhile); ``None``: nothing to pause.
+
+    Raises:
+        NotTrainedError: The trial has no ``trained.json`` (train it first).
+        SpecError: The spec's ``measurement.device`` is not this run's latency device.
+    """
+    from kfnas.training.measurement import latency_device  # TensorFlow-free until it measures
+
+    exp = open_experiment(experiment_uri)
+    records = exp.records
+    done = records.read_result(study, trial_id)
+    if done is not None:
+        return done
+    trained = records.read_trained(study, trial_id)
+    if trained is None:
+        raise NotTrainedError(
+            f"trial {trial_id} of study {study!r} has not been trained (no "
+            f"{exp.store.uri(exp.layout.trial_trained(study, trial_id))}): run the trial first"
+        )
+    device, threads = latency_device()
+    if problems := latency_device_problems(exp.spec, device):
+        raise SpecError("; ".join(problems))
+    began = time.monotonic()
+    try:
+        result = _measure(exp, study, trial_id, trained, device, threads, exclusive, began)
+    except Exception as e:  # One model that cannot be measured must not stop the study.
+        log.warning("measuring trial %d of %s failed: %s", trial_id, study, e)
+        result = TrialResult(
+            trial_id,
+            TrialStatus.FAILED,
+            dict(trained.metrics),
+            error=f"measurement on {device} failed: {type(e).__name__}: {e}",
+            model_uri=trained.model_uri,
+            duration_s=trained.duration_s,
+            attempts=trained.attempts,
+            start_steps=trained.start_steps,
+            runtime=dict(trained.runtime),
+        )
+    try:
+        records.write_result(study, result)
+    except TrialAlreadyFinished:  # another measurement recorded it meanwhile
+        return records.read_result(study, trial_id) or result
+    return result
+
+
+def _measure(
+    exp: Any,
+    study: str,
+    trial_id: int,
+    trained: Any,
+    device: str,
+    threads: int,
+    exclusive: Callable[[], AbstractContextManager[Any]] | None,
+    began: float,
+) -> TrialResult:
+    """Rebuilds the trial's model from its stored checkpoint, measures and scores it."""
+    from kfnas.training.measurement import measure_trial_model, restore_trial_model, score_trial
+    from kfnas.training.protocol import pin_threads
+    from kfnas.training.runner import trial_experiment_spec
+
+    pin_threads(threads)  # before TensorFlow runs anything in this process
+    trial = exp.records.read_spec(study, trial_id)
+    spec = trial_experiment_spec(exp.spec, trial)
+    with tempfile.TemporaryDirectory(prefix=f"kfnas-measure-{trial_id}-") as work:
+        exp.store.download_dir(exp.layout.trial_model_dir(study, trial_id), work)
+        model = restore_trial_model(spec, trial, work)
+    measured = measure_trial_model(spec, trial, model, threads=threads, exclusive=exclusive)
+    return score_trial(spec, trained, measured, device=device, seconds=time.monotonic() - began)
+
+
+def measure_trials(experiment_uri: str, study: str, trial_ids: Sequence[int]) -> list[TrialResult]:
+    """Measures trained trials one after another (the pipelines' step after full trainings).
+
+    A trial that already has its result (it failed in training, or was measured before) is
+    returned as it is.
+
+    Raises:
+        NotTrainedError: A trial has neither a result nor ``trained.json``.
+        SpecError: The spec's ``measurement.device`` is not this run's latency device.
+    """
+    return [measure_trial(experiment_uri, study, int(trial_id)) for trial_id in trial_ids]

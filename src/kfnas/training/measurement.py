@@ -1,0 +1,201 @@
+"""Measuring a trained trial's model and scoring it: the measurement step's TensorFlow half.
+
+A trial's pod trains and evaluates (``runner.execute_trial(measure=False)`` gives a
+``TrialTraining``); the measurement step (``kfnas.stages.measure``) rebuilds the model on the
+latency device from the trial's checkpoint (``restore_trial_model``), measures it by the fixed
+protocol (``measure_trial_model``: ``kfnas.training.protocol``) and folds the measurement and the
+training into the trial's ``TrialResult`` with its reward (``score_trial``). A trial run in one
+process (``execute_trial(measure=True)``: ``kfnas trial``, tests) measures its in-memory model
+the same way.
+
+To measure something more: add it to ``kfnas.training.protocol``; to let a constraint target it,
+add its metric name to ``kfnas.config.spec.CONSTRAINT_MEASURES``.
+"""
+
+from __future__ import annotations
+
+import math
+import os
+from collections.abc import Callable
+from contextlib import AbstractContextManager
+from pathlib import Path
+from typing import Any
+
+from kfnas.config.spec import (
+    ENV_LATENCY_DEVICE,
+    ENV_LATENCY_THREADS,
+    LOCAL_DEVICE,
+    BudgetSpec,
+    ExperimentSpec,
+)
+from kfnas.records.trial import TrialResult, TrialSpec, TrialStatus, TrialTraining
+from kfnas.search.rewards import RewardError, compute_reward, objective_vector
+from kfnas.spaces import declared_options, get_space
+from kfnas.tasks import TASKS
+
+
+def latency_device() -> tuple[str, int]:
+    """The device this process measures on and the threads to pin, from its environment.
+
+    ``KFNAS_LATENCY_DEVICE`` (the cluster profile's ``latency.device``; ``local`` when unset) and
+    ``KFNAS_LATENCY_THREADS`` (0 when unset: TensorFlow's default).
+
+    Raises:
+        ValueError: ``KFNAS_LATENCY_THREADS`` is not a whole number >= 0.
+    """
+    threads = os.environ.get(ENV_LATENCY_THREADS, "").strip() or "0"
+    if not threads.isdigit():
+        raise ValueError(
+            f"{ENV_LATENCY_THREADS} must be a whole number of threads (0: unpinned), got "
+            f"{threads!r}: fix steps.latency.threads of the cluster profile"
+        )
+    return os.environ.get(ENV_LATENCY_DEVICE, "").strip() or LOCAL_DEVICE, int(threads)
+
+
+def restore_trial_model(spec: ExperimentSpec, trial: TrialSpec, checkpoint_dir: str | Path) -> Any:
+    """The trial's model rebuilt outside any distribution, with its trained weights.
+
+    Args:
+        spec: The resolved spec the trial trained under (``runner.trial_experiment_spec``).
+        trial: The trial.
+        checkpoint_dir: A local copy of the trial's ``model/`` folder.
+
+    Raises:
+        FileNotFoundError: The folder holds no checkpoint.
+    """
+    import tensorflow as tf
+
+    from kfnas.training.runner import build_trial_model
+
+    task_kind = TASKS.get(spec.task.kind)
+    space_options = declared_options(spec.task.kind, [get_space(trial.space)])
+    official_task = task_kind.build_task(
+        spec.task, spec.data, BudgetSpec(**trial.budget), space_options
+    )
+    model = build_trial_model(spec, trial, official_task)
+    latest = tf.train.latest_checkpoint(str(checkpoint_dir))
+    if latest is None:
+        raise FileNotFoundError(
+            f"no checkpoint in {checkpoint_dir}: the trial's model/ folder was not uploaded; "
+            f"run the trial again"
+        )
+    tf.train.Checkpoint(model=model).read(latest).expect_partial()
+    model(tf.zeros([1, *task_kind.input_shape(spec.task)]), training=False)  # restores all
+    return model
+
+
+def measure_trial_model(
+    spec: ExperimentSpec,
+    trial: TrialSpec,
+    model: Any,
+    *,
+    threads: int = 0,
+    exclusive: Callable[[], AbstractContextManager[Any]] | None = None,
+) -> Any:
+    """Measures the trial's model by the protocol (``kfnas.training.protocol.measure_model``).
+
+    The trial's ``budget.latency_runs`` timed calls per latency, the spec's
+    ``measurement.batch_sizes`` and ``measurement.tflite``.
+
+    Returns:
+        The ``ModelMeasurement``.
+    """
+    from kfnas.training.protocol import measure_model
+
+    return measure_model(
+        model,
+        TASKS.get(spec.task.kind).input_shape(spec.task),
+        runs=BudgetSpec(**trial.budget).latency_runs,
+        batch_sizes=tuple(spec.measurement.batch_sizes),
+        tflite=tuple(spec.measurement.tflite),
+        threads=threads,
+        exclusive=exclusive,
+    )
+
+
+def score_trial(
+    spec: ExperimentSpec,
+    training: TrialTraining,
+    measured: Any,
+    *,
+    device: str,
+    seconds: float = 0.0,
+) -> TrialResult:
+    """The trial's result: its training's metrics, the measurement's and the reward.
+
+    A TensorFlow Lite measurement that failed is recorded in ``measurement``; when a constraint
+    needs it, the trial is FAILED with the conversion error, unless the spec's
+    ``measurement.tflite_fallback`` lets the constraint use the TensorFlow latency (recorded as
+    ``measurement.fallback``).
+
+    Args:
+        spec: The resolved spec the trial trained under.
+        training: Its training record.
+        measured: The ``ModelMeasurement`` of its model.
+        device: The latency device it was measured on.
+        seconds: How long the measurement took (building and restoring the model included).
+    """
+    metrics = {**training.metrics, **measured.metrics}
+    record = {
+        **measured.record,
+        "device": device,  # the latency device's name; TensorFlow's own device string beside it
+        "tf_device": measured.record.get("device", ""),
+        "errors": dict(measured.errors),
+    }
+    if seconds:
+        record["total_seconds"] = round(seconds, 3)
+    base = {
+        "trial_id": training.trial_id,
+        "model_uri": training.model_uri,
+        "duration_s": training.duration_s,
+        "attempts": training.attempts,
+        "start_steps": training.start_steps,
+        "runtime": dict(training.runtime),
+    }
+    fallback = {}
+    for constraint in spec.objectives.constraints:
+        measure = constraint.measure
+        mode = measure.removeprefix("tflite_").removesuffix("_latency_ms")
+        error = measured.errors.get(f"tflite_{mode}") if measure.startswith("tflite_") else None
+        if error is None or measure in metrics:
+            continue
+        if not spec.measurement.tflite_fallback:
+            return TrialResult(
+                status=TrialStatus.FAILED,
+                metrics=_finite(metrics),
+                error=(
+                    f"TensorFlow Lite {mode} conversion failed, and the constraint on {measure} "
+                    f"needs it: {error}. Change the model's unsupported ops, or set "
+                    f"measurement.tflite_fallback: true to use the TensorFlow latency instead"
+                ),
+                measurement=record,
+                **base,
+            )
+        metrics[measure] = metrics["latency_ms"]
+        fallback[measure] = "latency_ms"
+    if fallback:
+        record["fallback"] = fallback
+    try:
+        reward = compute_reward(metrics, spec.objectives)
+        objectives = objective_vector(metrics, spec.objectives)
+    except RewardError as e:
+        return TrialResult(
+            status=TrialStatus.FAILED,
+            metrics=_finite(metrics),
+            error=f"reward: {e}",
+            measurement=record,
+            **base,
+        )
+    return TrialResult(
+        status=TrialStatus.COMPLETED,
+        metrics=_finite(metrics),
+        reward=reward,
+        objectives=objectives,
+        measurement=record,
+        **base,
+    )
+
+
+def _finite(metrics: dict[str, float]) -> dict[str, float]:
+    """A metric with no value (NaN, e.g. an evaluator's empty category) is left out."""
+    return {k: v for k, v in metrics.items() if math.isfinite(v)}
