@@ -14,6 +14,7 @@ from kfnas.components.export_model import export_model
 from kfnas.components.init_experiment import init_experiment
 from kfnas.components.init_retraining import init_retraining
 from kfnas.components.launch_trial import launch_trial
+from kfnas.components.measure_trials import measure_trials
 from kfnas.components.propose_retraining import propose_retraining
 from kfnas.components.publish_if_not_worse import publish_if_not_worse
 from kfnas.components.report import report
@@ -30,6 +31,7 @@ COMPONENTS = {
         search_study,
         run_trial,
         launch_trial,
+        measure_trials,
         select_top,
         propose_retraining,
         select_winner,
@@ -46,6 +48,7 @@ __all__ = [
     "init_experiment",
     "init_retraining",
     "launch_trial",
+    "measure_trials",
     "propose_retraining",
     "publish_if_not_worse",
     "report",

@@ -8,7 +8,17 @@ of step:
 * ``light``: everything else (init, propose, select, report): no accelerator;
 * ``export`` (optional): the export steps (``export_model``, and ``publish_if_not_worse`` of the
   retraining pipeline), which load the largest model of the run; without it they get the
-  ``training`` section without its accelerator.
+  ``training`` section without its accelerator;
+* ``latency`` (optional): the latency target device, where the model will be deployed and what a
+  reward's latency constraint refers to. The measurement steps (``measure_trials``, after the
+  validation, final and retraining trainings) and the search controller's measurement Jobs run
+  there, one model at a time. Its ``device`` names the device (a DNS-label-like name, e.g.
+  ``cpu-n2-4`` or ``nvidia-l4``; an experiment spec's ``measurement.device``, when set, must match
+  it) and ``threads`` the threads a measurement pins (TensorFlow intra-op threads; 0, the default:
+  not pinned; at most ``resources.cpu_limit`` when that is set); they reach the step as
+  ``KFNAS_LATENCY_DEVICE`` and ``KFNAS_LATENCY_THREADS``, and only this section may set them.
+  Without it, latency is measured on a light node: the ``light`` section, with the device
+  ``<profile name>-light``; name a ``latency`` section for your deployment target.
 
 Each section may set an accelerator (type and count), CPU and memory requests and limits, node
 selectors, tolerations, volumes (PVC mounts and an in-memory ``/dev/shm``), Kubernetes secrets as
@@ -33,10 +43,10 @@ GPU of a pod trains (``kfnas.training.distribution``); precision and all-reduce 
 trainings of the validation, final and retraining steps run as such jobs, launched by a light step
 (``launch_trial``), and the search controller starts its ``training`` trials the same way.
 
-``queue`` names a Kueue LocalQueue (a DNS label; empty: none) for the trial Jobs the search
-controller starts (``trial`` and ``training``, through ``kfnas.pipelines.trial_pods``): each Job is
-created suspended with the label ``kueue.x-k8s.io/queue-name`` and runs when Kueue admits it. It
-does not apply to the pipeline's own steps.
+``queue`` names a Kueue LocalQueue (a DNS label; empty: none) for the Jobs the search controller
+starts (``trial``, ``training`` and ``latency``, through ``kfnas.pipelines.trial_pods``): each Job
+is created suspended with the label ``kueue.x-k8s.io/queue-name`` and runs when Kueue admits it.
+It does not apply to the pipeline's own steps.
 
 To support another setting: add a field (with an "unset" default) to ``StepProfile`` or one of its
 parts, check it in that dataclass's ``problems()``, and write an ``_apply_<setting>(task, step)``
@@ -53,6 +63,7 @@ from typing import Any, Literal
 from kfp import kubernetes
 from kfp.dsl import PipelineTask
 
+from kfnas.config.spec import ENV_LATENCY_DEVICE, ENV_LATENCY_THREADS
 from kfnas.config.strict import SpecError, from_data, load_yaml
 from kfnas.launch.tf_config import (
     ALL_REDUCE_ALGORITHMS,
@@ -64,9 +75,13 @@ from kfnas.launch.tf_config import (
 PROFILES_DIR = Path(__file__).parent / "profiles"
 
 #: The kinds of steps a profile configures.
-STEP_KINDS = ("trial", "training", "light", "export")
+STEP_KINDS = ("trial", "training", "light", "export", "latency")
 #: The kinds of steps that train (and so take precision, all-reduce and workers).
 TRAINING_KINDS = ("trial", "training")
+#: The kind of step that measures latency (and so takes a device and threads).
+LATENCY_KIND = "latency"
+#: What the device of a profile without a ``latency`` section ends in (``<profile name>-light``).
+LIGHT_DEVICE_SUFFIX = "-light"
 #: What an environment variable must name for Google Cloud clients to use a mounted key.
 CREDENTIALS_ENV = "GOOGLE_APPLICATION_CREDENTIALS"
 _GOOGLE_KEY = re.compile(r"gcs|gcp|google", re.IGNORECASE)
@@ -275,11 +290,20 @@ class StepProfile:
     workers: int = 1
     engine: str = ""
     runtime: str = ""
+    device: str = ""
+    threads: int = 0
 
     def runtime_env(self) -> dict[str, str]:
-        """The environment variables that tell the trial how to train (unset: the defaults)."""
+        """The environment variables of the section's own settings (unset: the defaults).
+
+        How a trial trains (``KFNAS_PRECISION``, ``KFNAS_ALL_REDUCE``), and where a measurement
+        measures and how many threads it pins (``KFNAS_LATENCY_DEVICE``,
+        ``KFNAS_LATENCY_THREADS``).
+        """
         names = {"precision": ENV_PRECISION, "all_reduce": ENV_ALL_REDUCE}
-        return {env: getattr(self, key) for key, env in names.items() if getattr(self, key)}
+        env = {env: getattr(self, key) for key, env in names.items() if getattr(self, key)}
+        env |= {ENV_LATENCY_DEVICE: self.device} if self.device else {}
+        return env | ({ENV_LATENCY_THREADS: str(self.threads)} if self.threads > 0 else {})
 
     def training_problems(self, where: str, trains: bool) -> list[str]:
         """What is wrong with how the section trains; ``trains``: a trial or training section."""
@@ -308,9 +332,44 @@ class StepProfile:
             )
         return out
 
+    def measurement_problems(self, where: str, measures: bool) -> list[str]:
+        """What is wrong with where the section measures; ``measures``: a latency section."""
+        changed = (["device"] if self.device else []) + (["threads"] if self.threads else [])
+        if not measures:
+            if not changed:
+                return []
+            return [
+                f"{where} does not measure latency, so {', '.join(changed)} cannot apply: set "
+                f"them in steps.{LATENCY_KIND}"
+            ]
+        out = []
+        if not self.device:
+            out.append(
+                f"{where}.device is empty: name the device latency is measured on (the "
+                "deployment target, e.g. cpu-n2-4 or nvidia-l4; experiment specs name it in "
+                "measurement.device)"
+            )
+        elif not _DNS_LABEL.match(self.device):
+            out.append(
+                f"{where}.device {self.device!r} is not a device name: lowercase letters, digits "
+                "and '-', at most 63 characters, e.g. nvidia-l4"
+            )
+        if self.threads < 0:
+            out.append(f"{where}.threads must be >= 0 (0: not pinned), got {self.threads}")
+        cpus = _cpus(self.resources.cpu_limit)
+        if cpus is not None and self.threads > cpus:
+            out.append(
+                f"{where}.threads {self.threads} is more than {where}.resources.cpu_limit "
+                f"{self.resources.cpu_limit!r}: lower threads to at most {int(cpus)}, or raise "
+                f"{where}.resources.cpu_limit to at least {self.threads}"
+            )
+        return out
+
     def problems(self, where: str) -> list[str]:
         """What is wrong, as messages naming ``where``."""
-        out = self.training_problems(where, where.rsplit(".", 1)[-1] in TRAINING_KINDS)
+        kind = where.rsplit(".", 1)[-1]
+        out = self.training_problems(where, kind in TRAINING_KINDS)
+        out += self.measurement_problems(where, kind == LATENCY_KIND)
         for name in ("accelerator", "resources", "volumes", "secrets", "retries"):
             part = getattr(self, name)
             out += part.problems(f"{where}.{name}") if part is not None else []
@@ -357,6 +416,7 @@ class StepsSpec:
     training: StepProfile
     light: StepProfile
     export: StepProfile | None = None
+    latency: StepProfile | None = None
 
 
 @dataclasses.dataclass(frozen=True)
@@ -376,9 +436,14 @@ class ClusterProfile:
 
         ``export``, when the profile has no such section, is the ``training`` section without
         its accelerator and how it trains: as much memory as the largest training, no GPU.
+        ``latency``, when the profile has no such section, is the ``light`` section measuring on
+        the device ``<profile name>-light``: latency measured on a light node (name a
+        ``latency`` section for your deployment target).
         """
         if kind not in STEP_KINDS:
             raise ProfileError(f"unknown kind of step {kind!r}; kinds: {', '.join(STEP_KINDS)}")
+        if kind == LATENCY_KIND and self.steps.latency is None:
+            return dataclasses.replace(self.steps.light, device=self.light_device())
         if kind == "export" and self.steps.export is None:
             return dataclasses.replace(
                 self.steps.training,
@@ -387,11 +452,17 @@ class ClusterProfile:
             )
         return getattr(self.steps, kind)
 
+    def light_device(self) -> str:
+        """The latency device of a profile without a ``latency`` section: ``<name>-light``."""
+        name = re.sub(r"[^a-z0-9-]+", "-", self.name.lower()).strip("-") or "profile"
+        return name[: 63 - len(LIGHT_DEVICE_SUFFIX)].rstrip("-") + LIGHT_DEVICE_SUFFIX
+
 
 def training_summary(profile: ClusterProfile) -> list[str]:
-    """How the profile's trials and full trainings train, one line each, for ``kfnas compile``.
+    """How the profile's trials and full trainings train and where it measures latency.
 
-    A multi-node line names the engine's pinned release and what the cluster must have installed.
+    One line each, for ``kfnas compile``. A multi-node line names the engine's pinned release and
+    what the cluster must have installed; the last line is ``latency_summary``.
     """
     from kfnas.launch.multinode import ENGINE_TABLE  # the kubernetes client: only to compile
 
@@ -415,7 +486,26 @@ def training_summary(profile: ClusterProfile) -> list[str]:
                 f"({engine.install})"
             )
         lines.append(line)
-    return lines
+    return [*lines, latency_summary(profile)]
+
+
+def latency_summary(profile: ClusterProfile) -> str:
+    """Where the profile measures latency: the device, its accelerator or CPUs, the threads."""
+    step = profile.step(LATENCY_KIND)
+    accelerator = step.accelerator
+    device = f"{accelerator.count} x {accelerator.type}" if accelerator else "CPUs only"
+    threads = f"{step.threads} threads" if step.threads else "threads not pinned"
+    line = f"latency: measured on {step.device} ({device}, {threads}), one model at a time"
+    if profile.steps.latency is None:
+        line += " on a light node: name a latency section for your deployment target"
+    return line
+
+
+def _cpus(quantity: str) -> float | None:
+    """A CPU quantity (``"4"``, ``"500m"``) in CPUs; ``None`` when unset or not a quantity."""
+    if not _CPU.match(quantity or "-"):
+        return None
+    return float(quantity[:-1]) / 1000 if quantity.endswith("m") else float(quantity)
 
 
 def under(path: str, folder: str) -> bool:

@@ -4,14 +4,18 @@
 
     init retraining  [init_retraining: read the handoff, check the new data, plan one trial]
       -> retraining  [run_trial: the handoff's architecture, scaling and augmentation policy,
-                      full-training budget, new data]                                (training)
+                      full-training budget, new data; trains and evaluates]           (training)
+      -> retraining: measure [measure_trials: its latency on the latency target device, and
+                      its result.json with the reward]                                 (latency)
       -> publish if not worse [publish_if_not_worse: export it as the new version and move
                       export/latest if score >= previous score - tolerance; else keep the
                       previous version and record why in retraining/<version>.json]
 
 The trial belongs to the ``retraining`` study of the experiment the handoff came from (see
-``kfnas.stages.retraining``). A trial that fails is recorded by ``run_trial``; the publish step then
-fails the run with the trial's error, and nothing is published. A rejection is not a failure: the
+``kfnas.stages.retraining``). It is measured like the search's trials, on the profile's ``latency``
+section, after its training has ended; the publish step reads the result the measurement wrote. A
+trial that fails is recorded by ``run_trial`` (or by its measurement); the publish step then fails
+the run with the trial's error, and nothing is published. A rejection is not a failure: the
 run succeeds, its output ``status`` is ``rejected`` and the ``metrics`` artifact of the publish
 step shows both scores. ``kfnas schedule`` runs this pipeline on a cron schedule
 (``pipelines/schedule.py``); leave ``new_version`` empty there, so each run gets a dated version.
@@ -19,7 +23,7 @@ step shows both scores. ``kfnas schedule`` runs this pipeline on a cron schedule
 Steps are configured like the search pipeline's (``pipelines/steps.py``: display names, caching
 off, the cluster profile's settings by kind). To add a step (e.g. a check of the new data's
 statistics): write its stage and component, and call it below through ``steps.light``,
-``steps.export`` or ``steps.training``.
+``steps.export``, ``steps.latency`` or ``steps.training``.
 """
 
 # No ``from __future__ import annotations``: KFP reads the pipeline signature's types at runtime.
@@ -28,7 +32,7 @@ from typing import Any
 
 from kfp import dsl
 
-from kfnas.components import init_retraining, publish_if_not_worse
+from kfnas.components import init_retraining, measure_trials, publish_if_not_worse
 from kfnas.components._image import IMAGE
 from kfnas.pipelines.profiles import ClusterProfile
 from kfnas.pipelines.steps import Steps
@@ -41,7 +45,8 @@ def build_retraining_pipeline(profile: ClusterProfile | None = None) -> Callable
 
     Args:
         profile: The cluster profile (the training step gets its ``training`` settings, the
-            others its ``light`` ones); ``None`` for no platform settings (local runs).
+            measurement its ``latency`` ones, the publish step its ``export`` ones, the others
+            its ``light`` ones); ``None`` for no platform settings (local runs).
 
     Returns:
         The ``@dsl.pipeline`` function, ready for ``kfp.compiler`` or ``kfp.local``.
@@ -104,6 +109,15 @@ def build_retraining_pipeline(profile: ClusterProfile | None = None) -> Callable
             study=init.outputs["study"],
             trial_id=init.outputs["trial_id"],
         )
+        measure = steps.latency(
+            measure_trials(
+                experiment_uri=init.outputs["experiment_uri"],
+                study=init.outputs["study"],
+                # A list around a task output: KFP fills the id in when the step starts.
+                trial_ids=[init.outputs["trial_id"]],
+            ),
+            "retraining: measure",
+        ).after(trial)
         publish = steps.export(
             publish_if_not_worse(
                 experiment_uri=init.outputs["experiment_uri"],
@@ -116,7 +130,7 @@ def build_retraining_pipeline(profile: ClusterProfile | None = None) -> Callable
                 image=IMAGE,
             ),
             "publish if not worse",
-        ).after(trial)
+        ).after(measure)
         return publish.outputs["status"]
 
     return retraining_pipeline

@@ -7,9 +7,11 @@
       -> proxy search [search_study: the controller keeps `parallelism` trial slots busy]  (light)
       -> select top k -> validation: propose (copies of the top k with the full budget)
       -> validation [ParallelFor(ids, parallelism): run_trial, or launch_trial]      (training)
+      -> validation: measure [measure_trials(ids): one model at a time]               (latency)
       -> scaling search [search_study] -> augmentation search [search_study]  (optional; light)
       -> select the winner -> report
       -> final: propose (the winner, with its scaling and policy) -> final training   (training)
+      -> final: measure [measure_trials(ids)]                                         (latency)
       -> export [export_model: SavedModel in the store's export/<model_version>]
 
 Each searched study (``proxy``, ``scaling``, ``augmentation``) is one step, the search controller
@@ -23,6 +25,15 @@ handful) stay KFP tasks, so the models that matter show in the KFP UI: ``run_tri
 the profile's ``training`` settings, or, when that section spans several nodes (``workers``), a
 light ``launch_trial`` step that runs the trial as a Trainer v2 ``TrainJob`` or a ``TFJob``.
 
+Trainings only train and evaluate; latency is measured on the profile's ``latency`` section (the
+device the model is deployed on, which the reward's latency constraint refers to), one model at a
+time. The validation and final trainings are measured by a top-level ``measure_trials`` step after
+their group (``_measure``), which writes each trial's ``result.json`` (latency, FLOPs, reward), so
+whatever reads those results (the scaling search and ``select_winner``; the export) runs after it;
+being outside the loops, it runs after every training of its group has ended, under ``kfp.local``
+too, and never shares the device with a training. The search controller measures its own trials
+with measurement jobs of its launcher (Kubernetes Jobs on the ``latency`` section).
+
 Every count is a pipeline parameter (``rounds``, ``trials_per_round``, ``parallelism``, ``top_k``);
 the compile-time values are their defaults, and ``parallelism`` also bounds the ``ParallelFor`` of
 the validation and final trainings (KFP fixes that one when compiling). Steps exchange only the
@@ -33,9 +44,10 @@ failed trial is recorded (the step succeeds). KFP caching is off for every step
 
 A ``ClusterProfile`` (``pipelines/profiles.py``) gives each step its resources, by kind
 (``pipelines/steps.py``): ``trial`` for the proxy trials' Jobs, ``training`` for the full trainings,
-``export`` for the export of the final model (it loads the largest model of the run), ``light`` for
-everything else (the controllers too, without the light steps' timeout). Without a
-profile the pipeline carries no platform settings (what ``kfp.local`` runs).
+``latency`` for the measurement steps and Jobs, ``export`` for the export of the final model (it
+loads the largest model of the run), ``light`` for everything else (the controllers too, without
+the light steps' timeout). Without a profile the pipeline carries no platform settings (what
+``kfp.local`` runs).
 
 The pipeline's parameters are the run settings declared in ``kfnas.config.settings``
 (``ExperimentSettings``: descriptions and defaults) plus the ones of ``_OWN_PARAMETERS`` below; its
@@ -44,9 +56,10 @@ the signature written out below against them.
 
 To add a step: write its stage and component, call the component in the part of the DAG it
 belongs to (``_validate``, ``_refine_winner``, ``_finish``) through ``steps.light`` (or
-``steps.trial``/``steps.training``/``steps.export``/``steps.controller``), wrapping it in a
-one-component sub-pipeline like ``_train_each`` when it runs per trial, and order it with
-``.after`` where it reads what an earlier step wrote without taking its output.
+``steps.trial``/``steps.training``/``steps.latency``/``steps.export``/``steps.controller``),
+wrapping it in a one-component sub-pipeline like ``_train_each`` when it runs per trial, and
+order it with ``.after`` where it reads what an earlier step wrote without taking its output (a
+step reading the results of validation or final trials: after ``_measure``'s step).
 """
 
 # No ``from __future__ import annotations``: KFP reads the pipeline signature's types at runtime.
@@ -60,6 +73,7 @@ from kfp import dsl
 from kfnas.components import (
     export_model,
     init_experiment,
+    measure_trials,
     propose_retraining,
     report,
     search_study,
@@ -204,19 +218,31 @@ def _retrain(parts: _Parts, experiment_uri: Any, source: str, ids: Any, study: s
     ).output
 
 
+def _measure(parts: _Parts, uri: Any, study: str, ids: Any, trainings: Any) -> Any:
+    """The top-level step measuring the trials ``ids`` of ``study`` once ``trainings`` ended.
+
+    It runs on the latency section, one model at a time, and writes the trials' results: a step
+    that reads them goes after it.
+    """
+    return parts.steps.latency(
+        measure_trials(experiment_uri=uri, study=study, trial_ids=ids), f"{study}: measure"
+    ).after(trainings)
+
+
 def _validate(parts: _Parts, uri: Any, top_k: Any, after: Any) -> Any:
-    """Selects the top k proxy trials and trains copies of them with the full budget.
+    """Selects the top k proxy trials, trains copies of them with the full budget, measures them.
 
     Returns:
-        The validation trainings (a sub-pipeline task).
+        The validation's measurement step (the validation results are written once it ends).
     """
     top = parts.steps.light(
         select_top(experiment_uri=uri, study=PROXY, k=top_k), "select top k"
     ).after(after)
     ids = _retrain(parts, uri, PROXY, top.output, VALIDATION)
-    return parts.steps.group(
+    trainings = parts.steps.group(
         parts.trainings(experiment_uri=uri, study=VALIDATION, trial_ids=ids), "validation"
     )
+    return _measure(parts, uri, VALIDATION, ids, trainings)
 
 
 def _refine_winner(parts: _Parts, uri: Any, parallelism: Any, after: Any) -> Any:
@@ -237,18 +263,22 @@ def _refine_winner(parts: _Parts, uri: Any, parallelism: Any, after: Any) -> Any
 
 
 def _finish(parts: _Parts, uri: Any, winner: Any, model_version: Any) -> None:
-    """The report, the final training of the winner and its export."""
+    """The report, the final training of the winner, its measurement and its export.
+
+    The report covers the studies up to the winner (every one measured by then), not the final.
+    """
     parts.steps.light(report(experiment_uri=uri), "report").after(winner)
     final_ids = _retrain(parts, uri, winner.outputs["study"], winner.outputs["trial_ids"], FINAL)
     final = parts.steps.group(
         parts.trainings(experiment_uri=uri, study=FINAL, trial_ids=final_ids), "final training"
     )
+    measured = _measure(parts, uri, FINAL, final_ids, final)
     parts.steps.group(
         parts.export_each(
             experiment_uri=uri, study=FINAL, trial_ids=final_ids, version=model_version
         ),
         "export",
-    ).after(final)
+    ).after(measured)
 
 
 def _check_counts(**counts: int) -> None:
@@ -327,8 +357,8 @@ def build_search_pipeline(
         )
         uri = init.output
         searched = _search(parts, uri, PROXY, parallelism, init)
-        validation = _validate(parts, uri, top_k, searched)
-        winner = _refine_winner(parts, uri, parallelism, validation)
+        measured = _validate(parts, uri, top_k, searched)
+        winner = _refine_winner(parts, uri, parallelism, measured)
         _finish(parts, uri, winner, model_version)
         return uri
 

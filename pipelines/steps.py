@@ -4,13 +4,15 @@
 finished work, and a cache hit would skip writes to a fresh store) and applies the profile's
 settings for the step's kind: ``trial`` for a proxy trial, ``training`` for a full training,
 ``export`` for the exports (``export_model``, ``publish_if_not_worse``: they load the largest
-model of the run), ``light`` for everything else (init, propose, select, report), and ``light``
-without its timeout for a search controller (it runs as long as its study: hours to days; its
-trials get the ``trial`` or ``training`` settings as Kubernetes Jobs), and a full training
-(``full_training``) is ``run_trial`` with the ``training`` settings, or, when they span several
-nodes, a light ``launch_trial`` step that starts the multi-node job. Without a profile
-a step carries no platform settings (what ``kfp.local`` runs). A sub-pipeline (``group``) only
-gets a display name: its own steps are configured inside it.
+model of the run), ``latency`` for the measurement steps (``measure_trials``: on the latency
+target device, with its ``KFNAS_LATENCY_DEVICE`` and ``KFNAS_LATENCY_THREADS``), ``light`` for
+everything else (init, propose, select, report), and ``light`` without its timeout for a search
+controller (it runs as long as its study: hours to days; its trials get the ``trial`` or
+``training`` settings, their measurements the ``latency`` ones, as Kubernetes Jobs), and a full
+training (``full_training``) is ``run_trial`` with the ``training`` settings, or, when they span
+several nodes, a light ``launch_trial`` step that starts the multi-node job. Without a profile a
+step carries no platform settings (what ``kfp.local`` runs). A sub-pipeline (``group``) only gets
+a display name: its own steps are configured inside it.
 
 To add a kind of step: add its method here and its settings to the profiles
 (``pipelines/profiles.py``).
@@ -79,6 +81,10 @@ class Steps:
         config = json.dumps(launch_config(self.profile, IMAGE), sort_keys=True)
         task = launch_trial(**trial, launch_config=config, run_id=dsl.PIPELINE_JOB_ID_PLACEHOLDER)
         return self.launcher(task, f"{name} ({self.profile.steps.training.workers} nodes)")
+
+    def latency(self, task: PipelineTask, name: str) -> PipelineTask:
+        """A measurement of trained trials (``measure_trials``) on the latency target device."""
+        return self._configure("latency", task, name)
 
     def trial(self, task: PipelineTask, name: str) -> PipelineTask:
         """A proxy trial."""

@@ -1,13 +1,17 @@
 """The trial pods of the search controller: a cluster profile's sections as a launch config.
 
-The search controller step runs each trial as a Kubernetes Job (``kfnas.launch.kubernetes``).
-What those Jobs get on the cluster comes from the cluster profile's ``trial`` and ``training``
-sections, compiled here into the JSON-ready launch config the step receives:
+The search controller step runs each trial as a Kubernetes Job (``kfnas.launch.kubernetes``), and
+once it has trained, measures it with another Job (kind ``latency``: ``python -m
+kfnas.stages.measure_worker``) on the latency target device. What those Jobs get on the cluster
+comes from the cluster profile's ``trial``, ``training`` and ``latency`` sections (the last with
+the device and threads as ``KFNAS_LATENCY_DEVICE`` and ``KFNAS_LATENCY_THREADS``, as the
+pipeline's own measurement steps get them; a profile without that section measures on its
+``light`` section), compiled here into the JSON-ready launch config the step receives:
 
 * no profile: ``{"kind": "local"}`` (trials run as subprocesses of the controller);
 * a profile: ``{"kind": "kubernetes", "namespace": "", "image": ..., "owner_from_pod": true,
-  "settings": {"trial": <PodSettings>, "training": <PodSettings>}}``; the namespace is the
-  controller pod's own, and every Job is owned by the run's Argo Workflow.
+  "settings": {"trial": <PodSettings>, "training": <PodSettings>, "latency": <PodSettings>}}``;
+  the namespace is the controller pod's own, and every Job is owned by the run's Argo Workflow.
 
 A section that cannot form a valid Job (an accelerator type that is not an extended resource, a
 negative quantity, a limit below its request) raises ``ProfileError`` at compile time, naming the
@@ -44,7 +48,11 @@ _KEYS = {
 
 
 def pod_settings(step: StepProfile) -> PodSettings:
-    """The pod settings of one profile section (its image aside)."""
+    """The pod settings of one profile section (its image aside).
+
+    Its environment is the section's ``env`` and then its ``runtime_env()``: precision and
+    all-reduce for a section that trains, the latency device and threads for ``latency``.
+    """
     accelerator, security = step.accelerator, step.security_context
     return PodSettings(
         accelerator_type=accelerator.type if accelerator else "",

@@ -16,6 +16,12 @@ from kfnas.launch.kubernetes import KubernetesLauncher
 NS = "kfnas"
 URI = "gs://bucket/store/exp-1"
 JOB = TrialJob(URI, "proxy_0", 3)
+LATENCY = PodSettings(
+    cpu_request="4",
+    cpu_limit="4",
+    node_selector={"kfnas.io/device": "cpu-4"},
+    env={"KFNAS_LATENCY_DEVICE": "cpu-4", "KFNAS_LATENCY_THREADS": "4"},
+)
 WORKFLOW = {
     "apiVersion": "argoproj.io/v1alpha1",
     "kind": "Workflow",
@@ -27,7 +33,11 @@ WORKFLOW = {
 
 
 def launcher(standin, trial=None, **kwargs):
-    settings = {"trial": trial or PodSettings(backoff_limit=0), "training": PodSettings()}
+    settings = {
+        "trial": trial or PodSettings(backoff_limit=0),
+        "training": PodSettings(),
+        "latency": LATENCY,
+    }
     return KubernetesLauncher(
         namespace=NS,
         image="repo/kfnas:1",
@@ -61,6 +71,38 @@ def test_create_run_succeed(k8s):
     assert state(launch).state is JobState.RUNNING
     k8s.succeed(JOB.name)
     assert state(launch).state is JobState.SUCCEEDED
+    launch.close()
+
+
+def test_a_measurement_runs_as_its_own_job_with_the_latency_settings(k8s):
+    launch = launcher(k8s)
+    launch.start(JOB)
+    measure = TrialJob(URI, "proxy_0", 3, "latency")
+    location = launch.start(measure)
+    assert location["job"] == measure.name and measure.name.endswith("-m")
+    assert measure.name != JOB.name and len(measure.name) <= 63
+    stored = k8s.job(measure.name)
+    assert stored["metadata"]["labels"]["kfnas.io/kind"] == "latency"
+    pod = stored["spec"]["template"]["spec"]
+    assert pod["nodeSelector"] == {"kfnas.io/device": "cpu-4"}
+    (container,) = pod["containers"]
+    assert container["command"] == [
+        "python",
+        "-m",
+        "kfnas.stages.measure_worker",
+        URI,
+        "proxy_0",
+        "3",
+    ]
+    assert {e["name"]: e["value"] for e in container["env"]} == LATENCY.env
+    assert container["resources"] == {"limits": {"cpu": "4"}, "requests": {"cpu": "4"}}
+    k8s.succeed(measure.name)
+    statuses = launch.poll([JOB.name, measure.name])
+    assert (statuses[JOB.name].state, statuses[measure.name].state) == (
+        JobState.RUNNING,
+        JobState.SUCCEEDED,
+    )
+    assert launch.start(measure)["job"] == measure.name  # started again: adopted
     launch.close()
 
 
@@ -252,7 +294,7 @@ def test_from_config_with_kubeconfig_and_owner_from_pod(k8s, tmp_path, monkeypat
         "image": "repo/kfnas:1",
         "run_id": "run-1",
         "owner_from_pod": True,
-        "settings": {"trial": PodSettings().to_dict(), "training": PodSettings().to_dict()},
+        "settings": {kind: PodSettings().to_dict() for kind in ("trial", "training", "latency")},
     }
     launch = launcher_from_config(json.loads(json.dumps(config)))
     launch.check()
@@ -278,7 +320,8 @@ def test_owner_from_pod_refuses_another_namespace(k8s, tmp_path, monkeypatch):
 
 def test_from_config_errors(monkeypatch, tmp_path):
     settings = {"trial": {}, "light": {}}
-    with pytest.raises(LaunchError, match=r"settings\.training is missing, settings\.light is not"):
+    missing = r"settings\.training is missing, settings\.latency is missing, settings\.light is not"
+    with pytest.raises(LaunchError, match=missing):
         launcher_from_config({"kind": "kubernetes", "namespace": "n", "settings": settings})
     with pytest.raises(LaunchError, match=r"unknown key.*nmespace"):
         launcher_from_config({"kind": "kubernetes", "nmespace": "x"})

@@ -98,6 +98,7 @@ def test_container_command_env_and_resources():
         JOB.experiment_uri,
         "proxy_0",
         "7",
+        "--train-only",
     ]
     assert container.resources.requests == {"cpu": "4", "memory": "16Gi"}
     assert container.resources.limits == {"cpu": "8", "memory": "32Gi", "nvidia.com/gpu": "2"}
@@ -180,7 +181,7 @@ def test_built_in_profiles_make_valid_jobs(name):
     assert name in profile_names()
     config = trial_pods.launch_config(load_profile(name), "repo/kfnas:1")
     assert config["kind"] == "kubernetes"
-    for kind in ("trial", "training"):
+    for kind in ("trial", "training", "latency"):
         settings = PodSettings.from_dict(config["settings"][kind])
         assert settings.problems(kind) == []
         job = job_manifest(
@@ -191,6 +192,39 @@ def test_built_in_profiles_make_valid_jobs(name):
         assert job.spec.backoff_limit == load_profile(name).step(kind).retries.num_retries
         limits = pod.containers[0].resources.limits
         assert ("nvidia.com/gpu" in limits) == (name != "cpu-only")
+
+
+@pytest.mark.parametrize("name", ["cpu-only", "gke-gpu", "nvidia-gpu"])
+def test_a_measurement_job_gets_the_latency_section_and_runs_the_measure_worker(name):
+    profile = load_profile(name)
+    step = profile.step("latency")
+    config = trial_pods.launch_config(profile, "repo/kfnas:1")
+    measure = TrialJob(JOB.experiment_uri, JOB.study, JOB.trial_id, "latency")
+    job = job_manifest(
+        measure, PodSettings.from_dict(config["settings"]["latency"]), image="i", run_id=""
+    )
+    assert job.metadata.name == measure.name != JOB.name
+    assert job.metadata.name.endswith("-m") and len(job.metadata.name) <= 63
+    assert job.metadata.labels["kfnas.io/kind"] == "latency"
+    pod = job.spec.template.spec
+    (container,) = pod.containers
+    assert container.command == [
+        "python",
+        "-m",
+        "kfnas.stages.measure_worker",
+        JOB.experiment_uri,
+        "proxy_0",
+        "7",
+    ]
+    env = {e.name: e.value for e in container.env}
+    assert env["KFNAS_LATENCY_DEVICE"] == step.device
+    assert env["KFNAS_LATENCY_THREADS"] == str(step.threads) == "4"
+    assert pod.node_selector == (step.node_selector or None)
+    requests, limits = container.resources.requests, container.resources.limits
+    assert requests["cpu"] == limits["cpu"] == "4"  # whole cores, as many as threads
+    assert requests["memory"] == limits["memory"]  # with the CPUs: Guaranteed QoS
+    assert ("nvidia.com/gpu" in limits) == (name != "cpu-only")
+    assert job.spec.backoff_limit == step.retries.num_retries
 
 
 def test_settings_round_trip_and_strict_reading():

@@ -26,6 +26,7 @@ def test_every_stage_of_the_pipeline_has_a_component():
         "search_study",
         "run_trial",
         "launch_trial",
+        "measure_trials",
         "select_top",
         "propose_retraining",
         "select_winner",

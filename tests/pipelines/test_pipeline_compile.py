@@ -3,11 +3,11 @@
 Each built-in profile is compiled with 2 rounds, 2 trials per round, parallelism 2 and top 1. The
 compiled YAML holds two documents: the pipeline spec, and the platform spec whose
 ``platforms.kubernetes.deploymentSpec.executors`` carries the Kubernetes settings per executor.
-Every step is checked against the section of its kind (``training``, ``export``, ``light``, and
-``controller``: the search steps get the ``light`` section without its timeout); the proxy trials
-are Kubernetes
-Jobs the search steps create, whose settings (the ``trial`` section) are the launch config
-compiled into them (``tests/pipelines/test_trial_pods.py`` checks the Jobs).
+Every step is checked against the section of its kind (``training``, ``latency``: the measurement
+steps, ``export``, ``light``, and ``controller``: the search steps get the ``light`` section
+without its timeout); the proxy trials are Kubernetes Jobs the search steps create, whose settings
+(the ``trial`` section) are the launch config compiled into them
+(``tests/pipelines/test_trial_pods.py`` checks the Jobs).
 """
 
 import dataclasses
@@ -60,6 +60,8 @@ def _tasks(spec):
 def _kind(name):
     if name.endswith(" search"):
         return "controller"
+    if name.endswith(": measure"):
+        return "latency"
     if name.endswith(" nodes)"):  # a multi-node full training, launched by a light step
         return "launcher"
     return {"full training": "training", "export": "export"}.get(name, "light")
@@ -201,7 +203,7 @@ def test_each_step_carries_exactly_its_kind_of_settings(compiled):
     profile, spec, platform = compiled
     kinds = _check_steps(profile, spec, platform, _kind)
     full = "launcher" if profile.multi_node() else "training"
-    assert kinds == {"controller", full, "light", "export"}
+    assert kinds == {"controller", full, "light", "export", "latency"}
 
 
 def test_the_search_steps_carry_the_trial_jobs_settings(compiled):
@@ -223,7 +225,9 @@ def test_the_retraining_pipeline_compiles_with_each_profile(name, tmp_path):
     profile = load_profile(name)
     retraining = "retraining (2 nodes)" if profile.multi_node() else "retraining"
     names = sorted(n for _, n, _, _ in _tasks(spec))
-    assert names == ["init retraining", "publish if not worse", retraining]
+    assert names == sorted(
+        ["init retraining", "publish if not worse", retraining, "retraining: measure"]
+    )
 
     def kind_of(step):
         return {"publish if not worse": "export"}.get(
@@ -231,7 +235,17 @@ def test_the_retraining_pipeline_compiles_with_each_profile(name, tmp_path):
         )
 
     kinds = _check_steps(profile, spec, platform, kind_of)
-    assert kinds == {"launcher" if profile.multi_node() else "training", "light", "export"}
+    full = "launcher" if profile.multi_node() else "training"
+    assert kinds == {full, "light", "export", "latency"}
+    tasks = {t["taskInfo"]["name"]: (k, t) for k, t in spec["root"]["dag"]["tasks"].items()}
+    measure, publish = tasks["retraining: measure"][1], tasks["publish if not worse"][1]
+    assert tasks[retraining][0] in measure["dependentTasks"]
+    assert tasks["retraining: measure"][0] in publish["dependentTasks"]
+    ids = measure["inputs"]["parameters"]
+    (channel,) = ids["trial_ids"]["runtimeValue"]["constant"]
+    assert channel == "{{$.inputs.parameters['pipelinechannel--init-retraining-trial_id']}}"
+    source = ids["pipelinechannel--init-retraining-trial_id"]["taskOutputParameter"]
+    assert source == {"producerTask": "init-retraining", "outputParameterKey": "trial_id"}
 
 
 def test_light_and_export_steps_get_no_gpu_settings(compiled):
@@ -260,12 +274,14 @@ def test_the_dag_chains_searches_validation_refinements_and_final_training(compi
         "select top k",
         "validation: propose",
         "validation",
+        "validation: measure",
         "scaling search",
         "augmentation search",
         "select the winner",
         "report",
         "final: propose",
         "final training",
+        "final: measure",
         "export",
     }
 
@@ -277,15 +293,22 @@ def test_the_dag_chains_searches_validation_refinements_and_final_training(compi
         ("select top k", "proxy search"),
         ("validation: propose", "select top k"),
         ("validation", "validation: propose"),
-        ("scaling search", "validation"),
+        ("validation: measure", "validation"),
+        ("scaling search", "validation: measure"),
         ("augmentation search", "scaling search"),
         ("select the winner", "augmentation search"),
         ("report", "select the winner"),
         ("final: propose", "select the winner"),
         ("final training", "final: propose"),
-        ("export", "final training"),
+        ("final: measure", "final training"),
+        ("export", "final: measure"),
     ]
     assert [pair for pair in chain if not after(*pair)] == []
+    for study in ("validation", "final"):  # measures the ids its trainings trained
+        propose = by_name[f"{study}: propose"][0]
+        for name in (study if study == "validation" else "final training", f"{study}: measure"):
+            source = by_name[name][1]["inputs"]["parameters"]["trial_ids"]["taskOutputParameter"]
+            assert source == {"producerTask": propose, "outputParameterKey": "Output"}, name
     loops = {path[-1]: task["iteratorPolicy"]["parallelismLimit"] for path, task in _loops(spec)}
     assert loops == {"validation": 2, "final training": 2, "export": 1}
 
@@ -310,7 +333,7 @@ def test_the_compiled_pipeline_does_not_grow_with_rounds_or_trials(tmp_path):
         )
         sizes[rounds] = (len(_tasks(spec)), spec, platform)
     (tasks, *rest), *others = sizes.values()
-    assert tasks == 12
+    assert tasks == 14
     assert all(other == (tasks, *rest) for other in others)  # the same pipeline but for 2 defaults
 
 
@@ -367,9 +390,22 @@ def test_kfnas_compile_shows_how_trials_and_full_trainings_train(tmp_path, capsy
         "installed" in out
     )
     assert "kubectl apply -f pipelines/runtimes/kfnas-tensorflow.yaml" in out
+    assert "latency: measured on nvidia-gpu (1 x nvidia.com/gpu, 4 threads)" in out
     assert main(["compile", "--profile", "gke-gpu", "-o", str(tmp_path / "g.yaml")]) == 0
     out = " ".join(capsys.readouterr().out.split())
     assert "full trainings: 1 pod, 2 x nvidia.com/gpu (2 replicas), bfloat16" in out
+    assert "latency: measured on nvidia-l4 (1 x nvidia.com/gpu, 4 threads)" in out
+    assert main(["compile", "--profile", "cpu-only", "-o", str(tmp_path / "c.yaml")]) == 0
+    out = " ".join(capsys.readouterr().out.split())
+    assert "latency: measured on cpu-4 (CPUs only, 4 threads), one model at a time" in out
+    mine = tmp_path / "mine.yaml"
+    mine.write_text(GOOD)
+    assert main(["compile", "--profile", str(mine), "-o", str(tmp_path / "m.yaml")]) == 0
+    out = " ".join(capsys.readouterr().out.split())
+    assert (
+        "latency: measured on test-light (CPUs only, threads not pinned), one model at a time "
+        "on a light node: name a latency section for your deployment target" in out
+    )
 
 
 GOOD = """
@@ -409,6 +445,37 @@ steps:
             "  light: {}\n  export: {workers: 2, engine: trainer-v2}",
             r"steps.export does not train, so engine, workers cannot apply",
         ),
+        ("  light: {}\n  latency: {threads: 2}", r"steps.latency.device is empty: name the"),
+        (
+            "  light: {}\n  latency: {device: NVIDIA L4}",
+            r"steps.latency.device 'NVIDIA L4' is not a device name",
+        ),
+        (
+            "  light: {device: cpu-4, threads: 4}",
+            r"steps.light does not measure latency, so device, threads cannot apply: set them "
+            r"in steps.latency",
+        ),
+        (
+            "  light: {}\n  export: {threads: 4}",
+            r"steps.export does not measure latency, so threads cannot apply",
+        ),
+        (
+            "  light: {}\n  latency: {device: cpu-4, threads: -1}",
+            r"steps.latency.threads must be >= 0 \(0: not pinned\), got -1",
+        ),
+        (
+            "  light: {}\n  latency: {device: cpu-4, threads: 8, resources: {cpu_limit: '4'}}",
+            r"steps.latency.threads 8 is more than steps.latency.resources.cpu_limit '4': lower "
+            r"threads to at most 4, or raise steps.latency.resources.cpu_limit to at least 8",
+        ),
+        (
+            "  light: {}\n  latency: {device: cpu-4, threads: 2, resources: {cpu_limit: 1500m}}",
+            r"steps.latency.threads 2 is more than steps.latency.resources.cpu_limit '1500m'",
+        ),
+        (
+            "  light: {}\n  latency: {device: cpu-4, precision: float16}",
+            r"steps.latency does not train, so precision cannot apply",
+        ),
     ],
 )
 def test_profile_problems_name_the_file_and_key(change, message):
@@ -444,6 +511,44 @@ def test_a_profile_file_by_path(tmp_path):
     assert profile.step("light").accelerator is None
     with pytest.raises(ProfileError, match="unknown kind of step 'gpu'"):
         profile.step("gpu")
+
+
+def test_a_latency_section_sets_where_and_how_latency_is_measured():
+    text = GOOD + "  latency: {device: cpu-n2-4, threads: 4, resources: {cpu_limit: '4'}}\n"
+    step = parse_profile(text).step("latency")
+    assert (step.device, step.threads) == ("cpu-n2-4", 4)
+    assert step.runtime_env() == {"KFNAS_LATENCY_DEVICE": "cpu-n2-4", "KFNAS_LATENCY_THREADS": "4"}
+    unpinned = parse_profile(GOOD + "  latency: {device: nvidia-l4}\n").step("latency")
+    assert unpinned.runtime_env() == {"KFNAS_LATENCY_DEVICE": "nvidia-l4"}  # threads 0: unpinned
+    assert parse_profile(GOOD).step("light").runtime_env() == {}
+
+
+def test_without_a_latency_section_latency_is_measured_on_the_light_section():
+    text = GOOD.replace("  light: {}", "  light: {resources: {cpu_limit: '2'}, timeout_s: 600}")
+    profile = parse_profile(text.replace("name: test", "name: My_Cluster"))
+    latency = profile.step("latency")
+    assert latency == dataclasses.replace(profile.step("light"), device="my-cluster-light")
+    assert latency.runtime_env() == {"KFNAS_LATENCY_DEVICE": "my-cluster-light"}
+    long = parse_profile(text.replace("name: test", "name: " + "x" * 80)).step("latency").device
+    assert len(long) == 63 and long.endswith("x-light")
+
+
+def test_the_built_in_latency_sections_name_their_target_and_pin_its_cores():
+    devices = {}
+    for name in PROFILES:
+        profile = load_profile(name)
+        step = profile.step("latency")
+        assert profile.steps.latency is step, name
+        devices[name] = step.device
+        resources = step.resources
+        assert (step.threads, resources.cpu_request, resources.cpu_limit) == (4, "4", "4"), name
+        assert resources.memory_request == resources.memory_limit, name  # Guaranteed QoS
+        assert (step.accelerator is None) == (name == "cpu-only"), name
+        assert step.accelerator is None or step.accelerator.count == 1, name
+    assert devices == {"cpu-only": "cpu-4", "gke-gpu": "nvidia-l4", "nvidia-gpu": "nvidia-gpu"}
+    gke = load_profile("gke-gpu").step("latency")
+    assert gke.node_selector == {"cloud.google.com/gke-accelerator": "nvidia-l4"}  # not spot
+    assert all(t.key != "cloud.google.com/gke-spot" for t in gke.tolerations)
 
 
 def test_export_steps_get_memory_sized_for_the_largest_model():

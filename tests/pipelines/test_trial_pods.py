@@ -1,4 +1,4 @@
-"""A cluster profile's trial and training sections, compiled into the search controller's config."""
+"""A cluster profile's trial, training and latency sections, as the controller's launch config."""
 
 import dataclasses
 import json
@@ -41,7 +41,7 @@ def test_each_built_in_profile_compiles_to_a_kubernetes_config(name):
         "image": "repo/kfnas:1",
         "owner_from_pod": True,
     }
-    assert set(config["settings"]) == {"trial", "training"}
+    assert set(config["settings"]) == {"trial", "training", "latency"}
     for settings in config["settings"].values():
         assert PodSettings.from_dict(settings).problems("s") == []
 
@@ -104,6 +104,12 @@ def test_sections_map_field_by_field():
             "steps.training.workers 2 needs a multi-node engine: set engine: trainer-v2",
         ),
         ("training", {"workers": 2, "engine": "mpi"}, "steps.training.engine 'mpi' is not a"),
+        (
+            "latency",
+            {"resources": {"memory_request": "32Gi"}},
+            "steps.latency.resources.memory_limit '16Gi' is below "
+            "steps.latency.resources.memory_request '32Gi'",
+        ),
     ],
 )
 def test_a_section_that_cannot_form_a_job_fails_at_compile_time(kind, changes, message):
@@ -111,6 +117,38 @@ def test_a_section_that_cannot_form_a_job_fails_at_compile_time(kind, changes, m
     with pytest.raises(ProfileError, match="cluster profile 'gke-gpu' cannot run trial Jobs") as e:
         trial_pods.launch_config(profile, "repo/kfnas:1")
     assert message in str(e.value)
+
+
+@pytest.mark.parametrize("name", profile_names())
+def test_measurement_jobs_get_the_latency_section_with_its_device_and_threads(name):
+    profile = load_profile(name)
+    step = profile.step("latency")
+    config = trial_pods.launch_config(profile, "repo/kfnas:1")
+    settings = PodSettings.from_dict(config["settings"]["latency"])
+    assert settings == trial_pods.pod_settings(step)
+    assert settings.env == {
+        **step.env,
+        "KFNAS_LATENCY_DEVICE": step.device,
+        "KFNAS_LATENCY_THREADS": str(step.threads),
+    }
+    assert step.device and step.device != f"{name}-light"  # every built-in names its target
+    assert settings.workers == 1 and settings.engine == ""  # one pod, never a multi-node job
+    for kind in ("trial", "training"):
+        env = config["settings"][kind]["env"]
+        assert "KFNAS_LATENCY_DEVICE" not in env and "KFNAS_LATENCY_THREADS" not in env, kind
+
+
+def test_without_a_latency_section_measurements_run_on_the_light_section():
+    data = yaml.safe_load((ROOT / "pipelines/profiles/cpu-only.yaml").read_text())
+    del data["steps"]["latency"]
+    data["name"] = "My Cluster"
+    profile = parse_profile(yaml.safe_dump(data))
+    config = trial_pods.launch_config(profile, "i")
+    light = trial_pods.pod_settings(profile.step("light"))
+    latency = PodSettings.from_dict(config["settings"]["latency"])
+    assert latency == dataclasses.replace(
+        light, env={**light.env, "KFNAS_LATENCY_DEVICE": "my-cluster-light"}
+    )
 
 
 def test_queue_is_read_checked_and_carried():
@@ -121,6 +159,7 @@ def test_queue_is_read_checked_and_carried():
     config = trial_pods.launch_config(profile, "i")
     assert config["settings"]["trial"]["queue"] == "team-a"
     assert config["settings"]["training"]["queue"] == ""
+    assert config["settings"]["latency"]["queue"] == ""
     data["steps"]["trial"]["queue"] = "Team A"
     with pytest.raises(ProfileError, match=r"steps\.trial\.queue 'Team A' is not a Kueue"):
         parse_profile(yaml.safe_dump(data))

@@ -425,7 +425,10 @@ def container(
     name: str = CONTAINER,
     extra_env: Mapping[str, str] | None = None,
 ) -> client.V1Container:
-    """The trial container: ``python -m kfnas.stages.worker <uri> <study> <id>`` and its settings.
+    """The trial container: ``python`` with ``job.worker_args()`` and its settings.
+
+    A training job runs ``-m kfnas.stages.worker <uri> <study> <id> --train-only``; a ``latency``
+    job ``-m kfnas.stages.measure_worker <uri> <study> <id>``.
 
     Args:
         job: The trial.

@@ -4,11 +4,13 @@ The search controller's pod builds it from the launch config the pipeline compil
 (``kfnas.pipelines.trial_pods.launch_config``)::
 
     {"kind": "kubernetes", "namespace": "", "image": "...", "run_id": "...",
-     "owner_from_pod": true, "settings": {"trial": {...}, "training": {...}}}
+     "owner_from_pod": true, "settings": {"trial": {...}, "training": {...}, "latency": {...}}}
 
 * ``namespace``: where the Jobs run; empty: the controller pod's own namespace.
 * ``image``: the trials' image; ``run_id``: the pipeline run (a label on every Job).
-* ``settings``: ``PodSettings`` (``kfnas.launch.k8s_manifest``) per kind of job. A kind whose
+* ``settings``: ``PodSettings`` (``kfnas.launch.k8s_manifest``) per kind of job: ``trial`` and
+  ``training`` train a trial, ``latency`` measures a trained one on the latency target device
+  (``python -m kfnas.stages.measure_worker``, a Job whose name ends in ``-m``). A kind whose
   settings name an ``engine`` (``trainer-v2``: a Kubeflow Trainer v2.3.0 TrainJob;
   ``training-operator-v1``: a TFJob) runs each trial on ``workers`` nodes: its jobs are routed to
   ``kfnas.launch.multinode.MultiNodeLauncher``, which shares this launcher's API client,
@@ -105,7 +107,7 @@ class KubernetesLauncher(Launcher):
         Args:
             namespace: Where the Jobs run.
             image: The trials' image.
-            settings: Pod settings per kind of job (``trial``, ``training``).
+            settings: Pod settings per kind of job (``trial``, ``training``, ``latency``).
             run_id: The pipeline run's id, a label on every Job.
             owner_from_pod: Whether every Job gets the owners of the pod named by ``HOSTNAME``.
             poll_pods: Whether ``poll`` lists pods to tell why a Job failed.
