@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import dataclasses
 import glob
+import logging
 import os
 import subprocess
 import sys
@@ -42,6 +43,7 @@ class ToyTaskConfig(cfg.TaskConfig):
     raise_in_build_inputs: str = ""  # "missing" or "oom"
     raise_when_tracing_step: bool = False
     repeat_validation: bool = False
+    branch_on_loss: bool = False  # Python `if` on a tensor: traces only with AutoGraph
 
 
 class ToyTask(base_task.Task):
@@ -83,6 +85,8 @@ class ToyTask(base_task.Task):
             tf_keras.losses.sparse_categorical_crossentropy(labels, model_outputs, True)
         )
         count = self.losses_built.assign_add(1)
+        if config.branch_on_loss and loss > 100.0:  # a Python branch on a tensor, on purpose
+            loss = loss / 100.0
         if config.assert_below_step:
             tf.debugging.assert_less(
                 count,
@@ -295,6 +299,19 @@ def test_diverging_learning_rate_is_infeasible(tmp_path: Any) -> None:
     assert outcome.status is TrialStatus.INFEASIBLE
     assert outcome.error.startswith("loss became ") and " at step " in outcome.error
     assert outcome.steps_done < 50
+
+
+def test_a_step_that_branches_on_tensors_is_traced_again_with_autograph(
+    tmp_path: Any, caplog: pytest.LogCaptureFixture
+) -> None:
+    task = make_task(branch_on_loss=True)
+    with caplog.at_level(logging.INFO, logger="kfnas.training.trainer"):
+        outcome = train(task, tmp_path, 6)
+    assert "the training step needs AutoGraph" in caplog.text
+    assert outcome.status is TrialStatus.COMPLETED, outcome.error
+    assert outcome.metrics["accuracy"] >= 0
+    plain = train(make_task(), tmp_path / "plain", 6)
+    assert outcome.metrics["loss"] == pytest.approx(plain.metrics["loss"], rel=1e-5)
 
 
 @pytest.mark.parametrize(

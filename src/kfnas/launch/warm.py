@@ -60,6 +60,14 @@ class WarmProcess:
         return int(self._process.exitcode)
 
 
+def prestart() -> None:
+    """Starts the fork server now (it imports ``PRELOAD``), not at the first trial."""
+    from multiprocessing import forkserver
+
+    multiprocessing.get_context("forkserver").set_forkserver_preload(list(PRELOAD))
+    forkserver.ensure_running()
+
+
 def start_warm(module: str, args: Sequence[str], log: Path, env: Mapping[str, str]) -> WarmProcess:
     """Runs ``python -m module *args`` as a child of the fork server, output appended to ``log``.
 

@@ -34,6 +34,7 @@ The evaluation pass lives in ``kfnas.training.evaluation``, the TensorBoard and 
 from __future__ import annotations
 
 import dataclasses
+import logging
 import math
 import random
 import time
@@ -48,6 +49,8 @@ import tf_keras
 from kfnas.records.trial import TrialStatus
 from kfnas.training.evaluation import Evaluator, is_infinite, scalar_logs
 from kfnas.training.logs import TrialLogs, learning_rate, short_message, write_error_log
+
+log = logging.getLogger(__name__)
 
 Progress = Callable[[int, Mapping[str, float]], None]
 """``progress(step, logs)``: called at each training summary with the scalars just written."""
@@ -346,17 +349,23 @@ class _TrialRun:
             train_loss.update_state(loss)
             return loss
 
-        @tf.function
         def train_step(iterator: Any) -> tf.Tensor:
             losses = strategy.run(replica_step, args=(next(iterator),))
             return strategy.reduce(tf.distribute.ReduceOp.MEAN, losses, axis=None)
+
+        # Traced without AutoGraph first: converting the task's and every layer's Python code
+        # costs ~2.5 s of a demo proxy trial's ~12 s first step, and the official tasks' steps
+        # branch on their configs only. A step whose Python branches on tensors fails that trace
+        # with a TypeError; it is then traced again with AutoGraph (``_first_step``).
+        self.autograph_step = tf.function(train_step)
 
         @tf.function
         def any_process(flag: tf.Tensor) -> tf.Tensor:
             flags = strategy.run(lambda: tf.identity(flag))  # ReduceOp has no MAX: sum them
             return strategy.reduce(tf.distribute.ReduceOp.SUM, flags, axis=None) > 0
 
-        self.train_step, self.any_process = train_step, any_process
+        self.train_step = tf.function(train_step, autograph=False)
+        self.any_process = any_process
 
     # -- training ----------------------------------------------------------------------------
 
@@ -383,7 +392,10 @@ class _TrialRun:
     ) -> None:
         pending: tuple[int, tf.Tensor] | None = None
         while self.step < train_steps:
-            loss = self.train_step(iterator)
+            if self.step == self.initial_step:
+                loss = self._first_step(iterator)
+            else:
+                loss = self.train_step(iterator)
             self.step += 1
             if pending is not None:  # step n-1 finished long ago: the check does not stall
                 _check_loss(*pending)
@@ -412,6 +424,15 @@ class _TrialRun:
                 self._save()
         if pending is not None:
             _check_loss(*pending)
+
+    def _first_step(self, iterator: Any) -> tf.Tensor:
+        """The first step, traced without AutoGraph, or with it when the step needs it."""
+        try:
+            return self.train_step(iterator)
+        except TypeError as e:  # e.g. OperatorNotAllowedInGraphError: a tensor as a Python bool
+            log.info("the training step needs AutoGraph (%s); tracing it with AutoGraph", e)
+            self.train_step = self.autograph_step
+            return self.train_step(iterator)
 
     def _checkpoint_due(self) -> bool:
         """Whether to checkpoint now; several processes agree at train summaries (module doc)."""

@@ -1,0 +1,211 @@
+"""A demo-sized proxy trial's time outside its training loop, by phase, before and after issue 15.
+
+Runs the same proxy trial (the demo's spec and proxy budget, the same architecture and seed) twice
+in one run, each in a process of its own, and prints their phases side by side:
+
+* ``before``: how a trial ran until issue 15: a fresh interpreter (imports timed), training, an
+  evaluation through a traced step (``Evaluator.EAGER_BATCHES = 0``), then latency, FLOPs and
+  parameters measured in the trial's own process (``run_trial(measure=True)``);
+* ``after``: how it runs now: forked from the local launcher's warm process
+  (``kfnas.launch.warm``: the start is the fork's), trained and evaluated only (a small
+  validation set eagerly), then measured by the measurement step (``measure_trial``: the model
+  rebuilt from the stored checkpoint, FLOPs, parameters and the timed runs), which on a cluster
+  runs on the latency device, not in the trial's pod.
+
+Phases: ``start`` (interpreter and imports, or the fork), ``build`` (task and model), ``setup``
+(input pipelines, optimizer, metrics), ``first step`` (tracing the training step), ``loop`` (the
+other steps: the training loop), ``evaluation``, ``teardown`` (the final checkpoint),
+``measure`` (in the trial: latency, FLOPs, parameters), ``other`` (the task, the lease, uploads,
+records), and beside them the measurement step's seconds. The
+trial's fixed cost is its whole time minus the loop.
+
+Run: ``.venv/bin/python benchmarks/trial_fixed_cost.py``. The last line is a one-line JSON summary.
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import os
+import subprocess
+import sys
+import tempfile
+import time
+from pathlib import Path
+
+os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "3")
+
+DEMO = Path(__file__).resolve().parents[1] / "src" / "kfnas" / "demo.yaml"
+PHASES = (
+    "start",
+    "build",
+    "setup",
+    "first step",
+    "loop",
+    "evaluation",
+    "teardown",
+    "measure",
+    "other",
+)
+
+
+def _instrument(times: dict[str, float], outcomes: list) -> None:
+    """Times the trial's parts by wrapping the functions that do them."""
+    from kfnas.training import measurement, runner, trainer
+
+    def timed(module, name, key):
+        original = getattr(module, name)
+
+        def wrapper(*args, **kwargs):
+            began = time.perf_counter()
+            try:
+                return original(*args, **kwargs)
+            finally:
+                times[key] = times.get(key, 0.0) + time.perf_counter() - began
+
+        setattr(module, name, wrapper)
+
+    timed(runner, "build_trial_model", "build")
+    timed(measurement, "measure_trial_model", "measure")
+    original = trainer._TrialRun._outcome
+
+    def keep(self, *args, **kwargs):
+        outcome = original(self, *args, **kwargs)
+        outcomes.append(outcome)
+        return outcome
+
+    trainer._TrialRun._outcome = keep
+
+
+def _trial(uri: str, mode: str, began: float) -> dict[str, float]:
+    """Runs the experiment's proxy trial 1 as ``mode`` does; its phases in seconds."""
+    start = time.perf_counter() - began if mode == "before" else time.time() - began
+    from kfnas import stages
+    from kfnas.training.evaluation import Evaluator
+
+    times: dict[str, float] = {}
+    outcomes: list = []
+    _instrument(times, outcomes)
+    if mode == "before":
+        Evaluator.EAGER_BATCHES = 0  # every batch through the traced step, as before
+        start = time.perf_counter() - began  # the imports above count as start-up too
+    t0 = time.perf_counter()
+    stages.run_trial(uri, "proxy", 1, measure=mode == "before")
+    total = time.perf_counter() - t0
+    o = outcomes[0]
+    phases = {
+        "start": start,
+        "build": times.get("build", 0.0),
+        "setup": o.setup_seconds,
+        "first step": o.first_step_seconds,
+        "loop": o.train_seconds - o.first_step_seconds,
+        "evaluation": o.eval_seconds,
+        "teardown": o.teardown_seconds,
+        "measure": times.get("measure", 0.0),
+    }
+    phases["other"] = start + total - sum(phases.values())
+    step_s = 0.0
+    if mode == "after":
+        t1 = time.perf_counter()
+        result = stages.measure_trial(uri, "proxy", 1)
+        step_s = time.perf_counter() - t1
+    else:
+        result = stages.run_trial(uri, "proxy", 1)
+    return {
+        **phases,
+        "measurement step": step_s,
+        "latency_ms": result.metrics["latency_ms"],
+        "AP": result.metrics["AP"],
+    }
+
+
+def child(mode: str, uri: str, out: str, began: float) -> int:
+    """One measured trial (a child process); its phases go to ``out`` as JSON."""
+    Path(out).write_text(json.dumps(_trial(uri, mode, began)))
+    return 0
+
+
+def main(argv: list[str]) -> int:
+    """The entry of the warm-forked child (``kfnas.launch.warm`` calls ``main(argv)``)."""
+    mode, uri, out, began = argv
+    return child(mode, uri, out, float(began))
+
+
+def _experiment(root: Path) -> str:
+    from kfnas import stages
+    from kfnas.data import write_detection_dataset
+
+    files = write_detection_dataset(root / "data", num_train=64, num_validation=16)
+    uri = stages.init_experiment(
+        DEMO.read_text(),
+        [
+            f"data.train={files.train_pattern}",
+            f"data.validation={files.validation_pattern}",
+            f"data.annotations={files.annotations}",
+            f"store_root={root / 'store'}",
+        ],
+    )
+    stages.propose_trials(uri, "proxy", 1, n=1)
+    return uri
+
+
+def run() -> None:
+    """Runs the trial before and after, each in its own process, and prints them side by side."""
+    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    parser.parse_args()
+    from kfnas.launch.warm import prestart, start_warm
+
+    sys.path.insert(0, str(Path(__file__).parent))
+    prestart()  # the local launcher's server starts once per search, not per trial
+    results = {}
+    with tempfile.TemporaryDirectory(prefix="kfnas-fixed-cost-") as tmp:
+        root = Path(tmp)
+        for mode in ("before", "after"):
+            uri = _experiment(root / mode)
+            out = root / f"{mode}.json"
+            if mode == "before":
+                began = time.perf_counter()
+                script = (
+                    f"import time, sys; began = time.perf_counter() - {0.0}; "
+                    f"sys.path.insert(0, {str(Path(__file__).parent)!r}); "
+                    f"import trial_fixed_cost as b; "
+                    f"sys.exit(b.child('before', {uri!r}, {str(out)!r}, began))"
+                )
+                # The child's clock starts at its own start: the interpreter's start-up itself
+                # (about 0.1 s) is left out, the imports are in.
+                subprocess.run([sys.executable, "-c", script], check=True)
+            else:
+                began = time.time()
+                process = start_warm(
+                    "trial_fixed_cost",
+                    ["after", uri, str(out), repr(began)],
+                    root / "after.log",
+                    dict(os.environ),
+                )
+                if process.wait() != 0:
+                    raise SystemExit((root / "after.log").read_text()[-3000:])
+            results[mode] = json.loads(out.read_text())
+    before, after = results["before"], results["after"]
+    print(f"{'phase (s)':>18} {'before':>8} {'after':>8}")
+    for phase in (*PHASES, "measurement step"):
+        print(f"{phase:>18} {before[phase]:8.1f} {after[phase]:8.1f}")
+    fixed = {m: sum(r[p] for p in PHASES) - r["loop"] for m, r in results.items()}
+    print(f"{'fixed (not loop)':>18} {fixed['before']:8.1f} {fixed['after']:8.1f}")
+    print(f"{'after / before':>18} {fixed['after'] / fixed['before']:8.2f}")
+    print(
+        f"latency_ms before {before['latency_ms']:.2f} after {after['latency_ms']:.2f}; "
+        f"AP before {before['AP']:.4f} after {after['AP']:.4f}"
+    )
+    summary = {
+        "fixed_before_s": round(fixed["before"], 1),
+        "fixed_after_s": round(fixed["after"], 1),
+        "measurement_step_s": round(after["measurement step"], 1),
+        "ratio": round(fixed["after"] / fixed["before"], 2),
+        **{f"before_{p.replace(' ', '_')}_s": round(before[p], 1) for p in PHASES},
+        **{f"after_{p.replace(' ', '_')}_s": round(after[p], 1) for p in PHASES},
+    }
+    print(json.dumps(summary))
+
+
+if __name__ == "__main__":
+    run()
