@@ -8,7 +8,9 @@ DAG ``kfnas run`` and the cluster run) on generated detection data, then reads e
 * ``training``: the seconds all trials spent in their training loops (``train_seconds``, the first
   step's tracing included);
 * ``trials``: the trials' whole wall time (``duration_s``: building the task and model, training,
-  evaluation, latency and FLOPs measurement, upload);
+  evaluation, upload), and what of it lies outside the training loops (the trials' fixed cost);
+* ``measurement steps``: the seconds the measurement step spent on each trained model
+  (``result.json``'s ``measurement.total_seconds``: rebuilding it, FLOPs, the timed runs);
 * the ratios ``wall / training`` and ``wall / trials``, and what lies outside the trials (process
   start-up and imports of every step, init, propose, select, report, export).
 
@@ -105,19 +107,26 @@ def main() -> None:
     completed = [r for _, r in results if r.status is TrialStatus.COMPLETED]
     training = sum(r.metrics.get("train_seconds", 0.0) for r in completed)
     trials = sum(r.duration_s for _, r in results)
+    measuring = sum(r.measurement.get("total_seconds", 0.0) for _, r in results)
+    fixed = trials - training  # in the trials, outside their training loops
     steps = sum(1 for _ in results)
     print(f"pipeline: {args.rounds} rounds x {args.trials} trials, parallelism {args.parallelism}")
     print(f"trials trained: {steps} ({len(completed)} completed)")
-    print(f"{'wall':>24}: {wall:8.1f} s")
-    print(f"{'trials (whole)':>24}: {trials:8.1f} s")
-    print(f"{'training loops':>24}: {training:8.1f} s")
-    print(f"{'outside the trials':>24}: {wall - trials:8.1f} s")
-    print(f"{'wall / training':>24}: {wall / training:8.2f}")
-    print(f"{'wall / trials':>24}: {wall / trials:8.2f}")
+    print(f"{'wall':>28}: {wall:8.1f} s")
+    print(f"{'trials (whole)':>28}: {trials:8.1f} s")
+    print(f"{'training loops':>28}: {training:8.1f} s")
+    each = max(steps, 1)
+    print(f"{'trials outside their loops':>28}: {fixed:8.1f} s ({fixed / each:.1f} s each)")
+    print(f"{'measurement steps':>28}: {measuring:8.1f} s ({measuring / each:.1f} s each)")
+    print(f"{'outside trials, measurements':>28}: {wall - trials - measuring:8.1f} s")
+    print(f"{'wall / training':>28}: {wall / training:8.2f}")
+    print(f"{'wall / trials':>28}: {wall / trials:8.2f}")
     summary = {
         "wall_s": round(wall, 1),
         "trial_s": round(trials, 1),
         "train_s": round(training, 1),
+        "trial_fixed_s": round(fixed, 1),
+        "measurement_s": round(measuring, 1),
         "wall_over_train": round(wall / training, 2),
         "wall_over_trials": round(wall / trials, 2),
         "trials": steps,

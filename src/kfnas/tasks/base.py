@@ -79,6 +79,11 @@ class TaskKind(Protocol):
         augmentation_space: The augmentation study's space unless the settings name one, or
             ``None`` (no default: the settings must name one).
         known_limits: Sentences its model card adds to the "Known limits" section.
+
+    Optionally, ``measured_model(model)`` returns what the measurement step times and counts
+    (``kfnas.training.measurement``): the model without post-processing whose cost depends on the
+    trained weights rather than the architecture (detection: non-maximum suppression); without
+    it, the whole model.
     """
 
     name: str
@@ -385,6 +390,10 @@ class OfficialTask:
     def input_shape(self, task: TaskSpec) -> tuple[int, ...]:
         """``(image_size, image_size, 3)``."""
         return (task.image_size, task.image_size, 3)
+
+    def measured_model(self, model: Any) -> Any:
+        """What the measurement step times: the whole model (see ``TaskKind``)."""
+        return model
 
 
 __all__ = [

@@ -364,7 +364,10 @@ def convert_to_tflite(concrete_fn: Any, model: Any, mode: str) -> bytes:
     """
     if mode not in ("float", "int8"):
         raise ValueError(f"TFLite mode must be 'float' or 'int8', got {mode!r}")
-    converter = tf.lite.TFLiteConverter.from_concrete_functions([concrete_fn], model)
+    # The trackable object keeps the variables alive; a callable that is not a tf.Module (a
+    # task's view of its model's network) holds its model, which does that already.
+    trackable = model if isinstance(model, tf.Module) else None
+    converter = tf.lite.TFLiteConverter.from_concrete_functions([concrete_fn], trackable)
     if mode == "int8":
         converter.optimizations = [tf.lite.Optimize.DEFAULT]
     return bytes(converter.convert())

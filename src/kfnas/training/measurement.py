@@ -38,18 +38,25 @@ def latency_device() -> tuple[str, int]:
     """The device this process measures on and the threads to pin, from its environment.
 
     ``KFNAS_LATENCY_DEVICE`` (the cluster profile's ``latency.device``; ``local`` when unset) and
-    ``KFNAS_LATENCY_THREADS`` (0 when unset: TensorFlow's default).
+    ``KFNAS_LATENCY_THREADS`` (when unset: every core of a local machine, one op at a time;
+    elsewhere 0, TensorFlow's default).
 
     Raises:
         ValueError: ``KFNAS_LATENCY_THREADS`` is not a whole number >= 0.
     """
-    threads = os.environ.get(ENV_LATENCY_THREADS, "").strip() or "0"
+    device = os.environ.get(ENV_LATENCY_DEVICE, "").strip() or LOCAL_DEVICE
+    threads = os.environ.get(ENV_LATENCY_THREADS, "").strip()
+    if not threads:
+        # This machine: every core for one op at a time (inter-op 1). Unpinned, TensorFlow
+        # runs ops side by side and the same model's median varied by 17% between repeats on a
+        # busy 2-core machine; pinned, by 4%.
+        return device, (os.cpu_count() or 1) if device == LOCAL_DEVICE else 0
     if not threads.isdigit():
         raise ValueError(
             f"{ENV_LATENCY_THREADS} must be a whole number of threads (0: unpinned), got "
             f"{threads!r}: fix steps.latency.threads of the cluster profile"
         )
-    return os.environ.get(ENV_LATENCY_DEVICE, "").strip() or LOCAL_DEVICE, int(threads)
+    return device, int(threads)
 
 
 def restore_trial_model(spec: ExperimentSpec, trial: TrialSpec, checkpoint_dir: str | Path) -> Any:
@@ -95,16 +102,19 @@ def measure_trial_model(
     """Measures the trial's model by the protocol (``kfnas.training.protocol.measure_model``).
 
     The trial's ``budget.latency_runs`` timed calls per latency, the spec's
-    ``measurement.batch_sizes`` and ``measurement.tflite``.
+    ``measurement.batch_sizes`` and ``measurement.tflite``; what is timed is the task kind's
+    ``measured_model`` (detection: the network without non-maximum suppression).
 
     Returns:
         The ``ModelMeasurement``.
     """
     from kfnas.training.protocol import measure_model
 
+    task_kind = TASKS.get(spec.task.kind)
+    measured = getattr(task_kind, "measured_model", None)  # optional (``TaskKind``)
     return measure_model(
-        model,
-        TASKS.get(spec.task.kind).input_shape(spec.task),
+        measured(model) if measured else model,
+        task_kind.input_shape(spec.task),
         runs=BudgetSpec(**trial.budget).latency_runs,
         batch_sizes=tuple(spec.measurement.batch_sizes),
         tflite=tuple(spec.measurement.tflite),
