@@ -52,7 +52,13 @@ def experiment(tmp_path, data):
     records = open_experiment(uri).records
     for trial_id in range(3):
         records.write_spec(_spec("proxy", trial_id, round_index=1 + trial_id // 2))
-    metrics = {"AP": 0.4321, "latency_ms": 12.345, "flops": 2.5e9, "params": 1234567.0}
+    metrics = {
+        "AP": 0.4321,
+        "latency_ms": 12.345,
+        "latency_p90_ms": 14.5,
+        "flops": 2.5e9,
+        "params": 1234567.0,
+    }
     records.write_result(
         "proxy", TrialResult(0, TrialStatus.COMPLETED, metrics, 0.41, None, "", 61)
     )
@@ -79,12 +85,13 @@ def test_trials_prints_a_table_of_the_study(capsys, experiment):
         "AP",
         "reward",
         "latency ms",
+        "p90 ms",
         "M mult-adds",
         "params",
         "duration",
     ]
     lines = {line.split("│")[1].strip(): line for line in out.splitlines() if line.count("│") > 5}
-    for cell in ("COMPLETED", "0.4321", "0.4100", "12.35", "2500.0", "1,234,567", "61 s"):
+    for cell in ("COMPLETED", "0.4321", "0.4100", "12.35", "14.50", "2500.0", "1,234,567", "61 s"):
         assert cell in lines["0"], cell
     assert "INFEASIBLE" in lines["1"] and "trial 1: INFEASIBLE: NaN loss at step 7" in out
     assert "PENDING" in lines["2"] and lines["2"].split("│")[2].strip() == "2"  # round 2
@@ -119,6 +126,7 @@ def test_trials_json_prints_one_object_per_trial(capsys, experiment):
         "duration_s": 61.0,
         "source": "",
         "error": "",
+        "latency_p90_ms": 14.5,
     }
     assert rows[1]["error"] == "NaN loss at step 7" and rows[1]["reward"] is None
     assert rows[2]["value"] is None and rows[2]["duration_s"] == 0.0

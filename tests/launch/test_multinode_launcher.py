@@ -38,7 +38,7 @@ def kubernetes(standin, training=TRAINER, trial=None):
     return KubernetesLauncher(
         namespace=NS,
         image="repo/kfnas:1",
-        settings={"trial": trial or PodSettings(), "training": training},
+        settings={"trial": trial or PodSettings(), "training": training, "latency": PodSettings()},
         run_id="run-1",
         api_client=standin.api_client(),
     )
@@ -317,10 +317,11 @@ def test_check_asks_only_for_the_rights_the_settings_use(k8s):
     k8s.deny("create", "tfjobs")  # No kind uses TFJobs.
     kubernetes(k8s).check()
     for verb in ("create", "get", "list", "watch", "delete"):
-        k8s.deny(verb, "jobs")  # Both kinds multi-node: no batch Job.
-    kubernetes(k8s, trial=TRAINER).check()
+        k8s.deny(verb, "jobs")
     with pytest.raises(LaunchError, match="may not create jobs"):
         kubernetes(k8s).check()  # The trial kind runs as batch Jobs.
+    with pytest.raises(LaunchError, match="may not create jobs"):
+        kubernetes(k8s, trial=TRAINER).check()  # Both train multi-node; measurements are Jobs.
 
 
 def test_check_refuses_settings_that_no_engine_runs(k8s):
@@ -373,7 +374,11 @@ def test_launch_config_routes_with_owners(k8s, tmp_path, monkeypatch):
         "image": "repo/kfnas:1",
         "run_id": "run-1",
         "owner_from_pod": True,
-        "settings": {"trial": PodSettings().to_dict(), "training": TRAINER.to_dict()},
+        "settings": {
+            "trial": PodSettings().to_dict(),
+            "training": TRAINER.to_dict(),
+            "latency": PodSettings().to_dict(),
+        },
     }
     launch = launcher_from_config(json.loads(json.dumps(config)))
     launch.check()
@@ -383,7 +388,9 @@ def test_launch_config_routes_with_owners(k8s, tmp_path, monkeypatch):
     del config["kind"]  # As launcher_from_config passes it on.
     assert MultiNodeLauncher.from_config(config).settings == {"training": TRAINER}
     with pytest.raises(LaunchError, match="no kind's settings name an engine"):
-        MultiNodeLauncher.from_config(config | {"settings": {"trial": {}, "training": {}}})
+        MultiNodeLauncher.from_config(
+            config | {"settings": {"trial": {}, "training": {}, "latency": {}}}
+        )
 
 
 # --- the stand-in answers as the API server does -------------------------------------------------

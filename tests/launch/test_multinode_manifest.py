@@ -71,7 +71,7 @@ LABELS = {
     "kfnas.io/kind": "training",
     "kfnas.io/run-id": "run-1",
 }
-COMMAND = ["python", "-m", "kfnas.stages.worker", JOB.experiment_uri, "final", "2"]
+COMMAND = ["python", "-m", "kfnas.stages.worker", JOB.experiment_uri, "final", "2", "--train-only"]
 
 
 def env(engine, name=JOB.name):

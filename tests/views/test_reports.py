@@ -84,15 +84,15 @@ def test_html_escapes_user_strings():
 def test_markdown_lists_top_candidates_by_reward(report):
     header, *rows = table_rows(report.markdown)
     assert header == [
-        "rank", "trial id", "round", "status", "AP", "reward", "latency ms", "M mult-adds",
-        "params",
+        "rank", "trial id", "round", "status", "AP", "reward", "latency ms", "p90 ms",
+        "M mult-adds", "params",
     ]  # fmt: skip
     assert [row[1] for row in rows] == ["2", "4", "1", "6"]
     assert rows[0] == [
-        "1", "2", "1", "COMPLETED", "0.3500", "0.3300", "20.00", "300.0", "2,500,000",
+        "1", "2", "1", "COMPLETED", "0.3500", "0.3300", "20.00", "-", "300.0", "2,500,000",
     ]  # fmt: skip
     assert rows[1][:7] == ["2", "4", "2", "COMPLETED", "0.4000", "0.3100", "30.00"]
-    assert rows[3][7:] == ["200.0", "900,000"]
+    assert rows[3][8:] == ["200.0", "900,000"]
 
 
 def test_markdown_counts_statuses_and_gives_truncated_reasons(report):
