@@ -204,6 +204,24 @@ class TrialTraining(Record):
     start_steps: tuple[int, ...] = ()
     runtime: dict[str, str] = dataclasses.field(default_factory=dict)
 
+    def result(self, status: TrialStatus, **fields: Any) -> TrialResult:
+        """The trial's ``TrialResult``: this training's id, model, time, attempts and runtime.
+
+        Args:
+            status: How the trial ended.
+            **fields: The rest of the result (``metrics``, ``reward``, ``error``, ...).
+        """
+        return TrialResult(
+            trial_id=self.trial_id,
+            status=status,
+            model_uri=self.model_uri,
+            duration_s=self.duration_s,
+            attempts=self.attempts,
+            start_steps=self.start_steps,
+            runtime=dict(self.runtime),
+            **fields,
+        )
+
 
 @dataclasses.dataclass(frozen=True)
 class TrialAttempt(Record):

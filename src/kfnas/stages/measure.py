@@ -82,16 +82,10 @@ def measure_trial(
         result = _measure(exp, study, trial_id, trained, device, threads, exclusive, began)
     except Exception as e:  # One model that cannot be measured must not stop the study.
         log.warning("measuring trial %d of %s failed: %s", trial_id, study, e)
-        result = TrialResult(
-            trial_id,
+        result = trained.result(
             TrialStatus.FAILED,
-            dict(trained.metrics),
+            metrics=dict(trained.metrics),
             error=f"measurement on {device} failed: {type(e).__name__}: {e}",
-            model_uri=trained.model_uri,
-            duration_s=trained.duration_s,
-            attempts=trained.attempts,
-            start_steps=trained.start_steps,
-            runtime=dict(trained.runtime),
         )
     try:
         records.write_result(study, result)

@@ -154,14 +154,6 @@ def score_trial(
     }
     if seconds:
         record["total_seconds"] = round(seconds, 3)
-    base = {
-        "trial_id": training.trial_id,
-        "model_uri": training.model_uri,
-        "duration_s": training.duration_s,
-        "attempts": training.attempts,
-        "start_steps": training.start_steps,
-        "runtime": dict(training.runtime),
-    }
     fallback = {}
     for constraint in spec.objectives.constraints:
         measure = constraint.measure
@@ -170,8 +162,8 @@ def score_trial(
         if error is None or measure in metrics:
             continue
         if not spec.measurement.tflite_fallback:
-            return TrialResult(
-                status=TrialStatus.FAILED,
+            return training.result(
+                TrialStatus.FAILED,
                 metrics=_finite(metrics),
                 error=(
                     f"TensorFlow Lite {mode} conversion failed, and the constraint on {measure} "
@@ -179,7 +171,6 @@ def score_trial(
                     f"measurement.tflite_fallback: true to use the TensorFlow latency instead"
                 ),
                 measurement=record,
-                **base,
             )
         metrics[measure] = metrics["latency_ms"]
         fallback[measure] = "latency_ms"
@@ -189,20 +180,15 @@ def score_trial(
         reward = compute_reward(metrics, spec.objectives)
         objectives = objective_vector(metrics, spec.objectives)
     except RewardError as e:
-        return TrialResult(
-            status=TrialStatus.FAILED,
-            metrics=_finite(metrics),
-            error=f"reward: {e}",
-            measurement=record,
-            **base,
+        return training.result(
+            TrialStatus.FAILED, metrics=_finite(metrics), error=f"reward: {e}", measurement=record
         )
-    return TrialResult(
-        status=TrialStatus.COMPLETED,
+    return training.result(
+        TrialStatus.COMPLETED,
         metrics=_finite(metrics),
         reward=reward,
         objectives=objectives,
         measurement=record,
-        **base,
     )
 
 

@@ -162,19 +162,19 @@ def _execute(
     training = TrialTraining(trial.trial_id, metrics, duration_s=duration, runtime=runtime)
     if not measure:  # the measurement step measures it on the latency device
         return training
-    from kfnas.training.measurement import latency_device, measure_trial_model, score_trial
+    from kfnas.training.measurement import (
+        latency_device,
+        measure_trial_model,
+        restore_trial_model,
+        score_trial,
+    )
 
     if distribution.replicas > 1:
         # Reading a distributed model's batch-norm statistics is an all-reduce the other
         # processes no longer join: measure a copy outside the strategy, restored from the final
-        # checkpoint every process saved in step (restored as its variables are created).
-        import tensorflow as tf
-
+        # checkpoint every process saved in step.
         with distribution.scope(distributed=False):
-            model = build_trial_model(spec, trial, official_task)
-        final = tf.train.latest_checkpoint(str(work / MODEL_DIR))
-        tf.train.Checkpoint(model=model).read(final).expect_partial()
-        model(tf.zeros([1, *task_kind.input_shape(spec.task)]), training=False)  # restores
+            model = restore_trial_model(spec, trial, work / MODEL_DIR)
     device, threads = latency_device()
     measured = measure_trial_model(spec, trial, model, threads=threads)
     result = score_trial(spec, training, measured, device=device)
