@@ -15,6 +15,7 @@ from pathlib import Path
 
 import pytest
 from shared_fixtures import copy_experiment
+from tensorboard_logs import read_run
 
 from kfnas.config.spec import ExperimentSpec, SpecError
 from kfnas.launch import JobState, TrialJob
@@ -48,6 +49,10 @@ def _trained_copy(exported, root: Path, *overrides: str, latency_runs: int = 5):
 
 def test_a_trained_trial_is_measured_by_the_protocol_and_scored(exported_detection, tmp_path):
     copy = _trained_copy(exported_detection, tmp_path, "measurement.batch_sizes=[2]")
+    logs = Path(
+        copy.experiment.store.uri(copy.experiment.layout.trial_logs_dir("proxy", copy.trial_id))
+    )
+    trained_events = set(logs.glob("events.out.tfevents.*"))
     result = measure_trial(copy.uri, "proxy", copy.trial_id)
     assert result.status is TrialStatus.COMPLETED, result.error
     metrics = result.metrics
@@ -61,6 +66,16 @@ def test_a_trained_trial_is_measured_by_the_protocol_and_scored(exported_detecti
     stored = copy.experiment.records.read_result("proxy", copy.trial_id)
     assert stored == result
     assert measure_trial(copy.uri, "proxy", copy.trial_id) == result  # idempotent
+    # TensorBoard: the training's HParams session, and the measurement's event file beside it.
+    (measured_events,) = set(logs.glob("events.out.tfevents.*")) - trained_events
+    measured_run = read_run(measured_events)
+    assert measured_run.scalars["final/latency_ms"][0][1] == pytest.approx(metrics["latency_ms"])
+    assert measured_run.scalars["final/reward"][0][1] == pytest.approx(result.reward)
+    assert "final/AP" not in measured_run.scalars  # the training's event file has it
+    session = read_run(logs)
+    assert session.group == f"proxy/{copy.trial_id}" and session.hparams["status"] == "COMPLETED"
+    assert "final/AP" in session.scalars and "final/latency_p90_ms" in session.scalars
+    assert "intermediate_block_levels[0]" in session.hparams  # the trial's decisions
 
 
 def test_a_device_the_run_does_not_measure_on_is_refused(exported_detection, tmp_path):

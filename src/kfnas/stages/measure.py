@@ -25,6 +25,7 @@ from typing import Any
 from kfnas.config.spec import SpecError
 from kfnas.records.trial import TrialResult, TrialStatus
 from kfnas.store import open_experiment
+from kfnas.store.base import local_files
 from kfnas.store.trials import TrialAlreadyFinished
 from kfnas.validation import latency_device_problems
 
@@ -91,7 +92,33 @@ def measure_trial(
         records.write_result(study, result)
     except TrialAlreadyFinished:  # another measurement recorded it meanwhile
         return records.read_result(study, trial_id) or result
+    _add_measured_logs(exp, study, trained, result)
     return result
+
+
+def _add_measured_logs(exp: Any, study: str, trained: Any, result: TrialResult) -> None:
+    """Adds the measured figures and reward to the trial's TensorBoard logs; never raises.
+
+    They are ``final/`` scalars (``final/latency_ms``, ``final/reward``) in an event file of their
+    own, beside the training's in the trial's ``logs/`` (its HParams session).
+    """
+    from kfnas.training.hparams import final_metrics, write_final_metrics
+
+    trial_id = result.trial_id
+    measured = {k: v for k, v in final_metrics(result).items() if k not in trained.metrics}
+    if not measured:  # a failed measurement adds nothing
+        return
+    try:
+        step = int(exp.records.read_spec(study, trial_id).budget.get("train_steps", 0))
+        folder = exp.layout.trial_logs_dir(study, trial_id)
+        with tempfile.TemporaryDirectory(prefix=f"kfnas-measure-logs-{trial_id}-") as logs:
+            write_final_metrics(logs, measured, step=step)
+            for relative, file in local_files(logs):  # event file names are unique
+                exp.store.write_bytes(f"{folder}/{relative}", file.read_bytes(), if_absent=True)
+    except Exception as e:  # TensorBoard logs must never fail a measured trial
+        log.warning(
+            "trial %d of %s: could not add its measurement to its logs: %s", trial_id, study, e
+        )
 
 
 def _measure(

@@ -2,7 +2,8 @@
 
 Layout: ``<log_dir>/train`` (training scalars), ``<log_dir>/eval`` (evaluation results), and
 ``<log_dir>/trainer_error.log`` when a trial does not complete. Paths go through ``tf.summary`` and
-``tf.io.gfile``, so ``log_dir`` may be local or any filesystem TensorFlow knows (``gs://``).
+``tf.io.gfile``, so ``log_dir`` may be local or any filesystem TensorFlow knows (``gs://``). The
+event files in ``<log_dir>`` itself are the trial's HParams session (``kfnas.training.hparams``).
 
 To add a kind of log: a subfolder constant and a writer in ``TrialLogs``, or a function beside
 ``write_error_log``.

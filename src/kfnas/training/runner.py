@@ -30,6 +30,7 @@ from kfnas.config.spec import BudgetSpec, ExperimentSpec
 from kfnas.records.trial import TrialResult, TrialSpec, TrialStatus, TrialTraining
 from kfnas.spaces import declared_options, get_space
 from kfnas.tasks import TASKS
+from kfnas.training.hparams import record_trial
 
 log = logging.getLogger(__name__)
 
@@ -72,12 +73,14 @@ def execute_trial(
         COMPLETED with metrics (the task's metrics plus ``params``, ``flops`` in multiply-adds,
         ``latency_ms`` and its spread), reward and objectives, or the ``TrialTraining`` without
         ``measure``; INFEASIBLE when the loss became NaN or infinite; FAILED with the error when
-        anything raised.
+        anything raised. Whatever the outcome, ``logs/`` gets the trial's TensorBoard HParams and
+        final metrics (``kfnas.training.hparams``).
     """
     start = time.monotonic()
     work = Path(work_dir)
+    result: TrialResult | TrialTraining
     try:
-        return _execute(
+        result = _execute(
             trial_experiment_spec(spec, trial),
             trial,
             work,
@@ -90,12 +93,15 @@ def execute_trial(
         (work / LOGS_DIR).mkdir(parents=True, exist_ok=True)
         (work / LOGS_DIR / "error.txt").write_text(traceback.format_exc())
         log.warning("trial %d failed: %s", trial.trial_id, e)
-        return TrialResult(
+        result = TrialResult(
             trial.trial_id,
             TrialStatus.FAILED,
             error=f"{type(e).__name__}: {e}",
             duration_s=time.monotonic() - start,
         )
+    # Every process writes into its own logs/ as the trainer does; only the chief's are kept.
+    record_trial(work / LOGS_DIR, spec, trial, result)
+    return result
 
 
 def _execute(
