@@ -1,6 +1,7 @@
 """``kfnas trials``: a study's trials from the store, as a table or JSON lines, and its errors."""
 
 import json
+import re
 
 import pytest
 from rich.console import Console
@@ -74,11 +75,17 @@ def run(capsys, *argv):
     return status, capsys.readouterr().out
 
 
+def columns(line):
+    """The cells of a plain (piped) table line: columns are two or more spaces apart."""
+    return re.split(r" {2,}", line.strip())
+
+
 def test_trials_prints_a_table_of_the_study(capsys, experiment):
-    status, out = run(capsys, "trials", experiment)
+    status, out = run(capsys, "trials", experiment)  # Not a terminal: plain aligned columns.
     assert status == 0
-    header = next(line for line in out.splitlines() if "┃ id" in line)
-    assert [cell.strip() for cell in header.split("┃")[1:-1]] == [
+    assert not any("\u2500" <= ch <= "\u257f" for ch in out)  # No box drawing.
+    header = next(line for line in out.splitlines() if line.startswith("id "))
+    assert columns(header) == [
         "id",
         "round",
         "status",
@@ -90,18 +97,41 @@ def test_trials_prints_a_table_of_the_study(capsys, experiment):
         "params",
         "duration",
     ]
-    lines = {line.split("│")[1].strip(): line for line in out.splitlines() if line.count("│") > 5}
-    for cell in ("COMPLETED", "0.4321", "0.4100", "12.35", "14.50", "2500.0", "1,234,567", "61 s"):
-        assert cell in lines["0"], cell
-    assert "INFEASIBLE" in lines["1"] and "trial 1: INFEASIBLE: NaN loss at step 7" in out
-    assert "PENDING" in lines["2"] and lines["2"].split("│")[2].strip() == "2"  # round 2
-    assert "Study proxy: 3 trials" in out
+    lines = {
+        columns(line)[0]: columns(line) for line in out.splitlines() if len(columns(line)) == 10
+    }
+    assert lines["0"] == [
+        "0",
+        "1",
+        "COMPLETED",
+        "0.4321",
+        "0.4100",
+        "12.35",
+        "14.50",
+        "2500.0",
+        "1,234,567",
+        "61 s",
+    ]
+    assert lines["1"][2] == "INFEASIBLE" and "trial 1: INFEASIBLE: NaN loss at step 7" in out
+    assert lines["2"][1:3] == ["2", "PENDING"]  # round 2
+    assert out.splitlines()[0] == "Study proxy: 3 trials"
+
+
+def test_trials_on_a_terminal_prints_a_boxed_table(capsys, monkeypatch, experiment):
+    monkeypatch.setattr(
+        cli._common, "console", Console(width=200, force_terminal=True, color_system=None)
+    )
+    status, out = run(capsys, "trials", experiment)
+    assert status == 0
+    assert "┃ id" in out and "│ COMPLETED" in out and "Study proxy: 3 trials" in out
 
 
 def test_trials_lists_another_study_with_what_each_trial_retrains(capsys, experiment):
     status, out = run(capsys, "trials", experiment, "--study", "validation")
     assert status == 0
-    assert "Study validation: 1 trials" in out and "retrains" in out and "proxy trial 0" in out
+    assert "Study validation: 1 trials" in out
+    header, row = out.splitlines()[1:3]
+    assert columns(header)[-1] == "retrains" and columns(row)[-1] == "proxy trial 0"
 
 
 def test_trials_json_prints_one_object_per_trial(capsys, experiment):

@@ -12,8 +12,6 @@ import json
 import shutil
 from pathlib import Path
 
-from rich.table import Table
-
 from kfnas.cli import _common as ui
 from kfnas.config.spec import ExperimentSpec, SpecError
 from kfnas.records.trial import TrialResult, TrialSpec
@@ -231,7 +229,7 @@ def _search(uri: str, study: str, top: int) -> int:
 def _add_trials(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("experiment", help="experiment URI (<store_root>/<name>)")
     parser.add_argument("--study", default="proxy", help="the study to list (default: proxy)")
-    parser.add_argument("--json", action="store_true", help="print JSON lines, one per trial")
+    ui.add_json_flag(parser, "JSON Lines (one object per trial)")
 
 
 def _run_trials(args: argparse.Namespace) -> int:
@@ -239,29 +237,29 @@ def _run_trials(args: argparse.Namespace) -> int:
 
     rows = list_trials(args.experiment, args.study)
     if args.json:
-        for row in rows:
-            ui.console.out(json.dumps(row.to_dict()), highlight=False)
+        ui.print_json([row.to_dict() for row in rows], lines=True)
         return 0
     metric = rows[0].metric if rows else "metric"
     sources = any(r.source for r in rows)
-    table = Table(title=f"Study {args.study}: {len(rows)} trials")
-    for name in ("id", "round", "status", *measure_headers(metric), "duration"):
-        table.add_column(name, overflow="fold")
-    if sources:
-        table.add_column("retrains", overflow="fold")
-    for r in rows:
-        table.add_row(
+    headers = ["id", "round", "status", *measure_headers(metric), "duration"]
+    headers += ["retrains"] if sources else []
+    cells = [
+        [
             str(r.trial_id),
             str(r.round),
             r.status,
             *measure_cells(r),
             f"{r.duration_s:.0f} s" if r.status not in (PENDING, CORRUPT) else "-",
             *([r.source] if sources else []),
-        )
-    ui.console.print(table)
+        ]
+        for r in rows
+    ]
+    ui.print_table(headers, cells, title=f"Study {args.study}: {len(rows)} trials")
     for r in rows:
-        if r.error:
-            ui.console.print(f"trial {r.trial_id}: {r.status}: {r.error}", soft_wrap=True)
+        if r.error:  # markup=False: the error is a record's text, its brackets no markup.
+            ui.console.print(
+                f"trial {r.trial_id}: {r.status}: {r.error}", soft_wrap=True, markup=False
+            )
     return 0
 
 
