@@ -1,199 +1,257 @@
-"""Experiment reports: HTML page, Markdown summary, Pareto front, Kendall tau, store writes."""
+"""The experiment report: what it gathers from the store, the statistics, the page and its size.
 
-import dataclasses
-import math
+The sample experiment (``sample_experiment.py``) holds real records and TensorBoard event files;
+the browser tests (``tests/e2e/test_report_browser.py``) check that the page draws them.
+"""
+
+from __future__ import annotations
+
+import base64
+import gzip
+import json
+import random
+import re
 from pathlib import Path
 
 import pytest
+from sample_experiment import METRIC, SPEC, write_logs, write_sample
 
-from kfnas.config.spec import ConstraintSpec, ExperimentSpec, ObjectiveSpec, StudySpec
-from kfnas.records.trial import TrialResult, TrialSpec, TrialStatus
-from kfnas.search.ranking import kendall_tau, pareto_front
-from kfnas.store import ExperimentLayout, LocalStore
-from kfnas.views.report import Refinement, Report, _plot_pareto, _rows, build_report, write_report
-
-PNG = "data:image/png;base64,"
-LONG_REASON = "ResourceExhausted: OOM <script>alert(1)</script> " + "x" * 400
-
-SPEC = ExperimentSpec(
-    name="demo",
-    studies={"proxy": StudySpec(space="spinenet_mbconv"), "validation": StudySpec()},
-    objectives=ObjectiveSpec(
-        metric="AP", constraints=[ConstraintSpec(measure="latency_ms", target=25.0)]
-    ),
-)
-
-
-def trial(trial_id, round_, study="proxy"):
-    return TrialSpec("demo", study, trial_id, round_, "spinenet_mbconv", "{}", "{}")
-
-
-def done(trial_id, ap, reward, latency, flops, params):
-    metrics = {"AP": ap, "latency_ms": latency, "flops": flops, "params": params}
-    return TrialResult(trial_id, TrialStatus.COMPLETED, metrics=metrics, reward=reward)
-
-
-# (AP, latency): 1 (0.30, 12), 2 (0.35, 20), 4 (0.40, 30) are the Pareto front; 6 (0.25, 25) is
-# dominated by 2. By reward: 2, 4, 1, 6.
-PROXY = [
-    (trial(1, 1), done(1, 0.30, 0.28, 12.0, 150e6, 1_200_000)),
-    (trial(2, 1), done(2, 0.35, 0.33, 20.0, 300e6, 2_500_000)),
-    (trial(3, 1), TrialResult(3, TrialStatus.FAILED, error=LONG_REASON)),
-    (trial(4, 2), done(4, 0.40, 0.31, 30.0, 450e6, 3_000_000)),
-    (trial(5, 2), TrialResult(5, TrialStatus.INFEASIBLE, error="NaN loss at step 3")),
-    (trial(6, 2), done(6, 0.25, 0.20, 25.0, 200e6, 900_000)),
-    (trial(7, 2), None),
-]
-VALIDATION = [
-    (trial(1, 1, "validation"), done(1, 0.50, 0.48, 20.0, 300e6, 2_500_000)),
-    (trial(2, 1, "validation"), done(2, 0.52, 0.47, 30.0, 450e6, 3_000_000)),
-    (trial(3, 1, "validation"), done(3, 0.45, 0.45, 12.0, 150e6, 1_200_000)),
-]
-# (proxy score, full-training score): one discordant pair of three, tau = (2 - 1) / 3.
-PAIRS = [(0.33, 0.50), (0.31, 0.52), (0.28, 0.45)]
+from kfnas.records.trial import TrialResult, TrialStatus
+from kfnas.search.ranking import kendall_tau
+from kfnas.spaces import get_space
+from kfnas.spaces.base import decision_values, dna_spec
+from kfnas.store import ExperimentLayout, LocalStore, open_experiment
+from kfnas.views.curves import CurvesError, read_curves
+from kfnas.views.report import render_experiment, write_report
+from kfnas.views.report_data import StudyData, TrialData, importance, page_data, to_json
+from kfnas.views.rows import trial_row
 
 
 @pytest.fixture(scope="module")
-def report():
-    return build_report(SPEC, PROXY)
+def sample(tmp_path_factory):
+    return write_sample(tmp_path_factory.mktemp("store"))
 
 
-def table_rows(markdown):
-    lines = [line for line in markdown.splitlines() if line.startswith("| ")]
-    return [[cell.strip() for cell in line.strip("|").split("|")] for line in lines]
+@pytest.fixture(scope="module")
+def report(sample):
+    return render_experiment(open_experiment(sample.uri))
 
 
-def test_html_embeds_two_plots_and_names_the_experiment(report):
-    assert isinstance(report, Report)
-    assert report.html.startswith("<!DOCTYPE html>")
-    assert report.html.count(PNG) == 2
-    assert "kfnas report: demo" in report.html
-    assert "spinenet_mbconv" in report.html and "regularized_evolution" in report.html
-    assert "COMPLETED: 4, FAILED: 1, INFEASIBLE: 1, PENDING: 1" in report.html
-    assert report.kendall_tau is None
-    assert "Proxy vs full training" not in report.html  # no validation, no pairs
+def study(report, name):
+    return next(s for s in report.data["studies"] if s["name"] == name)
 
 
-def test_html_escapes_user_strings():
-    page = build_report(dataclasses.replace(SPEC, name="<b>"), PROXY).html
-    assert "kfnas report: &lt;b&gt;" in page
-    assert "<b>" not in page
-    assert "<script>" not in page and "&lt;script&gt;alert(1)&lt;/script&gt;" in page
+def page_json(html: str) -> dict:
+    match = re.search(r'<script type="application/json" id="kfnas-data">(.*?)</script>', html, re.S)
+    return json.loads(match.group(1))
 
 
-def test_markdown_lists_top_candidates_by_reward(report):
-    header, *rows = table_rows(report.markdown)
-    assert header == [
-        "rank", "trial id", "round", "status", "AP", "reward", "latency ms", "p90 ms",
-        "M mult-adds", "params",
-    ]  # fmt: skip
-    assert [row[1] for row in rows] == ["2", "4", "1", "6"]
-    assert rows[0] == [
-        "1", "2", "1", "COMPLETED", "0.3500", "0.3300", "20.00", "-", "300.0", "2,500,000",
-    ]  # fmt: skip
-    assert rows[1][:7] == ["2", "4", "2", "COMPLETED", "0.4000", "0.3100", "30.00"]
-    assert rows[3][8:] == ["200.0", "900,000"]
+def test_every_study_of_the_chain_in_order_with_counts(report):
+    assert [s["name"] for s in report.data["studies"]] == ["proxy", "validation", "final"]
+    proxy = study(report, "proxy")
+    assert proxy["counts"] == {"COMPLETED": 10, "FAILED": 1, "INFEASIBLE": 0, "PENDING": 1}
+    assert proxy["space"] == "mnasnet" and proxy["searched"]
+    assert study(report, "validation")["space"] == "mnasnet"  # from its trials
+    assert not study(report, "validation")["searched"]
+    assert study(report, "validation")["importance"] == []
 
 
-def test_markdown_counts_statuses_and_gives_truncated_reasons(report):
-    md = report.markdown
-    assert "COMPLETED: 4, FAILED: 1, INFEASIBLE: 1" in md
-    assert "- trial 5 (INFEASIBLE): NaN loss at step 3" in md
-    [failed] = [line for line in md.splitlines() if line.startswith("- trial 3 (FAILED)")]
-    assert failed.endswith("...") and len(failed) < 250
-    assert "&lt;script&gt;" in failed  # raw HTML in Markdown would be rendered by viewers
+def test_trials_carry_their_decisions_as_the_space_names_them(sample, report):
+    proxy = study(report, "proxy")
+    spec = sample.records.read_spec("proxy", 5)
+    expected = decision_values(get_space("mnasnet"), spec.dna_json)
+    names = [d["id"] for d in proxy["decisions"]]
+    assert names == list(expected) and "blocks[0].kernel_size" in names
+    row = next(t for t in proxy["trials"] if t["trial_id"] == 5)
+    decoded = {d["id"]: d["choices"][i] for d, i in zip(proxy["decisions"], row["d"], strict=True)}
+    assert decoded == {k: str(v) for k, v in expected.items()}
 
 
-def test_top_k_limits_the_table():
-    rows = table_rows(build_report(SPEC, PROXY, top_k=2).markdown)[1:]
-    assert [row[1] for row in rows] == ["2", "4"]
+def test_pareto_fronts_are_the_non_dominated_trials(report):
+    proxy = study(report, "proxy")
+    done = [t for t in proxy["trials"] if t["status"] == "COMPLETED"]
+    for cost in ("latency_ms", "flops"):
+        expected = [
+            t["trial_id"]
+            for t in done
+            if not any(
+                o["value"] >= t["value"]
+                and o[cost] <= t[cost]
+                and (o["value"], o[cost]) != (t["value"], t[cost])
+                for o in done
+            )
+        ]
+        assert proxy["fronts"][cost] == sorted(expected) and expected
 
 
-def test_validation_section_and_pairs_give_a_third_plot_and_tau():
-    report = build_report(SPEC, PROXY, VALIDATION, pairs=PAIRS)
-    assert report.html.count(PNG) == 3
-    assert report.kendall_tau == pytest.approx(1 / 3)
-    assert "Kendall tau = 0.333 over 3 candidates" in report.html
-    assert "Kendall tau = 0.333" in report.markdown
-    assert "Study validation" in report.markdown
-    assert [r[1] for r in table_rows(report.markdown) if r[0] != "rank"][-3:] == ["1", "2", "3"]
+def test_proxy_against_full_training_pairs_and_kendall_tau(sample, report):
+    pairs = report.data["pairs"]
+    assert len(pairs) == 3
+    for pair in pairs:
+        validation = sample.records.read_result("validation", pair["trial"])
+        proxy = sample.records.read_result("proxy", pair["proxy_trial"])
+        assert (pair["proxy"], pair["full"]) == (proxy.metrics[METRIC], validation.metrics[METRIC])
+    tau = kendall_tau([p["proxy"] for p in pairs], [p["full"] for p in pairs])
+    assert report.kendall_tau == tau and f"Kendall tau = {tau:.3f} over 3" in report.markdown
 
 
-def test_fewer_than_two_pairs_give_no_tau_and_say_so():
-    report = build_report(SPEC, PROXY, VALIDATION, pairs=[(0.3, 0.5)])
-    assert report.kendall_tau is None
-    assert "at least 2 are needed" in report.html and "at least 2 are needed" in report.markdown
-    no_pairs = build_report(SPEC, PROXY, VALIDATION)
-    assert no_pairs.kendall_tau is None and no_pairs.html.count(PNG) == 2
-    assert "no proxy/full-training pairs were given" in no_pairs.html
+def test_lineage_follows_the_best_final_trial_back_to_its_proxy_trial(report):
+    lineage = report.data["lineage"]
+    assert lineage["exported"] == ""
+    assert [s["study"] for s in lineage["steps"]] == ["final", "validation", "proxy"]
+    proxy_id = lineage["steps"][2]["trial_id"]
+    assert next(p for p in report.data["pairs"] if p["trial"] == 1)["proxy_trial"] == proxy_id
+    assert "Lineage of the best candidate so far (no model exported yet)" in report.html
 
 
-def test_empty_history_still_renders():
-    report = build_report(SPEC, [])
-    assert report.html.count(PNG) == 2
-    assert "No completed trial yet" in report.markdown
+def test_curves_come_from_the_event_files(sample, report):
+    curves = study(report, "proxy")["curves"]["1"]
+    assert curves["train"]["step"] == [10.0, 20.0, 30.0, 40.0]
+    assert set(curves["train"]) == {"step", "loss", "learning_rate"}
+    result = sample.records.read_result("proxy", 1)
+    assert curves["eval"][METRIC][-1] == pytest.approx(result.metrics[METRIC], rel=1e-4)
+    # The final trial has no logs: it says where it looked; the failed and open trials none.
+    errors = study(report, "final")["curve_errors"]
+    assert "no training logs under" in errors["1"] and "final/trials/000001/logs" in errors["1"]
+    assert (
+        "3" not in study(report, "proxy")["curves"] and "12" not in study(report, "proxy")["curves"]
+    )
 
 
-def test_pareto_plot_marks_the_front_and_the_latency_target():
-    fig = _plot_pareto(_rows(PROXY, "AP"), "AP", [25.0])
-    ax = fig.axes[0]
-    front = next(line for line in ax.lines if line.get_label() == "Pareto front")
-    assert list(front.get_xdata()) == [12.0, 20.0, 30.0]
-    assert list(front.get_ydata()) == [0.30, 0.35, 0.40]
-    target = next(line for line in ax.lines if line.get_label().startswith("latency target"))
-    assert list(target.get_xdata()) == [25.0, 25.0]
+def test_curves_written_by_tensorflow_are_read(tmp_path):
+    import tensorflow as tf
+
+    writer = tf.summary.create_file_writer(str(tmp_path / "logs" / "train"))
+    with writer.as_default():
+        for step in range(1, 101):
+            tf.summary.scalar("loss", 1.0 / step, step=step)
+            tf.summary.scalar("learning_rate", 0.1, step=step)
+            tf.summary.text("note", "text is skipped", step=step)
+    writer.close()
+    curves = read_curves(LocalStore(tmp_path), "logs")
+    assert set(curves.splits) == {"train"}
+    assert curves.splits["train"]["loss"][:2] == pytest.approx([1.0, 0.5])
+    thin = curves.thinned(10).splits["train"]
+    assert len(thin["step"]) == 10 and thin["step"][0] == 1 and thin["step"][-1] == 100
 
 
-def test_pareto_front():
-    points = [(0.30, 12.0), (0.35, 20.0), (0.25, 25.0), (0.40, 30.0), (0.35, 20.0), (0.2, 40.0)]
-    assert pareto_front(points) == [0, 1, 3, 4]  # equal points are both kept
-    assert pareto_front([(0.5, 10.0), (0.5, 9.0)]) == [1]  # same quality, cheaper
-    assert pareto_front([(0.5, 10.0), (0.6, 10.0)]) == [1]  # same cost, better
-    assert pareto_front([(math.nan, 1.0), (0.1, 5.0)]) == [1]
-    assert pareto_front([]) == []
-
-
-def test_kendall_tau():
-    assert kendall_tau([1, 2, 3, 4], [10, 20, 30, 40]) == pytest.approx(1.0)
-    assert kendall_tau([1, 2, 3, 4], [4, 3, 2, 1]) == pytest.approx(-1.0)
-    # 6 pairs, one discordant (2, 3): (5 - 1) / 6.
-    assert kendall_tau([1, 2, 3, 4], [1, 3, 2, 4]) == pytest.approx(2 / 3)
-    assert kendall_tau([1.0], [2.0]) is None
-    assert kendall_tau([], []) is None
-    assert kendall_tau([1, 2, 3], [5, 5, 5]) is None  # undefined: one side all tied
-    with pytest.raises(ValueError, match="paired"):
-        kendall_tau([1, 2], [1])
-
-
-def test_write_report_writes_both_files(tmp_path, report):
+def test_a_truncated_event_file_is_reported_not_raised(sample, tmp_path):
     store = LocalStore(tmp_path)
-    uris = write_report(store, ExperimentLayout("demo"), report)
-    assert set(uris) == {"html", "markdown"}
-    assert uris["html"].endswith("demo/reports/report.html")
-    assert uris["markdown"].endswith("demo/reports/top_candidates.md")
+    write_logs(tmp_path / "logs", 20, 0.5, 0)
+    (name,) = store.list("logs/train")
+    data = store.read_bytes(f"logs/train/{name}")
+    store.write_bytes(f"logs/train/{name}", data[:-7])
+    with pytest.raises(CurvesError, match="truncated record"):
+        read_curves(store, "logs")
+
+
+def test_unreadable_logs_leave_the_trial_without_curves_and_say_why(tmp_path):
+    exp = write_sample(tmp_path, proxy_trials=5)
+    logs = exp.layout.trial_logs_dir("proxy", 2)
+    (name,) = exp.store.list(f"{logs}/train")
+    exp.store.write_bytes(f"{logs}/train/{name}", b"\x05\x00\x00\x00\x00\x00\x00\x00garbage!")
+    proxy = study(render_experiment(exp), "proxy")
+    assert "2" not in proxy["curves"] and "1" in proxy["curves"]
+    assert proxy["curve_errors"]["2"].startswith("its training logs cannot be read:")
+
+
+def test_importance_is_the_share_of_variance_each_decision_explains():
+    # Decision "a" splits the rewards into {1, 1} and {0, 0}: it explains all the variance;
+    # "b" pairs one high with one low reward in each choice: none.
+    rewards = [1.0, 1.0, 0.0, 0.0]
+    choices = [["x", "p"], ["x", "q"], ["y", "p"], ["y", "q"]]
+    ranked = importance(rewards, choices, ["a", "b"])
+    assert [(d["id"], d["score"]) for d in ranked] == [("a", 1.0), ("b", 0.0)]
+    assert ranked[0]["choices"] == [
+        {"value": "x", "mean": 1.0, "n": 2},
+        {"value": "y", "mean": 0.0, "n": 2},
+    ]
+    assert importance([1.0, 2.0], [["x"], ["y"]], ["a"]) == []  # too few trials
+    assert importance([1.0, 1.0, 1.0], [["x"], ["y"], ["x"]], ["a"]) == []  # no variance
+
+
+def test_the_page_is_self_contained_and_holds_its_data_once(report):
+    html = report.html
+    assert not re.search(r"<(script|link|img)[^>]+(src|href)=", html)
+    assert "https://" not in html.split('id="kfnas-data"')[0]
+    assert page_json(html) == json.loads(json.dumps(report.data))
+    packed = re.search(r'id="kfnas-plotly">([A-Za-z0-9+/=]+)</script>', html).group(1)
+    plotly = gzip.decompress(base64.b64decode(packed)).decode()
+    assert plotly.startswith("/**\n* plotly.js v")
+    for section in ("study-proxy", "study-validation", "study-final", 'id="pairs"'):
+        assert section in html
+
+
+def test_text_from_records_cannot_break_out_of_the_page(tmp_path):
+    exp = write_sample(tmp_path, proxy_trials=4)
+    evil = "</script><script>alert(1)</script><!--"
+    bad = TrialResult(2, TrialStatus.FAILED, error=evil)
+    exp.store.write_text(exp.layout.trial_result("proxy", 2), bad.to_json())
+    html = render_experiment(exp).html
+    assert "<script>alert(1)" not in html
+    assert page_json(html)["studies"][0]["trials"][1]["error"] == evil
+
+
+def test_an_experiment_without_trials_renders_empty_states(tmp_path):
+    store = LocalStore(tmp_path)
+    store.write_text(ExperimentLayout(SPEC.name).experiment_json(), SPEC.to_json())
+    report = render_experiment(open_experiment(str(tmp_path / SPEC.name)))
+    assert report.html.count("Not started: no trial yet.") == 3
+    assert "No completed trial yet: no lineage to show." in report.html
+    assert "_No completed trial yet._" in report.markdown
+
+
+def test_markdown_lists_top_candidates_and_failures(report):
+    md = report.markdown
+    assert "## Study proxy (mnasnet)" in md
+    assert "- trial 3 (FAILED): OOM when allocating tensor" in md
+    table = [line for line in md.split("## Study validation")[0].splitlines() if line[:2] == "| "]
+    ranks = [int(line.split("|")[1]) for line in table[1:]]
+    assert ranks == list(range(1, 11))
+
+
+def test_write_report_replaces_the_stored_files(sample, report):
+    uris = write_report(sample.store, sample.layout, report)
     assert Path(uris["html"]).read_text() == report.html
     assert Path(uris["markdown"]).read_text() == report.markdown
-    assert store.read_text("demo/reports/report.html") == report.html
 
 
-def test_refinement_studies_get_a_section_with_choices_and_two_plots():
-    scaling = [
-        (trial(1, 1, "scaling"), done(1, 0.55, 0.50, 18.0, 500e6, 3_000_000)),
-        (trial(2, 1, "scaling"), done(2, 0.60, 0.41, 40.0, 900e6, 4_000_000)),
-        (trial(3, 1, "scaling"), TrialResult(3, TrialStatus.FAILED, error="OOM")),
+def _big_study(n: int) -> StudyData:
+    """``n`` completed spinenet trials with 40-point curves, as a large search would have."""
+    points = [
+        (str(p.id), p.literal_values) for p in dna_spec(get_space("spinenet")).decision_points
     ]
-    choices = {1: "image_size=512, options.head_num_convs=4", 2: "image_size=640", 3: "x"}
-    refinement = Refinement("scaling", "spinenet_scaling", scaling, choices)
-    built = build_report(SPEC, PROXY, VALIDATION, pairs=PAIRS, refinements=[refinement])
-    assert built.html.count(PNG) == 5  # by trial, Pareto, proxy vs full, scaling x 2
-    assert "Study scaling (spinenet_scaling)" in built.html
-    assert "scaling: choices ranked" in built.html and "scaling: AP vs latency" in built.html
-    section = built.markdown.split("## Study scaling (spinenet_scaling)")[1]
-    rows = table_rows(section)
-    assert rows[0][-1] == "choice"
-    # Ranked by reward: trial 1 (0.50) before trial 2 (0.41), each with what it changed.
-    assert [(row[1], row[-1]) for row in rows[1:3]] == [
-        ("1", "image_size=512, options.head_num_convs=4"),
-        ("2", "image_size=640"),
-    ]
-    assert "trial 3 (FAILED): OOM" in section
+    rng = random.Random(0)
+    steps = [float(s) for s in range(100, 4001, 100)]
+    trials = []
+    for trial_id in range(1, n + 1):
+        value = rng.uniform(0.2, 0.5)
+        metrics = {"AP": value, "latency_ms": rng.uniform(10, 60), "flops": rng.uniform(1e9, 9e9)}
+        metrics |= {"params": rng.uniform(1e6, 9e6), "latency_p90_ms": 70.0}
+        result = TrialResult(trial_id, TrialStatus.COMPLETED, metrics, value, duration_s=600.0)
+        row = trial_row(trial_id, result, "AP")
+        curves = {
+            "train": {
+                "step": steps,
+                "loss": [rng.uniform(0.5, 3) for _ in steps],
+                "learning_rate": [rng.uniform(0, 0.1) for _ in steps],
+            },
+            "eval": {"step": steps[4::5], "AP": [rng.uniform(0, 0.5) for _ in steps[4::5]]},
+        }
+        curves = {
+            k: {t: [float(f"{v:.5g}") for v in vs] for t, vs in c.items()}
+            for k, c in curves.items()
+        }
+        decisions = {name: rng.choice(values) for name, values in points}
+        trials.append(TrialData(None, row, decisions, curves=curves))
+    return StudyData("proxy", "spinenet", "regularized_evolution", trials)
+
+
+def test_a_thousand_trial_report_stays_under_5_mb(sample):
+    from kfnas.views.report import build_report
+
+    studies = [_big_study(1000)]
+    report = build_report(page_data(sample.spec, sample.uri, studies), studies)
+    size = len(report.html.encode())
+    assert size < 5_000_000, f"{size / 1e6:.2f} MB"
+    assert len(to_json(report.data)) > 1_000_000  # the trials are in it

@@ -16,7 +16,8 @@ from __future__ import annotations
 import warnings
 
 from kfnas.config.spec import SpecError
-from kfnas.store import open_experiment
+from kfnas.records.trial import TrialSpec
+from kfnas.store import Experiment, open_experiment
 from kfnas.store.trials import CorruptRecordWarning
 from kfnas.views.rows import TrialRow, corrupt_row, trial_row
 
@@ -33,16 +34,25 @@ def list_trials(experiment_uri: str, study: str) -> list[TrialRow]:
             f"experiment {experiment_uri} has no study {study!r}; its studies: "
             f"{', '.join(exp.spec.studies)} (kfnas trials URI --study NAME)"
         )
+    return [row for _, row in study_trials(exp, study)]
+
+
+def study_trials(exp: Experiment, study: str) -> list[tuple[TrialSpec | None, TrialRow]]:
+    """Every trial of ``study`` in id order: its spec (``None`` when unreadable) and its row.
+
+    A trial whose ``trial.json`` or ``result.json`` cannot be read is a ``CORRUPT`` row naming the
+    file and its repair (the warnings ``TrialRecords`` gives for them are left to the rows).
+    """
     metric = exp.spec.objectives.metric
     corrupt = {bad.trial_id: bad for bad in exp.records.corrupt(study)}
     with warnings.catch_warnings():  # The CORRUPT rows say it, with the repair.
         warnings.simplefilter("ignore", CorruptRecordWarning)
         specs = {spec.trial_id: (spec, result) for spec, result in exp.records.history(study)}
-    rows = []
+    out: list[tuple[TrialSpec | None, TrialRow]] = []
     for trial_id in sorted({*corrupt, *specs}):
         spec, result = specs.get(trial_id, (None, None))
         if trial_id in corrupt:
-            rows.append(corrupt_row(corrupt[trial_id], metric, spec))
+            out.append((spec, corrupt_row(corrupt[trial_id], metric, spec)))
         else:
-            rows.append(trial_row(trial_id, result, metric, spec))
-    return rows
+            out.append((spec, trial_row(trial_id, result, metric, spec)))
+    return out
