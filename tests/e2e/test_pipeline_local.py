@@ -33,10 +33,13 @@ import os
 import sys
 import textwrap
 import time
+from pathlib import Path
 
 import pytest
 
 os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "3")
+
+from browser import INSTALL_HINT, Browser, check_report, find_chromium
 
 from kfnas.cli.local_study import run_study
 from kfnas.data import write_detection_dataset
@@ -46,6 +49,7 @@ from kfnas.stages import init_experiment, propose_trials, select_top
 from kfnas.store import open_experiment
 from kfnas.tasks import TASKS
 from kfnas.training.runner import trial_experiment_spec
+from kfnas.views.dashboard import Dashboard
 
 pytestmark = [pytest.mark.slow, pytest.mark.tf]
 
@@ -378,7 +382,8 @@ def test_the_report_has_a_section_per_refinement_study(runs):
     assert "## Study augmentation (randaugment_detection)" in markdown
     assert "options.augmentation=" in markdown and "options.resample_alpha=" in markdown
     html = exp.store.read_text(exp.layout.report_html())
-    assert "scaling: choices ranked" in html and "augmentation: AP vs latency" in html
+    for study in STUDIES:
+        assert f'<section class="study" id="study-{study}"' in html
 
 
 def test_trial_metrics_are_kfp_metrics_artifacts(runs):
@@ -432,3 +437,22 @@ def test_the_local_study_runner_resumes_the_finished_study_and_trains_nothing(ru
     assert again.results == {i: exp.records.read_result("proxy", i) for i in again.trial_ids}
     assert again.top == select_top(exp.uri, "proxy", 2)
     assert _finished(exp) == runs["finished"]
+
+
+@pytest.mark.skipif(find_chromium() is None, reason=f"no Chromium: {INSTALL_HINT}")
+def test_the_report_and_the_live_view_render_in_a_browser(runs, tmp_path):
+    """The finished run's report file and its live view, opened in headless Chromium.
+
+    Screenshots go to ``$KFNAS_SCREENSHOTS`` when set (the README's images come from there).
+    """
+    exp = runs["exp"]
+    shots = Path(os.environ.get("KFNAS_SCREENSHOTS") or tmp_path)
+    with Browser() as browser:
+        data = check_report(browser, Path(exp.store.uri(exp.layout.report_html())).as_uri(), shots)
+        assert [s["name"] for s in data["studies"]] == list(STUDIES)
+        assert data["lineage"]["exported"] == "v1"
+        assert [s["study"] for s in data["lineage"]["steps"]][-1] == "proxy"
+        with Dashboard(exp.uri, port=0) as live:
+            live_data = check_report(browser, live.url, shots, "live")
+            assert live_data["studies"] == data["studies"]
+            assert browser.evaluate("typeof window.sessionStorage") == "object"

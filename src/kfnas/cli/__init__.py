@@ -2,9 +2,10 @@
 
 Commands come in groups, one module each: ``catalog`` (spaces, algorithms, rewards),
 ``experiment`` (validate, init, propose, make-data, trial, search, trials, demo), ``control``
-(status, stop: a running search) and ``pipeline`` (compile, run, submit, schedule; the only group
-that imports kfp). Each group's ``COMMANDS`` maps
-a name to a ``_common.Command`` (help, handler, arguments); ``build_parser`` assembles them.
+(status, stop: a running search), ``dashboard`` (the live report of an experiment, served on
+localhost) and ``pipeline`` (compile, run, submit, schedule; the only group that imports kfp).
+Each group's ``COMMANDS`` maps a name to a ``_common.Command`` (help, handler, arguments);
+``build_parser`` assembles them.
 Handlers only parse, call the library and print. Errors a user can fix (a bad spec, an unknown
 name) print one clear message and exit with status 2, without a traceback.
 
@@ -20,12 +21,12 @@ import os
 import sys
 from collections.abc import Sequence
 
-from kfnas.cli import _common, catalog, control, experiment, pipeline
+from kfnas.cli import _common, catalog, control, dashboard, experiment, pipeline
 from kfnas.config.spec import SpecError
 from kfnas.registry import RegistryError
 from kfnas.version import __version__
 
-_GROUPS = (catalog, experiment, control, pipeline)
+_GROUPS = (catalog, experiment, control, dashboard, pipeline)
 
 #: Every command, by name, in the order ``kfnas --help`` lists them.
 COMMANDS: dict[str, _common.Command] = {

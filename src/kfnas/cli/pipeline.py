@@ -88,6 +88,8 @@ def _print_training(profile: str | None) -> None:
 
 
 def _add_run(parser: argparse.ArgumentParser) -> None:
+    from kfnas.cli.dashboard import port_number
+
     parser.add_argument(
         "spec", help="experiment spec YAML file, or `demo` (generated data and the demo spec)"
     )
@@ -101,6 +103,20 @@ def _add_run(parser: argparse.ArgumentParser) -> None:
     parser.add_argument(
         "--model-version", default="v1", help="export folder of the final model (default v1)"
     )
+    live = parser.add_mutually_exclusive_group()
+    live.add_argument(
+        "--dashboard-port",
+        type=port_number,
+        metavar="PORT",
+        help="port of the live view on 127.0.0.1 (default 8765, or any free port when it is "
+        "taken; 0: any free port)",
+    )
+    live.add_argument("--no-dashboard", action="store_true", help="serve no live view")
+    parser.add_argument(
+        "--serve",
+        action="store_true",
+        help="keep serving the live view after the run, until Ctrl-C",
+    )
 
 
 def _run_inputs(spec: str, out: Path) -> tuple[str, list[str]]:
@@ -113,6 +129,7 @@ def _run_inputs(spec: str, out: Path) -> tuple[str, list[str]]:
 
 
 def _run_run(args: argparse.Namespace) -> int:
+    from kfnas.cli.dashboard import serve_until_interrupted, start_live_view
     from kfnas.config.settings import ExperimentSettings
     from kfnas.config.studies import PROXY
     from kfnas.store import experiment_uri
@@ -131,15 +148,24 @@ def _run_run(args: argparse.Namespace) -> int:
     uri = experiment_uri(resolved)  # what init_experiment will create
     ui.console.rule(f"kfnas run: the search pipeline under kfp.local, {rounds} rounds x {trials}")
     ui.console.print(f"Experiment {uri}; step logs in {out / 'kfp.log'}")
+    # The report page, served from the store while the run fills it (it waits for the experiment).
+    live = None if args.no_dashboard else start_live_view(uri, args.dashboard_port)
     arguments = {"spec_yaml": text, "overrides": overrides, "trials_per_round": trials}
     arguments |= {"top_k": args.top_k, "model_version": args.model_version}
     out.mkdir(parents=True, exist_ok=True)
-    # Open until the summary is printed: kfp.local's threads may log just after the run ends.
-    with (out / "kfp.log").open("w") as log:
-        if not _run_pipeline(uri, out, arguments, (rounds, args.parallelism), log):
-            return 1
-        _print_summary(uri, out, args.model_version)
-    return 0
+    try:
+        # Open until the summary is printed: kfp.local's threads may log just after the run ends.
+        with (out / "kfp.log").open("w") as log:
+            status = 1
+            if _run_pipeline(uri, out, arguments, (rounds, args.parallelism), log):
+                _print_summary(uri, out, args.model_version)
+                status = 0
+        if live is not None and args.serve:
+            serve_until_interrupted(live)
+    finally:
+        if live is not None:
+            live.stop()
+    return status
 
 
 def _run_pipeline(
