@@ -123,19 +123,32 @@ def _decisions(spec: TrialSpec, spaces: Sequence[str]) -> dict[str, Any]:
     return {}
 
 
+# Logs URI -> (curves, error) of finished trials: their train and eval event files no longer
+# change, so the live view, which renders again whenever a trial ends, reads each trial's once.
+_FINISHED_CURVES: dict[str, tuple[dict[str, Any] | None, str]] = {}
+_CACHED_TRIALS = 20_000
+
+
 def _curves(exp: Experiment, study: str, trial: TrialData, with_curves: bool) -> None:
     if not with_curves or trial.row.status == PENDING:
         return
     logs = exp.layout.trial_logs_dir(study, trial.row.trial_id)
+    key = exp.store.uri(logs)
+    if key not in _FINISHED_CURVES:
+        if len(_FINISHED_CURVES) >= _CACHED_TRIALS:
+            _FINISHED_CURVES.clear()
+        _FINISHED_CURVES[key] = _read(exp, logs)
+    trial.curves, trial.curves_error = _FINISHED_CURVES[key]
+
+
+def _read(exp: Experiment, logs: str) -> tuple[dict[str, Any] | None, str]:
     try:
         curves = read_curves(exp.store, logs)
     except (CurvesError, ObjectNotFound, OSError) as e:
-        trial.curves_error = f"its training logs cannot be read: {e}"
-        return
+        return None, f"its training logs cannot be read: {e}"
     if not curves.splits:
-        trial.curves_error = f"no training logs under {exp.store.uri(logs)}"
-        return
-    trial.curves = curves.thinned(CURVE_POINTS).to_dict()
+        return None, f"no training logs under {exp.store.uri(logs)}"
+    return curves.thinned(CURVE_POINTS).to_dict(), ""
 
 
 def collect(exp: Experiment, *, with_curves: bool = True) -> list[StudyData]:
