@@ -8,7 +8,10 @@ architecture, lineage, run id, image) and ``store_uri``, the export folder, so t
 model registry link a run to its model without copying the SavedModel. To record the run and image,
 a pipeline passes ``run_id=dsl.PIPELINE_JOB_ID_PLACEHOLDER`` and ``image=IMAGE`` (the image it was
 compiled for; a default here would be evaluated in the container, where this module's globals are
-gone); without them the step records neither.
+gone); without them the step records neither. ``serving`` is the cluster profile's ``serving``
+section as JSON (``kfnas.pipelines.profiles.serving_settings``), compiled in likewise: the KServe
+manifest the stage writes (``serving/inferenceservice.yaml``) asks for its resources; empty: kfnas's
+defaults.
 """
 
 from kfp import dsl
@@ -26,13 +29,14 @@ def export_model(
     model: Output[Model],
     run_id: str = "",
     image: str = "",
+    serving: str = "",
 ) -> str:
     """Exports the trial (at once if already exported); returns the export folder's URI."""
     from kfnas import stages
     from kfnas.export.handoff import read_handoff
 
     # Not kfnas.components here: it imports kfp.dsl, which the executor's kfp does not have.
-    uri = stages.export_model(experiment_uri, study, int(trial_id), version, run_id, image)
+    uri = stages.export_model(experiment_uri, study, int(trial_id), version, run_id, image, serving)
     model.metadata.update(read_handoff(uri).to_dict())
     model.metadata.update({"store_uri": uri, "version": version})
     return uri

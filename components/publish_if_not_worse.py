@@ -3,7 +3,8 @@
 Its outputs say what happened (``status``: ``published`` or ``rejected``; a failed trial fails the
 step) and the ``metrics`` artifact shows the new and previous scores and the tolerance in the KFP
 UI. The decision and its record are the stage's (``kfnas.stages.retraining``); to show another
-number, log it to ``metrics`` here.
+number, log it to ``metrics`` here. ``serving`` (the cluster profile's serving section as JSON,
+compiled in by the pipeline) sizes the KServe manifest of a published version.
 """
 
 from typing import NamedTuple
@@ -25,6 +26,7 @@ def publish_if_not_worse(
     metrics: Output[Metrics],
     run_id: str = "",
     image: str = "",
+    serving: str = "",
 ) -> NamedTuple("Published", status=str, version=str, export_uri=str):
     """Judges the retrained trial and exports it if not worse; returns the status."""
     from typing import NamedTuple
@@ -33,7 +35,7 @@ def publish_if_not_worse(
 
     r = stages.publish_if_not_worse(
         experiment_uri, study, int(trial_id), previous_handoff_uri, new_version,
-        float(tolerance), run_id, image,
+        float(tolerance), run_id, image, serving,
     )  # fmt: skip
     for name in [n for n in ("score", "previous_score", "tolerance") if r[n] is not None]:
         metrics.log_metric(name, r[name])

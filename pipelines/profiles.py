@@ -20,6 +20,17 @@ of step:
   Without it, latency is measured on a light node: the ``light`` section, with the device
   ``<profile name>-light``; name a ``latency`` section for your deployment target.
 
+Beside the steps, an optional top-level ``serving`` section says how KServe serves the exported
+model: the ``InferenceService`` every export writes (``serving/inferenceservice.yaml``,
+``kfnas.export.kserve``) asks for its ``resources`` (CPU and memory requests and limits) and
+``accelerator``, runs on its ``node_selector`` and ``tolerations`` with its ``service_account``,
+``min_replicas`` and ``max_replicas``, and names its ``runtime`` (a KServe ``ServingRuntime``;
+empty: KServe picks one for TensorFlow) and ``runtime_version`` (the TF Serving image tag; empty:
+the runtime's). ``serving_settings`` turns it into the JSON the export steps (``export_model``,
+``publish_if_not_worse``) take as their ``serving`` argument, with the PVCs of the ``export``
+section (a store on one is served as ``pvc://``). Without it the manifest asks for 1 CPU and 2Gi
+and says so.
+
 Each section may set an accelerator (type and count), CPU and memory requests and limits, node
 selectors, tolerations, volumes (PVC mounts and an in-memory ``/dev/shm``), Kubernetes secrets as
 environment variables or files, plain environment variables, image pull secrets, retries (for
@@ -65,6 +76,8 @@ from kfp.dsl import PipelineTask
 
 from kfnas.config.spec import ENV_LATENCY_DEVICE, ENV_LATENCY_THREADS
 from kfnas.config.strict import SpecError, from_data, load_yaml
+from kfnas.export.kserve import ServingSettings
+from kfnas.launch.k8s_manifest import PvcMount, Toleration
 from kfnas.launch.tf_config import (
     ALL_REDUCE_ALGORITHMS,
     ENV_ALL_REDUCE,
@@ -408,6 +421,80 @@ class StepProfile:
         ]
 
 
+#: How ``ServingSettings`` fields are named in a profile's ``serving`` section.
+_SERVING_KEYS = {
+    "cpu_request": "resources.cpu_request",
+    "cpu_limit": "resources.cpu_limit",
+    "memory_request": "resources.memory_request",
+    "memory_limit": "resources.memory_limit",
+    "accelerator_type": "accelerator.type",
+    "accelerator_count": "accelerator.count",
+}
+
+
+@dataclasses.dataclass(frozen=True)
+class ServingProfile:
+    """How KServe serves the exported model (see the module docstring); every part is optional.
+
+    Attributes:
+        runtime: A KServe ``ServingRuntime``/``ClusterServingRuntime`` name (e.g.
+            ``kserve-tensorflow-serving``); empty: KServe picks one for model format tensorflow.
+        runtime_version: The runtime image's tag (the TF Serving version, ``-gpu`` on GPUs).
+        min_replicas: Fewest predictor replicas (0: scale to zero, KServe's serverless mode).
+        max_replicas: Most predictor replicas.
+        accelerator: An accelerator per replica, e.g. ``{type: nvidia.com/gpu, count: 1}``.
+        resources: CPU and memory requests and limits per replica; unset: a request is the
+            limit (and the reverse), both unset: 1 CPU and 2Gi.
+        node_selector: Node labels the replicas must match.
+        tolerations: Taints the replicas tolerate.
+        service_account: The predictor's service account (credentials to read the store).
+    """
+
+    runtime: str = ""
+    runtime_version: str = ""
+    min_replicas: int = 1
+    max_replicas: int = 1
+    accelerator: AcceleratorSpec | None = None
+    resources: ResourcesSpec = dataclasses.field(default_factory=ResourcesSpec)
+    node_selector: dict[str, str] = dataclasses.field(default_factory=dict)
+    tolerations: list[TolerationSpec] = dataclasses.field(default_factory=list)
+    service_account: str = ""
+
+    def problems(self, where: str) -> list[str]:
+        """What is wrong, as messages naming ``where`` (``serving``) and the key."""
+        out = self.accelerator.problems(f"{where}.accelerator") if self.accelerator else []
+        out += self.resources.problems(f"{where}.resources")
+        for i, toleration in enumerate(self.tolerations):
+            out += toleration.problems(f"{where}.tolerations.{i}")
+        if out:  # Quantities that are not quantities: KServe's own checks would repeat them.
+            return out
+        return self.settings().problems(where, _SERVING_KEYS)
+
+    def settings(self, pvcs: list[PvcMount] | None = None, source: str = "") -> ServingSettings:
+        """The section as the export step receives it (``kfnas.export.kserve``)."""
+        accelerator = self.accelerator
+        return ServingSettings(
+            runtime=self.runtime,
+            runtime_version=self.runtime_version,
+            min_replicas=self.min_replicas,
+            max_replicas=self.max_replicas,
+            cpu_request=self.resources.cpu_request,
+            cpu_limit=self.resources.cpu_limit,
+            memory_request=self.resources.memory_request,
+            memory_limit=self.resources.memory_limit,
+            accelerator_type=accelerator.type if accelerator else "",
+            accelerator_count=accelerator.count if accelerator else 0,
+            node_selector=dict(self.node_selector),
+            tolerations=[
+                Toleration(t.key, t.operator, t.value, t.effect, t.toleration_seconds)
+                for t in self.tolerations
+            ],
+            service_account=self.service_account,
+            pvcs=list(pvcs or []),
+            source=source,
+        )
+
+
 @dataclasses.dataclass(frozen=True)
 class StepsSpec:
     """One ``StepProfile`` per kind of step (see ``STEP_KINDS``)."""
@@ -426,6 +513,7 @@ class ClusterProfile:
     name: str
     steps: StepsSpec
     description: str = ""
+    serving: ServingProfile | None = None
 
     def multi_node(self) -> bool:
         """Whether the full trainings span several nodes (launched as jobs by a light step)."""
@@ -456,6 +544,29 @@ class ClusterProfile:
         """The latency device of a profile without a ``latency`` section: ``<name>-light``."""
         name = re.sub(r"[^a-z0-9-]+", "-", self.name.lower()).strip("-") or "profile"
         return name[: 63 - len(LIGHT_DEVICE_SUFFIX)].rstrip("-") + LIGHT_DEVICE_SUFFIX
+
+
+def serving_settings(profile: ClusterProfile | None) -> ServingSettings | None:
+    """What the export steps of a pipeline compiled with ``profile`` serve the model with.
+
+    The profile's ``serving`` section (its defaults when it has none) with the PVCs its
+    ``export`` section mounts, and a ``source`` naming the profile; ``None`` without a profile
+    (the export step then uses kfnas's defaults).
+    """
+    if profile is None:
+        return None
+    export = profile.step("export")
+    pvcs = [PvcMount(p.claim, p.mount_path, p.sub_path) for p in export.volumes.pvcs]
+    if profile.serving is None:
+        source = f"cluster profile {profile.name!r}, which has no serving section: kfnas defaults"
+        return ServingProfile().settings(pvcs, source)
+    return profile.serving.settings(pvcs, f"cluster profile {profile.name!r}, serving section")
+
+
+def serving_argument(profile: ClusterProfile | None) -> str:
+    """The export steps' ``serving`` argument: ``serving_settings`` as JSON, or empty."""
+    settings = serving_settings(profile)
+    return settings.to_json() if settings is not None else ""
 
 
 def training_summary(profile: ClusterProfile) -> list[str]:
@@ -554,6 +665,7 @@ def parse_profile(text: str, *, source: str = "the profile") -> ClusterProfile:
         if section is not None
         for p in section.problems(f"steps.{kind}")
     ]
+    problems += profile.serving.problems("serving") if profile.serving is not None else []
     if problems:
         raise ProfileError(
             f"{source} is not a valid cluster profile:\n  - " + "\n  - ".join(problems)

@@ -34,7 +34,7 @@ from kfp import dsl
 
 from kfnas.components import init_retraining, measure_trials, publish_if_not_worse
 from kfnas.components._image import IMAGE
-from kfnas.pipelines.profiles import ClusterProfile
+from kfnas.pipelines.profiles import ClusterProfile, serving_argument
 from kfnas.pipelines.steps import Steps
 
 PIPELINE_NAME = "kfnas-retraining"
@@ -45,13 +45,15 @@ def build_retraining_pipeline(profile: ClusterProfile | None = None) -> Callable
 
     Args:
         profile: The cluster profile (the training step gets its ``training`` settings, the
-            measurement its ``latency`` ones, the publish step its ``export`` ones, the others
-            its ``light`` ones); ``None`` for no platform settings (local runs).
+            measurement its ``latency`` ones, the publish step its ``export`` ones and, for the
+            KServe manifest of what it publishes, the ``serving`` section, the others their
+            ``light`` ones); ``None`` for no platform settings (local runs).
 
     Returns:
         The ``@dsl.pipeline`` function, ready for ``kfp.compiler`` or ``kfp.local``.
     """
     steps = Steps(profile)
+    serving = serving_argument(profile)
 
     @dsl.pipeline(
         name=PIPELINE_NAME,
@@ -128,6 +130,7 @@ def build_retraining_pipeline(profile: ClusterProfile | None = None) -> Callable
                 tolerance=tolerance,
                 run_id=dsl.PIPELINE_JOB_ID_PLACEHOLDER,
                 image=IMAGE,
+                serving=serving,
             ),
             "publish if not worse",
         ).after(measure)

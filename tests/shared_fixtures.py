@@ -20,6 +20,7 @@ from pathlib import Path
 import pytest
 
 from kfnas.data import GENERATORS, DatasetFiles
+from kfnas.export.saved_model import SAVED_MODEL_DIR
 from kfnas.store import Experiment, open_experiment
 
 DETECTION_SPEC = """
@@ -110,8 +111,10 @@ def exported_detection(tmp_path_factory: pytest.TempPathFactory, detection_data:
     result = stages.run_trial(uri, "proxy", trial_id)
     assert result.completed, result.error
     exported = ExportedExperiment(uri, trial_id, detection_data)
-    (exported.folder / "saved_model").mkdir(parents=True)
-    (exported.folder / "saved_model" / STALE_FILE).write_text("left by a stopped export")
+    stale = exported.folder / SAVED_MODEL_DIR
+    stale.mkdir(parents=True)
+    (stale / STALE_FILE).write_text("left by a stopped export")
+    (stale.parent / "2").mkdir()  # a version TF Serving would serve instead: removed too
     folder = stages.export_model(
         uri, "proxy", trial_id, "v1", run_id=EXPORT_RUN_ID, image=EXPORT_IMAGE
     )

@@ -112,9 +112,11 @@ def check_detections(outputs, batch: int) -> dict[str, np.ndarray]:
 
 def test_the_export_folder_holds_the_savedmodel_architecture_and_record(exported):
     record, export_dir = exported.record, exported.export_dir
-    assert record.saved_model_dir == f"{export_dir}/saved_model"
+    # In the numbered version folder TF Serving (KServe's tensorflow runtime) loads, alone there.
+    assert record.saved_model_dir == f"{export_dir}/serving/model/1"
     assert os.path.isfile(os.path.join(record.saved_model_dir, "saved_model.pb"))
     assert not os.path.exists(os.path.join(record.saved_model_dir, STALE_FILE))
+    assert os.listdir(os.path.join(export_dir, "serving", "model")) == ["1"]
     assert os.path.isfile(os.path.join(export_dir, "params.yaml"))
     assert record.signatures == ("serving_default", "image_tensor")
     assert set(record.outputs) >= DETECTION_KEYS
@@ -126,7 +128,7 @@ def test_the_export_folder_holds_the_savedmodel_architecture_and_record(exported
     assert record.checkpoint == os.path.join(exported.checkpoint_dir, "ckpt-2")
     with open(os.path.join(export_dir, RECORD_FILE)) as f:
         stored = json.load(f)
-    assert stored["saved_model_dir"] == "saved_model"  # relative: the folder can move
+    assert stored["saved_model_dir"] == "serving/model/1"  # relative: the folder can move
 
 
 def test_architecture_json_round_trips(exported):

@@ -29,7 +29,7 @@ from kfnas.export.handoff import (
     read_handoff,
 )
 from kfnas.export.package import write_handoff
-from kfnas.export.saved_model import RECORD_FILE, ExportRecord
+from kfnas.export.saved_model import RECORD_FILE, SAVED_MODEL_DIR, ExportRecord
 from kfnas.records.trial import TrialResult, TrialSpec, TrialStatus
 from kfnas.stages import init_experiment
 from kfnas.store import ExperimentLayout, LocalStore, open_experiment
@@ -128,10 +128,10 @@ def experiment(tmp_path, data, saved_model):
 def add_export(exp, version, saved_model, study="final", trial_id=0):
     """What ``export_saved_model`` leaves in ``export/<version>``: the SavedModel, export.json."""
     folder = Path(exp.store.root, exp.layout.export_dir(version))
-    shutil.copytree(saved_model, folder / "saved_model")
+    shutil.copytree(saved_model, folder / SAVED_MODEL_DIR)
     (folder / "architecture.json").write_text(json.dumps(ARCH))
     record = ExportRecord(
-        saved_model_dir="saved_model",
+        saved_model_dir=SAVED_MODEL_DIR,
         architecture_file="architecture.json",
         signatures=("serving_default", "image_tensor"),
         outputs=("logits", "probs"),
@@ -192,11 +192,13 @@ def test_handoff_json_matches_the_schema_kept_in_the_repository(experiment, monk
     assert (handoff.run_id, handoff.image) == ("run-42", "registry.example/kfnas:0.1.0")
     assert handoff.experiment_uri == experiment.uri and handoff.experiment == "handoff-test"
     assert handoff.files == {  # No params.yaml in this hand-made export folder.
-        "saved_model": "saved_model",
+        "saved_model": "serving/model/1",
         "architecture": "architecture.json",
         "export_record": RECORD_FILE,
         "model_card": MODEL_CARD_FILE,
+        "inference_service": "serving/inferenceservice.yaml",
     }
+    assert handoff.saved_model == "serving/model/1"
     assert handoff.data == dataclasses.asdict(experiment.spec.data) and handoff.data["train"]
     assert set(handoff.frameworks) >= {"python", "tensorflow", "tf-models-official", "kfnas"}
     assert all(handoff.frameworks[k] for k in ("python", "tensorflow", "tf-models-official"))
@@ -223,6 +225,7 @@ def test_model_card_covers_task_data_architecture_metrics_history_and_limits(exp
         "## Metrics on the evaluation data",
         "## Latency, FLOPs and parameters",
         "## How to call it",
+        "## Serving on KServe",
         "## Search history in brief",
         "## Known limits",
         "## Provenance",
@@ -264,6 +267,7 @@ def test_latest_moves_only_after_the_version_is_written_and_versions_stay(experi
     assert not store.exists(layout.export_latest())
     write_handoff(exp, "v1", now=T0)
     assert store.writes == [
+        layout.inference_service("v1"),
         layout.model_card("v1"),
         layout.handoff_json("v1"),
         layout.export_latest(),
@@ -278,7 +282,7 @@ def test_latest_moves_only_after_the_version_is_written_and_versions_stay(experi
     assert read_handoff(store.uri(layout.exports_dir())).model_version == "v2"
     for version in ("v1", "v2"):  # Earlier versions stay whole.
         folder = export_folder(exp, version)
-        assert {p.name for p in folder.iterdir()} >= {"saved_model", RECORD_FILE, HANDOFF_FILE}
+        assert {p.name for p in folder.iterdir()} >= {"serving", RECORD_FILE, HANDOFF_FILE}
         assert read_handoff(str(folder)).model_version == version
         assert read_handoff(str(folder / HANDOFF_FILE)).model_version == version
 

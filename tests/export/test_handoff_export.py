@@ -53,7 +53,9 @@ def test_export_step_writes_a_handoff_that_matches_the_schema(exported):
         "export_record",
         "model_card",
         "task_config",
+        "inference_service",
     }
+    assert handoff.saved_model == handoff.files["saved_model"] == "serving/model/1"
     card = (exported.folder / MODEL_CARD_FILE).read_text()
     assert "A detection model for 3 classes on 64x64x3 images" in card
     assert "`detection_boxes` float32 [?, 10, 4]" in card

@@ -4,6 +4,8 @@ The export step (``kfnas.stages.export_model``) writes a SavedModel into
 ``<experiment>/export/<version>/`` (``kfnas.export.saved_model``), then calls ``write_handoff``,
 which adds to that folder, in this order:
 
+0. ``serving/inferenceservice.yaml``: the KServe ``InferenceService`` serving the SavedModel
+   (``kfnas.export.kserve``);
 1. ``model_card.md``: the model card a person reads (task, data, architecture, metrics, latency,
    FLOPs, parameters, the search in brief, known limits);
 2. ``handoff.json``: the ``Handoff`` manifest a machine reads (``schemas/handoff.schema.json``,
@@ -103,7 +105,7 @@ class Handoff(Record):
         image: The runtime image of the pipeline's steps; empty when unknown.
         data: The data patterns used: ``train``, ``validation``, ``annotations``.
         files: Role -> path relative to the export folder (``saved_model``, ``architecture``,
-            ``export_record``, ``model_card``, ...).
+            ``export_record``, ``model_card``, ``inference_service``: the KServe manifest, ...).
         search_history: One summary per study: trials, completed, failed, best metric, best
             reward.
         kendall_tau: Rank correlation of proxy vs full-training scores, when computable.

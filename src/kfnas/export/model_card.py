@@ -2,25 +2,31 @@
 
 ``render_model_card(handoff)`` turns a ``kfnas.export.handoff.Handoff`` into readable Markdown: the
 task, the data used, an architecture summary, the metrics on the evaluation data, latency, FLOPs and
-parameters, how to call the SavedModel, the search history in brief, known limits and provenance. It
-is a pure function of the manifest, so the card and ``handoff.json`` never disagree.
+parameters, how to call the SavedModel, how to serve it on KServe (when given the export's
+``kfnas.export.kserve.InferenceService``), the search history in brief, known limits and
+provenance. It is a pure function of the manifest (and the KServe manifest), so the card and
+``handoff.json`` never disagree.
 ``study_summary`` and ``proxy_pairs`` compute the search history the manifest records, from trial
 histories as ``TrialRecords.history`` returns them. No TensorFlow, no kfp, no store access here.
 
 To add a section: write a ``_<section>(handoff) -> list[str]`` function returning its Markdown
 lines (heading first) and add it to ``_SECTIONS``; to state another limit, add it to
-``_limits``.
+``_limits``. The KServe section (``_kserve``) also reads the ``InferenceService`` and follows
+``_serving``.
 """
 
 from __future__ import annotations
 
 import json
 from collections.abc import Callable, Mapping, Sequence
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 from kfnas.export.handoff import Handoff
 from kfnas.records.trial import TrialResult, TrialSpec
 from kfnas.tasks import TASKS
+
+if TYPE_CHECKING:  # kserve imports this module's neighbours; the card only reads its fields.
+    from kfnas.export.kserve import InferenceService
 
 History = Sequence[tuple[TrialSpec, TrialResult | None]]
 #: Lines of the architecture summary shown before it is cut (the whole is in architecture.json).
@@ -151,6 +157,73 @@ def _serving(h: Handoff) -> list[str]:
         "",
         *_table(("signature", "inputs", "outputs"), rows),
     ]
+
+
+def _kserve(h: Handoff, service: InferenceService) -> list[str]:
+    """How to serve the model on KServe: the manifest, how to apply it and an example request."""
+    from kfnas.export.kserve import INFERENCE_SERVICE_FILE, INPUT_KINDS, resources_source
+
+    resources = service.settings.resources()
+    shown = "; ".join(
+        f"{kind} " + ", ".join(f"{k} {v}" for k, v in values.items())
+        for kind, values in resources.items()
+    )
+    uri = service.handoff_uri.rpartition("/")[0] or "<this folder>"
+    yaml_uri = f"{uri}/{INFERENCE_SERVICE_FILE}"
+    apply = (
+        f"gcloud storage cat {yaml_uri} | kubectl apply -n <namespace> -f -"
+        if yaml_uri.startswith("gs://")
+        else f"kubectl apply -n <namespace> -f {yaml_uri}"
+    )
+    name, signature = service.name, service.signature
+    lines = [
+        "## Serving on KServe",
+        "",
+        f"`{INFERENCE_SERVICE_FILE}` beside this card is a KServe `InferenceService` "
+        f"(`serving.kserve.io/v1beta1`, model format `tensorflow`: TensorFlow Serving) named "
+        f"`{name}`. Its `storageUri` is `{service.storage_uri}`, whose numbered folder `1/` holds "
+        f"the SavedModel above (TF Serving serves the highest number). Resources: {shown}, "
+        f"{resources_source(service.settings)}. Every version of experiment `{h.experiment}` "
+        f"has this name, so applying a newer version's manifest rolls the service over to it.",
+        "",
+        "```sh",
+        apply,
+        f"kubectl get inferenceservice {name} -n <namespace>  # READY True, then:",
+        f"HOST=$(kubectl get inferenceservice {name} -n <namespace> -o jsonpath='{{.status.url}}'"
+        " | cut -d/ -f3)",
+        f'curl -H "Host: $HOST" -H "Content-Type: application/json" -d @request.json '
+        f"http://<ingress>/v1/models/{name}:predict",
+        "```",
+        "",
+        f"`request.json` names the signature `{signature}` "
+        f"(annotation `kfnas.io/signature-name`), which takes {INPUT_KINDS[service.inputs][0]}:",
+        "",
+        "```json",
+        service.request(),
+        "```",
+    ]
+    if service.inputs == "encoded-images":
+        lines += [
+            "",
+            "made from an image with:",
+            "",
+            "```sh",
+            'python -c \'import base64, json, sys; print(json.dumps({"signature_name": '
+            f'"{signature}", "instances": [{{"b64": base64.b64encode(open(sys.argv[1], '
+            '"rb").read()).decode()}]}))\' image.png > request.json',
+            "```",
+        ]
+    lines += [
+        "",
+        f'The answer is `{{"predictions": [...]}}`, one object per instance with the outputs '
+        f"{', '.join(f'`{o}`' for o in service.outputs)} (the table above, without the batch "
+        f"axis). The runtime's TF Serving must read SavedModels of TensorFlow "
+        f"{h.frameworks.get('tensorflow') or 'of the export'}: use that version of the "
+        f"`tensorflow/serving` image or a newer one (the profile's `serving.runtime_version`).",
+    ]
+    for warning in service.warnings:
+        lines += ["", f"**Warning:** {warning}."]
+    return lines
 
 
 def _data(h: Handoff) -> list[str]:
@@ -290,9 +363,17 @@ _SECTIONS: tuple[Callable[[Handoff], list[str]], ...] = (
 )
 
 
-def render_model_card(handoff: Handoff) -> str:
-    """The model card of ``handoff`` as Markdown text."""
+def render_model_card(handoff: Handoff, service: InferenceService | None = None) -> str:
+    """The model card of ``handoff`` as Markdown text.
+
+    Args:
+        handoff: The export's manifest.
+        service: The export's KServe ``InferenceService`` (``kfnas.export.kserve``); given, the
+            card says how to serve the model on KServe, after how to call it.
+    """
     lines: list[str] = []
     for section in _SECTIONS:
         lines += [*section(handoff), ""]
+        if section is _serving and service is not None:
+            lines += [*_kserve(handoff, service), ""]
     return "\n".join(lines)

@@ -1,9 +1,11 @@
 """Writing the handoff package of an export: ``model_card.md``, ``handoff.json``, ``latest``.
 
 ``write_handoff`` builds the ``Handoff`` (``kfnas.export.handoff``) of an export from its record,
-the trial records and the spec, renders the model card (``kfnas.export.model_card``) and writes,
-in this order, ``model_card.md``, ``handoff.json`` (create-only) and last the experiment's
-``export/latest`` pointer, which only moves forward.
+the trial records and the spec, and the KServe ``InferenceService`` serving its SavedModel
+(``kfnas.export.kserve``, with the serving settings given: a cluster profile's ``serving`` section,
+or kfnas's defaults), renders the model card (``kfnas.export.model_card``) and writes, in this
+order, ``serving/inferenceservice.yaml``, ``model_card.md``, ``handoff.json`` (create-only) and
+last the experiment's ``export/latest`` pointer, which only moves forward.
 
 Concurrent exporters never mix their files:
 
@@ -46,8 +48,14 @@ from kfnas.export.handoff import (
     read_manifest,
     read_signatures,
 )
+from kfnas.export.kserve import (
+    INFERENCE_SERVICE_FILE,
+    ServingSettings,
+    inference_service,
+    model_folder,
+)
 from kfnas.export.model_card import proxy_pairs, render_model_card, study_summary
-from kfnas.export.saved_model import ARCHITECTURE_FILE, RECORD_FILE, SAVED_MODEL_DIR, ExportRecord
+from kfnas.export.saved_model import ARCHITECTURE_FILE, RECORD_FILE, ExportRecord
 from kfnas.records.trial import TrialSpec
 from kfnas.search.ranking import kendall_tau
 from kfnas.store import (
@@ -169,8 +177,9 @@ def write_handoff(
     run_id: str = "",
     image: str = "",
     now: datetime.datetime | None = None,
+    serving: ServingSettings | None = None,
 ) -> Handoff:
-    """Writes the model card and ``handoff.json`` of a finished export, then moves ``latest``.
+    """Writes the KServe manifest, model card and ``handoff.json`` of an export; moves ``latest``.
 
     Safe to run again: a version that already has its ``handoff.json`` keeps it (only ``latest``
     is brought forward if a run stopped before moving it).
@@ -181,6 +190,8 @@ def write_handoff(
         run_id: The KFP run id; if empty, ``$KFNAS_RUN_ID`` or empty.
         image: The runtime image reference of the pipeline's steps; empty if unknown.
         now: The creation time to record (default: now, UTC).
+        serving: How KServe serves the model (the cluster profile's ``serving`` section, as the
+            export step receives it); ``None``: kfnas's defaults, which the manifest states.
 
     Returns:
         The manifest written (or found).
@@ -201,7 +212,14 @@ def write_handoff(
             )
         record = ExportRecord.from_dict(json.loads(store.read_text(f"{folder}/{RECORD_FILE}")))
         handoff = _build(exp, version, record, run_id or os.environ.get(RUN_ID_ENV, ""), image, now)
-        store.write_text(exp.layout.model_card(version), render_model_card(handoff))
+        service = inference_service(
+            handoff,
+            store.uri(f"{folder}/{model_folder(record.saved_model_dir)}"),
+            serving,
+            handoff_uri=store.uri(path),
+        )
+        store.write_text(exp.layout.inference_service(version), service.to_yaml())
+        store.write_text(exp.layout.model_card(version), render_model_card(handoff, service))
         try:
             store.write_text(path, handoff.to_json(), if_absent=True)
         except ObjectExists:  # Another writer finished first: keep its manifest.
@@ -235,8 +253,10 @@ def _build(
         num_classes=spec.task.num_classes,
         input_size=tuple(record.input_size),
         frameworks=framework_versions(),
-        saved_model=SAVED_MODEL_DIR,
-        signatures=read_signatures(exp.store, f"{folder}/{SAVED_MODEL_DIR}", record.signatures),
+        saved_model=record.saved_model_dir,
+        signatures=read_signatures(
+            exp.store, f"{folder}/{record.saved_model_dir}", record.signatures
+        ),
         metric=metric,
         metrics=metrics,
         reward=result.reward if result else None,
@@ -254,7 +274,7 @@ def _build(
         run_id=run_id,
         image=image,
         data=dataclasses.asdict(spec.with_overrides(list(trial.data_overrides)).data),
-        files=_files(exp.store, folder),
+        files=_files(exp.store, folder, record),
         search_history=[
             study_summary(s, spec.study(s).space, h, metric) for s, h in histories.items()
         ],
@@ -262,13 +282,14 @@ def _build(
     )
 
 
-def _files(store: ArtifactStore, folder: str) -> dict[str, str]:
+def _files(store: ArtifactStore, folder: str, record: ExportRecord) -> dict[str, str]:
     """Role -> path relative to the export folder of each file of the handoff package."""
     files = {
-        "saved_model": SAVED_MODEL_DIR,
+        "saved_model": record.saved_model_dir,
         "architecture": ARCHITECTURE_FILE,
         "export_record": RECORD_FILE,
         "model_card": MODEL_CARD_FILE,
+        "inference_service": INFERENCE_SERVICE_FILE,  # written with the card, before handoff.json
     }
     if store.exists(f"{folder}/{TASK_CONFIG_FILE}"):  # tf-models' experiment config of the task
         files["task_config"] = TASK_CONFIG_FILE

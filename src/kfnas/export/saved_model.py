@@ -6,12 +6,18 @@ wraps it), restores the model weights of the trial's latest checkpoint (the ``mo
 trainer's ``tf.train.Checkpoint``; the optimizer and step are left unread), and writes one export
 folder::
 
-    <export_dir>/saved_model/        the SavedModel and its serving signatures
+    <export_dir>/serving/model/1/    the SavedModel and its serving signatures
     <export_dir>/architecture.json   the trial's arch_json (``spaces.base.load_architecture``)
     <export_dir>/params.yaml         the tf-models experiment config of the task (model head,
                                      input size, preprocessing, ...; the backbone is the
                                      architecture above)
     <export_dir>/export.json         the ``ExportRecord``, written last: it marks the export done
+
+The SavedModel lies in the numbered version folder ``1/`` of ``serving/model/`` because that folder
+is what KServe's TensorFlow runtime serves (TF Serving's model base path must hold numbered
+versions): ``kfnas.export.kserve`` writes the ``InferenceService`` whose ``storageUri`` it is. It is
+written there, not copied there, so the model ``handoff.json`` describes is the one served; readers
+take its path from ``ExportRecord.saved_model_dir`` (exports of earlier releases: ``saved_model/``).
 
 The serving code is tf-models-official's (the task kind's ``serving_export``). Every signature
 takes one tensor, ``inputs``, holding a batch of any size:
@@ -64,8 +70,12 @@ from kfnas.spaces import declared_options, get_space
 from kfnas.tasks import TASKS
 from kfnas.tasks.base import DEFAULT_SIGNATURES, ServingExport
 
+#: Subfolder of the export folder that KServe serves (its ``storageUri``): numbered versions only.
+SERVING_MODEL_DIR = "serving/model"
+#: The SavedModel's version folder in it (TF Serving serves the highest number).
+SERVING_VERSION = "1"
 #: Subfolder of the export folder holding the SavedModel.
-SAVED_MODEL_DIR = "saved_model"
+SAVED_MODEL_DIR = f"{SERVING_MODEL_DIR}/{SERVING_VERSION}"
 #: File of the export folder holding the trial's architecture JSON.
 ARCHITECTURE_FILE = "architecture.json"
 #: File of the export folder holding the ``ExportRecord``; written last.
@@ -82,7 +92,8 @@ class ExportRecord(Record):
     releases wrote it.
 
     Attributes:
-        saved_model_dir: The SavedModel folder (``tf.saved_model.load`` takes it).
+        saved_model_dir: The SavedModel folder, ``serving/model/1`` (``tf.saved_model.load`` takes
+            it).
         architecture_file: The trial's architecture JSON.
         signatures: The serving signature names, ``serving_default`` first.
         outputs: The output keys every signature returns.
@@ -163,14 +174,16 @@ def export_saved_model(
 
     checkpoint = _checkpoint_path(tf, checkpoint_dir)
     saved_model_dir = _join(export_dir, SAVED_MODEL_DIR)
+    serving_model_dir = _join(export_dir, SERVING_MODEL_DIR)
     if tf.io.gfile.exists(_join(export_dir, RECORD_FILE)):
         raise FileExistsError(
             f"{export_dir} already holds an export; export each model version to a new folder"
         )
     if check is not None:
         check()
-    if tf.io.gfile.exists(saved_model_dir):  # An export that stopped midway: start it again.
-        tf.io.gfile.rmtree(saved_model_dir)
+    # An export that stopped midway: start it again, leaving no other version for TF Serving.
+    if tf.io.gfile.exists(serving_model_dir):
+        tf.io.gfile.rmtree(serving_model_dir)
 
     module, params, input_size = _export_module(spec, trial, serving)
     # Tracing the signatures creates every variable (some layers build on their first call), so
@@ -357,6 +370,8 @@ __all__ = [
     "DEFAULT_SIGNATURES",
     "RECORD_FILE",
     "SAVED_MODEL_DIR",
+    "SERVING_MODEL_DIR",
+    "SERVING_VERSION",
     "ExportRecord",
     "ServingExport",
     "export_saved_model",

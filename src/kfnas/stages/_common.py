@@ -149,7 +149,14 @@ def _refining(
 
 
 def export_trial(
-    exp: Experiment, study: str, trial_id: int, version: str, run_id: str, image: str
+    exp: Experiment,
+    study: str,
+    trial_id: int,
+    version: str,
+    run_id: str,
+    image: str,
+    *,
+    serving: str = "",
 ) -> str:
     """Exports a COMPLETED trial to ``export/<version>`` and writes its handoff.
 
@@ -157,8 +164,10 @@ def export_trial(
     two exporters of it never mix their files: the one that holds the claim exports, the other
     waits for its handoff, and an exporter of another trial to the same version is refused. See
     the ``export_model`` stage; the retraining's ``publish_if_not_worse`` publishes through this
-    too.
+    too. ``serving`` is the JSON of ``kfnas.export.kserve.ServingSettings`` for the KServe
+    manifest (empty: the defaults), read before anything is exported so a bad one fails at once.
     """
+    from kfnas.export.kserve import ServingSettings
     from kfnas.export.package import claim_export, write_handoff
     from kfnas.export.saved_model import (  # TensorFlow: only to export.
         RECORD_FILE,
@@ -166,6 +175,7 @@ def export_trial(
     )
     from kfnas.store.lease import ClaimOutcome
 
+    settings = ServingSettings.from_json(serving) if serving else None
     folder = exp.layout.export_dir(version)
     uri = exp.store.uri(folder)
     with claim_export(exp.store, exp.layout, version, study, trial_id) as claim:
@@ -183,5 +193,5 @@ def export_trial(
             export_saved_model(
                 exp.spec, trial, model_dir, uri, metrics=result.metrics, check=claim.check
             )
-        write_handoff(exp, version, run_id=run_id, image=image)
+        write_handoff(exp, version, run_id=run_id, image=image, serving=settings)
     return uri

@@ -367,6 +367,7 @@ def publish_if_not_worse(
     tolerance: float,
     run_id: str = "",
     image: str = "",
+    serving: str = "",
 ) -> dict[str, Any]:
     """Exports a retrained trial as ``new_version`` only if it is not worse than the previous one.
 
@@ -386,6 +387,8 @@ def publish_if_not_worse(
             by at least that much).
         run_id: The KFP run id recorded in the new handoff.
         image: The runtime image recorded in the new handoff.
+        serving: How KServe serves the new version (``kfnas.export.kserve.ServingSettings`` as
+            JSON, from the cluster profile's ``serving`` section); empty: kfnas's defaults.
 
     Returns:
         The ``RetrainingRecord`` as a dict (``status``: ``published`` or ``rejected``).
@@ -406,7 +409,7 @@ def publish_if_not_worse(
         result = exp.records.read_result(study, trial_id)
         record = judge_retraining(record, result, read_handoff(previous_handoff_uri), tolerance)
         if record.status == PUBLISHED:
-            uri = export_trial(exp, study, trial_id, new_version, run_id, image)
+            uri = export_trial(exp, study, trial_id, new_version, run_id, image, serving=serving)
             record = dataclasses.replace(record, export_uri=uri)
         write_record(exp, record)
     if record.status == FAILED:

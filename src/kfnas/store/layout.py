@@ -14,6 +14,8 @@ Every path is relative to the store root::
     <experiment>/studies/<study>/stop.json          asks the controller to stop launching trials
     <experiment>/reports/
     <experiment>/export/<version>/                 one exported model version (kept for good)
+    <experiment>/export/<version>/serving/model/1/ its SavedModel (the KServe storageUri: model/)
+    <experiment>/export/<version>/serving/inferenceservice.yaml  its KServe InferenceService
     <experiment>/export/<version>/model_card.md    its model card
     <experiment>/export/<version>/handoff.json     its handoff manifest (written last: done)
     <experiment>/export/latest                     names the newest finished version (JSON)
@@ -215,6 +217,10 @@ class ExperimentLayout:
     def model_card(self, version: str) -> str:
         """The model card of an exported version: ``.../export/<version>/model_card.md``."""
         return f"{self.export_dir(version)}/model_card.md"
+
+    def inference_service(self, version: str) -> str:
+        """The KServe ``InferenceService`` of an exported version: ``.../serving/...yaml``."""
+        return f"{self.export_dir(version)}/serving/inferenceservice.yaml"
 
     def handoff_json(self, version: str) -> str:
         """The handoff manifest of an exported version, written last of its files."""
