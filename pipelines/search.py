@@ -9,10 +9,11 @@
       -> validation [ParallelFor(ids, parallelism): run_trial, or launch_trial]      (training)
       -> validation: measure [measure_trials(ids): one model at a time]               (latency)
       -> scaling search [search_study] -> augmentation search [search_study]  (optional; light)
-      -> select the winner -> report
+      -> select the winner
       -> final: propose (the winner, with its scaling and policy) -> final training   (training)
       -> final: measure [measure_trials(ids)]                                         (latency)
       -> export [export_model: SavedModel in the store's export/<model_version>]
+      -> report (every study, the final one included, and the exported model's lineage)
 
 Each searched study (``proxy``, ``scaling``, ``augmentation``) is one step, the search controller
 (``kfnas.stages.controller``): it proposes through the stateless controller whenever trial slots
@@ -47,7 +48,8 @@ A ``ClusterProfile`` (``pipelines/profiles.py``) gives each step its resources, 
 ``latency`` for the measurement steps and Jobs, ``export`` for the export of the final model (it
 loads the largest model of the run), ``light`` for everything else (the controllers too, without
 the light steps' timeout). Without a profile the pipeline carries no platform settings (what
-``kfp.local`` runs).
+``kfp.local`` runs). The profile's ``serving`` section reaches the export step as its ``serving``
+argument (JSON compiled in): the KServe manifest of the export asks for its resources.
 
 The pipeline's parameters are the run settings declared in ``kfnas.config.settings``
 (``ExperimentSettings``: descriptions and defaults) plus the ones of ``_OWN_PARAMETERS`` below; its
@@ -83,7 +85,7 @@ from kfnas.components import (
 from kfnas.components._image import IMAGE
 from kfnas.config.settings import run_parameters
 from kfnas.config.studies import AUGMENTATION, FINAL, PROXY, SCALING, VALIDATION
-from kfnas.pipelines.profiles import ClusterProfile
+from kfnas.pipelines.profiles import ClusterProfile, serving_argument
 from kfnas.pipelines.steps import Steps
 
 PIPELINE_NAME = "kfnas-search"
@@ -142,8 +144,12 @@ def _train_each(steps: Steps, parallelism: int) -> Callable[..., Any]:
     return train_each
 
 
-def _export_each(steps: Steps) -> Callable[..., Any]:
-    """A sub-pipeline that exports each of a list of trials (the search exports one)."""
+def _export_each(steps: Steps, serving: str) -> Callable[..., Any]:
+    """A sub-pipeline that exports each of a list of trials (the search exports one).
+
+    ``serving`` is the profile's serving section as JSON (``serving_argument``; empty without a
+    profile), compiled in: the KServe manifest of each export asks for its resources.
+    """
 
     @dsl.pipeline(name="export-loop")
     def export_each(experiment_uri: str, study: str, trial_ids: list[int], version: str):
@@ -158,6 +164,7 @@ def _export_each(steps: Steps) -> Callable[..., Any]:
                     # component cannot default to it: its source runs in the container).
                     run_id=dsl.PIPELINE_JOB_ID_PLACEHOLDER,
                     image=IMAGE,
+                    serving=serving,
                 ),
                 "export",
             )
@@ -180,7 +187,7 @@ class _Parts:
         return cls(
             steps,
             _train_each(steps, parallelism),
-            _export_each(steps),
+            _export_each(steps, serving_argument(profile)),
             json.dumps(_launch_config(profile), sort_keys=True),
         )
 
@@ -263,22 +270,23 @@ def _refine_winner(parts: _Parts, uri: Any, parallelism: Any, after: Any) -> Any
 
 
 def _finish(parts: _Parts, uri: Any, winner: Any, model_version: Any) -> None:
-    """The report, the final training of the winner, its measurement and its export.
+    """The final training of the winner, its measurement, its export, then the report.
 
-    The report covers the studies up to the winner (every one measured by then), not the final.
+    The report comes last so that it covers every study, the final one included, and the lineage
+    of the exported model.
     """
-    parts.steps.light(report(experiment_uri=uri), "report").after(winner)
     final_ids = _retrain(parts, uri, winner.outputs["study"], winner.outputs["trial_ids"], FINAL)
     final = parts.steps.group(
         parts.trainings(experiment_uri=uri, study=FINAL, trial_ids=final_ids), "final training"
     )
     measured = _measure(parts, uri, FINAL, final_ids, final)
-    parts.steps.group(
+    exported = parts.steps.group(
         parts.export_each(
             experiment_uri=uri, study=FINAL, trial_ids=final_ids, version=model_version
         ),
         "export",
     ).after(measured)
+    parts.steps.light(report(experiment_uri=uri), "report").after(exported)
 
 
 def _check_counts(**counts: int) -> None:
