@@ -34,6 +34,7 @@ _BUILTINS: dict[str, str] = {
     "mnasnet_a1": "kfnas.spaces.mnasnet:MNASNET_A1",
     "efficientnet_v2": "kfnas.spaces.efficientnet_v2:EFFICIENTNET_V2",
     "nasfpn": "kfnas.spaces.nasfpn:NASFPN",
+    "pointpillars": "kfnas.spaces.pointpillars:POINTPILLARS",
     "randaugment_detection": "kfnas.spaces.augmentation:RANDAUGMENT_DETECTION",
     "randaugment_segmentation": "kfnas.spaces.augmentation:RANDAUGMENT_SEGMENTATION",
     "autoaugment_detection": "kfnas.spaces.augmentation:AUTOAUGMENT_DETECTION",

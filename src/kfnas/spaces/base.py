@@ -52,10 +52,16 @@ class Network:
         decoder: A ``tf_keras.Model`` with official.vision decoder semantics (multi-level features
             in and out), or ``None`` to let the task use its own (identity, FPN, ...). Spaces that
             search the decoder (NAS-FPN) set it; backbone spaces leave it ``None``.
+        featurizer: A ``tf_keras`` layer mapping the points of each pillar
+            ``[batch, pillars, points, features]`` (and an optional float mask
+            ``[batch, pillars, points]``, 1 for a real point) to one feature vector per pillar
+            ``[batch, pillars, channels]`` (PointNet: shared per-point layers, then the max over
+            the pillar's real points); set by point-cloud spaces (pointpillars), else ``None``.
     """
 
     backbone: Any
     decoder: Any = None
+    featurizer: Any = None
 
 
 @runtime_checkable
