@@ -1,9 +1,10 @@
 """The ``kfnas`` command line.
 
 Commands come in groups, one module each: ``catalog`` (spaces, algorithms, rewards),
-``experiment`` (validate, init, propose, make-data, trial, search, trials, demo), ``control``
-(status, stop: a running search), ``dashboard`` (the live report of an experiment, served on
-localhost) and ``pipeline`` (compile, run, submit, schedule; the only group that imports kfp).
+``experiment`` (validate, init, propose, make-data, convert-kitti, trial, search, trials, demo),
+``control`` (status, stop: a running search), ``dashboard`` (the live report of an experiment,
+served on localhost) and ``pipeline`` (compile, run, submit, schedule; the only group that
+imports kfp).
 Each group's ``COMMANDS`` maps a name to a ``_common.Command`` (help, handler, arguments);
 ``build_parser`` assembles them.
 Handlers only parse, call the library and print. Errors a user can fix (a bad spec, an unknown

@@ -1,8 +1,8 @@
 """Commands on one experiment, run in this process.
 
-They are validate, init, propose, make-data, trial, search, trials and demo. Each handler only
-parses, calls the library (mostly ``kfnas.stages``) and prints. To add a command: write
-``_run_<name>`` (and ``_add_<name>``) and add one entry to ``COMMANDS``.
+They are validate, init, propose, make-data, convert-kitti, trial, search, trials and demo. Each
+handler only parses, calls the library (mostly ``kfnas.stages``) and prints. To add a command:
+write ``_run_<name>`` (and ``_add_<name>``) and add one entry to ``COMMANDS``.
 """
 
 from __future__ import annotations
@@ -49,11 +49,22 @@ def _run_propose(args: argparse.Namespace) -> int:
 
 
 def _add_make_data(parser: argparse.ArgumentParser) -> None:
-    parser.add_argument("kind", help="task kind of the data (kfnas make-data --help lists them)")
+    parser.add_argument(
+        "kind",
+        help="task kind of the data: detection, segmentation, classification, lidar_detection "
+        "(or lidar)",
+    )
     parser.add_argument("--out", required=True, help="folder to write the TFRecords into")
-    parser.add_argument("--train", type=int, default=128, help="training images (default 128)")
-    parser.add_argument("--validation", type=int, default=32, help="validation images (32)")
-    parser.add_argument("--image-size", type=int, default=64, help="image side in pixels (64)")
+    parser.add_argument(
+        "--train", type=int, default=128, help="training images or LiDAR scenes (default 128)"
+    )
+    parser.add_argument("--validation", type=int, default=32, help="validation images/scenes (32)")
+    parser.add_argument(
+        "--image-size",
+        type=int,
+        default=64,
+        help="image side in pixels; for lidar, the bird's-eye-view grid side in 0.4 m pillars (64)",
+    )
     parser.add_argument("--classes", type=int, default=3, help="number of classes (3)")
     parser.add_argument("--seed", type=int, default=0, help="seed; same seed, same bytes (0)")
 
@@ -73,6 +84,38 @@ def _run_make_data(args: argparse.Namespace) -> int:
     ui.console.print(f"validation:  {files.validation_pattern}")
     if files.annotations:
         ui.console.print(f"annotations: {files.annotations}")
+    return 0
+
+
+def _add_convert_kitti(parser: argparse.ArgumentParser) -> None:
+    parser.add_argument(
+        "root",
+        help="KITTI object folder holding velodyne/, label_2/ and calib/ (in it or in its "
+        "training/ folder)",
+    )
+    parser.add_argument("--out", required=True, help="folder to write the LiDAR TFRecords into")
+    parser.add_argument(
+        "--validation-share",
+        type=float,
+        default=0.2,
+        help="share of the frames for the validation split (0.2)",
+    )
+    parser.add_argument("--seed", type=int, default=0, help="seed of the split (0)")
+
+
+def _run_convert_kitti(args: argparse.Namespace) -> int:
+    from kfnas.data.kitti import convert_kitti
+
+    try:
+        files = convert_kitti(
+            args.root, args.out, validation_share=args.validation_share, seed=args.seed
+        )
+    except ValueError as e:  # KittiError included: it names the file and what to fix.
+        ui.console.print("[red]error:[/red] ", end="")
+        ui.console.print(str(e), soft_wrap=True, markup=False)
+        return 2
+    ui.console.print(f"train:       {files.train_pattern}")
+    ui.console.print(f"validation:  {files.validation_pattern}")
     return 0
 
 
@@ -296,7 +339,14 @@ COMMANDS = {
         "propose (or resume) one round of trials of a study", _run_propose, _add_propose
     ),
     "make-data": ui.Command(
-        "write a generated dataset (TFRecords + COCO JSON)", _run_make_data, _add_make_data
+        "write a generated dataset (TFRecords; COCO JSON for detection)",
+        _run_make_data,
+        _add_make_data,
+    ),
+    "convert-kitti": ui.Command(
+        "convert KITTI 3-D object data into LiDAR scene TFRecords",
+        _run_convert_kitti,
+        _add_convert_kitti,
     ),
     "trial": ui.Command(
         "train one trial locally from a given or random architecture", _run_trial, _add_trial

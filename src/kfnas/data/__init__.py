@@ -13,6 +13,11 @@ data prepared for tf-models-official works unchanged. Per task kind:
 * ``synthetic_classification``: ``write_classification_dataset`` writes one shape per image, its
   class the shape and colour (official.vision's classification TFRecord format).
 * ``classification``: ``classification_data_problems`` checks a user's classification data.
+* ``lidar_detection`` (``lidar`` for short): ``kfnas.data.lidar`` defines the LiDAR scene TFRecord
+  format (``scene_example`` writes a scene, ``parse_scene`` reads one) and
+  ``lidar_data_problems`` checks a user's scenes; ``kfnas.data.synthetic_lidar``'s
+  ``write_lidar_dataset`` writes boxes of points on a ground plane; ``kfnas.data.kitti``'s
+  ``convert_kitti`` converts KITTI object data (``docs/lidar.md``).
 
 Modules here import TensorFlow inside their functions only, so importing ``kfnas.data`` is cheap.
 
@@ -31,13 +36,16 @@ from kfnas.registry import Registry
 
 #: Synthetic dataset writers by task kind (``kfnas make-data KIND``); each takes ``out_dir`` and the
 #: keyword arguments ``num_train``, ``num_validation``, ``image_size``, ``num_classes``, ``seed``
-#: and returns a ``DatasetFiles``.
+#: and returns a ``DatasetFiles`` (for LiDAR, ``image_size`` is the side of the bird's-eye-view grid
+#: of 0.4 m pillars; ``lidar`` is ``lidar_detection``'s short name).
 GENERATORS: Registry = Registry(
     "data generator",
     {
         "detection": "kfnas.data.synthetic:write_detection_dataset",
         "segmentation": "kfnas.data.synthetic_segmentation:write_segmentation_dataset",
         "classification": "kfnas.data.synthetic_classification:write_classification_dataset",
+        "lidar_detection": "kfnas.data.synthetic_lidar:write_lidar_dataset",
+        "lidar": "kfnas.data.synthetic_lidar:write_lidar_dataset",
     },
 )
 

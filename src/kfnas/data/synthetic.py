@@ -110,6 +110,7 @@ class DatasetFiles:
         num_classes: Number of classes (detection labels ``1..num_classes``, classification
             labels ``0..num_classes - 1``).
         image_size: Side of the square images, in pixels.
+        names: The class names in label order, when they are not the shapes' (LiDAR objects).
     """
 
     out_dir: str
@@ -118,6 +119,7 @@ class DatasetFiles:
     annotations: str
     num_classes: int
     image_size: int
+    names: tuple[str, ...] = ()
 
     @property
     def train_pattern(self) -> str:
@@ -132,7 +134,7 @@ class DatasetFiles:
     @property
     def class_names(self) -> tuple[str, ...]:
         """The name of each class, in label order."""
-        return tuple(shape.name for shape in SHAPES[: self.num_classes])
+        return self.names or tuple(shape.name for shape in SHAPES[: self.num_classes])
 
     def data_spec(self, *, with_annotations: bool = True) -> DataSpec:
         """A ``DataSpec`` pointing at these files (optionally without the COCO JSON)."""
