@@ -76,6 +76,19 @@ TINY_TASKS: dict[str, TaskSpec] = {
             "decoder_num_repeats": 1,
         },
     ),
+    "lidar_detection": TaskSpec(
+        kind="lidar_detection",
+        num_classes=3,
+        image_size=SIZE,  # 64 pillars of 0.4 m: the default +-12.8 m
+        options={
+            "filter_size_scale": 0.25,
+            "decoder_num_filters": 16,
+            "head_num_filters": 16,
+            "max_points": 512,
+            "max_pillars": 256,
+            "max_points_per_pillar": 8,
+        },
+    ),
 }
 #: Spaces that need larger images: official's NAS-FPN decoder always builds levels 3..7, and
 #: below 128 px its levels 6 and 7 are both 1x1 (see kfnas.spaces.nasfpn).

@@ -24,6 +24,7 @@ from typing import TYPE_CHECKING, Any
 from kfnas.export.handoff import Handoff
 from kfnas.records.trial import TrialResult, TrialSpec
 from kfnas.tasks import TASKS
+from kfnas.tasks.base import IMAGE_INPUTS, ModelInputs
 
 if TYPE_CHECKING:  # kserve imports this module's neighbours; the card only reads its fields.
     from kfnas.export.kserve import InferenceService
@@ -122,15 +123,20 @@ def _table(header: Sequence[str], rows: Sequence[Sequence[object]]) -> list[str]
 
 
 def _overview(h: Handoff) -> list[str]:
-    height, width, channels = h.input_size
     return [
         f"# Model card: {h.experiment} {h.model_version}",
         "",
-        f"A {h.task_kind} model for {h.num_classes} classes on {height}x{width}x{channels} "
-        f"images, found by neural architecture search in space `{h.space}` and exported on "
+        f"A {h.task_kind} model for {h.num_classes} classes on {_inputs(h).describe(h.input_size)}"
+        f", found by neural architecture search in space `{h.space}` and exported on "
         f"{h.created} from {h.study} trial {h.trial_id} of experiment `{h.experiment}`. "
         f"The machine-readable manifest is `handoff.json` beside this card.",
     ]
+
+
+def _inputs(h: Handoff) -> ModelInputs:
+    """How the card words the model's inputs: the task kind's, else images'."""
+    kind = TASKS.get(h.task_kind) if h.task_kind in TASKS else None
+    return getattr(kind, "model_inputs", None) or IMAGE_INPUTS
 
 
 def _serving(h: Handoff) -> list[str]:
@@ -152,8 +158,7 @@ def _serving(h: Handoff) -> list[str]:
         "## How to call it",
         "",
         f"`tf.saved_model.load('<this folder>/{h.saved_model}').signatures[NAME](inputs=...)`; "
-        f"`?` is a dimension of any size (any batch). Images are preprocessed inside the model as "
-        f"evaluation did.",
+        f"`?` is a dimension of any size (any batch). {_inputs(h).serving_note}",
         "",
         *_table(("signature", "inputs", "outputs"), rows),
     ]
@@ -323,8 +328,8 @@ def _limits(h: Handoff) -> list[str]:
         "Trained and evaluated only on the data named above. The metrics are on the validation "
         "data the search also used to choose this architecture, so they are optimistic: measure "
         "the model on held-out data of the target domain before relying on it. Data made by "
-        "`kfnas make-data` or the demo is generated shapes: a model trained on it has not "
-        "learned real images.",
+        "`kfnas make-data` or the demo is generated: a model trained on it has not learned "
+        "real data.",
         "Latency was measured by the measurement step on the run's latency device (the cluster "
         "profile's `latency` section; this machine for a local run), one model at a time, at "
         "batch 1 on the model alone (median and 90th percentile of the timed runs), without "
@@ -332,9 +337,7 @@ def _limits(h: Handoff) -> list[str]:
         "again there.",
         "The proxy study trained each candidate briefly; its ranking can differ from full "
         "training (see Kendall's tau above), so a better architecture may have been passed over.",
-        f"Served images are resized (detection and segmentation: keeping their aspect ratio, "
-        f"padded) to {h.input_size[0]}x{h.input_size[1]}; images much larger than that, or framed "
-        f"unlike the training data, were not evaluated.",
+        _inputs(h).limit(h.input_size),
     ]
     if h.task_kind in TASKS:
         limits.extend(TASKS.get(h.task_kind).known_limits)

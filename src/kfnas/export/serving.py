@@ -13,6 +13,12 @@ crop is always 7/8 of the short side whatever the task's ``center_crop_fraction`
 decodes only, and crops and resizes every image once, as the task's evaluation input does
 (``validation_data``'s ``aug_crop``, ``center_crop_fraction`` and ``tf_resize_method``).
 
+``lidar_module``: no official.vision module serves point clouds. Its ``serving_default`` takes
+``inputs``, float32 ``[batch, points, 4]`` (x, y, z, intensity in metres, sensor frame; any number
+of points, padding rows NaN) and returns ``detection_boxes`` ``[batch, N, 7]`` (centre x, y, z,
+length, width, height, heading), ``detection_scores``, ``detection_classes`` (int32,
+``1..num_classes``) and ``num_detections`` (``kfnas.tasks.pillars``).
+
 To adjust another kind's module: subclass it inside a cached ``_<kind>_module_class`` function
 (TensorFlow is imported there, never when this module is imported) and add a factory like
 ``classification_module``.
@@ -62,4 +68,55 @@ def classification_module(**kwargs: Any) -> Any:
     return _classification_module_class()(**kwargs)
 
 
-__all__ = ["classification_module"]
+@functools.cache
+def _lidar_module_class() -> type:
+    import tensorflow as tf
+    from official.core import export_base
+
+    from kfnas.tasks.lidar_detection import task_voxelization
+    from kfnas.tasks.pillars import boxes_3d
+
+    class LidarModule(export_base.ExportModule):
+        """Serves a ``lidar_detection`` model on raw point clouds (see the module docstring)."""
+
+        def serve(self, inputs: Any) -> dict[str, Any]:
+            # One cloud at a time: official's suppression with attributes needs a static batch.
+            detections = self.params.task.model.detection_generator.max_num_detections
+            signature = {
+                "detection_boxes": tf.TensorSpec([detections, 7], tf.float32),
+                "detection_scores": tf.TensorSpec([detections], tf.float32),
+                "detection_classes": tf.TensorSpec([detections], tf.int32),
+                "num_detections": tf.TensorSpec([], tf.int32),
+            }
+            return tf.map_fn(self._detect, inputs, fn_output_signature=signature)
+
+        def _detect(self, cloud: Any) -> dict[str, Any]:
+            outputs = self.model(cloud[tf.newaxis], training=False)
+            vox = task_voxelization(self.params.task)
+            boxes = boxes_3d(outputs["detection_boxes"], outputs["detection_attributes"], vox)
+            return {
+                "detection_boxes": boxes[0],
+                "detection_scores": outputs["detection_scores"][0],
+                "detection_classes": tf.cast(outputs["detection_classes"][0], tf.int32),
+                "num_detections": tf.cast(outputs["num_detections"][0], tf.int32),
+            }
+
+        def get_inference_signatures(self, function_keys: dict[str, str]) -> dict[str, Any]:
+            spec = tf.TensorSpec([None, None, 4], tf.float32, name="inputs")
+            serve = tf.function(self.serve)
+            return {name: serve.get_concrete_function(spec) for name in function_keys.values()}
+
+    return LidarModule
+
+
+def lidar_module(**kwargs: Any) -> Any:
+    """The export module of ``lidar_detection`` (see the module docstring).
+
+    Args:
+        **kwargs: The arguments ``kfnas.export.saved_model`` gives every module factory; only
+            ``params`` and ``model`` are used (a cloud may hold any number of points).
+    """
+    return _lidar_module_class()(params=kwargs["params"], model=kwargs["model"])
+
+
+__all__ = ["classification_module", "lidar_module"]

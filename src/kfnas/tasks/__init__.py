@@ -22,6 +22,7 @@ _BUILTINS: dict[str, str] = {
     "detection": "kfnas.tasks.detection:DETECTION",
     "segmentation": "kfnas.tasks.segmentation:SEGMENTATION",
     "classification": "kfnas.tasks.classification:CLASSIFICATION",
+    "lidar_detection": "kfnas.tasks.lidar_detection:LIDAR_DETECTION",
 }
 
 TASKS: Registry = Registry("task", _BUILTINS)

@@ -18,7 +18,7 @@ To extend the interface: add the member here with its contract and implement it 
 from __future__ import annotations
 
 import dataclasses
-from collections.abc import Callable, Mapping
+from collections.abc import Callable, Mapping, Sequence
 from typing import TYPE_CHECKING, Any, ClassVar, Protocol, runtime_checkable
 
 from kfnas.augment.tables import augmentation_problems
@@ -67,6 +67,42 @@ class ServingExport:
     config_overrides: Mapping[str, Any] = dataclasses.field(default_factory=dict)
 
 
+@dataclasses.dataclass(frozen=True)
+class ModelInputs:
+    """How the model card words what a task kind's exported model takes.
+
+    Attributes:
+        describe_template: ``str.format`` template of the inputs, given the export's input size
+            (without the batch) as positional fields, e.g. ``"{0}x{1}x{2} images"``.
+        serving_note: One sentence on what the model does to its inputs itself.
+        limit_template: The "Known limits" sentence on served inputs (same fields).
+    """
+
+    describe_template: str
+    serving_note: str
+    limit_template: str
+
+    def describe(self, input_size: Sequence[int]) -> str:
+        """E.g. ``64x64x3 images``."""
+        return self.describe_template.format(*input_size)
+
+    def limit(self, input_size: Sequence[int]) -> str:
+        """The model card's limit on served inputs."""
+        return self.limit_template.format(*input_size)
+
+
+#: The inputs of the image kinds (detection, segmentation, classification).
+IMAGE_INPUTS = ModelInputs(
+    describe_template="{0}x{1}x{2} images",
+    serving_note="Images are preprocessed inside the model as evaluation did.",
+    limit_template=(
+        "Served images are resized (detection and segmentation: keeping their aspect ratio, "
+        "padded) to {0}x{1}; images much larger than that, or framed unlike the training data, "
+        "were not evaluated."
+    ),
+)
+
+
 @runtime_checkable
 class TaskKind(Protocol):
     """A kind of task.
@@ -79,6 +115,9 @@ class TaskKind(Protocol):
         augmentation_space: The augmentation study's space unless the settings name one, or
             ``None`` (no default: the settings must name one).
         known_limits: Sentences its model card adds to the "Known limits" section.
+
+    Optionally, ``model_inputs`` (a ``ModelInputs``) says how the model card words the model's
+    inputs (default: ``IMAGE_INPUTS``).
 
     Optionally, ``measured_model(model)`` returns what the measurement step times and counts
     (``kfnas.training.measurement``): the model without post-processing whose cost depends on the
@@ -191,6 +230,8 @@ OPTIMIZERS: dict[str, Callable[[float], dict[str, Any]]] = {
         "type": "rmsprop",
         "rmsprop": {"rho": 0.9, "momentum": momentum, "epsilon": 0.001},
     },
+    # ``momentum`` is Adam's beta_1 (the decay of its first moment).
+    "adam": lambda momentum: {"type": "adam", "adam": {"beta_1": momentum}},
 }
 
 
@@ -400,7 +441,9 @@ __all__ = [
     "AUGMENTATION_OPTIONS",
     "COMMON_OPTIONS",
     "DEFAULT_SIGNATURES",
+    "IMAGE_INPUTS",
     "OPTIMIZERS",
+    "ModelInputs",
     "OfficialTask",
     "SearchedTask",
     "ServingExport",

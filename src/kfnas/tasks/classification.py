@@ -34,7 +34,7 @@ decode_jpeg_only                  false      true: JPEG only, decoded and croppe
 shuffle_buffer_size               1000       training shuffle buffer (records)
 cache_data                        false      cache decoded data in memory (small data sets)
 validation_batch_size             batch      validation batch (default ``budget.batch_size``)
-optimizer                         sgd        ``sgd`` or ``rmsprop`` (rho 0.9, epsilon 1e-3)
+optimizer                         sgd        ``sgd``, ``rmsprop`` (rho .9, epsilon 1e-3), ``adam``
 learning_rate                     lr         base rate; default ``0.1 * batch_size / 256``
 momentum                          0.9        optimizer momentum
 lr_schedule                       cosine     ``cosine`` (to 0 at the last step) or ``step`` (x0.1
