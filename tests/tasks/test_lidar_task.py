@@ -202,3 +202,30 @@ def test_the_exported_model_serves_a_point_cloud(trial_run, scenes, tmp_path):
     np.testing.assert_allclose(
         again["detection_scores"].numpy(), out["detection_scores"].numpy(), atol=1e-5
     )
+
+
+@pytest.mark.tf
+def test_empty_scenes_are_skipped_by_the_pipeline(tmp_path, caplog):
+    """A scene with no point inside the range is counted by the data check and never trained on."""
+    import tensorflow as tf
+
+    from kfnas.config.spec import DataSpec
+    from kfnas.data.lidar import scene_example
+
+    box = np.array([[2.0, 1.0, -0.8, 4.2, 1.8, 1.5, 0.3]], np.float32)
+    inside = np.array([[2.0, 1.0, -0.5, 0.3]] * 20, np.float32)
+    outside = np.array([[40.0, 0.0, 0.0, 0.5]] * 20, np.float32)  # beyond +-12.8 m
+    path = tmp_path / "scenes.tfrecord"
+    with tf.io.TFRecordWriter(str(path)) as writer:
+        writer.write(scene_example(outside, np.zeros((0, 7), np.float32), np.zeros(0), "empty"))
+        writer.write(scene_example(inside, box, np.array([1]), "one-car"))
+        writer.write(scene_example(np.zeros((0, 4), np.float32), box[:0], np.zeros(0), "none"))
+    data = DataSpec(train=str(path), validation=str(path))
+    with caplog.at_level("WARNING"):
+        assert LIDAR_DETECTION.data_problems(_task(), data) == []
+    # Both splits read the same file: 2 of 3 scenes each.
+    assert "4 of the 6 LiDAR scenes read have no point inside the point range" in caplog.text
+    official = LIDAR_DETECTION.build_task(_task(), data, BudgetSpec(batch_size=1))
+    batches = list(official.build_inputs(official.task_config.validation_data))
+    assert len(batches) == 1  # the one scene with points
+    assert int(batches[0][1]["groundtruths"]["count"][0]) == 1

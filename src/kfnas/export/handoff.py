@@ -78,7 +78,8 @@ class Handoff(Record):
         created: When the manifest was written (UTC, ISO 8601).
         task_kind: The task kind (``detection``, ``classification``, ``segmentation``, ...).
         num_classes: The number of classes of the task.
-        input_size: The model's input ``(height, width, channels)``.
+        input_size: The model's input without the batch: ``(height, width, channels)`` for
+            images, ``(points, features)`` for point clouds.
         frameworks: Distribution name -> version: ``python``, ``tensorflow``,
             ``tf-models-official``, ``kfnas`` and more.
         saved_model: The SavedModel folder, relative to the export folder.

@@ -46,6 +46,12 @@ Both preprocess the images as the task's evaluation did (resize, normalize) and 
   padding (masks stay at the model's input size: see ``kfnas.tasks.segmentation``'s
   ``serving_export``).
 
+Point clouds (``lidar_detection``) have one signature, ``serving_default``, whose ``inputs`` are
+float32 ``[batch, points, 4]`` (x, y, z, intensity; clouds of one batch padded with NaN rows to
+one length) and whose outputs are ``detection_boxes`` ``[batch, N, 7]`` (centre x, y, z, length,
+width, height, heading, in metres and radians), ``detection_scores``, ``detection_classes`` and
+``num_detections`` (``kfnas.export.serving.lidar_module``).
+
 ``ExportRecord.outputs`` lists the output keys the export's signatures return.
 
 To extend to a new task kind: give the task kind a ``serving_export`` naming its
@@ -97,7 +103,8 @@ class ExportRecord(Record):
         architecture_file: The trial's architecture JSON.
         signatures: The serving signature names, ``serving_default`` first.
         outputs: The output keys every signature returns.
-        input_size: The model's input ``(height, width, channels)``; served images of another size
+        input_size: The model's input without the batch (images: ``(height, width, channels)``;
+            point clouds: ``(points, features)``); served images of another size
             are resized to it.
         task_kind: The task kind (one with a ``serving_export``: ``detection``, ...).
         experiment: The experiment name.
