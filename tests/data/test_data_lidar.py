@@ -35,6 +35,7 @@ from kfnas.data.lidar import (
 )
 from kfnas.data.synthetic import DatasetFiles
 from kfnas.data.synthetic_lidar import (
+    _FRONT_FACE_INTENSITY,
     GROUND_Z,
     OBJECT_CLASSES,
     PILLAR_SIZE,
@@ -244,6 +245,8 @@ def test_scenes_are_in_range_with_objects_of_the_stated_sizes(files: DatasetFile
             inside = in_box(points[:, :3], box, 0.1)
             assert kind.points[0] <= inside.sum() <= kind.points[1], kind.name
             low_i, high_i = kind.intensity
+            # The front face is brighter by _FRONT_FACE_INTENSITY (lights, number plates).
+            high_i = min(high_i + _FRONT_FACE_INTENSITY, 1.0)
             assert np.all((points[inside, 3] >= low_i - 1e-6) & (points[inside, 3] <= high_i))
         for i in range(len(boxes)):  # no two objects overlap
             for j in range(i):
@@ -386,3 +389,19 @@ def test_pattern_that_matches_no_file(files: DatasetFiles, tmp_path: Path) -> No
         f"`kfnas make-data lidar --out DIR`, or convert KITTI with "
         f"`kfnas convert-kitti ROOT --out DIR`"
     ]
+
+
+def test_the_points_of_vehicles_and_cyclists_tell_which_way_they_face(files: DatasetFiles) -> None:
+    """The front part is lower and the front face brighter: the heading is not ambiguous by pi."""
+    for scene in parsed(files.train):
+        for box, label in zip(scene["boxes"], scene["classes"], strict=True):
+            kind = OBJECT_CLASSES[label - 1]
+            if kind.front[0] == 0:
+                continue
+            inside = scene["points"][in_box(scene["points"][:, :3], box, 0.1)]
+            d = inside[:, :2] - box[:2]
+            along = d[:, 0] * math.cos(box[6]) + d[:, 1] * math.sin(box[6])
+            front = along > box[3] / 2 - kind.front[0] * box[3] + 0.1  # beyond the noise
+            back = along < 0
+            if front.sum() >= 5 and back.sum() >= 5:
+                assert inside[front, 2].max() < inside[back, 2].max() - 0.2 * box[5]

@@ -17,7 +17,9 @@ A scene holds:
 * 1 to 6 labelled objects (``OBJECT_CLASSES``: 1 vehicle, 2 pedestrian, 3 cyclist, the first
   ``num_classes`` of them) standing on the ground with a uniform heading in ``[-pi, pi)``, fully
   inside the range, apart from each other and from the sensor. Their points lie on the box faces
-  that face the sensor and on the top; their number falls linearly with distance from the class's
+  that face the sensor and on the top, lower over the front part of vehicles and cyclists and
+  brighter on their front face (so the points tell the heading, as real objects' shapes do);
+  their number falls linearly with distance from the class's
   ``points[1]`` (at the sensor) to ``points[0]`` (at the range's corner), and their intensity is
   drawn from the class's own range;
 * unlabelled clutter: poles (a vertical line of points, 1.5-3 m high) and bushes (a blob of
@@ -74,6 +76,9 @@ class ObjectClass:
         height: Range of its height, metres.
         points: Points on an object ``(far, near)``: at the range's corner and at the sensor.
         intensity: Range of its points' intensities, within ``[0, 1]``.
+        front: ``(share of the length, share of the height)``: the front part of the object
+            (along its heading) is that much lower (a car's bonnet, a bicycle without its
+            rider), so its points say which way it faces; ``(0, 1)``: no such part.
     """
 
     name: str
@@ -82,14 +87,19 @@ class ObjectClass:
     height: tuple[float, float]
     points: tuple[int, int]
     intensity: tuple[float, float]
+    front: tuple[float, float] = (0.0, 1.0)
 
 
 #: The classes, in label order: class ``k`` is ``OBJECT_CLASSES[k - 1]``.
 OBJECT_CLASSES: tuple[ObjectClass, ...] = (
-    ObjectClass("vehicle", (3.8, 4.8), (1.6, 2.0), (1.4, 1.8), (150, 400), (0.55, 0.9)),
+    ObjectClass(
+        "vehicle", (3.8, 4.8), (1.6, 2.0), (1.4, 1.8), (150, 400), (0.55, 0.9), (0.3, 0.55)
+    ),
     ObjectClass("pedestrian", (0.5, 0.9), (0.5, 0.8), (1.6, 1.9), (40, 100), (0.2, 0.4)),
-    ObjectClass("cyclist", (1.6, 1.9), (0.5, 0.8), (1.5, 1.8), (60, 160), (0.4, 0.55)),
+    ObjectClass("cyclist", (1.6, 1.9), (0.5, 0.8), (1.5, 1.8), (60, 160), (0.4, 0.55), (0.4, 0.6)),
 )
+#: Added to the intensity of the points on an object's front face (lights, number plates).
+_FRONT_FACE_INTENSITY = 0.15
 _GROUND_INTENSITY = (0.02, 0.15)
 _CLUTTER_INTENSITY = (0.05, 0.3)
 
@@ -201,14 +211,25 @@ def _object_points(
             column = "uvz".index(axis)
             uvz[:, column] = rng.uniform(-half[axis], half[axis], size=n)
         local.append(uvz)
-    uvz = np.concatenate(local) + rng.normal(0.0, _SURFACE_NOISE, size=(count, 3))
+    uvz = np.concatenate(local)
+    front_share, front_height = kind.front
+    if front_share > 0:  # the lower front part: its top face is lower, its sides shorter
+        top = -half["z"] + front_height * height
+        front = uvz[:, 0] > half["u"] - front_share * length
+        on_top = front & (uvz[:, 2] >= half["z"])
+        uvz[on_top, 2] = top
+        sides = front & ~on_top & (uvz[:, 2] > top)
+        uvz[sides, 2] = rng.uniform(-half["z"], top, size=int(sides.sum()))
+    front_face = uvz[:, 0] >= half["u"]
+    uvz = uvz + rng.normal(0.0, _SURFACE_NOISE, size=(count, 3))
     uvz = np.clip(uvz, [-half["u"], -half["v"], -half["z"]], [half["u"], half["v"], half["z"]])
     xyz = np.stack(
         [cx + uvz[:, 0] * c - uvz[:, 1] * s, cy + uvz[:, 0] * s + uvz[:, 1] * c, cz + uvz[:, 2]],
         axis=-1,
     )
-    intensity = rng.uniform(*kind.intensity, size=(count, 1))
-    return np.concatenate([xyz, intensity], axis=-1)
+    intensity = rng.uniform(*kind.intensity, size=count)
+    intensity[front_face] = np.minimum(intensity[front_face] + _FRONT_FACE_INTENSITY, 1.0)
+    return np.concatenate([xyz, intensity[:, None]], axis=-1)
 
 
 def _ground_points(rng: np.random.Generator, half: float) -> np.ndarray:
