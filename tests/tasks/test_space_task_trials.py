@@ -34,6 +34,7 @@ ELSEWHERE = {
     ("mnasnet", "detection"): "test_mobile_backbones.py",
     ("nasfpn", "detection"): "test_segmentation_task.py",
     ("nasfpn", "segmentation"): "test_segmentation_task.py",
+    ("pointpillars", "lidar_detection"): "test_lidar_task.py, tests/e2e/test_pipeline_lidar.py",
 }
 #: Proxy-sized options per task kind (narrow heads and decoders, levels 3..5).
 TASK_OPTIONS = {
