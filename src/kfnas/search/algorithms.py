@@ -261,6 +261,7 @@ _BUILTINS = {
     "regularized_evolution": "kfnas.search.algorithms:REGULARIZED_EVOLUTION",
     "hill_climb": "kfnas.search.algorithms:HILL_CLIMB",
     "nsga2": "kfnas.search.algorithms:NSGA2",
+    "ppo": "kfnas.search.ppo:PPO",
 }
 
 ALGORITHMS: Registry[Algorithm] = Registry("algorithm", _BUILTINS)
