@@ -262,6 +262,7 @@ _BUILTINS = {
     "hill_climb": "kfnas.search.algorithms:HILL_CLIMB",
     "nsga2": "kfnas.search.algorithms:NSGA2",
     "ppo": "kfnas.search.ppo:PPO",
+    "local_search": "kfnas.search.local_search:LOCAL_SEARCH",
 }
 
 ALGORITHMS: Registry[Algorithm] = Registry("algorithm", _BUILTINS)
