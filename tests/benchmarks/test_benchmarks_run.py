@@ -90,3 +90,28 @@ def test_pipeline_size_counts_tasks_executors_and_bytes(capsys):
         assert row["tasks"] >= row["executors"]  # every executor runs in some task
     assert set(summary["growth"]) == {"tasks", "executors", "bytes"}
     assert all(ratio >= 1.0 for ratio in summary["growth"].values())
+
+
+def test_search_efficiency_compares_algorithms_on_the_trained_table(capsys):
+    bench = _load("search_efficiency")
+    algorithms = ["--algorithms", "random", "regularized_evolution"]
+    summary = bench.main(["--seeds", "2", "--trials", "10", "--jobs", "1", *algorithms])
+    assert _last_line_json(capsys) == summary
+    table = bench.load_table()
+    assert len(table.accuracy) == summary["points"] == 1440
+    assert summary["optimum"] == table.optimum == max(table.accuracy)
+    assert (summary["seeds"], summary["trials"], summary["parallelism"]) == (2, [10], 4)
+    assert summary["skipped"] == {}
+    assert 0 < summary["uniform_expected_best"][0] <= summary["optimum"]
+    assert [row["algorithm"] for row in summary["algorithms"]] == [
+        "random",
+        "regularized_evolution",
+    ]
+    for row in summary["algorithms"]:
+        for mode in ("controller", "in_process"):
+            figures = row[mode]
+            assert set(figures) >= {"mean_best", "mean_regret", "regret_sem", "found_optimum"}
+            assert all(0 <= best <= summary["optimum"] for best in figures["mean_best"])
+            assert all(regret >= 0 for regret in figures["mean_regret"])
+            assert 0.0 <= figures["found_optimum"] <= 1.0
+        assert 0.0 <= row["in_process"]["repeated_fraction"] <= 1.0
