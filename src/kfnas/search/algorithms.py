@@ -5,6 +5,16 @@ whether it is multi-objective, and a factory ``(options, seed) -> pg.DNAGenerato
 keeps state between calls: the controller (``kfnas.search.controller``) builds a fresh generator for
 every proposal and replays the study's history into it with ``DNAGenerator.recover``.
 
+Snapshots (proposal cost that stays flat as the history grows): a generator whose state can be
+saved is replayed, snapshotted and restored through a ``StateAdapter``, so the controller replays
+only the trials since the last snapshot. ``Algorithm.state_adapter(generator)`` finds it:
+
+* the record's own ``state`` adapter, when it has one and it supports the generator (PyGlove's
+  evolution generators: ``EVOLUTION_STATE``; the grid: ``GRID_STATE``);
+* otherwise the generator's own methods, when its class has ``snapshot_state() -> dict``,
+  ``restore_state(state)`` and a class attribute ``STATE_VERSION`` (e.g. ``kfnas.search.ppo``);
+* otherwise none: the generator is replayed in full with ``recover`` on every proposal.
+
 Built-ins: ``random``, ``grid`` (sweeps every point of a small space), ``regularized_evolution``,
 ``hill_climb`` and ``nsga2`` (multi-objective, e.g. accuracy vs latency).
 
@@ -14,32 +24,45 @@ factory returning a ``pg.DNAGenerator`` that ``recover`` can rebuild from its hi
 line to ``_BUILTINS`` (``"name": "kfnas.search.<name>:RECORD"``). The conformance tests in
 ``tests/conformance`` (valid DNA, failed trials tolerated, determinism, resume) then cover it. A
 user's own algorithm can be registered at run time: ``ALGORITHMS.register(name, Algorithm(...))``.
+To make its proposals cost the same after ten thousand trials as after ten, give its generator
+``snapshot_state``/``restore_state``/``STATE_VERSION`` (its ``recover`` must then be incremental:
+``recover(a)`` then ``recover(b)`` leaves it as ``recover(a + b)`` does), or give the record a
+``StateAdapter``; ``tests/search/test_snapshots.py`` then checks that snapshots change nothing.
 """
 
 from __future__ import annotations
 
 import dataclasses
 import hashlib
+import json
 import types
-from collections.abc import Callable, Mapping
+from collections.abc import Callable, Mapping, Sequence
 from typing import Any
 
 import pyglove as pg
 
+from kfnas.records.base import RecordError
 from kfnas.registry import Registry
+from kfnas.spaces.base import load_dna
 
 __all__ = [
     "ALGORITHMS",
+    "EVOLUTION_STATE",
     "GRID",
+    "GRID_STATE",
     "HILL_CLIMB",
     "NSGA2",
     "RANDOM",
     "REGULARIZED_EVOLUTION",
     "Algorithm",
+    "Replayed",
+    "StateAdapter",
     "derive_seed",
+    "own_state_adapter",
 ]
 
 Factory = Callable[[Mapping[str, Any], int], pg.DNAGenerator]
+Fitness = float | tuple[float, ...] | None
 
 
 def derive_seed(seed: int, *salt: object) -> int:
@@ -54,6 +77,71 @@ def derive_seed(seed: int, *salt: object) -> int:
     """
     text = ":".join(str(part) for part in (seed, *salt))
     return int.from_bytes(hashlib.sha256(text.encode()).digest()[:4], "big") & 0x7FFFFFFF
+
+
+@dataclasses.dataclass(frozen=True)
+class Replayed:
+    """One history entry as a ``StateAdapter`` replays it.
+
+    Attributes:
+        load: Returns the entry's DNA as a new object, with the space's ``DNASpec`` attached and
+            the metadata it was proposed with: the algorithm's to keep and annotate. Each call
+            decodes the stored DNA again (tens of milliseconds on a large space), so an adapter
+            calls it once per entry it needs, and not at all for the entries it can skip.
+        fitness: What the algorithm is fed: None (failed or unfinished), the reward, or the
+            objective tuple (multi-objective algorithms).
+    """
+
+    load: Callable[[], pg.DNA]
+    fitness: Fitness
+
+
+def _nothing(generator: pg.DNAGenerator) -> None:
+    del generator
+
+
+def _supported(generator: pg.DNAGenerator) -> str:
+    del generator
+    return ""
+
+
+@dataclasses.dataclass(frozen=True)
+class StateAdapter:
+    """How the controller replays, snapshots and restores a generator's state.
+
+    The controller rebuilds a generator for each proposal as ``restore(snapshot)`` (if it has a
+    usable one), ``replay(entries since the snapshot)``, ``snapshot()`` of the settled prefix,
+    ``replay(the rest)``, ``finish()``; without a snapshot it starts from a fresh generator and
+    replays the whole history. An adapter must make both give the same generator: ``replay`` is
+    incremental (``replay(a)`` then ``replay(b)`` equals ``replay(a + b)``), and ``restore`` of
+    ``snapshot()`` gives back exactly what ``replay`` built, for any seed the generator was built
+    with (``seed_per_round`` algorithms get a new seed every round: a snapshot holds the replayed
+    state, never a position of a random generator that depends on the seed).
+
+    Attributes:
+        version: Names the layout of ``snapshot``'s data and what it depends on (the adapter's
+            own version and, for an adapter that reads a library's internals, the library's
+            version). A snapshot of another version is never restored.
+        replay: ``(generator, entries)``: replays entries, in history order, into a generator
+            set up on the space (fresh, restored or partly replayed).
+        snapshot: ``(generator) -> state``: JSON-serializable data (plain ``json``, no objects)
+            holding everything ``replay`` built. May raise ``ValueError`` when the state holds
+            something it cannot save (the controller then keeps no snapshot).
+        restore: ``(fresh set-up generator, state)``: puts the generator in the snapshot's
+            state; raises ``ValueError``, ``KeyError``, ``TypeError`` or ``IndexError`` for
+            damaged data (the controller then replays the whole history).
+        finish: ``(generator)``: what must run once after the last replay and before the first
+            ``propose`` (e.g. the end of PyGlove's ``Evolution.recover``).
+        supports: ``(generator) -> why not`` (empty: supported). An unsupported generator is
+            replayed with its own ``recover`` and never snapshotted.
+    """
+
+    version: str
+    replay: Callable[[pg.DNAGenerator, Sequence[Replayed]], None]
+    snapshot: Callable[[pg.DNAGenerator], dict[str, Any]]
+    restore: Callable[[pg.DNAGenerator, Mapping[str, Any]], None]
+    finish: Callable[[pg.DNAGenerator], None] = _nothing
+    supports: Callable[[pg.DNAGenerator], str] = _supported
 
 
 @dataclasses.dataclass(frozen=True)
@@ -79,6 +167,8 @@ class Algorithm:
             the controller then skips ``recover`` and only keeps proposals new, so proposing
             costs the same after ten trials as after ten thousand (PyGlove's ``Random._replay``
             redraws one DNA per stored trial, tens of milliseconds each on a SpineNet space).
+        state: How to replay, snapshot and restore its generators, for a generator that cannot
+            say so itself (see ``state_adapter``); None: the generator's own methods, if any.
     """
 
     name: str
@@ -89,6 +179,7 @@ class Algorithm:
     seed_per_round: bool = False
     checks: Callable[[Mapping[str, Any]], list[str]] | None = None
     replays_history: bool = True
+    state: StateAdapter | None = None
 
     def __post_init__(self) -> None:
         object.__setattr__(self, "options", types.MappingProxyType(dict(self.options)))
@@ -132,6 +223,31 @@ class Algorithm:
         if problems := self._option_problems(options):
             raise ValueError(f"invalid options for algorithm {self.name!r}: " + "; ".join(problems))
         return self.factory(self.complete(options), seed)
+
+    def state_adapter(self, generator: pg.DNAGenerator) -> tuple[StateAdapter | None, str]:
+        """How to replay, snapshot and restore ``generator``, one of this algorithm's.
+
+        Args:
+            generator: A generator made by ``create``.
+
+        Returns:
+            ``(adapter, "")``: the record's ``state`` adapter if it supports the generator, else
+            one made of the generator's own ``snapshot_state``/``restore_state``/
+            ``STATE_VERSION`` (its ``recover`` must be incremental). ``(None, why)`` when neither
+            applies: the generator is then replayed in full with ``recover``.
+        """
+        reasons = []
+        if self.state is not None:
+            if not (why := self.state.supports(generator)):
+                return self.state, ""
+            reasons.append(why)
+        own = own_state_adapter(generator)
+        if own is not None:
+            return own, ""
+        reasons.append(
+            f"{type(generator).__name__} has no snapshot_state/restore_state/STATE_VERSION"
+        )
+        return None, "; ".join(reasons)
 
     def _option_problems(self, options: Mapping[str, Any]) -> list[str]:
         # Messages name the option, not where the spec holds it: the caller adds that prefix.
@@ -209,6 +325,279 @@ def _nsga2(options: Mapping[str, Any], seed: int) -> pg.DNAGenerator:
     )
 
 
+# State adapters: what the controller snapshots between proposals (see ``StateAdapter``).
+
+
+def own_state_adapter(generator: pg.DNAGenerator) -> StateAdapter | None:
+    """The adapter of a generator that snapshots itself, or None if it does not.
+
+    A generator snapshots itself when its class has ``snapshot_state() -> dict``,
+    ``restore_state(state)`` and ``STATE_VERSION``; its ``recover`` must be incremental (the
+    default ``DNAGenerator.recover``, feeding one entry at a time, is).
+    """
+    cls = type(generator)
+    if not all(hasattr(cls, name) for name in ("snapshot_state", "restore_state", "STATE_VERSION")):
+        return None
+
+    def replay(generator: pg.DNAGenerator, entries: Sequence[Replayed]) -> None:
+        generator.recover([(entry.load(), entry.fitness) for entry in entries])
+
+    def snapshot(generator: pg.DNAGenerator) -> dict[str, Any]:
+        return generator.snapshot_state()  # type: ignore[attr-defined]
+
+    def restore(generator: pg.DNAGenerator, state: Mapping[str, Any]) -> None:
+        generator.restore_state(dict(state))  # type: ignore[attr-defined]
+
+    return StateAdapter(
+        version=f"{cls.__module__}.{cls.__qualname__}/{cls.STATE_VERSION}",  # type: ignore[attr-defined]
+        replay=replay,
+        snapshot=snapshot,
+        restore=restore,
+    )
+
+
+#: The PyGlove versions whose ``Evolution`` and ``Sweeping`` internals the adapters below were
+#: checked against (``tests/search/test_snapshots.py`` compares them with PyGlove's ``recover``).
+#: With any other version the generators are replayed by PyGlove's own ``recover``: check the
+#: adapters against the new ``pyglove/ext/evolution/base.py`` and add the version here.
+PYGLOVE_VERSIONS = ("0.4.5",)
+_EVOLUTION_STATE_VERSION = 1
+_GRID_STATE_VERSION = 1
+# The rewarded initial-population entries replayed so far while the population is not yet
+# initialized: what the end of ``Evolution.recover`` hands to the population initializer.
+_INIT_POPULATION = "_kfnas_init_population"
+_EVOLUTION_ATTRIBUTES = (
+    "_population",
+    "_global_state",
+    "_population_update",
+    "_population_initialized",
+    "_init_population_generator",
+    "_init_population_size",
+    "_num_proposals",
+    "_num_feedbacks",
+)
+
+
+def _pyglove_problem() -> str:
+    if pg.__version__ in PYGLOVE_VERSIONS:
+        return ""
+    return (
+        f"PyGlove {pg.__version__} is not a version the snapshot adapter was checked against "
+        f"({', '.join(PYGLOVE_VERSIONS)})"
+    )
+
+
+def _evolution_supports(generator: pg.DNAGenerator) -> str:
+    if not isinstance(generator, pg.evolution.Evolution):
+        return f"{type(generator).__name__} is not a pg.evolution.Evolution"
+    if why := _pyglove_problem():
+        return why
+    missing = [name for name in _EVOLUTION_ATTRIBUTES if not hasattr(generator, name)]
+    if missing:
+        return f"the evolution generator lacks {', '.join(missing)} (not set up?)"
+    return ""
+
+
+def _init_population(generator: Any) -> list[tuple[pg.DNA, Fitness]]:
+    if not hasattr(generator, _INIT_POPULATION):
+        setattr(generator, _INIT_POPULATION, [])
+    return getattr(generator, _INIT_POPULATION)
+
+
+def _evolution_replay(generator: Any, entries: Sequence[Replayed]) -> None:
+    """``pg.evolution.Evolution.recover`` (PyGlove 0.4.5) without its end, one entry at a time.
+
+    The end (initialized if enough initial-population trials were rewarded; the population
+    initializer replays them) is ``_evolution_finish``, run once before proposing. The rewarded
+    initial-population entries are kept only while the population is not initialized: after
+    that the initializer is never asked again, so what it would replay changes nothing.
+    """
+    init = _init_population(generator)
+    for entry in entries:
+        dna, fitness = entry.load(), entry.fitness
+        generator._num_proposals += 1
+        if fitness is not None:
+            if pg.evolution.get_feedback_sequence_number(dna) is None:
+                generator.feedback(dna, fitness)
+            else:  # Fed back before it was stored: PyGlove's recover takes it as it is.
+                if pg.evolution.get_fitness(dna) != fitness:
+                    raise ValueError(f"the DNA's recorded fitness is not its fitness {fitness!r}")
+                generator._population.append(dna)
+                if generator._population_update:
+                    generator._population = generator._population_update(
+                        generator._population,
+                        global_state=generator._global_state,
+                        step=generator._num_feedbacks,
+                    )
+                generator._num_feedbacks += 1
+            if pg.evolution.is_initial_population(dna) and not generator._population_initialized:
+                init.append((dna, fitness))
+        generation = pg.evolution.get_generation_id(dna)
+        if generation > generator.num_generations:
+            generator._global_state.num_generations = generation
+    if generator._population_initialized:
+        init.clear()
+
+
+def _evolution_finish(generator: Any) -> None:
+    init = _init_population(generator)
+    size = generator._init_population_size
+    if size is not None and len(init) >= size:
+        generator._population_initialized = True
+    if not generator._population_initialized:
+        generator._init_population_generator.recover(init)
+    init.clear()
+
+
+class _DNATable:
+    """DNA saved once each (population members may also be elites), referred to by index."""
+
+    def __init__(self) -> None:
+        self.trees: list[Any] = []
+        self._index: dict[int, int] = {}
+
+    def ref(self, dna: Any) -> int:
+        if not isinstance(dna, pg.DNA):
+            raise ValueError(f"expected a DNA, got a {type(dna).__name__}")
+        if id(dna) not in self._index:
+            self._index[id(dna)] = len(self.trees)
+            self.trees.append(dna.to_json())
+        return self._index[id(dna)]
+
+    def value(self, key: str, value: Any) -> dict[str, Any]:
+        """A global-state value: a JSON scalar, a DNA or a list of DNA."""
+        if value is None or isinstance(value, bool | int | float | str):
+            return {"value": value}
+        if isinstance(value, pg.DNA):
+            return {"dna": self.ref(value)}
+        if isinstance(value, list | tuple) and all(isinstance(v, pg.DNA) for v in value):
+            return {"dnas": [self.ref(v) for v in value]}
+        raise ValueError(
+            f"the evolution's global state {key!r} holds a {type(value).__name__}, which a "
+            f"snapshot cannot save"
+        )
+
+
+def _fitness_json(fitness: Fitness) -> Any:
+    return list(fitness) if isinstance(fitness, tuple) else fitness
+
+
+def _fitness_from_json(value: Any) -> Fitness:
+    if value is None:
+        return None
+    if isinstance(value, list):
+        return tuple(float(v) for v in value)
+    return float(value)
+
+
+def _load_tree(tree: Any, spec: pg.DNASpec, what: str) -> pg.DNA:
+    """A DNA saved by ``_DNATable``, decoded like a stored one (``load_dna``: DNA only)."""
+    try:
+        return load_dna(json.dumps(tree), what).use_spec(spec)
+    except RecordError as e:
+        raise ValueError(str(e)) from e
+
+
+def _evolution_snapshot(generator: Any) -> dict[str, Any]:
+    table = _DNATable()
+    state = {
+        "num_proposals": generator.num_proposals,
+        "num_feedbacks": generator.num_feedbacks,
+        "population": [table.ref(dna) for dna in generator.population],
+        "global_state": {
+            str(key): table.value(str(key), value) for key, value in generator.global_state.items()
+        },
+        "population_initialized": bool(generator._population_initialized),
+        "init_population": [
+            [table.ref(dna), _fitness_json(fitness)] for dna, fitness in _init_population(generator)
+        ],
+    }
+    state["dnas"] = table.trees
+    return state
+
+
+def _evolution_restore(generator: Any, state: Mapping[str, Any]) -> None:
+    spec = generator.dna_spec
+    dnas = [_load_tree(tree, spec, "snapshot DNA") for tree in state["dnas"]]
+
+    def decode(value: Mapping[str, Any]) -> Any:
+        if "dna" in value:
+            return dnas[value["dna"]]
+        if "dnas" in value:
+            return [dnas[i] for i in value["dnas"]]
+        return value["value"]
+
+    global_state = {key: decode(value) for key, value in state["global_state"].items()}
+    init = [(dnas[i], _fitness_from_json(f)) for i, f in state["init_population"]]
+    population = [dnas[i] for i in state["population"]]
+    generator._num_proposals = int(state["num_proposals"])
+    generator._num_feedbacks = int(state["num_feedbacks"])
+    generator._population = population
+    generator._global_state.clear()
+    generator._global_state.update(global_state)
+    generator._population_initialized = bool(state["population_initialized"])
+    setattr(generator, _INIT_POPULATION, init)
+
+
+#: Snapshots of PyGlove's evolution generators (``regularized_evolution``, ``hill_climb``,
+#: ``nsga2``): the population with its fitness and metadata, the proposal and feedback counts,
+#: the global state (generation count; NSGA-II's elites and cursor), whether the initial
+#: population is complete and, until it is, its rewarded members. The selection and mutation
+#: RNGs are not saved: a fresh generator restarts them from its own seed, as a full replay does.
+EVOLUTION_STATE = StateAdapter(
+    version=f"evolution-{_EVOLUTION_STATE_VERSION}/pyglove-{pg.__version__}",
+    replay=_evolution_replay,
+    snapshot=_evolution_snapshot,
+    restore=_evolution_restore,
+    finish=_evolution_finish,
+    supports=_evolution_supports,
+)
+
+
+def _grid_supports(generator: pg.DNAGenerator) -> str:
+    if not isinstance(generator, pg.geno.Sweeping):
+        return f"{type(generator).__name__} is not a pg.geno.Sweeping"
+    if why := _pyglove_problem():
+        return why
+    return "" if hasattr(generator, "_last_proposed_dna") else "the grid is not set up"
+
+
+def _grid_replay(generator: Any, entries: Sequence[Replayed]) -> None:
+    # Sweeping._replay keeps only the last DNA: the grid resumes after it, so only it is decoded.
+    if entries:
+        generator._last_proposed_dna = entries[-1].load()
+    generator._num_proposals += len(entries)
+    generator._num_feedbacks += sum(entry.fitness is not None for entry in entries)
+
+
+def _grid_snapshot(generator: Any) -> dict[str, Any]:
+    last = generator._last_proposed_dna
+    return {
+        "last": None if last is None else last.to_json(),
+        "num_proposals": generator.num_proposals,
+        "num_feedbacks": generator.num_feedbacks,
+    }
+
+
+def _grid_restore(generator: Any, state: Mapping[str, Any]) -> None:
+    last = state["last"]
+    dna = None if last is None else _load_tree(last, generator.dna_spec, "snapshot DNA")
+    generator._last_proposed_dna = dna
+    generator._num_proposals = int(state["num_proposals"])
+    generator._num_feedbacks = int(state["num_feedbacks"])
+
+
+#: The grid's position: the last DNA it proposed (``pg.geno.Sweeping`` resumes after it). Its
+#: replay decodes only the last entry, so even a full replay costs one DNA.
+GRID_STATE = StateAdapter(
+    version=f"grid-{_GRID_STATE_VERSION}/pyglove-{pg.__version__}",
+    replay=_grid_replay,
+    snapshot=_grid_snapshot,
+    restore=_grid_restore,
+    supports=_grid_supports,
+)
+
+
 RANDOM = Algorithm(
     name="random",
     summary="Uniform random sampling of the space; each round draws from its own derived seed.",
@@ -225,6 +614,7 @@ GRID = Algorithm(
     ),
     factory=_grid,
     options={"full": False},
+    state=GRID_STATE,
 )
 
 REGULARIZED_EVOLUTION = Algorithm(
@@ -234,6 +624,7 @@ REGULARIZED_EVOLUTION = Algorithm(
     options={"population_size": 20, "tournament_size": 5},
     seed_per_round=True,
     checks=_evolution_checks,
+    state=EVOLUTION_STATE,
 )
 
 HILL_CLIMB = Algorithm(
@@ -244,6 +635,7 @@ HILL_CLIMB = Algorithm(
     factory=_hill_climb,
     options={"batch_size": 1, "init_population_size": 1},
     seed_per_round=True,
+    state=EVOLUTION_STATE,
 )
 
 NSGA2 = Algorithm(
@@ -253,6 +645,7 @@ NSGA2 = Algorithm(
     options={"population_size": 10},
     multi_objective=True,
     seed_per_round=True,
+    state=EVOLUTION_STATE,
 )
 
 _BUILTINS = {

@@ -1,25 +1,29 @@
 """Helpers the stages share: no stage calls another stage, they all call these.
 
-Proposing a round (``propose_round``), ranking a study's completed trials (``best_trials``), the
-per-trial seed (``trial_seed``), the stop after consecutive failures (``check_failures``) and the
-export of a trial with its handoff (``export_trial``) each live here once.
+Proposing a round (``propose_round``, which also keeps the study's search snapshot), ranking a
+study's completed trials (``best_trials``), the per-trial seed (``trial_seed``), the stop after
+consecutive failures (``check_failures``) and the export of a trial with its handoff
+(``export_trial``) each live here once.
 """
 
 from __future__ import annotations
 
 import dataclasses
+import logging
 from typing import Any
 
 import pyglove as pg
 
 from kfnas.config.spec import ExperimentSpec, StudySpec
-from kfnas.records.trial import TrialResult, TrialSpec, TrialStatus
-from kfnas.search.controller import history_from_records, propose
+from kfnas.records.trial import RecordError, TrialResult, TrialSpec, TrialStatus
+from kfnas.search.controller import SearchSnapshot, history_from_records, propose_with_state
 from kfnas.spaces import get_space
 from kfnas.spaces.base import architecture_json, is_refinement, materialize
-from kfnas.store import Experiment
+from kfnas.store import Experiment, ObjectNotFound
 
 History = list[tuple[TrialSpec, TrialResult | None]]
+
+log = logging.getLogger(__name__)
 
 
 class StudyStoppedError(RuntimeError):
@@ -67,12 +71,21 @@ def check_failures(study: str, history: History, limit: int) -> None:
         )
 
 
-def propose_round(exp: Experiment, study: str, round_index: int, n: int = 0) -> list[int]:
+def propose_round(
+    exp: Experiment, study: str, round_index: int, n: int = 0, *, history: History | None = None
+) -> list[int]:
     """Proposes round ``round_index`` of ``study`` and writes its ``trial.json`` files.
 
     ``n`` trials are proposed (0: the study's ``trials_per_round``); the search controller
     proposes as many as it has free slots. A refinement study's trials retrain the best trial of
-    the study before it with each proposed point.
+    the study before it with each proposed point. ``history`` is the study's
+    ``records.history(study)`` when the caller has just read it (else it is read here).
+
+    The algorithm starts from the study's search snapshot (``ExperimentLayout.study_snapshot``)
+    and replays only the trials since it; the new snapshot is written after the specs. A missing
+    snapshot (the first round, or deleted), or one that cannot be read or does not fit (another
+    algorithm, options, seed, space or version, other trials), is logged and the whole history
+    replayed instead: the proposals are the same either way (``kfnas.search.propose``).
 
     A round that already has ``n`` trials returns their ids. A short one (a crash between writing
     k of its n specs) is completed when it is the study's last round: it is proposed again from
@@ -87,7 +100,7 @@ def propose_round(exp: Experiment, study: str, round_index: int, n: int = 0) -> 
     """
     study_spec = exp.spec.study(study)
     records = exp.records
-    history = records.history(study)
+    history = records.history(study) if history is None else history
     check_failures(study, history, study_spec.budget.max_consecutive_failures)
     wanted = n or study_spec.budget.trials_per_round
     existing = {spec.trial_id: spec for spec, _ in history if spec.round == round_index}
@@ -95,8 +108,13 @@ def propose_round(exp: Experiment, study: str, round_index: int, n: int = 0) -> 
     if existing and (len(existing) >= wanted or later):
         return sorted(existing)
     before = [(s, r) for s, r in history if s.round < round_index] if existing else history
-    dnas = propose(study_spec, history_from_records(before), wanted, round_index=round_index)
+    snapshot = read_snapshot(exp, study)
+    proposal = propose_with_state(
+        study_spec, history_from_records(before), wanted, round_index=round_index, snapshot=snapshot
+    )
+    dnas = proposal.dnas
     space = get_space(study_spec.space)
+    points = _HyperOnce(space)
     first = min(existing) if existing else records.next_trial_id(study)
     budget = dataclasses.asdict(study_spec.budget)
     base = _refined_trial(exp, study) if is_refinement(space) else None
@@ -114,15 +132,57 @@ def propose_round(exp: Experiment, study: str, round_index: int, n: int = 0) -> 
             round=round_index,
             space=study_spec.space,
             dna_json=dna_json,
-            arch_json=architecture_json(space, dna),
+            arch_json=architecture_json(points, dna),
             budget=budget,
             seed=trial_seed(study_spec, trial_id),
         )
         if base is not None:
-            trial = _refining(trial, base, space, materialize(space, dna), exp.spec)
+            trial = _refining(trial, base, space, materialize(points, dna), exp.spec)
         records.write_spec(trial)
         ids.add(trial_id)
+    if proposal.snapshot is not None:
+        write_snapshot(exp, study, proposal.snapshot)
     return sorted(ids)
+
+
+def read_snapshot(exp: Experiment, study: str) -> SearchSnapshot | None:
+    """The study's search snapshot; None (logged) when it is missing or cannot be read."""
+    path = exp.layout.study_snapshot(study)
+    try:
+        text = exp.store.read_text(path)
+    except ObjectNotFound:
+        log.info("%s: no search snapshot yet; the whole history is replayed", study)
+        return None
+    try:
+        return SearchSnapshot.from_json(text, exp.store.uri(path))
+    except RecordError as e:
+        log.warning(
+            "%s: the search snapshot is ignored (%s); the whole history is replayed", study, e
+        )
+        return None
+
+
+def write_snapshot(exp: Experiment, study: str, snapshot: SearchSnapshot) -> None:
+    """Stores the study's search snapshot (a cache: failing to write it only costs time)."""
+    path = exp.layout.study_snapshot(study)
+    try:
+        exp.store.write_text(path, snapshot.to_json())
+    except (OSError, ValueError) as e:
+        log.warning("%s: the search snapshot was not written to %s: %s", study, path, e)
+
+
+class _HyperOnce:
+    """A space's ``hyper()``, built once for the round (tens of milliseconds on a large space).
+
+    What ``architecture_json`` and ``materialize`` read of a space; ``pg.materialize`` clones the
+    hyper value before it decodes a DNA, so one value serves every trial of the round.
+    """
+
+    def __init__(self, space: Any):
+        self._hyper = space.hyper()
+
+    def hyper(self) -> Any:
+        return self._hyper
 
 
 def _refined_trial(exp: Experiment, study: str) -> TrialSpec:

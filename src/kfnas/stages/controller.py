@@ -9,8 +9,9 @@ slot waits for a round's slowest trial. Each poll it:
    without ``result.json``, e.g. OOM-killed or past its deadline, is recorded FAILED with the
    launcher's reason, so one bad architecture never stops the search);
 2. fills every free slot with *one* proposal of as many trials (a new round: rounds stay the unit
-   of proposal bookkeeping, each proposal replaying the whole stored history through the
-   stateless ``kfnas.search`` controller), writes their ``trial.json`` and starts their jobs;
+   of proposal bookkeeping, each proposal rebuilding the algorithm from the study's search
+   snapshot and the trials since it through the stateless ``kfnas.search`` controller), writes
+   their ``trial.json`` and starts their jobs;
    the same proposal keeps a few trials proposed ahead, which freed slots start at once
    (``_fill``), so a slot does not wait for a proposal;
 3. sends each trial whose training ended well (``trained.json``) to a measurement job on the
@@ -402,7 +403,8 @@ class _Controller:
 
         The same proposal also refills the trials proposed *ahead* (their ``trial.json`` written,
         their jobs not started), so a slot that frees starts one at once instead of waiting for a
-        proposal, which replays the whole history and can take seconds. Enough are kept ahead to
+        proposal, which replays the trials since the search snapshot and decodes their
+        architectures (seconds on a large space). Enough are kept ahead to
         cover the slots expected to free while one proposal runs (``_ahead_target``). They are
         proposed from the results known then: a few results older than a proposal made when
         their slot freed, as in asynchronous evolution.
@@ -440,7 +442,7 @@ class _Controller:
         next_round = max((spec.round for spec, _ in history), default=0) + 1
         began = self.clock.time()
         try:
-            ids = propose_round(self.exp, self.study, next_round, n=n)
+            ids = propose_round(self.exp, self.study, next_round, n=n, history=history)
         except SpaceExhausted as e:
             self.state.reason = f"search space exhausted ({e})"
             self.log(f"{self.study}: {e}")

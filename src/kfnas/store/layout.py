@@ -12,6 +12,7 @@ Every path is relative to the store root::
     <experiment>/studies/<study>/trials/<trial id, 6 digits>/lease.json   (its one runner's lease)
     <experiment>/studies/<study>/controller.json    the search controller's state (its lease)
     <experiment>/studies/<study>/stop.json          asks the controller to stop launching trials
+    <experiment>/studies/<study>/search_snapshot.json  the search algorithm's state (a cache)
     <experiment>/reports/
     <experiment>/export/<version>/                 one exported model version (kept for good)
     <experiment>/export/<version>/serving/model/1/ its SavedModel (the KServe storageUri: model/)
@@ -166,6 +167,13 @@ class ExperimentLayout:
     def study_stop(self, study: str) -> str:
         """A request (from ``kfnas stop``) that the study's controller stop launching trials."""
         return f"{self.study_dir(study)}/stop.json"
+
+    def study_snapshot(self, study: str) -> str:
+        """The search algorithm's snapshot (``kfnas.search.SearchSnapshot``), rewritten per round.
+
+        A cache: deleting it only makes the next proposal replay the whole history.
+        """
+        return f"{self.study_dir(study)}/search_snapshot.json"
 
     def trial_model_dir(self, study: str, trial_id: int) -> str:
         """The folder of the trial's trained model or checkpoint."""
