@@ -222,10 +222,60 @@ def problems_of(spec):
             "constrains 'tflite_int8_latency_ms' but measurement.tflite does not ask for the "
             "'int8' TensorFlow Lite measurement: add 'int8' to measurement.tflite",
         ),
+        (
+            "studies.proxy.early_stopping.rule=medain",
+            "studies.proxy.early_stopping: unknown early-stopping rule 'medain' (did you mean "
+            "'median'?)",
+        ),
+        (
+            "studies.proxy.early_stopping={rule: median}",
+            "studies.proxy.budget.evaluations is 1: set it to at least 2",
+        ),
+        (
+            "studies.proxy.early_stopping={rule: rank, options: {keep_fraction: 1.5}}",
+            "studies.proxy.early_stopping.options.keep_fraction",
+        ),
+        (
+            "studies.proxy.early_stopping={options: {min_trials: 2}}",
+            "studies.proxy.early_stopping.options is set but no rule is",
+        ),
+        (
+            "studies.proxy.multi_fidelity={scheduler: asha, min_steps: 4}",
+            "studies.proxy.budget.train_steps 10 does not fit a halving schedule from "
+            "studies.proxy.multi_fidelity.min_steps 4",
+        ),
+        (
+            "studies.proxy.multi_fidelity={scheduler: hyperband, min_steps: 1}",
+            "studies.proxy.multi_fidelity.scheduler 'hyperband' is not known: use asha",
+        ),
+        (
+            "studies.proxy.multi_fidelity={scheduler: asha, min_steps: 10}",
+            "is not longer than studies.proxy.multi_fidelity.min_steps",
+        ),
+        (
+            "studies.validation={space: spinenet_mbconv, multi_fidelity: "
+            "{scheduler: asha, min_steps: 2, reduction_factor: 5}}",
+            "studies.validation.multi_fidelity: a study that retrains chosen trials",
+        ),
     ],
 )
 def test_validate_reports_what_to_change(valid, override, message):
     assert message in problems_of(valid.with_overrides([override]))
+
+
+def test_early_stopping_and_multi_fidelity_are_one_or_the_other(valid):
+    spec = valid.with_overrides(
+        [
+            "budget.evaluations=2",
+            "studies.proxy.early_stopping={rule: value, options: {threshold: 0.1}}",
+            "studies.proxy.multi_fidelity={scheduler: asha, min_steps: 2, reduction_factor: 5}",
+        ]
+    )
+    assert "use one of them" in problems_of(spec)
+    fitting = valid.with_overrides(
+        ["studies.proxy.multi_fidelity={scheduler: asha, min_steps: 2, reduction_factor: 5}"]
+    )
+    assert validate(fitting).studies["proxy"].multi_fidelity.min_steps == 2
 
 
 def test_validate_space_that_does_not_serve_the_task(valid):

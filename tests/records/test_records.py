@@ -3,6 +3,7 @@
 import dataclasses
 import enum
 import json
+import math
 from pathlib import Path
 from typing import Any
 
@@ -12,7 +13,14 @@ from kfnas.export.handoff import Handoff, HandoffError
 from kfnas.export.saved_model import ExportRecord
 from kfnas.records import Record, RecordError, RetrainingRecord
 from kfnas.records.retraining import PUBLISHED
-from kfnas.records.trial import SCHEMA_VERSION, TrialResult, TrialSpec, TrialStatus, TrialTraining
+from kfnas.records.trial import (
+    SCHEMA_VERSION,
+    TrialCurve,
+    TrialResult,
+    TrialSpec,
+    TrialStatus,
+    TrialTraining,
+)
 
 GOLDEN = Path(__file__).parents[1] / "golden" / "records"
 
@@ -221,6 +229,47 @@ def test_a_version_6_result_reads_without_a_measurement():
 def test_a_trained_record_round_trips_and_refuses_a_newer_version():
     trained = TrialTraining(4, {"AP": 0.2, "train_seconds": 9.5}, "gs://b/m", 12.0, 1, (0,))
     assert TrialTraining.from_json(trained.to_json()) == trained
-    data = {**json.loads(trained.to_json()), "schema_version": 2}
+    data = {**json.loads(trained.to_json()), "schema_version": 3}
     with pytest.raises(RecordError, match="written by a newer kfnas"):
         TrialTraining.from_dict(data)
+
+
+def test_a_version_7_trial_and_result_read_without_rungs_and_early_stops():
+    old_spec = TrialSpec.from_json((GOLDEN / "trial_v7.json").read_text())
+    assert (old_spec.rung, old_spec.promoted_from) == (0, None)
+    assert json.loads(old_spec.to_json())["schema_version"] == TrialSpec.SCHEMA_VERSION == 8
+    old = TrialResult.from_json((GOLDEN / "result_v7.json").read_text())
+    assert (old.stopped_early, old.stop_reason) == (False, "")
+    current = TrialResult.from_json((GOLDEN / "result.json").read_text())
+    assert current.stopped_early and current.stop_reason.startswith("median rule")
+    promoted = TrialSpec.from_json((GOLDEN / "trial.json").read_text())
+    assert (promoted.rung, promoted.promoted_from) == (1, 3)
+
+
+def test_only_a_completed_trial_is_stopped_early_and_a_promotion_has_a_rung():
+    with pytest.raises(RecordError, match="only a COMPLETED trial is stopped early"):
+        TrialResult(1, TrialStatus.FAILED, error="x", stopped_early=True)
+    with pytest.raises(RecordError, match=">= 1 for a promotion"):
+        dataclasses.replace(spec(), promoted_from=2)
+    trained = TrialTraining(4, {"AP": 0.2}, stopped_early=True, stop_reason="value rule")
+    result = trained.result(TrialStatus.COMPLETED, metrics={"AP": 0.2}, reward=0.2)
+    assert (result.stopped_early, result.stop_reason) == (True, "value rule")
+    failed = trained.result(TrialStatus.FAILED, error="reward: no latency")
+    assert (failed.stopped_early, failed.stop_reason) == (False, "")
+
+
+def test_a_curve_keeps_its_points_in_step_order_and_a_rerun_replaces_later_ones():
+    curve = TrialCurve(7, "AP").with_point(10, {"AP": 0.1, "loss": 2.0})
+    curve = curve.with_point(20, {"AP": float("nan"), "loss": 1.5})
+    curve = curve.with_point(30, {"AP": 0.3})
+    assert TrialCurve.from_json(curve.to_json()) == curve
+    assert curve.steps == (10, 20, 30) and curve.values == (0.1, None, 0.3)
+    assert curve.metrics[1] == {"loss": 1.5}  # a NaN has no JSON form: left out
+    points = curve.points()
+    assert points[0] == (10, 0.1) and math.isnan(points[1][1])
+    resumed = curve.with_point(20, {"AP": 0.25})  # a rerun from the step-10 checkpoint
+    assert resumed.steps == (10, 20) and resumed.values == (0.1, 0.25)
+    with pytest.raises(RecordError, match="steps must increase"):
+        TrialCurve(7, "AP", (20, 10), (0.1, 0.2))
+    with pytest.raises(RecordError, match="one value"):
+        TrialCurve(7, "AP", (10,), ())

@@ -41,12 +41,15 @@ ENV_LATENCY_DEVICE = "KFNAS_LATENCY_DEVICE"
 ENV_LATENCY_THREADS = "KFNAS_LATENCY_THREADS"
 
 __all__ = [
+    "MULTI_FIDELITY_SCHEDULERS",
     "AlgorithmSpec",
     "BudgetSpec",
     "ConstraintSpec",
     "DataSpec",
+    "EarlyStoppingSpec",
     "ExperimentSpec",
     "MeasurementSpec",
+    "MultiFidelitySpec",
     "ObjectiveSpec",
     "SpecError",
     "StudySpec",
@@ -185,6 +188,47 @@ class BudgetSpec:
 
 
 @dataclasses.dataclass(frozen=True)
+class EarlyStoppingSpec:
+    """Stops a study's hopeless trials while they train (``kfnas.search.stopping``).
+
+    A trial decides at each of its periodic evaluations (``budget.evaluations`` of at least 2),
+    from its own curve and the other trials' curves in the store. A stopped trial is COMPLETED
+    with ``stopped_early`` and its last evaluation's metrics.
+
+    Attributes:
+        rule: A registered stopping rule (``median``, ``rank``, ``value``); empty: off.
+        options: Its options, e.g. ``min_trials`` or ``threshold``.
+    """
+
+    rule: str = ""
+    options: dict[str, Any] = dataclasses.field(default_factory=dict)
+
+
+#: The multi-fidelity schedulers a searched study may use ("": none).
+MULTI_FIDELITY_SCHEDULERS = ("asha",)
+
+
+@dataclasses.dataclass(frozen=True)
+class MultiFidelitySpec:
+    """Asynchronous successive halving (``kfnas.search.asha``) for a searched study.
+
+    New architectures train for ``min_steps`` (rung 0); when a slot frees, the best
+    ``1 / reduction_factor`` of each rung's finished trials are promoted to the next rung's budget
+    (``min_steps * reduction_factor ** k``, up to ``budget.train_steps``) and continue from their
+    checkpoint. ``budget.rounds * budget.trials_per_round`` counts the new architectures.
+
+    Attributes:
+        scheduler: ``asha``; empty: off (every trial trains for ``budget.train_steps``).
+        min_steps: Training steps of rung 0.
+        reduction_factor: The rungs' ratio (eta): each rung keeps the best 1/eta.
+    """
+
+    scheduler: str = ""
+    min_steps: int = 0
+    reduction_factor: int = 3
+
+
+@dataclasses.dataclass(frozen=True)
 class StudySpec:
     """One search of the experiment; unset fields take the experiment defaults in ``resolved()``.
 
@@ -193,12 +237,16 @@ class StudySpec:
         algorithm: The study's algorithm (default: the experiment's).
         budget: The study's budget (default: the experiment's).
         seed: The study's seed (default: the experiment's).
+        early_stopping: Stops hopeless trials as they train (default: off).
+        multi_fidelity: Asynchronous successive halving (default: off); not with early stopping.
     """
 
     space: str = ""
     algorithm: AlgorithmSpec | None = None
     budget: BudgetSpec | None = None
     seed: int | None = None
+    early_stopping: EarlyStoppingSpec = dataclasses.field(default_factory=EarlyStoppingSpec)
+    multi_fidelity: MultiFidelitySpec = dataclasses.field(default_factory=MultiFidelitySpec)
 
 
 @dataclasses.dataclass(frozen=True)

@@ -23,7 +23,9 @@ from kfnas.records.base import Record, RecordError
 # 5: TrialResult gained ``attempts`` and ``start_steps`` (runs it took, the step each resumed from).
 # 6: TrialResult gained ``runtime`` (how it trained: strategy, replicas, workers, precision).
 # 7: TrialResult gained ``measurement`` (the measurement step's protocol, spread and device).
-SCHEMA_VERSION = 7
+# 8: TrialSpec gained ``rung`` and ``promoted_from`` (multi-fidelity: a promotion of another
+#    trial); TrialResult gained ``stopped_early`` and ``stop_reason`` (early stopping).
+SCHEMA_VERSION = 8
 
 
 class TrialStatus(enum.Enum):
@@ -68,6 +70,11 @@ class TrialSpec(Record):
         data_overrides: Dotted overrides of the experiment's ``data`` this trial trains and is
             evaluated on (``data.train=gs://b/new-*.tfrecord``); set by a retraining on new data
             (``kfnas.stages.retraining``), empty otherwise.
+        rung: Multi-fidelity (``kfnas.search.asha``): the rung whose step budget
+            (``budget.train_steps``) the trial trains to; 0 without multi-fidelity.
+        promoted_from: The trial of the same study this one continues from its checkpoint to a
+            larger budget (an ASHA promotion; same architecture, the next rung); ``None`` for a
+            trial the search algorithm proposed.
     """
 
     KIND = "trial spec"
@@ -87,8 +94,15 @@ class TrialSpec(Record):
     source_trial: int | None = None
     task_overrides: tuple[str, ...] = ()
     data_overrides: tuple[str, ...] = ()
+    rung: int = 0
+    promoted_from: int | None = None
 
     def __post_init__(self) -> None:
+        if self.rung < 0 or (self.promoted_from is not None and self.rung < 1):
+            raise RecordError(
+                f"rung must be >= 0, and >= 1 for a promotion, got rung={self.rung}, "
+                f"promoted_from={self.promoted_from}"
+            )
         for name in ("task", "data"):
             overrides = getattr(self, f"{name}_overrides")
             if bad := [o for o in overrides if not o.startswith(f"{name}.") or "=" not in o]:
@@ -130,6 +144,10 @@ class TrialResult(Record):
             the device, the protocol (warm-up, runs, threads, batch sizes), each latency's
             spread (median, p90, mean, standard deviation, coefficient of variation), TensorFlow
             Lite results or conversion errors; empty for a trial that was never measured.
+        stopped_early: The study's early-stopping rule stopped the trial before the end of its
+            budget (``kfnas.search.stopping``); it is COMPLETED with its last evaluation's
+            metrics (``metrics["eval_step"]`` says where).
+        stop_reason: The rule's reason, when ``stopped_early``.
     """
 
     KIND = "trial result"
@@ -148,8 +166,12 @@ class TrialResult(Record):
     start_steps: tuple[int, ...] = ()
     runtime: dict[str, str] = dataclasses.field(default_factory=dict)
     measurement: dict[str, Any] = dataclasses.field(default_factory=dict)
+    stopped_early: bool = False
+    stop_reason: str = ""
 
     def __post_init__(self) -> None:
+        if self.stopped_early and self.status is not TrialStatus.COMPLETED:
+            raise RecordError(f"only a COMPLETED trial is stopped early, not {self.status.value}")
         if self.attempts < 0 or any(step < 0 for step in self.start_steps):
             raise RecordError(
                 f"attempts and start_steps must not be negative, got attempts={self.attempts}, "
@@ -190,10 +212,13 @@ class TrialTraining(Record):
         attempts: Runs of the trial that started (see ``TrialResult``).
         start_steps: The step each attempt started from (see ``TrialResult``).
         runtime: How it trained (see ``TrialResult``).
+        stopped_early: Stopped by the study's early-stopping rule (see ``TrialResult``).
+        stop_reason: The rule's reason.
     """
 
     KIND = "trial training"
-    SCHEMA_VERSION = 1
+    # 2: gained ``stopped_early`` and ``stop_reason``.
+    SCHEMA_VERSION = 2
     SORT_KEYS = True
 
     trial_id: int
@@ -203,14 +228,23 @@ class TrialTraining(Record):
     attempts: int = 0
     start_steps: tuple[int, ...] = ()
     runtime: dict[str, str] = dataclasses.field(default_factory=dict)
+    stopped_early: bool = False
+    stop_reason: str = ""
 
     def result(self, status: TrialStatus, **fields: Any) -> TrialResult:
         """The trial's ``TrialResult``: this training's id, model, time, attempts and runtime.
+
+        A COMPLETED result keeps whether the trial was stopped early, and why.
 
         Args:
             status: How the trial ended.
             **fields: The rest of the result (``metrics``, ``reward``, ``error``, ...).
         """
+        stopped = self.stopped_early and status is TrialStatus.COMPLETED
+        fields = {
+            "stopped_early": stopped,
+            "stop_reason": self.stop_reason if stopped else "",
+        } | fields
         return TrialResult(
             trial_id=self.trial_id,
             status=status,
@@ -254,3 +288,65 @@ class TrialAttempt(Record):
                 f"attempt must be >= 1 and from_step >= 0, got attempt={self.attempt}, "
                 f"from_step={self.from_step}"
             )
+
+
+@dataclasses.dataclass(frozen=True)
+class TrialCurve(Record):
+    """A trial's evaluations so far, rewritten by the trial at each one: ``curve.json``.
+
+    Early-stopping rules (``kfnas.search.stopping``) compare a training trial's curve with the
+    study's other trials' curves; reports and the proxy-task tools read them without TensorFlow.
+    A promoted trial (``TrialSpec.promoted_from``) starts from its parent's curve.
+
+    Attributes:
+        trial_id: The trial's id.
+        metric: The study's metric (``objectives.metric``), which ``values`` hold.
+        steps: The training step of each evaluation, increasing.
+        values: The metric at each step (NaN is stored as null).
+        metrics: Every scalar metric of each evaluation, in step order.
+    """
+
+    KIND = "trial curve"
+    SCHEMA_VERSION = 1
+    SORT_KEYS = True
+
+    trial_id: int
+    metric: str
+    steps: tuple[int, ...] = ()
+    values: tuple[float | None, ...] = ()
+    metrics: tuple[dict[str, float], ...] = ()
+
+    def __post_init__(self) -> None:
+        if len(self.steps) != len(self.values) or len(self.metrics) not in (0, len(self.steps)):
+            raise RecordError(
+                f"a curve needs one value (and one metrics entry) per step, got "
+                f"{len(self.steps)} steps, {len(self.values)} values, {len(self.metrics)} metrics"
+            )
+        if any(b <= a for a, b in zip(self.steps, self.steps[1:], strict=False)):
+            raise RecordError(f"a curve's steps must increase, got {list(self.steps)}")
+
+    def points(self) -> list[tuple[int, float]]:
+        """``(step, value)`` pairs, a missing value as NaN (what stopping rules read)."""
+        return [
+            (step, math.nan if value is None else float(value))
+            for step, value in zip(self.steps, self.values, strict=True)
+        ]
+
+    def with_point(self, step: int, metrics: dict[str, float]) -> TrialCurve:
+        """This curve with one more evaluation (a repeated or earlier step replaces the rest).
+
+        A trial resumed from an earlier checkpoint evaluates steps it had evaluated before: the
+        newer evaluation replaces those from that step on.
+        """
+        keep = sum(1 for s in self.steps if s < step)
+        value = metrics.get(self.metric)
+        finite = {k: float(v) for k, v in metrics.items() if math.isfinite(v)}
+        return dataclasses.replace(
+            self,
+            steps=(*self.steps[:keep], step),
+            values=(
+                *self.values[:keep],
+                None if value is None or not math.isfinite(value) else float(value),
+            ),
+            metrics=(*self.metrics[:keep], finite),
+        )

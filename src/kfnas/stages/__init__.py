@@ -17,7 +17,8 @@ calls ``init_retraining``, ``run_trial``, ``measure_trials`` and ``publish_if_no
 cluster profile whose full trainings span several nodes, those pipelines call ``launch_trial``
 instead of ``run_trial`` for each full training: it starts the trial as a multi-node job and
 records how it ended. ``kfnas`` commands also call
-``propose_trials`` and ``propose_refinement`` (one round at a time) and ``request_stop``.
+``propose_trials`` and ``propose_refinement`` (one round at a time), ``promote_trials`` (ASHA, one
+at a time) and ``request_stop``.
 
 To add a stage: write one function (about 40 lines at most, its contract in the docstring) in the
 module of its group (``search``, ``refinement``, ``report``, ``export``, ``retraining``), export it
@@ -35,6 +36,7 @@ from kfnas.stages.report import report
 from kfnas.stages.retraining import init_retraining, publish_if_not_worse
 from kfnas.stages.search import (
     init_experiment,
+    promote_trials,
     propose_retraining,
     propose_trials,
     run_trial,
@@ -52,6 +54,7 @@ __all__ = [
     "launch_trial",
     "measure_trial",
     "measure_trials",
+    "promote_trials",
     "propose_refinement",
     "propose_retraining",
     "propose_trials",

@@ -1,9 +1,9 @@
 """Helpers the stages share: no stage calls another stage, they all call these.
 
-Proposing a round (``propose_round``, which also keeps the study's search snapshot), ranking a
-study's completed trials (``best_trials``), the per-trial seed (``trial_seed``), the stop after
-consecutive failures (``check_failures``) and the export of a trial with its handoff
-(``export_trial``) each live here once.
+Proposing a round (``propose_round``, which also keeps the study's search snapshot), ASHA's
+promotions (``promote_trials``), ranking a study's completed trials (``best_trials``), the
+per-trial seed (``trial_seed``), the stop after consecutive failures (``check_failures``) and the
+export of a trial with its handoff (``export_trial``) each live here once.
 """
 
 from __future__ import annotations
@@ -16,6 +16,7 @@ import pyglove as pg
 
 from kfnas.config.spec import ExperimentSpec, StudySpec
 from kfnas.records.trial import RecordError, TrialResult, TrialSpec, TrialStatus
+from kfnas.search.asha import HalvingSchedule, RungTrial, promotions
 from kfnas.search.controller import SearchSnapshot, history_from_records, propose_with_state
 from kfnas.spaces import get_space
 from kfnas.spaces.base import architecture_json, is_refinement, materialize
@@ -38,21 +39,80 @@ def trial_seed(study: StudySpec, trial_id: int) -> int:
 def best_trials(history: History, study: str, k: int) -> list[int]:
     """The ids of the ``k`` best COMPLETED trials of ``history``, best first (ties: lower id).
 
+    With multi-fidelity (ASHA), an architecture counts once, by its highest rung's trial (a
+    promoted trial's parent is left out), and trials of a higher rung rank before those of a
+    lower one: their rewards come from longer training, which a lower rung's cannot match fairly.
+
     Raises:
         StudyStoppedError: No completed trial (the message lists why trials ended).
         ValueError: ``k`` is not positive.
     """
     if k < 1:
         raise ValueError(f"k must be at least 1, got {k}")
-    completed = [r for _, r in history if r is not None and r.completed]
+    promoted = {spec.promoted_from for spec, _ in history if spec.promoted_from is not None}
+    rungs = {spec.trial_id: spec.rung for spec, _ in history}
+    completed = [
+        r for _, r in history if r is not None and r.completed and r.trial_id not in promoted
+    ]
     if not completed:
         ended = [f"trial {r.trial_id}: {r.status.value}: {r.error}" for _, r in history if r]
         raise StudyStoppedError(
             f"study {study!r} has no completed trial to select from ({len(history)} proposed)"
             + ("; " + "; ".join(ended[-5:]) if ended else "")
         )
-    ranked = sorted(completed, key=lambda r: (-(r.reward or 0.0), r.trial_id))
+    ranked = sorted(
+        completed, key=lambda r: (-rungs.get(r.trial_id, 0), -(r.reward or 0.0), r.trial_id)
+    )
     return [r.trial_id for r in ranked[:k]]
+
+
+def halving_schedule(study: StudySpec) -> HalvingSchedule | None:
+    """The study's ASHA schedule (``multi_fidelity``), or None without multi-fidelity."""
+    fidelity = study.multi_fidelity
+    if fidelity.scheduler != "asha":
+        return None
+    assert study.budget is not None  # resolved
+    return HalvingSchedule.checked(
+        fidelity.min_steps, study.budget.train_steps, fidelity.reduction_factor
+    )
+
+
+def promote_trials(exp: Experiment, study: str, n: int, history: History) -> list[int]:
+    """Writes up to ``n`` ASHA promotions of ``study`` (``kfnas.search.asha.promotions``).
+
+    Each promotion is a new trial of the same architecture, seed and round as its parent, with
+    ``rung`` and ``promoted_from`` set and its rung's ``train_steps``; ``run_trial`` continues it
+    from the parent's checkpoint. Trials are judged by their reward. Returns the new ids ([]
+    without multi-fidelity or when nothing can be promoted).
+    """
+    schedule = halving_schedule(exp.spec.study(study))
+    if schedule is None or n < 1:
+        return []
+    rung_trials = [
+        RungTrial(
+            trial_id=spec.trial_id,
+            rung=spec.rung,
+            value=result.reward if result is not None and result.completed else None,
+            finished=result is not None,
+            promoted_from=spec.promoted_from,
+        )
+        for spec, result in history
+    ]
+    specs = {spec.trial_id: spec for spec, _ in history}
+    first = exp.records.next_trial_id(study)
+    ids = []
+    for offset, (parent, rung) in enumerate(promotions(schedule, rung_trials, n)):
+        source = specs[parent]
+        trial = dataclasses.replace(
+            source,
+            trial_id=first + offset,
+            rung=rung,
+            promoted_from=parent,
+            budget={**source.budget, "train_steps": schedule.rungs[rung]},
+        )
+        exp.records.write_spec(trial)
+        ids.append(trial.trial_id)
+    return ids
 
 
 def check_failures(study: str, history: History, limit: int) -> None:
@@ -102,6 +162,8 @@ def propose_round(
     records = exp.records
     history = records.history(study) if history is None else history
     check_failures(study, history, study_spec.budget.max_consecutive_failures)
+    # ASHA's promotions train architectures the algorithm proposed already: it never sees them.
+    history = [(s, r) for s, r in history if s.promoted_from is None]
     wanted = n or study_spec.budget.trials_per_round
     existing = {spec.trial_id: spec for spec, _ in history if spec.round == round_index}
     later = any(spec.round > round_index for spec, _ in history)
@@ -117,6 +179,8 @@ def propose_round(
     points = _HyperOnce(space)
     first = min(existing) if existing else records.next_trial_id(study)
     budget = dataclasses.asdict(study_spec.budget)
+    if (schedule := halving_schedule(study_spec)) is not None:
+        budget["train_steps"] = schedule.rungs[0]  # new architectures start at rung 0
     base = _refined_trial(exp, study) if is_refinement(space) else None
     held = {spec.dna_json for spec in existing.values()}
     ids = set(existing)

@@ -54,6 +54,7 @@ class ControllerState:
         busy_s: Slot-seconds spent with a trial running.
         elapsed_s: Seconds since the controller started.
         proposal_s: Seconds spent proposing, in all.
+        promoted: ASHA promotions started (multi-fidelity studies; not counted in ``proposed``).
     """
 
     run_id: str
@@ -71,6 +72,7 @@ class ControllerState:
     busy_s: float = 0.0
     elapsed_s: float = 0.0
     proposal_s: float = 0.0
+    promoted: int = 0
 
     @property
     def utilization(self) -> float:

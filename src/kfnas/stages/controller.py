@@ -20,7 +20,13 @@ slot waits for a round's slowest trial. Each poll it:
    reward, so the algorithm sees a reward only once it exists;
 4. writes ``controller.json`` (its heartbeat and status; see ``_control``).
 
-The study's budget is ``budget.rounds x budget.trials_per_round`` trials. The store stays the
+With multi-fidelity (``studies.<s>.multi_fidelity.scheduler: asha``), a free slot first goes to
+an ASHA promotion (``_promote``: the best unpromoted trial of the highest rung that has one
+continues from its checkpoint to the next rung's steps), and only then to a new architecture,
+which starts at rung 0; nothing waits for a rung to fill.
+
+The study's budget is ``budget.rounds x budget.trials_per_round`` trials (new architectures; ASHA's
+promotions come on top). The store stays the
 single source of truth: a restarted controller (a retried step, a resubmitted run) adopts the jobs
 of trials without a result (jobs have deterministic names) and starts those that never started.
 It stops launching when the budget is spent, the space is exhausted, ``kfnas stop`` asks, or
@@ -50,7 +56,13 @@ from kfnas.launch import JobState, JobStatus, Launcher, TrialJob, launcher_from_
 from kfnas.launch.base import MEASURE_KIND
 from kfnas.records.trial import TrialResult, TrialStatus, TrialTraining
 from kfnas.search import SpaceExhausted
-from kfnas.stages._common import StudyStoppedError, check_failures, propose_round
+from kfnas.stages._common import (
+    StudyStoppedError,
+    check_failures,
+    halving_schedule,
+    promote_trials,
+    propose_round,
+)
 from kfnas.stages._control import ControllerState, acquire, stop_requested, write_state
 from kfnas.stages.search import attempts_exhausted
 from kfnas.store import Experiment, open_experiment
@@ -249,6 +261,7 @@ class _Controller:
         self.last_proposal_s = 0.0
         self.resumed_finished = 0  # trials that had ended before this controller started
         self.max_attempts = budget.max_attempts
+        self.schedule = halving_schedule(exp.spec.study(study))
         self.started = clock.time()
         self.last = self.started
         self.failure: StudyStoppedError | None = None
@@ -293,7 +306,7 @@ class _Controller:
         a trial proposed ahead by the controller before it stopped included.
         """
         for spec, result in self.exp.records.history(self.study):
-            self.state.proposed += 1
+            self.state.proposed += spec.promoted_from is None  # promotions are not proposals
             if result is None and self.exp.records.read_trained(self.study, spec.trial_id):
                 self.to_measure.append(spec.trial_id)
             elif result is None:
@@ -410,6 +423,9 @@ class _Controller:
         their slot freed, as in asynchronous evolution.
         """
         free = self.state.parallelism - len(self.running)
+        for trial_id in self._promote(free):
+            self._start(trial_id)
+            free -= 1
         while free > 0 and self.ahead:
             self._start(self.ahead.pop(0))
             free -= 1
@@ -421,6 +437,27 @@ class _Controller:
         for trial_id in ids[:free]:
             self._start(trial_id)
         self.ahead += ids[free:]
+
+    def _promote(self, free: int) -> list[int]:
+        """ASHA's promotions for up to ``free`` slots (multi-fidelity studies only).
+
+        A slot that frees goes first to the best unpromoted trial of the highest rung that has
+        one (``kfnas.search.asha``), which continues from its checkpoint to the next rung's
+        budget; only then to a new architecture. Promotions do not count against the study's
+        budget of proposals, and go on after it is spent until no rung has one to give.
+        """
+        if free < 1 or self.schedule is None:
+            return []
+        history = self.exp.records.history(self.study)
+        ids = promote_trials(self.exp, self.study, free, history)
+        specs = [self.exp.records.read_spec(self.study, trial_id) for trial_id in ids]
+        for spec in specs:
+            self.log(
+                f"{self.study} trial {spec.promoted_from} promoted to rung {spec.rung} "
+                f"({spec.budget['train_steps']} steps) as trial {spec.trial_id}"
+            )
+        self.state.promoted += len(ids)
+        return ids
 
     def _ahead_target(self) -> int:
         """Trials to keep proposed ahead: the slots expected to free during one proposal, + 1."""

@@ -36,6 +36,8 @@ from kfnas.records.trial import (
     TrialTraining,
 )
 from kfnas.stages._common import best_trials, propose_round, trial_seed
+from kfnas.stages._common import promote_trials as _promote_trials
+from kfnas.stages._monitor import TrialMonitor
 from kfnas.store import (
     Experiment,
     ExperimentLayout,
@@ -118,6 +120,20 @@ def propose_trials(experiment_uri: str, study: str, round_index: int, n: int = 0
         StudyStoppedError: The last ``max_consecutive_failures`` trials all failed.
     """
     return propose_round(open_experiment(experiment_uri), study, round_index, n=n)
+
+
+def promote_trials(experiment_uri: str, study: str, n: int = 1) -> list[int]:
+    """Writes up to ``n`` ASHA promotions of a multi-fidelity study (``trial.json`` each).
+
+    Each is the best unpromoted trial of the highest rung that has one, continued from its
+    checkpoint to the next rung's steps by ``run_trial`` (``kfnas.search.asha``). The search
+    controller promotes as slots free; ``kfnas study`` after each trial, one at a time.
+
+    Returns:
+        The new trial ids; [] for a study without multi-fidelity or when nothing can be promoted.
+    """
+    exp = open_experiment(experiment_uri)
+    return _promote_trials(exp, study, n, exp.records.history(study))
 
 
 def run_trial(
@@ -211,15 +227,20 @@ def _run_claimed(
     )
 
     checkpoints = TrialCheckpoints(exp.store, exp.layout.trial_checkpoints_dir(study, trial_id))
-    latest = checkpoints.latest()
     with tempfile.TemporaryDirectory(prefix=f"kfnas-trial-{trial_id}-") as work:
         model_dir, logs_dir = Path(work) / MODEL_DIR, Path(work) / LOGS_DIR
-        if latest is not None and not checkpoints.restore(latest, model_dir, logs_dir):
-            latest = None
-        attempt = record_attempt(exp, study, trial_id, latest.step if latest else 0)
+        from_step = _restore(exp, trial, checkpoints, model_dir, logs_dir)
+        attempt = record_attempt(exp, study, trial_id, from_step)
         uploader = CheckpointUploader(checkpoints, logs_dir, Path(work) / "staging", attempt)
         try:
-            result = execute_trial(exp.spec, trial, work, on_checkpoint=uploader, measure=measure)
+            result = execute_trial(
+                exp.spec,
+                trial,
+                work,
+                on_checkpoint=uploader,
+                measure=measure,
+                on_evaluation=TrialMonitor(exp, trial),
+            )
         finally:
             uploader.close()
         uploads = {
@@ -245,11 +266,52 @@ def _run_claimed(
     return result
 
 
+def _restore(
+    exp: Experiment,
+    trial: TrialSpec,
+    checkpoints: TrialCheckpoints,
+    model_dir: Path,
+    logs_dir: Path,
+) -> int:
+    """Restores the trial's newest complete checkpoint; the step training resumes from.
+
+    A promoted trial (``TrialSpec.promoted_from``, multi-fidelity) without a checkpoint of its own
+    starts from its parent's newest one, logs included: it continues the parent's training to its
+    rung's larger budget. A parent without a checkpoint (deleted) makes it train from step 0.
+    """
+    latest = checkpoints.latest()
+    if latest is not None and checkpoints.restore(latest, model_dir, logs_dir):
+        return latest.step
+    if trial.promoted_from is None:
+        return 0
+    parent = TrialCheckpoints(
+        exp.store, exp.layout.trial_checkpoints_dir(trial.study, trial.promoted_from)
+    )
+    inherited = parent.latest()
+    if inherited is not None and parent.restore(inherited, model_dir, logs_dir):
+        log.info(
+            "%s trial %d continues trial %d from step %d",
+            trial.study,
+            trial.trial_id,
+            trial.promoted_from,
+            inherited.step,
+        )
+        return inherited.step
+    log.warning(
+        "%s trial %d: its parent trial %d has no checkpoint to continue; it trains from step 0",
+        trial.study,
+        trial.trial_id,
+        trial.promoted_from,
+    )
+    return 0
+
+
 def _run_as_worker(exp: Experiment, trial: TrialSpec, name: str) -> TrialResult | TrialTraining:
     """A non-chief process of a multi-node trial: trains beside the chief and records nothing.
 
-    It starts from the newest complete checkpoint in the store, as the chief does (they must hold
-    the same weights), and saves its own checkpoints into a temporary folder, which is dropped.
+    It starts from the newest complete checkpoint in the store (a promotion's: its parent's), as
+    the chief does (they must hold the same weights), and saves its own checkpoints into a
+    temporary folder, which is dropped.
     If the chief never trains (the trial finished meanwhile, or its attempts are spent), this
     process's first collective fails once the chief's process is gone and its result is FAILED.
     """
@@ -257,10 +319,8 @@ def _run_as_worker(exp: Experiment, trial: TrialSpec, name: str) -> TrialResult 
 
     study, trial_id = trial.study, trial.trial_id
     checkpoints = TrialCheckpoints(exp.store, exp.layout.trial_checkpoints_dir(study, trial_id))
-    latest = checkpoints.latest()
     with tempfile.TemporaryDirectory(prefix=f"kfnas-trial-{trial_id}-worker-") as work:
-        if latest is not None:
-            checkpoints.restore(latest, Path(work) / MODEL_DIR, Path(work) / LOGS_DIR)
+        _restore(exp, trial, checkpoints, Path(work) / MODEL_DIR, Path(work) / LOGS_DIR)
         result = execute_trial(exp.spec, trial, work, measure=False)
     status = "trained" if isinstance(result, TrialTraining) else result.status.value
     log.info("%s of %s trial %d: %s (the chief records the result)", name, study, trial_id, status)

@@ -7,6 +7,7 @@ Every path is relative to the store root::
     <experiment>/studies/<study>/trials/<trial id, 6 digits>/result.json  (written last: done)
     <experiment>/studies/<study>/trials/<trial id, 6 digits>/model/ and logs/
     <experiment>/studies/<study>/trials/<trial id, 6 digits>/launch.json  (its job, pod and log)
+    <experiment>/studies/<study>/trials/<trial id, 6 digits>/curve.json   (evaluations so far)
     <experiment>/studies/<study>/trials/<trial id, 6 digits>/checkpoints/ (resumable checkpoints)
     <experiment>/studies/<study>/trials/<trial id, 6 digits>/attempts/<n>.json (one per attempt)
     <experiment>/studies/<study>/trials/<trial id, 6 digits>/lease.json   (its one runner's lease)
@@ -139,6 +140,10 @@ class ExperimentLayout:
     def trial_trained(self, study: str, trial_id: int) -> str:
         """The trial's ``TrialTraining``: trained and evaluated, waiting for its measurement."""
         return f"{self.trial_dir(study, trial_id)}/trained.json"
+
+    def trial_curve(self, study: str, trial_id: int) -> str:
+        """The trial's evaluations so far (``TrialCurve``), rewritten at each evaluation."""
+        return f"{self.trial_dir(study, trial_id)}/curve.json"
 
     def trial_launch(self, study: str, trial_id: int) -> str:
         """Where the trial's job runs and logs, written by the search controller when it starts."""

@@ -37,7 +37,14 @@ import warnings
 from collections.abc import Iterable
 
 from kfnas.config.spec import ExperimentSpec, SpecError
-from kfnas.records.trial import RecordError, TrialResult, TrialSpec, TrialStatus, TrialTraining
+from kfnas.records.trial import (
+    RecordError,
+    TrialCurve,
+    TrialResult,
+    TrialSpec,
+    TrialStatus,
+    TrialTraining,
+)
 from kfnas.store.base import ArtifactStore, ObjectExists, ObjectNotFound
 from kfnas.store.layout import ExperimentLayout
 
@@ -195,6 +202,25 @@ class TrialRecords:
         except RecordError as e:
             warnings.warn(
                 f"{self.store.uri(path)} cannot be read ({e}); the trial trains again",
+                CorruptRecordWarning,
+                stacklevel=2,
+            )
+            return None
+
+    def write_curve(self, study: str, curve: TrialCurve) -> None:
+        """Writes the trial's ``curve.json`` (its evaluations so far), replacing the last one."""
+        self.store.write_text(self.layout.trial_curve(study, curve.trial_id), curve.to_json())
+
+    def read_curve(self, study: str, trial_id: int) -> TrialCurve | None:
+        """The trial's ``curve.json``; ``None`` when it has none or it cannot be read (warned)."""
+        path = self.layout.trial_curve(study, trial_id)
+        try:
+            return TrialCurve.from_json(self.store.read_text(path))
+        except ObjectNotFound:
+            return None
+        except RecordError as e:
+            warnings.warn(
+                f"{self.store.uri(path)} cannot be read ({e}); the trial's curve is left out",
                 CorruptRecordWarning,
                 stacklevel=2,
             )

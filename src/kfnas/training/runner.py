@@ -20,7 +20,7 @@ import math
 import random
 import time
 import traceback
-from collections.abc import Callable
+from collections.abc import Callable, Mapping
 from pathlib import Path
 from typing import Any
 
@@ -47,6 +47,7 @@ def execute_trial(
     on_checkpoint: Callable[[int, str], None] | None = None,
     distribution: Any = None,
     measure: bool = True,
+    on_evaluation: Callable[[int, Mapping[str, float]], str] | None = None,
 ) -> TrialResult | TrialTraining:
     """Builds, trains, evaluates and (with ``measure``) measures one trial.
 
@@ -68,6 +69,11 @@ def execute_trial(
             ``kfnas.training.protocol``) and compute the reward. Without it a trial that trained
             well returns its ``TrialTraining``, measured later by the measurement step on the
             latency device (or, on a non-chief worker of a multi-node trial, never recorded).
+        on_evaluation: Called as ``on_evaluation(step, metrics)`` after each periodic
+            evaluation (``budget.evaluations`` > 1); a non-empty return is a reason to stop
+            training there (early stopping: ``kfnas.stages.run_trial`` writes the trial's curve
+            and asks the study's rule). A stopped trial keeps that evaluation's metrics (with its
+            ``eval_step``) and is marked ``stopped_early``.
 
     Returns:
         COMPLETED with metrics (the task's metrics plus ``params``, ``flops`` in multiply-adds,
@@ -88,6 +94,7 @@ def execute_trial(
             on_checkpoint,
             distribution,
             measure,
+            on_evaluation,
         )
     except Exception as e:  # A trial's failure must not stop the study.
         (work / LOGS_DIR).mkdir(parents=True, exist_ok=True)
@@ -112,6 +119,7 @@ def _execute(
     on_checkpoint: Callable[[int, str], None] | None,
     distribution: Any,
     measure: bool,
+    on_evaluation: Callable[[int, Mapping[str, float]], str] | None = None,
 ) -> TrialResult | TrialTraining:
     from kfnas.training.distribution import batch_problems, choose_distribution
     from kfnas.training.trainer import train_and_evaluate
@@ -149,6 +157,7 @@ def _execute(
         checkpoint_every_steps=budget.checkpoint_every_steps,
         checkpoint_every_seconds=budget.checkpoint_every_minutes * 60,
         on_checkpoint=on_checkpoint,
+        on_evaluation=on_evaluation,
     )
     duration = time.monotonic() - start
     if outcome.status is not TrialStatus.COMPLETED:
@@ -159,13 +168,24 @@ def _execute(
             duration_s=duration,
             runtime=runtime,
         )
+    if outcome.stopped_early:  # its last evaluation, where the rule stopped it
+        evaluated = {**outcome.metrics, "eval_step": float(outcome.steps_done)}
+    else:
+        evaluated = _best_evaluation(outcome, spec.objectives.metric, evaluations)
     metrics = {
-        **_best_evaluation(outcome, spec.objectives.metric, evaluations),
+        **evaluated,
         "train_steps_per_second": outcome.steps_per_second,
         "train_seconds": outcome.train_seconds,
         "checkpoint_seconds": outcome.checkpoint_seconds,
     }
-    training = TrialTraining(trial.trial_id, metrics, duration_s=duration, runtime=runtime)
+    training = TrialTraining(
+        trial.trial_id,
+        metrics,
+        duration_s=duration,
+        runtime=runtime,
+        stopped_early=bool(outcome.stopped_early),
+        stop_reason=outcome.stopped_early,
+    )
     if not measure:  # the measurement step measures it on the latency device
         return training
     from kfnas.training.measurement import (

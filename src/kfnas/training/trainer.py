@@ -55,6 +55,10 @@ log = logging.getLogger(__name__)
 Progress = Callable[[int, Mapping[str, float]], None]
 """``progress(step, logs)``: called at each training summary with the scalars just written."""
 
+OnEvaluation = Callable[[int, Mapping[str, float]], str]
+"""``on_evaluation(step, metrics) -> reason``: called after each evaluation; a non-empty reason
+after a periodic one stops training there (early stopping)."""
+
 OnCheckpoint = Callable[[int, str], None]
 """``on_checkpoint(step, prefix)``: called after each checkpoint is saved at ``prefix``
 (``<checkpoint_dir>/ckpt-<step>``), with the train logs flushed; e.g. an uploader to the store."""
@@ -97,6 +101,8 @@ class TrainOutcome:
         checkpoint_seconds: The part of ``train_seconds`` and ``teardown_seconds`` spent saving
             checkpoints and in ``on_checkpoint``: what checkpointing costs the training loop.
         checkpoints: The steps checkpoints were saved at by this call, in order.
+        stopped_early: Why ``on_evaluation`` stopped training before ``train_steps`` (empty:
+            it did not). ``metrics`` are then the evaluation it stopped at (no second one).
     """
 
     status: TrialStatus
@@ -113,6 +119,7 @@ class TrainOutcome:
     evaluations: tuple[tuple[int, dict[str, float]], ...] = ()
     checkpoint_seconds: float = 0.0
     checkpoints: tuple[int, ...] = ()
+    stopped_early: str = ""
 
 
 class NonFiniteLossError(ArithmeticError):
@@ -154,6 +161,7 @@ def train_and_evaluate(
     checkpoint_every_seconds: float | None = None,
     on_checkpoint: OnCheckpoint | None = None,
     distribution: Any = None,
+    on_evaluation: OnEvaluation | None = None,
 ) -> TrainOutcome:
     """Trains ``model`` on ``task`` for ``train_steps`` steps, evaluates it, and checkpoints it.
 
@@ -188,6 +196,12 @@ def train_and_evaluate(
         on_checkpoint: Called as ``on_checkpoint(step, prefix)`` after each checkpoint is saved.
         distribution: The ``kfnas.training.distribution.Distribution`` to train under (``model``
             must have been built in its ``scope()``); ``None``: the default strategy.
+        on_evaluation: Called as ``on_evaluation(step, metrics)`` after each evaluation (the
+            final one too, whose return is ignored); a non-empty return after a periodic one
+            stops training there: the checkpoint is saved, the
+            final evaluation is that one, and ``TrainOutcome.stopped_early`` holds the reason.
+            With several processes, training stops wherever one process's callback says so
+            (the decision is all-reduced, so they stop at the same step).
 
     Returns:
         How training ended; see ``TrainOutcome``. Never raises for a failed trial.
@@ -213,6 +227,7 @@ def train_and_evaluate(
     run = _TrialRun(task, model, log_dir, checkpoint_dir, summary_every, progress)
     run.schedule = _CheckpointSchedule(checkpoint_every_steps or 0, checkpoint_every_seconds or 0)
     run.on_checkpoint = on_checkpoint
+    run.on_evaluation = on_evaluation
     if distribution is not None:
         run.strategy, run.workers = distribution.strategy, distribution.workers
     return run.execute(optimizer_config, runtime_config, train_steps, eval_every, eval_steps, seed)
@@ -256,6 +271,8 @@ class _TrialRun:
         self.logs: TrialLogs | None = None
         self.schedule = _CheckpointSchedule()
         self.on_checkpoint: OnCheckpoint | None = None
+        self.on_evaluation: OnEvaluation | None = None
+        self.stopped_early = ""
         self.strategy: Any = tf.distribute.get_strategy()
         self.workers = 1
 
@@ -281,7 +298,13 @@ class _TrialRun:
             self._finish_training()
             self.times["teardown"] += time.perf_counter() - start
             self.phase = "evaluation"
-            metrics = self._evaluate(eval_steps)
+            # A trial stopped early was evaluated at this very step: no second evaluation.
+            if self.stopped_early:
+                metrics = self.evaluations[-1][1]
+            else:
+                metrics = self._evaluate(eval_steps)
+                if self.on_evaluation is not None:  # the curve's last point; nothing to stop
+                    self.on_evaluation(self.step, metrics)
             start = time.perf_counter()
             self.phase = "teardown"
             self.logs.close()
@@ -413,10 +436,14 @@ class _TrialRun:
             if at_eval:
                 eval_start = time.perf_counter()
                 self.phase = "evaluation"
-                self._evaluate(eval_steps)
+                metrics = self._evaluate(eval_steps)
                 self.phase = "training"
+                self.stopped_early = self._stop_reason(metrics)
                 self.eval_time_in_training += time.perf_counter() - eval_start
                 self._save()
+                if self.stopped_early:
+                    log.info("training stopped early at step %d: %s", self.step, self.stopped_early)
+                    break
             elif self.step < train_steps and self._checkpoint_due():
                 if pending is not None:  # never checkpoint a step whose loss was not finite
                     _check_loss(*pending)
@@ -424,6 +451,14 @@ class _TrialRun:
                 self._save()
         if pending is not None:
             _check_loss(*pending)
+
+    def _stop_reason(self, metrics: Mapping[str, float]) -> str:
+        """Whether ``on_evaluation`` stops training here; every process agrees (module doc)."""
+        reason = self.on_evaluation(self.step, metrics) if self.on_evaluation else ""
+        if self.workers > 1:
+            anyone = bool(self.any_process(tf.constant(1 if reason else 0)).numpy())
+            reason = reason or ("stopped by another process" if anyone else "")
+        return reason
 
     def _first_step(self, iterator: Any) -> tf.Tensor:
         """The first step, traced without AutoGraph, or with it when the step needs it."""
@@ -518,6 +553,7 @@ class _TrialRun:
             evaluations=tuple(self.evaluations),
             checkpoint_seconds=t["checkpoint"],
             checkpoints=tuple(self.checkpoints),
+            stopped_early=self.stopped_early,
         )
 
 

@@ -17,15 +17,27 @@ from typing import Any
 
 import pyglove as pg
 
-from kfnas.config.spec import CONSTRAINT_MEASURES, ExperimentSpec, SpecError
+from kfnas.config.spec import (
+    CONSTRAINT_MEASURES,
+    MULTI_FIDELITY_SCHEDULERS,
+    ExperimentSpec,
+    SpecError,
+    StudySpec,
+)
+from kfnas.config.studies import CHAIN, PROXY, RETRAINING, StudyRole
 from kfnas.registry import RegistryError
 from kfnas.search.algorithms import ALGORITHMS
+from kfnas.search.asha import HalvingSchedule
 from kfnas.search.rewards import REWARDS
+from kfnas.search.stopping import STOPPING_RULES, stopping_problems
 from kfnas.spaces import declared_options, get_space
 from kfnas.spaces.base import is_refinement
 from kfnas.spaces.options import Option
 from kfnas.store import root_problems
 from kfnas.tasks import TASKS
+
+#: Studies that retrain trials chosen from another study (never multi-fidelity).
+RETRAINED = (*(r for r in CHAIN if r.role == "retrain"), StudyRole(RETRAINING, "retrain"))
 
 _NAME = re.compile(r"^[A-Za-z0-9][A-Za-z0-9_-]{0,62}$")
 
@@ -128,7 +140,61 @@ def _study_problems(spec: ExperimentSpec) -> list[str]:
             )
             if algorithm.complete(study.algorithm.options).get("full") is True:
                 out.extend(_full_grid_problems(name, study))
+        out.extend(_early_stopping_problems(where, study))
+        out.extend(_multi_fidelity_problems(where, study))
     return sorted(set(out), key=out.index)
+
+
+def _early_stopping_problems(where: str, study: StudySpec) -> list[str]:
+    """An unknown rule, bad options, or a study that never evaluates before its end."""
+    stopping = study.early_stopping
+    if not stopping.rule:
+        if stopping.options:
+            return [
+                f"{where}.early_stopping.options is set but no rule is: set "
+                f"{where}.early_stopping.rule to one of {', '.join(STOPPING_RULES.names())}"
+            ]
+        return []
+    out = stopping_problems(stopping.rule, stopping.options, f"{where}.early_stopping")
+    assert study.budget is not None
+    if study.budget.evaluations < 2:
+        out.append(
+            f"{where}.early_stopping: the rule decides at a trial's periodic evaluations, but "
+            f"{where}.budget.evaluations is {study.budget.evaluations}: set it to at least 2 "
+            f"(e.g. 4: an evaluation every quarter of the training)"
+        )
+    if study.multi_fidelity.scheduler:
+        out.append(
+            f"{where}: early_stopping and multi_fidelity both cut hopeless trials short; use one "
+            f"of them (unset {where}.early_stopping.rule or {where}.multi_fidelity.scheduler)"
+        )
+    return out
+
+
+def _multi_fidelity_problems(where: str, study: StudySpec) -> list[str]:
+    """An unknown scheduler, or a step budget that does not fit a halving schedule."""
+    fidelity = study.multi_fidelity
+    if not fidelity.scheduler:
+        return []
+    if any(role.name == where.removeprefix("studies.") for role in RETRAINED):
+        return [
+            f"{where}.multi_fidelity: a study that retrains chosen trials trains each to its "
+            f"full budget; multi_fidelity belongs to a searched study such as "
+            f"studies.{PROXY}: unset {where}.multi_fidelity.scheduler"
+        ]
+    if fidelity.scheduler not in MULTI_FIDELITY_SCHEDULERS:
+        return [
+            f"{where}.multi_fidelity.scheduler {fidelity.scheduler!r} is not known: use "
+            f"{' or '.join(MULTI_FIDELITY_SCHEDULERS)}, or leave it empty for none"
+        ]
+    assert study.budget is not None
+    schedule = HalvingSchedule(
+        fidelity.min_steps, study.budget.train_steps, fidelity.reduction_factor
+    )
+    return [
+        problem.replace("budget.train_steps", f"{where}.budget.train_steps")
+        for problem in schedule.problems(f"{where}.multi_fidelity")
+    ]
 
 
 def _full_grid_problems(name: str, study: Any) -> list[str]:

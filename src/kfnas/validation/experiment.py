@@ -13,7 +13,15 @@ import dataclasses
 from collections.abc import Sequence
 
 from kfnas.config.settings import DEMO, ExperimentSettings, demo_spec_yaml
-from kfnas.config.spec import AlgorithmSpec, BudgetSpec, ExperimentSpec, StudySpec, parse_spec
+from kfnas.config.spec import (
+    AlgorithmSpec,
+    BudgetSpec,
+    EarlyStoppingSpec,
+    ExperimentSpec,
+    MultiFidelitySpec,
+    StudySpec,
+    parse_spec,
+)
 from kfnas.config.studies import (
     AUGMENTATION,
     AUGMENTATION_EVALUATIONS,
@@ -49,8 +57,12 @@ def complete_studies(
     studies = dict(spec.studies)
     if VALIDATION not in studies:
         steps = proxy.budget.train_steps * FULL_TRAINING_STEPS_FACTOR
+        # Full training: the proxy's space and algorithm, neither its stopping nor its rungs.
         studies[VALIDATION] = dataclasses.replace(
-            spec.studies[PROXY], budget=dataclasses.replace(proxy.budget, train_steps=steps)
+            spec.studies[PROXY],
+            budget=dataclasses.replace(proxy.budget, train_steps=steps),
+            early_stopping=EarlyStoppingSpec(),
+            multi_fidelity=MultiFidelitySpec(),
         )
     if FINAL not in studies:
         studies[FINAL] = studies[VALIDATION]
