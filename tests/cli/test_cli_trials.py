@@ -157,6 +157,11 @@ def test_trials_json_prints_one_object_per_trial(capsys, experiment):
         "source": "",
         "error": "",
         "latency_p90_ms": 14.5,
+        "rung": 0,
+        "promoted_from": None,
+        "steps": 0,
+        "stopped_early": False,
+        "stop_reason": "",
     }
     assert rows[1]["error"] == "NaN loss at step 7" and rows[1]["reward"] is None
     assert rows[2]["value"] is None and rows[2]["duration_s"] == 0.0

@@ -13,6 +13,12 @@ against latency and against FLOPs), each decision's importance (the share of the
 its choices explain beyond chance: epsilon squared) with the mean reward of
 every choice, and Kendall's tau of the proxy against the full-training scores.
 
+A study that searches with asynchronous successive halving (its spec's ``multi_fidelity``) gets
+its rung table (``kfnas.search.asha.rung_table``: per rung, its steps and the trials started,
+finished and promoted there, and the best reward); one with an early-stopping rule gets the rule
+and how many trials it stopped. Each trial carries its rung, the trial it was promoted from, the
+steps it trained to and whether (and why) it was stopped early.
+
 To show another per-trial value: add it to ``TrialRow`` (``views/rows.py``); ``to_dict`` carries
 it into the page data. Another per-study statistic: compute it in ``_study_data`` and draw it in
 ``assets/report.js``.
@@ -27,10 +33,11 @@ import math
 from collections.abc import Mapping, Sequence
 from typing import Any
 
-from kfnas.config.spec import ExperimentSpec, SpecError
+from kfnas.config.spec import ExperimentSpec, SpecError, StudySpec
 from kfnas.config.studies import PROXY, VALIDATION
 from kfnas.records.base import RecordError
 from kfnas.records.trial import TrialSpec, TrialStatus
+from kfnas.search.asha import HalvingSchedule, RungTrial, rung_table
 from kfnas.search.ranking import kendall_tau, pareto_front
 from kfnas.store import Experiment, ObjectNotFound
 from kfnas.views.curves import CurvesError, read_curves
@@ -68,12 +75,22 @@ class TrialData:
 
 @dataclasses.dataclass
 class StudyData:
-    """One study of the chain: its space, algorithm and trials in id order."""
+    """One study of the chain: its space, algorithm and trials in id order.
+
+    Attributes:
+        name: The study's name.
+        space: Its search space (``-``: a study of trained trials).
+        algorithm: Its search algorithm.
+        trials: Its trials in id order.
+        spec: Its resolved spec (budget, early stopping, multi-fidelity); ``None`` when the
+            experiment's spec does not define it.
+    """
 
     name: str
     space: str
     algorithm: str
     trials: list[TrialData]
+    spec: StudySpec | None = None
 
 
 def _finite(value: object) -> float | None:
@@ -86,6 +103,14 @@ def _finite_row(row: TrialRow) -> TrialRow:
     """``row`` with every measured value that is not a finite number left out (``None``)."""
     names = ("value", "reward", "latency_ms", "latency_p90_ms", "flops", "params")
     return dataclasses.replace(row, **{n: _finite(getattr(row, n)) for n in names})
+
+
+def _study_spec(exp: Experiment, study: str) -> StudySpec | None:
+    """The resolved spec of a study, or ``None`` when the experiment's spec lacks it."""
+    try:
+        return exp.spec.study(study)
+    except SpecError:
+        return None
 
 
 def _study_info(exp: Experiment, study: str) -> tuple[str, str]:
@@ -184,7 +209,7 @@ def collect(exp: Experiment, *, with_curves: bool = True) -> list[StudyData]:
             trials.append(trial)
         if space == "-" and trials and trials[0].spec is not None:
             space = trials[0].spec.space  # a study of retrained copies: the network's space
-        studies.append(StudyData(name, space, algorithm, trials))
+        studies.append(StudyData(name, space, algorithm, trials, _study_spec(exp, name)))
     return studies
 
 
@@ -258,6 +283,59 @@ def _fronts(rows: Sequence[TrialRow]) -> dict[str, list[int]]:
     return fronts
 
 
+def _multi_fidelity(study: StudyData) -> dict[str, Any] | None:
+    """The study's successive-halving schedule and rung table; ``None`` without multi-fidelity.
+
+    Returns:
+        ``{"scheduler", "min_steps", "reduction_factor", "max_steps", "rungs", "error"}``:
+        ``rungs`` is ``kfnas.search.asha.rung_table`` over the trials whose spec is readable
+        (a trial's value is its reward when COMPLETED; a FAILED, INFEASIBLE or CORRUPT trial is
+        finished without one); ``error`` says why there is no table (an invalid schedule, a
+        trial at a rung the schedule lacks), else empty.
+    """
+    spec = study.spec
+    if spec is None or not spec.multi_fidelity.scheduler:
+        return None
+    fidelity = spec.multi_fidelity
+    max_steps = spec.budget.train_steps if spec.budget else 0
+    schedule = HalvingSchedule(fidelity.min_steps, max_steps, fidelity.reduction_factor)
+    trials = [
+        RungTrial(
+            trial_id=t.row.trial_id,
+            rung=t.row.rung,
+            value=t.row.reward if t.row.status == TrialStatus.COMPLETED.value else None,
+            finished=t.row.status != PENDING,
+            promoted_from=t.row.promoted_from,
+        )
+        for t in study.trials
+        if t.spec is not None
+    ]
+    try:
+        rungs, error = rung_table(schedule, trials), ""
+    except ValueError as e:
+        rungs, error = [], str(e)
+    return {
+        "scheduler": fidelity.scheduler,
+        "min_steps": fidelity.min_steps,
+        "reduction_factor": fidelity.reduction_factor,
+        "max_steps": max_steps,
+        "rungs": rungs,
+        "error": error,
+    }
+
+
+def _early_stopping(study: StudyData) -> dict[str, Any] | None:
+    """The study's early-stopping rule and how many trials it stopped; ``None`` without one."""
+    if study.spec is None or not study.spec.early_stopping.rule:
+        return None
+    rule = study.spec.early_stopping
+    return {
+        "rule": rule.rule,
+        "options": dict(rule.options),
+        "stopped": sum(t.row.stopped_early for t in study.trials),
+    }
+
+
 def _study_data(study: StudyData) -> dict[str, Any]:
     rows = [t.row for t in study.trials]
     names = list(dict.fromkeys(k for t in study.trials for k in t.decisions))
@@ -296,6 +374,8 @@ def _study_data(study: StudyData) -> dict[str, Any]:
         "decisions": [{"id": n, "choices": [str(v) for v in values[n]]} for n in names],
         "importance": ranked,
         "fronts": _fronts(rows),
+        "multi_fidelity": _multi_fidelity(study),
+        "early_stopping": _early_stopping(study),
         "trials": trials,
         "curves": {str(t.row.trial_id): t.curves for t in study.trials if t.curves},
         "curve_errors": {

@@ -2,12 +2,13 @@
 
 ``trial_row(trial_id, result, metric, spec)`` turns a trial's records into a ``TrialRow`` (id,
 round, status, the objective metric, reward, latency, FLOPs, parameters, duration, what it
-retrains, why it failed; ``PENDING`` without a result); ``corrupt_row`` is the row of a trial
-whose ``trial.json`` or ``result.json`` cannot be read (``CORRUPT``, with the file and its
-repair). ``measure_headers(metric)`` and
-``measure_cells(row)`` are the measured columns every trial table shows (``kfnas search``,
-``kfnas run``, ``kfnas trials`` and the report's candidates tables), formatted once here;
-``describe_result`` is the one line ``kfnas run`` prints as trials finish.
+retrains, why it failed, its multi-fidelity rung and promotion, the steps it trained to and
+whether early stopping ended it; ``PENDING`` without a result); ``corrupt_row`` is the row of
+a trial whose ``trial.json`` or ``result.json`` cannot be read (``CORRUPT``, with the file and
+its repair). ``measure_headers(metric)`` and ``measure_cells(row)`` are the measured columns
+every trial table shows (``kfnas search``, ``kfnas run``, ``kfnas trials`` and the report's
+candidates tables), formatted once here; ``describe_result`` is the one line ``kfnas run``
+prints as trials finish.
 
 To show another measure in every table: add a field to ``TrialRow``, fill it in ``trial_row``
 and add its column to ``_MEASURES``.
@@ -16,6 +17,7 @@ and add its column to ``_MEASURES``.
 from __future__ import annotations
 
 import dataclasses
+import math
 from collections.abc import Callable
 from typing import Any
 
@@ -49,6 +51,13 @@ class TrialRow:
         source: ``"<study> trial <id>"`` for a retrained copy of another trial, else empty.
         error: Why the trial failed or is infeasible, or which record is corrupt and how to
             repair it; empty otherwise.
+        latency_p90_ms: The 90th percentile of the timed runs: their spread.
+        rung: Multi-fidelity (``kfnas.search.asha``): the rung the trial trains to; 0 without.
+        promoted_from: The trial of the same study it continues (an ASHA promotion), if any.
+        steps: The training steps it trained to: the step early stopping stopped it at, else its
+            budget's ``train_steps``; 0 when unknown.
+        stopped_early: The study's early-stopping rule stopped it (it is ``COMPLETED``).
+        stop_reason: The rule's reason, when ``stopped_early``.
     """
 
     trial_id: int
@@ -64,6 +73,11 @@ class TrialRow:
     source: str = ""
     error: str = ""
     latency_p90_ms: float | None = None
+    rung: int = 0
+    promoted_from: int | None = None
+    steps: int = 0
+    stopped_early: bool = False
+    stop_reason: str = ""
 
     def to_dict(self) -> dict[str, Any]:
         """The row as plain JSON-ready data."""
@@ -78,6 +92,7 @@ def trial_row(
     source = ""
     if spec is not None and spec.source_study:
         source = f"{spec.source_study} trial {spec.source_trial}"
+    stopped = bool(result and result.stopped_early)
     return TrialRow(
         trial_id=trial_id,
         round=spec.round if spec is not None else 0,
@@ -92,7 +107,24 @@ def trial_row(
         source=source,
         error=result.error if result else "",
         latency_p90_ms=metrics.get("latency_p90_ms"),
+        rung=spec.rung if spec is not None else 0,
+        promoted_from=spec.promoted_from if spec is not None else None,
+        steps=_steps(metrics.get("eval_step")) if stopped else _budget_steps(spec),
+        stopped_early=stopped,
+        stop_reason=result.stop_reason if result and stopped else "",
     )
+
+
+def _steps(value: object) -> int:
+    """A step count from a record (0 when it is not a finite, non-negative number)."""
+    if isinstance(value, bool) or not isinstance(value, int | float) or not math.isfinite(value):
+        return 0
+    return max(0, int(value))
+
+
+def _budget_steps(spec: TrialSpec | None) -> int:
+    """The training steps of the trial's budget (0 when unknown)."""
+    return _steps(spec.budget.get("train_steps")) if spec is not None else 0
 
 
 def corrupt_row(bad: CorruptRecord, metric: str, spec: TrialSpec | None = None) -> TrialRow:

@@ -10,6 +10,10 @@
   const HOVER_DECISIONS = 8;  // a label taller than its plot is not shown at all
 
   const num = (v, digits) => (v === null || v === undefined ? "-" : Number(v).toFixed(digits));
+  // A study searched with successive halving; one with early stopping (or a trial it stopped).
+  const halving = (study) => !!study.multi_fidelity;
+  const stopping = (study) => !!study.early_stopping || study.trials.some((t) => t.stopped_early);
+  // A column with "show" is shown when show(study) holds; a text column when some trial has text.
   const COLUMNS = [
     {key: "trial_id", label: "trial", kind: "num", fmt: (v) => String(v)},
     {key: "round", label: "round", kind: "choice", fmt: (v) => String(v)},
@@ -21,6 +25,9 @@
     {key: "flops", label: "M mult-adds", kind: "num", fmt: (v) => (v == null ? "-" : (v / 1e6).toFixed(1))},
     {key: "params", label: "params", kind: "num", fmt: (v) => (v == null ? "-" : Math.round(v).toLocaleString("en"))},
     {key: "duration_s", label: "seconds", kind: "num", fmt: (v) => num(v, 0)},
+    {key: "rung", label: "rung", kind: "choice", fmt: (v) => String(v), show: halving},
+    {key: "promoted_from", label: "promoted from", kind: "num", fmt: (v) => (v == null ? "" : String(v)), show: halving},
+    {key: "steps", label: "steps", kind: "num", fmt: (v) => (v ? String(v) : "-"), show: (s) => halving(s) || stopping(s)},
     {key: "change", label: "change", kind: "text", fmt: (v) => v || ""},
     {key: "source", label: "retrains", kind: "text", fmt: (v) => v || ""},
     {key: "error", label: "error", kind: "text", fmt: (v) => v || ""},
@@ -53,7 +60,7 @@
   }
 
   function buildTable(study, holder) {
-    const columns = COLUMNS.filter((c) => c.kind !== "text" || study.trials.some((t) => t[c.key]));
+    const columns = COLUMNS.filter((c) => (c.show ? c.show(study) : c.kind !== "text" || study.trials.some((t) => t[c.key])));
     const table = el("table", {class: "trials"});
     const head = el("thead");
     const titles = el("tr");
@@ -117,6 +124,10 @@
           const text = c.fmt(t[c.key]);
           const td = el("td", {text: c.kind === "text" && text.length > 120 ? text.slice(0, 117) + "..." : text});
           if (c.kind === "text") { td.className = "text"; td.title = text; }
+          if (c.key === "status" && t.stopped_early) {
+            td.title = stopText(t);
+            td.appendChild(el("span", {class: "badge stopped", text: "stopped early", title: stopText(t)}));
+          }
           tr.appendChild(td);
         });
         tr.addEventListener("click", () => selectTrial(study, t.trial_id));
@@ -132,9 +143,19 @@
 
   // ---- Hover text: the trial, its metrics and its decisions -----------------------------------
 
+  const stopText = (t) => `stopped early at step ${t.steps || "?"}: ${t.stop_reason || "no reason recorded"}`;
+
+  // The trial's rung, the steps it trained to and the trial it continues, as one line.
+  function rungText(t) {
+    const steps = t.steps ? ` (${t.steps} steps)` : "";
+    return `rung ${t.rung}${steps}` + (t.promoted_from != null ? `, promoted from trial ${t.promoted_from}` : "");
+  }
+
   function trialText(study, t) {
     const lines = [`<b>${study.name} trial ${t.trial_id}</b> (round ${t.round}, ${t.status})`];
     for (const c of COLUMNS.slice(3, 9)) if (t[c.key] !== null && t[c.key] !== undefined) lines.push(`${c.label}: ${c.fmt(t[c.key])}`);
+    if (halving(study)) lines.push(rungText(t));
+    if (t.stopped_early) lines.push(stopText(t));
     if (t.change) lines.push(`change: ${t.change}`);
     if (t.source) lines.push(`retrains: ${t.source}`);
     if (t.d) {
@@ -172,6 +193,7 @@
     const done = completed(study).filter((t) => t.reward !== null || t.value !== null);
     if (!done.length) return noteIn(div, "No completed trial yet.");
     const bad = study.trials.filter((t) => !["COMPLETED", "PENDING"].includes(t.status));
+    const stopped = done.some((t) => t.stopped_early);  // drawn hollow
     const traces = [["reward", "y"], ["value", "y2"]].map(([key, axis]) => ({
       type: "scatter", mode: "markers", name: key === "value" ? METRIC : key, yaxis: axis,
       x: done.map((t) => t.trial_id), y: done.map((t) => t[key]),
@@ -179,7 +201,9 @@
       customdata: done.map((t) => t.trial_id),
       marker: {color: done.map((t) => t.round), colorscale: "Viridis", size: 7,
                colorbar: axis === "y" ? {title: {text: "round"}, len: 0.9} : undefined,
-               showscale: axis === "y"},
+               showscale: axis === "y",
+               ...(stopped ? {symbol: done.map((t) => (t.stopped_early ? "circle-open" : "circle")),
+                              line: {width: done.map((t) => (t.stopped_early ? 2 : 0))}} : {})},
     }));
     if (bad.length) {  // on the metric's axis, at its lowest value
       const floor = Math.min(...done.map((t) => t.value).filter((v) => v !== null));
@@ -189,7 +213,8 @@
         marker: {symbol: "x", color: "crimson", size: 9}});
     }
     Plotly.newPlot(div, traces, {
-      title: title(`Reward and ${METRIC} by trial`), showlegend: bad.length > 0, hovermode: "closest",
+      title: title(`Reward and ${METRIC} by trial` + (stopped ? " (hollow: stopped early)" : "")),
+      showlegend: bad.length > 0, hovermode: "closest",
       margin: {t: 40, r: 10},
       yaxis: {title: {text: "reward"}, domain: [0.54, 1]},
       yaxis2: {title: {text: METRIC}, domain: [0, 0.46]},
@@ -231,6 +256,45 @@
       xaxis: {title: {text: label}}, yaxis: {title: {text: METRIC}}, hovermode: "closest",
       shapes: shapes, annotations: annotations, margin: {t: 40, r: 10},
       legend: {orientation: "h", y: -0.2}, height: 420,
+    }, CONFIG);
+    clickable(study, div);
+  }
+
+  // Reward against training steps (log), one point per completed trial, a line from each promoted
+  // trial's parent to it: the same architecture trained further.
+  function drawHalving(study, div) {
+    if (!div) return;
+    const rungs = study.multi_fidelity.rungs;
+    const done = completed(study).filter((t) => t.steps > 0);
+    const key = done.some((t) => t.reward === null) ? "value" : "reward";
+    const label = key === "value" ? METRIC : "reward";
+    const pts = done.filter((t) => t[key] !== null);
+    if (!pts.length) return noteIn(div, "No completed trial yet.");
+    const byId = new Map(pts.map((t) => [t.trial_id, t]));
+    const lx = [], ly = [];
+    for (const t of pts) {
+      const parent = t.promoted_from == null ? undefined : byId.get(t.promoted_from);
+      if (parent) { lx.push(parent.steps, t.steps, null); ly.push(parent[key], t[key], null); }
+    }
+    const traces = [];
+    if (lx.length) {
+      traces.push({type: "scatter", mode: "lines", name: "promotion (same architecture)", x: lx, y: ly,
+                   line: {color: "gray", width: 1}, hoverinfo: "skip"});
+    }
+    traces.push({type: "scatter", mode: "markers", name: "trials", x: pts.map((t) => t.steps),
+      y: pts.map((t) => t[key]), text: pts.map((t) => trialText(study, t)), hoverinfo: "text",
+      customdata: pts.map((t) => t.trial_id),
+      marker: {color: pts.map((t) => t.rung), colorscale: "Viridis", size: 8, showscale: true,
+               cmin: 0, cmax: Math.max(1, rungs.length - 1),
+               colorbar: {title: {text: "rung"}, len: 0.9, dtick: 1},
+               symbol: pts.map((t) => (t.stopped_early ? "circle-open" : "circle")),
+               line: {width: pts.map((t) => (t.stopped_early ? 2 : 0))}}});
+    Plotly.newPlot(div, traces, {
+      title: title(`${label} against training steps: promotions to the next rung`),
+      xaxis: {type: "log", title: {text: "training steps (log)"},
+              tickvals: rungs.length ? rungs.map((r) => r.steps) : undefined},
+      yaxis: {title: {text: label}}, hovermode: "closest", showlegend: lx.length > 0,
+      margin: {t: 40, r: 10}, legend: {orientation: "h", y: -0.2}, height: 420,
     }, CONFIG);
     clickable(study, div);
   }
@@ -339,6 +403,9 @@
       if (t.change) items.push(["change", t.change]);
       if (t.source) items.push(["retrains", t.source]);
       if (t.error) items.push(["error", t.error]);
+      if (halving(study)) items.push(["rung", rungText(t)]);
+      else if (t.steps) items.push(["steps", String(t.steps)]);
+      if (t.stopped_early) items.push(["early stopping", stopText(t)]);
       if (t.d) study.decisions.forEach((d, i) => { if (t.d[i] >= 0) items.push([d.id, d.choices[t.d[i]]]); });
       details.replaceChildren(el("h3", {text: `${study.name} trial ${id}`}),
         el("div", {class: "kv"}, items.map(([k, v]) => el("div", {title: `${k}: ${v}`}, [el("b", {text: k + ": "}), document.createTextNode(v)]))));
@@ -369,10 +436,53 @@
     }, CONFIG);
   }
 
+  // ---- Multi-fidelity and early stopping: the summary lines and the rung table ---------------
+
+  // Under the study's counts: its halving schedule and its early-stopping rule, if it has them.
+  function buildSummary(study, section) {
+    const lines = [];
+    const mf = study.multi_fidelity, es = study.early_stopping;
+    if (mf) {
+      lines.push(mf.error ? `successive halving (${mf.scheduler}): ${mf.error}`
+        : `successive halving (${mf.scheduler}): rungs of ${mf.rungs.map((r) => r.steps).join(", ")} steps, ` +
+          `reduction factor ${mf.reduction_factor}`);
+    }
+    if (es) {
+      const options = Object.entries(es.options || {}).map(([k, v]) => `${k} ${JSON.stringify(v)}`).join(", ");
+      lines.push(`early stopping: ${es.rule} rule${options ? ` (${options})` : ""}, ` +
+                 `${es.stopped} trial${es.stopped === 1 ? "" : "s"} stopped`);
+    }
+    const counts = section.querySelector(".counts");
+    if (counts) lines.reverse().forEach((line) => counts.after(el("p", {class: "fidelity", text: line})));
+  }
+
+  // The "Successive halving" part of a study: its rung table and a place for its plot.
+  function buildHalving(study, section) {
+    const plots = section.querySelector(".plots");
+    if (!halving(study) || !plots) return;
+    const mf = study.multi_fidelity;
+    const box = el("div", {class: "halving"}, [el("h3", {text: "Successive halving"})]);
+    if (mf.error) {
+      box.appendChild(el("p", {class: "empty", text: "No rung table: " + mf.error}));
+    } else {
+      const cells = [["rung", (r) => String(r.rung)], ["steps", (r) => String(r.steps)],
+        ["started", (r) => String(r.started)], ["finished", (r) => String(r.finished)],
+        ["promoted", (r) => String(r.promoted)], ["best reward", (r) => num(r.best, 4)]];
+      // Its rows lie straight in the table, not in a tbody: "tbody tr" in a study are its trials.
+      box.appendChild(el("table", {class: "rungs"}, [
+        el("thead", {}, [el("tr", {}, cells.map(([label]) => el("th", {text: label})))]),
+        ...mf.rungs.map((r) => el("tr", {"data-rung": r.rung}, cells.map(([, fmt]) => el("td", {text: fmt(r)})))),
+      ]));
+      box.appendChild(el("div", {class: "plot plot-halving"}));
+    }
+    plots.before(box);
+  }
+
   function drawStudy(study) {
     const section = document.getElementById("study-" + study.name);
     const holder = section && section.querySelector(".plots");
     if (!holder) return;
+    if (halving(study)) drawHalving(study, section.querySelector(".plot-halving"));
     drawByTrial(study, holder);
     drawFront(study, holder, "latency_ms");
     drawFront(study, holder, "flops");
@@ -401,11 +511,15 @@
         buildTable(study, holder);
         holder.parentNode.insertBefore(el("div", {class: "trial-details", hidden: ""}), holder.nextSibling.nextSibling);
       }
+      if (section) {
+        buildSummary(study, section);
+        buildHalving(study, section);
+      }
     }
     try {
       await loadPlotly();
     } catch (e) {
-      document.querySelectorAll(".plots").forEach((p) => noteIn(p, "Plots unavailable: " + e.message));
+      document.querySelectorAll(".plots, .plot-halving").forEach((p) => noteIn(p, "Plots unavailable: " + e.message));
       document.body.dataset.ready = "error";
       return;
     }
