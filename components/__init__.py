@@ -13,6 +13,7 @@ and calls the stage of the same name, and add it to ``COMPONENTS`` below.
 from kfnas.components.export_model import export_model
 from kfnas.components.init_experiment import init_experiment
 from kfnas.components.init_retraining import init_retraining
+from kfnas.components.init_variance import init_variance
 from kfnas.components.launch_trial import launch_trial
 from kfnas.components.measure_trials import measure_trials
 from kfnas.components.propose_retraining import propose_retraining
@@ -22,6 +23,7 @@ from kfnas.components.run_trial import run_trial
 from kfnas.components.search_study import search_study
 from kfnas.components.select_top import select_top
 from kfnas.components.select_winner import select_winner
+from kfnas.components.variance_report import variance_report
 
 #: Every component by the name of the stage it runs.
 COMPONENTS = {
@@ -39,6 +41,8 @@ COMPONENTS = {
         export_model,
         init_retraining,
         publish_if_not_worse,
+        init_variance,
+        variance_report,
     )
 }
 
@@ -47,6 +51,7 @@ __all__ = [
     "export_model",
     "init_experiment",
     "init_retraining",
+    "init_variance",
     "launch_trial",
     "measure_trials",
     "propose_retraining",
@@ -56,4 +61,5 @@ __all__ = [
     "search_study",
     "select_top",
     "select_winner",
+    "variance_report",
 ]

@@ -1,6 +1,7 @@
 """Compiling the pipelines for a cluster: a profile (and compile-time counts) -> YAML.
 
-``compile_pipeline`` (the search) and ``compile_retraining`` are what ``kfnas compile`` runs. The
+``compile_pipeline`` (the search), ``compile_retraining`` and ``compile_variance`` (the proxy-task
+variance measurement) are what ``kfnas compile`` runs. The
 YAML it writes is uploaded in the KFP UI (or submitted with ``kfp.Client``); its parameters (data,
 budgets, ...) are set per run there.
 
@@ -15,6 +16,7 @@ from pathlib import Path
 from kfp import compiler
 
 from kfnas.pipelines.profiles import ClusterProfile, load_profile
+from kfnas.pipelines.proxy import build_variance_pipeline
 from kfnas.pipelines.retraining import build_retraining_pipeline
 from kfnas.pipelines.search import build_search_pipeline
 
@@ -74,4 +76,29 @@ def compile_retraining(
     path = Path(output_path)
     path.parent.mkdir(parents=True, exist_ok=True)
     compiler.Compiler().compile(build_retraining_pipeline(profile), str(path))
+    return path
+
+
+def compile_variance(
+    profile: str | Path | ClusterProfile | None, parallelism: int, output_path: str | Path
+) -> Path:
+    """Compiles the proxy-task variance pipeline with a cluster profile into a YAML file.
+
+    Args:
+        profile: As for ``compile_pipeline``.
+        parallelism: Default of its ``parallelism`` parameter (repeats trained at once).
+        output_path: Where to write the YAML; its folder is created.
+
+    Returns:
+        The path written.
+
+    Raises:
+        ProfileError: The profile does not exist or is invalid.
+        ValueError: ``parallelism`` below 1.
+    """
+    if profile is not None and not isinstance(profile, ClusterProfile):
+        profile = load_profile(profile)
+    path = Path(output_path)
+    path.parent.mkdir(parents=True, exist_ok=True)
+    compiler.Compiler().compile(build_variance_pipeline(parallelism, profile), str(path))
     return path

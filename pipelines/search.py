@@ -188,11 +188,11 @@ class _Parts:
             steps,
             _train_each(steps, parallelism),
             _export_each(steps, serving_argument(profile)),
-            json.dumps(_launch_config(profile), sort_keys=True),
+            json.dumps(controller_launch_config(profile), sort_keys=True),
         )
 
 
-def _launch_config(profile: ClusterProfile | None) -> dict[str, Any]:
+def controller_launch_config(profile: ClusterProfile | None) -> dict[str, Any]:
     """How the search controllers run trials: local subprocesses, or Jobs from the profile."""
     if profile is None:
         return {"kind": "local"}

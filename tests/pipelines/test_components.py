@@ -34,6 +34,8 @@ def test_every_stage_of_the_pipeline_has_a_component():
         "export_model",
         "init_retraining",
         "publish_if_not_worse",
+        "init_variance",
+        "variance_report",
     }
 
 

@@ -19,7 +19,7 @@ import yaml
 
 from kfnas.cli import main
 from kfnas.components._image import IMAGE
-from kfnas.pipelines.compile import compile_pipeline, compile_retraining
+from kfnas.pipelines.compile import compile_pipeline, compile_retraining, compile_variance
 from kfnas.pipelines.profiles import (
     ProfileError,
     StepProfile,
@@ -246,6 +246,29 @@ def test_the_retraining_pipeline_compiles_with_each_profile(name, tmp_path):
     assert channel == "{{$.inputs.parameters['pipelinechannel--init-retraining-trial_id']}}"
     source = ids["pipelinechannel--init-retraining-trial_id"]["taskOutputParameter"]
     assert source == {"producerTask": "init-retraining", "outputParameterKey": "trial_id"}
+
+
+@pytest.mark.parametrize("name", PROFILES)
+def test_the_variance_pipeline_compiles_with_each_profile(name, tmp_path):
+    path = compile_variance(name, 3, tmp_path / "variance.yaml")
+    spec, platform = yaml.safe_load_all(path.read_text())
+    assert spec["pipelineInfo"]["name"] == "kfnas-proxy-variance"
+    names = sorted(n for _, n, _, _ in _tasks(spec))
+    assert names == ["init variance", "repeats", "variance report"]
+    profile = load_profile(name)
+    kinds = _check_steps(
+        profile, spec, platform, lambda step: "controller" if step == "repeats" else "light"
+    )
+    assert kinds == {"controller", "light"}
+    tasks = {t["taskInfo"]["name"]: (k, t) for k, t in spec["root"]["dag"]["tasks"].items()}
+    assert tasks["repeats"][0] in tasks["variance report"][1]["dependentTasks"]
+    parameters = spec["root"]["inputDefinitions"]["parameters"]
+    assert parameters["parallelism"]["defaultValue"] == 3
+    assert parameters["repeats"]["defaultValue"] == 5
+    launch = json.loads(
+        tasks["repeats"][1]["inputs"]["parameters"]["launch_config"]["runtimeValue"]["constant"]
+    )
+    assert launch["kind"] == "kubernetes"  # the repeats run as the search's trial Jobs
 
 
 def test_light_and_export_steps_get_no_gpu_settings(compiled):

@@ -10,6 +10,7 @@ To add a command: write ``_run_<name>`` (and ``_add_<name>``) and add one entry 
 from __future__ import annotations
 
 import argparse
+import json
 import os
 import threading
 from pathlib import Path
@@ -47,17 +48,26 @@ def _add_compile(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("-o", "--output", required=True, help="pipeline YAML file to write")
     parser.add_argument(
         "--pipeline",
-        choices=["search", "retraining"],
+        choices=["search", "retraining", "variance"],
         default="search",
-        help="the search (default) or the retraining pipeline (the counts apply to the search)",
+        help="the search (default), the retraining or the proxy-task variance pipeline (the "
+        "counts apply to the search, --parallelism also to the variance)",
     )
     _add_counts(parser, from_spec=False)
 
 
 def _run_compile(args: argparse.Namespace) -> int:
     from kfnas.components._image import IMAGE, REGISTRY_ENV
-    from kfnas.pipelines.compile import compile_pipeline, compile_retraining
+    from kfnas.pipelines.compile import compile_pipeline, compile_retraining, compile_variance
 
+    if args.pipeline == "variance":
+        path = compile_variance(args.profile, args.parallelism, args.output)
+        ui.console.print(
+            f"Wrote {path}: the proxy-task variance pipeline, profile {args.profile}, "
+            f"parallelism {args.parallelism}; its repeats run as the search's trial Jobs."
+        )
+        ui.console.print(f"Image: {IMAGE} (set {REGISTRY_ENV} to compile for your registry)")
+        return 0
     if args.pipeline == "retraining":
         path = compile_retraining(args.profile, args.output)
         ui.console.print(f"Wrote {path}: the retraining pipeline, profile {args.profile}.")
@@ -236,6 +246,78 @@ def _print_summary(uri: str, out: Path, model_version: str) -> None:
     ui.console.print(f"KFP outputs (metrics, report artifacts): {out / 'kfp'}")
 
 
+def _add_proxy(parser: argparse.ArgumentParser) -> None:
+    parser.add_argument(
+        "tool",
+        choices=["variance"],
+        help="variance: train one architecture several times with the proxy setting and report "
+        "how much its score and curve vary",
+    )
+    parser.add_argument(
+        "spec", help="search spec YAML file whose proxy study is measured, or `demo`"
+    )
+    ui.add_overrides(parser)
+    parser.add_argument(
+        "--repeats", type=int, default=5, help="trainings of the architecture (default 5)"
+    )
+    parser.add_argument(
+        "--architecture",
+        choices=["reference", "random"],
+        help="the space's published reference (default when it has one) or a random one",
+    )
+    parser.add_argument(
+        "--parallelism", type=int, default=2, help="repeats trained at once (default 2)"
+    )
+    parser.add_argument(
+        "--out", default="kfnas-proxy", help="folder for KFP outputs, the step log (and demo data)"
+    )
+
+
+def _run_proxy(args: argparse.Namespace) -> int:
+    from kfnas.pipelines.local import run_variance_locally
+    from kfnas.stages.proxy import variance_spec
+    from kfnas.store import experiment_uri, open_experiment
+    from kfnas.validation import check_data, experiment_spec
+
+    out = Path(args.out).resolve()
+    text, overrides = _run_inputs(args.spec, out)
+    overrides += args.overrides
+    spec = variance_spec(experiment_spec(text, overrides), args.repeats)
+    check_data(spec)  # Fail here, with the message alone, rather than in the first step.
+    uri = experiment_uri(spec)
+    ui.console.rule(f"kfnas proxy variance: {args.repeats} repeats under kfp.local")
+    ui.console.print(f"Experiment {uri}; step logs in {out / 'kfp.log'}")
+    arguments = {"spec_yaml": text, "overrides": overrides, "repeats": args.repeats}
+    arguments |= {"architecture": args.architecture or "", "parallelism": args.parallelism}
+    out.mkdir(parents=True, exist_ok=True)
+    with (out / "kfp.log").open("w") as log:
+        try:
+            html = run_variance_locally(arguments, pipeline_root=out / "kfp", log_file=log)
+        except RuntimeError as e:
+            log.flush()
+            tail = "\n".join(Path(log.name).read_text().splitlines()[-15:])
+            ui.console.print(f"[red]The pipeline failed:[/red] {e}\nEnd of {log.name}:\n{tail}")
+            return 1
+    summary = json.loads(open_experiment(uri).store.read_text(_variance_json(uri)))
+    for name, label in (("variance", "coefficient of variation"), ("smoothness", "smoothness")):
+        value = summary["coefficient_of_variation" if name == "variance" else name]
+        ok = summary[f"{name}_ok"]
+        shown = "undefined" if value is None else f"{value:.4f}"
+        ui.console.print(
+            f"{label}: {shown} (threshold {summary[f'{name}_threshold']:g}): "
+            f"{'good' if ok else 'too high' if value is not None else 'not measured'}; "
+            f"{summary[f'{name}_advice']}"
+        )
+    ui.console.print(f"Report: {html}")
+    return 0
+
+
+def _variance_json(uri: str) -> str:
+    from kfnas.store import open_experiment
+
+    return f"{open_experiment(uri).layout.reports_dir()}/variance.json"
+
+
 def _add_address(parser: argparse.ArgumentParser) -> None:
     """The KFP address and cluster profile, shared by submit and schedule."""
     parser.add_argument("--host", help="KFP UI/API URL, e.g. http://localhost:8080 (or KFP_HOST)")
@@ -378,6 +460,12 @@ COMMANDS = {
         _add_compile,
     ),
     "run": ui.Command("run the whole search pipeline locally under kfp.local", _run_run, _add_run),
+    "proxy": ui.Command(
+        "proxy-task design tools under kfp.local (variance: how much one architecture's score "
+        "varies between trainings)",
+        _run_proxy,
+        _add_proxy,
+    ),
     "submit": ui.Command(
         "upload the search pipeline to KFP and start a run", _run_submit, _add_submit
     ),

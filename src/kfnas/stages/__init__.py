@@ -16,7 +16,8 @@ trained trial to ``measure_trial`` (``kfnas.stages.measure_worker``). The retrai
 calls ``init_retraining``, ``run_trial``, ``measure_trials`` and ``publish_if_not_worse``. With a
 cluster profile whose full trainings span several nodes, those pipelines call ``launch_trial``
 instead of ``run_trial`` for each full training: it starts the trial as a multi-node job and
-records how it ended. ``kfnas`` commands also call
+records how it ended. The proxy-task variance pipeline calls ``init_variance``, ``search_study``
+(its repeats) and ``variance_report``. ``kfnas`` commands also call
 ``propose_trials`` and ``propose_refinement`` (one round at a time), ``promote_trials`` (ASHA, one
 at a time) and ``request_stop``.
 
@@ -31,6 +32,7 @@ from kfnas.stages.controller import search_study, search_summary
 from kfnas.stages.export import export_model
 from kfnas.stages.launched import launch_trial
 from kfnas.stages.measure import NotTrainedError, measure_trial, measure_trials
+from kfnas.stages.proxy import init_variance, variance_report
 from kfnas.stages.refinement import propose_refinement, select_winner
 from kfnas.stages.report import report
 from kfnas.stages.retraining import init_retraining, publish_if_not_worse
@@ -51,6 +53,7 @@ __all__ = [
     "export_model",
     "init_experiment",
     "init_retraining",
+    "init_variance",
     "launch_trial",
     "measure_trial",
     "measure_trials",
@@ -67,4 +70,5 @@ __all__ = [
     "search_summary",
     "select_top",
     "select_winner",
+    "variance_report",
 ]
