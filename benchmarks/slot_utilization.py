@@ -169,12 +169,14 @@ def timed_proposals(clock: ReplayClock) -> Iterator[list[tuple[float, int]]]:
     original = controller_module.propose_round
     calls: list[tuple[float, int]] = []
 
-    def propose_round(exp: Experiment, study: str, round_index: int, n: int = 0) -> list[int]:
+    def propose_round(
+        exp: Experiment, study: str, round_index: int, n: int = 0, **kwargs: Any
+    ) -> list[int]:
         with clock.outside():
             before = exp.records.next_trial_id(study) - 1
         start = time.perf_counter()
         try:
-            return original(exp, study, round_index, n=n)
+            return original(exp, study, round_index, n=n, **kwargs)
         finally:
             calls.append((time.perf_counter() - start, before))
 

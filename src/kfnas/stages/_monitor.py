@@ -39,7 +39,9 @@ class TrialMonitor:
         self.exp, self.trial = exp, trial
         self.study = trial.study
         self.metric = exp.spec.objectives.metric
-        self.stopping = exp.spec.study(self.study).early_stopping
+        # A study outside the spec (the retraining pipeline's) has no early stopping.
+        known = self.study in exp.spec.studies
+        self.stopping = exp.spec.study(self.study).early_stopping if known else None
         self.train_steps = int(trial.budget.get("train_steps", 0))
         self.curve = self._start_curve()
         self.finished: dict[int, list[tuple[int, float]]] = {}  # curves that no longer change
@@ -65,7 +67,7 @@ class TrialMonitor:
         """Stores the evaluation at ``step``; the reason to stop training now, or ``""``."""
         self.curve = self.curve.with_point(step, dict(metrics))
         self.exp.records.write_curve(self.study, self.curve)
-        if not self.stopping.rule or self.metric not in metrics:
+        if self.stopping is None or not self.stopping.rule or self.metric not in metrics:
             return ""
         finished, running = self._others()
         context = StopContext(
