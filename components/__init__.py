@@ -12,6 +12,7 @@ and calls the stage of the same name, and add it to ``COMPONENTS`` below.
 
 from kfnas.components.export_model import export_model
 from kfnas.components.init_experiment import init_experiment
+from kfnas.components.init_model_selection import init_model_selection
 from kfnas.components.init_retraining import init_retraining
 from kfnas.components.init_variance import init_variance
 from kfnas.components.launch_trial import launch_trial
@@ -21,6 +22,7 @@ from kfnas.components.publish_if_not_worse import publish_if_not_worse
 from kfnas.components.report import report
 from kfnas.components.run_trial import run_trial
 from kfnas.components.search_study import search_study
+from kfnas.components.select_models import select_models
 from kfnas.components.select_top import select_top
 from kfnas.components.select_winner import select_winner
 from kfnas.components.variance_report import variance_report
@@ -43,6 +45,8 @@ COMPONENTS = {
         publish_if_not_worse,
         init_variance,
         variance_report,
+        init_model_selection,
+        select_models,
     )
 }
 
@@ -50,6 +54,7 @@ __all__ = [
     "COMPONENTS",
     "export_model",
     "init_experiment",
+    "init_model_selection",
     "init_retraining",
     "init_variance",
     "launch_trial",
@@ -59,6 +64,7 @@ __all__ = [
     "report",
     "run_trial",
     "search_study",
+    "select_models",
     "select_top",
     "select_winner",
     "variance_report",

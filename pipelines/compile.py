@@ -1,7 +1,7 @@
 """Compiling the pipelines for a cluster: a profile (and compile-time counts) -> YAML.
 
-``compile_pipeline`` (the search), ``compile_retraining`` and ``compile_variance`` (the proxy-task
-variance measurement) are what ``kfnas compile`` runs. The
+``compile_pipeline`` (the search), ``compile_retraining`` and the proxy-task tools'
+``compile_proxy_tool`` (``variance``, ``selection``) are what ``kfnas compile`` runs. The
 YAML it writes is uploaded in the KFP UI (or submitted with ``kfp.Client``); its parameters (data,
 budgets, ...) are set per run there.
 
@@ -16,7 +16,7 @@ from pathlib import Path
 from kfp import compiler
 
 from kfnas.pipelines.profiles import ClusterProfile, load_profile
-from kfnas.pipelines.proxy import build_variance_pipeline
+from kfnas.pipelines.proxy import PROXY_TOOLS
 from kfnas.pipelines.retraining import build_retraining_pipeline
 from kfnas.pipelines.search import build_search_pipeline
 
@@ -79,14 +79,18 @@ def compile_retraining(
     return path
 
 
-def compile_variance(
-    profile: str | Path | ClusterProfile | None, parallelism: int, output_path: str | Path
+def compile_proxy_tool(
+    tool: str,
+    profile: str | Path | ClusterProfile | None,
+    parallelism: int,
+    output_path: str | Path,
 ) -> Path:
-    """Compiles the proxy-task variance pipeline with a cluster profile into a YAML file.
+    """Compiles a proxy-task tool's pipeline with a cluster profile into a YAML file.
 
     Args:
+        tool: ``variance`` or ``selection`` (``PROXY_TOOLS``).
         profile: As for ``compile_pipeline``.
-        parallelism: Default of its ``parallelism`` parameter (repeats trained at once).
+        parallelism: Default of its ``parallelism`` parameter (trainings at once).
         output_path: Where to write the YAML; its folder is created.
 
     Returns:
@@ -94,11 +98,13 @@ def compile_variance(
 
     Raises:
         ProfileError: The profile does not exist or is invalid.
-        ValueError: ``parallelism`` below 1.
+        ValueError: An unknown tool, or ``parallelism`` below 1.
     """
+    if tool not in PROXY_TOOLS:
+        raise ValueError(f"no proxy-task tool {tool!r}: use one of {', '.join(PROXY_TOOLS)}")
     if profile is not None and not isinstance(profile, ClusterProfile):
         profile = load_profile(profile)
     path = Path(output_path)
     path.parent.mkdir(parents=True, exist_ok=True)
-    compiler.Compiler().compile(build_variance_pipeline(parallelism, profile), str(path))
+    compiler.Compiler().compile(PROXY_TOOLS[tool](parallelism, profile), str(path))
     return path

@@ -7,8 +7,8 @@ installed kfnas, and nothing is pip-installed. ``kfp.local`` runs at most two it
 Its task logs (every step's output) go to ``log_file`` when one is given, so a person can follow
 progress elsewhere (``kfnas run`` reads the store) and read the details after.
 
-``run_retraining_locally`` does the same for the retraining pipeline, ``run_variance_locally`` for
-the proxy-task variance pipeline. To run another pipeline
+``run_retraining_locally`` does the same for the retraining pipeline, ``run_proxy_tool_locally``
+for the proxy-task tools' pipelines (``variance``, ``selection``). To run another pipeline
 locally: build it like ``build_search_pipeline`` and call it the same way inside ``_local_session``.
 """
 
@@ -22,7 +22,7 @@ from typing import Any, TextIO
 
 from kfp import local
 
-from kfnas.pipelines.proxy import build_variance_pipeline
+from kfnas.pipelines.proxy import PROXY_TOOLS
 from kfnas.pipelines.retraining import build_retraining_pipeline
 from kfnas.pipelines.search import build_search_pipeline
 
@@ -106,24 +106,29 @@ def run_retraining_locally(
     return str(task.output)
 
 
-def run_variance_locally(
-    arguments: Mapping[str, Any], *, pipeline_root: str | Path, log_file: TextIO | None = None
+def run_proxy_tool_locally(
+    tool: str,
+    arguments: Mapping[str, Any],
+    *,
+    pipeline_root: str | Path,
+    log_file: TextIO | None = None,
 ) -> str:
-    """Runs the proxy-task variance pipeline in subprocesses of this Python and waits for it.
+    """Runs a proxy-task tool's pipeline in subprocesses of this Python and waits for it.
 
     Args:
-        arguments: Pipeline parameters (see ``build_variance_pipeline``): ``spec_yaml``,
-            ``overrides``, ``repeats``, ``architecture``, ``parallelism``.
+        tool: ``variance`` (``build_variance_pipeline``) or ``selection``
+            (``build_selection_pipeline``).
+        arguments: Its pipeline parameters (``spec_yaml``, ``overrides``, ``parallelism``, ...).
         pipeline_root: Folder for the KFP outputs (the report's HTML artifact, its metrics).
         log_file: Where the steps' logs go; ``None`` prints them.
 
     Returns:
-        The URI of the variance report's HTML page in the store.
+        The pipeline's output: the URI of its report in the store.
 
     Raises:
-        RuntimeError: A step failed (its log says why), e.g. fewer than 2 repeats completed.
+        RuntimeError: A step failed (its log says why).
     """
-    pipeline = build_variance_pipeline(int(arguments.get("parallelism", 2)))
+    pipeline = PROXY_TOOLS[tool](int(arguments.get("parallelism", 2)))
     Path(pipeline_root).mkdir(parents=True, exist_ok=True)
     with _local_session(Path(pipeline_root), log_file):
         task = pipeline(**arguments)

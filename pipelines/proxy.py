@@ -1,7 +1,7 @@
-"""The proxy-task variance pipeline: does one architecture score alike when trained again?
+"""The proxy-task design pipelines: variance of a proxy task, and the reference models.
 
-``build_variance_pipeline(parallelism, profile)`` returns the ``@dsl.pipeline`` function; its DAG
-is::
+``build_variance_pipeline(parallelism, profile)``: does one architecture score alike when trained
+again? Its DAG is::
 
     init variance   [init_variance: the search spec's proxy setting, one architecture, N repeats]
       -> repeats    [search_study: the controller trains the repeats, `parallelism` at a time, as
@@ -14,8 +14,17 @@ above 0.4 or a smoothness above 10 says its scores are too noisy (``kfnas.search
 ``kfnas proxy variance`` runs it locally; ``kfnas compile --pipeline variance`` compiles it with a
 cluster profile.
 
-To add the other proxy-task tools (model selection, proxy-task search): build their pipelines here
-the same way, from their stages in ``kfnas.stages.proxy``.
+``build_selection_pipeline(parallelism, profile)``: the reference models a proxy task is judged
+against (``kfnas.stages.selection``)::
+
+    init model selection [init_model_selection: 30 architectures of the proxy study's space]
+      -> select models   [select_models: iterations toward the full-training budget, the crowding
+                          rule pruning to 10 spread out in accuracy against latency; the trials
+                          run as the search's trial Jobs; HTML in the KFP UI]     (controller)
+
+``kfnas proxy select`` runs it locally; ``kfnas compile --pipeline selection`` compiles it.
+
+To add the proxy-task search: build its pipeline here the same way, from its stages.
 """
 
 # No ``from __future__ import annotations``: KFP reads the pipeline signature's types at runtime.
@@ -25,13 +34,20 @@ from typing import Any
 
 from kfp import dsl
 
-from kfnas.components import init_variance, search_study, variance_report
+from kfnas.components import (
+    init_model_selection,
+    init_variance,
+    search_study,
+    select_models,
+    variance_report,
+)
 from kfnas.pipelines.profiles import ClusterProfile
 from kfnas.pipelines.search import controller_launch_config
 from kfnas.pipelines.steps import Steps
 from kfnas.stages.proxy import VARIANCE
 
 VARIANCE_PIPELINE_NAME = "kfnas-proxy-variance"
+SELECTION_PIPELINE_NAME = "kfnas-proxy-select"
 
 
 def build_variance_pipeline(
@@ -109,3 +125,88 @@ def build_variance_pipeline(
         return report.after(trained).outputs["Output"]
 
     return variance_pipeline
+
+
+def build_selection_pipeline(
+    parallelism: int = 2, profile: ClusterProfile | None = None
+) -> Callable[..., Any]:
+    """Builds the model-selection pipeline.
+
+    Args:
+        parallelism: Default of the ``parallelism`` parameter: models trained at once.
+        profile: The cluster profile (the models run as the search's trial Jobs, the step that
+            drives them as a controller); ``None`` for local runs.
+
+    Returns:
+        The ``@dsl.pipeline`` function, ready for ``kfp.compiler`` or ``kfp.local``.
+
+    Raises:
+        ValueError: ``parallelism`` below 1.
+    """
+    if parallelism < 1:
+        raise ValueError(f"parallelism must be at least 1, got {parallelism}")
+    steps = Steps(profile)
+    launch_config = json.dumps(controller_launch_config(profile), sort_keys=True)
+    default_parallelism = parallelism
+
+    @dsl.pipeline(
+        name=SELECTION_PIPELINE_NAME,
+        description=(
+            "kfnas proxy-task model selection: architectures of the search space trained toward "
+            "the full-training budget in iterations, pruned to a set spread out in accuracy "
+            "against latency; their full-training scores judge proxy tasks."
+        ),
+    )
+    def selection_pipeline(
+        spec_yaml: str = "demo",
+        models: int = 30,
+        final_models: int = 10,
+        remove_per_iteration: int = 5,
+        parallelism: int = default_parallelism,
+        overrides: list[str] = [],  # noqa: B006 - KFP reads the default from the signature
+    ) -> str:
+        """Selects reference models of the proxy study's space with their full-training scores.
+
+        Args:
+            spec_yaml: The search spec (its proxy study's space, its validation study's
+                full-training budget, its data), or demo.
+            models: Architectures drawn at the start (30 in Vertex AI NAS).
+            final_models: Models kept and trained to the full budget (10; at least 5 for the
+                proxy-task search's rank correlation).
+            remove_per_iteration: Models removed after each iteration at most (5).
+            parallelism: Models trained at once.
+            overrides: Dotted key=value overrides of the spec, e.g.
+                studies.validation.budget.train_steps=3000.
+
+        Returns:
+            The URI of the model-selection report (JSON) in the store.
+        """
+        init = steps.light(
+            init_model_selection(
+                spec_yaml=spec_yaml,
+                overrides=overrides,
+                models=models,
+                final_models=final_models,
+                remove_per_iteration=remove_per_iteration,
+            ),
+            "init model selection",
+        )
+        selected = steps.controller(
+            select_models(
+                experiment_uri=init.output,
+                parallelism=parallelism,
+                launch_config=launch_config,
+                run_id=dsl.PIPELINE_JOB_ID_PLACEHOLDER,
+            ),
+            "select models",
+        )
+        return selected.outputs["Output"]
+
+    return selection_pipeline
+
+
+#: The proxy-task tools' pipelines by name: ``(parallelism, profile) -> pipeline``.
+PROXY_TOOLS: dict[str, Callable[..., Callable[..., Any]]] = {
+    "variance": build_variance_pipeline,
+    "selection": build_selection_pipeline,
+}

@@ -36,6 +36,8 @@ def test_every_stage_of_the_pipeline_has_a_component():
         "publish_if_not_worse",
         "init_variance",
         "variance_report",
+        "init_model_selection",
+        "select_models",
     }
 
 

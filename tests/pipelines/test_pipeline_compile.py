@@ -19,7 +19,7 @@ import yaml
 
 from kfnas.cli import main
 from kfnas.components._image import IMAGE
-from kfnas.pipelines.compile import compile_pipeline, compile_retraining, compile_variance
+from kfnas.pipelines.compile import compile_pipeline, compile_proxy_tool, compile_retraining
 from kfnas.pipelines.profiles import (
     ProfileError,
     StepProfile,
@@ -250,7 +250,7 @@ def test_the_retraining_pipeline_compiles_with_each_profile(name, tmp_path):
 
 @pytest.mark.parametrize("name", PROFILES)
 def test_the_variance_pipeline_compiles_with_each_profile(name, tmp_path):
-    path = compile_variance(name, 3, tmp_path / "variance.yaml")
+    path = compile_proxy_tool("variance", name, 3, tmp_path / "variance.yaml")
     spec, platform = yaml.safe_load_all(path.read_text())
     assert spec["pipelineInfo"]["name"] == "kfnas-proxy-variance"
     names = sorted(n for _, n, _, _ in _tasks(spec))
@@ -269,6 +269,26 @@ def test_the_variance_pipeline_compiles_with_each_profile(name, tmp_path):
         tasks["repeats"][1]["inputs"]["parameters"]["launch_config"]["runtimeValue"]["constant"]
     )
     assert launch["kind"] == "kubernetes"  # the repeats run as the search's trial Jobs
+
+
+@pytest.mark.parametrize("name", PROFILES)
+def test_the_model_selection_pipeline_compiles_with_each_profile(name, tmp_path):
+    path = compile_proxy_tool("selection", name, 4, tmp_path / "selection.yaml")
+    spec, platform = yaml.safe_load_all(path.read_text())
+    assert spec["pipelineInfo"]["name"] == "kfnas-proxy-select"
+    assert sorted(n for _, n, _, _ in _tasks(spec)) == ["init model selection", "select models"]
+    kinds = _check_steps(
+        load_profile(name),
+        spec,
+        platform,
+        lambda step: "controller" if step == "select models" else "light",
+    )
+    assert kinds == {"controller", "light"}
+    parameters = spec["root"]["inputDefinitions"]["parameters"]
+    defaults = [parameters[k]["defaultValue"] for k in ("models", "final_models", "parallelism")]
+    assert defaults == [30, 10, 4]
+    with pytest.raises(ValueError, match="no proxy-task tool 'search'"):
+        compile_proxy_tool("search", name, 1, tmp_path / "x.yaml")
 
 
 def test_light_and_export_steps_get_no_gpu_settings(compiled):

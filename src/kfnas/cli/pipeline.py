@@ -48,23 +48,24 @@ def _add_compile(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("-o", "--output", required=True, help="pipeline YAML file to write")
     parser.add_argument(
         "--pipeline",
-        choices=["search", "retraining", "variance"],
+        choices=["search", "retraining", "variance", "selection"],
         default="search",
-        help="the search (default), the retraining or the proxy-task variance pipeline (the "
-        "counts apply to the search, --parallelism also to the variance)",
+        help="the search (default), the retraining, or a proxy-task tool's pipeline (variance, "
+        "selection); the counts apply to the search, --parallelism also to the tools",
     )
     _add_counts(parser, from_spec=False)
 
 
 def _run_compile(args: argparse.Namespace) -> int:
     from kfnas.components._image import IMAGE, REGISTRY_ENV
-    from kfnas.pipelines.compile import compile_pipeline, compile_retraining, compile_variance
+    from kfnas.pipelines.compile import compile_pipeline, compile_proxy_tool, compile_retraining
+    from kfnas.pipelines.proxy import PROXY_TOOLS
 
-    if args.pipeline == "variance":
-        path = compile_variance(args.profile, args.parallelism, args.output)
+    if args.pipeline in PROXY_TOOLS:
+        path = compile_proxy_tool(args.pipeline, args.profile, args.parallelism, args.output)
         ui.console.print(
-            f"Wrote {path}: the proxy-task variance pipeline, profile {args.profile}, "
-            f"parallelism {args.parallelism}; its repeats run as the search's trial Jobs."
+            f"Wrote {path}: the proxy-task {args.pipeline} pipeline, profile {args.profile}, "
+            f"parallelism {args.parallelism}; its trainings run as the search's trial Jobs."
         )
         ui.console.print(f"Image: {IMAGE} (set {REGISTRY_ENV} to compile for your registry)")
         return 0
@@ -249,56 +250,87 @@ def _print_summary(uri: str, out: Path, model_version: str) -> None:
 def _add_proxy(parser: argparse.ArgumentParser) -> None:
     parser.add_argument(
         "tool",
-        choices=["variance"],
+        choices=["variance", "select"],
         help="variance: train one architecture several times with the proxy setting and report "
-        "how much its score and curve vary",
+        "how much its score and curve vary; select: choose reference models spread out in "
+        "accuracy against latency, trained to the full budget",
     )
-    parser.add_argument(
-        "spec", help="search spec YAML file whose proxy study is measured, or `demo`"
-    )
+    parser.add_argument("spec", help="search spec YAML file (its proxy study), or `demo`")
     ui.add_overrides(parser)
-    parser.add_argument(
+    variance = parser.add_argument_group("variance")
+    variance.add_argument(
         "--repeats", type=int, default=5, help="trainings of the architecture (default 5)"
     )
-    parser.add_argument(
+    variance.add_argument(
         "--architecture",
         choices=["reference", "random"],
         help="the space's published reference (default when it has one) or a random one",
     )
-    parser.add_argument(
-        "--parallelism", type=int, default=2, help="repeats trained at once (default 2)"
+    select = parser.add_argument_group("select")
+    select.add_argument("--models", type=int, default=30, help="models drawn (default 30)")
+    select.add_argument("--final", type=int, default=10, help="models kept (default 10)")
+    select.add_argument(
+        "--remove", type=int, default=5, help="models removed per iteration at most (default 5)"
     )
+    parser.add_argument("--parallelism", type=int, default=2, help="trainings at once (default 2)")
     parser.add_argument(
         "--out", default="kfnas-proxy", help="folder for KFP outputs, the step log (and demo data)"
     )
 
 
 def _run_proxy(args: argparse.Namespace) -> int:
-    from kfnas.pipelines.local import run_variance_locally
+    from kfnas.pipelines.local import run_proxy_tool_locally
+    from kfnas.search.model_selection import SelectionSchedule
     from kfnas.stages.proxy import variance_spec
-    from kfnas.store import experiment_uri, open_experiment
+    from kfnas.stages.selection import selection_spec
+    from kfnas.store import experiment_uri
     from kfnas.validation import check_data, experiment_spec
 
     out = Path(args.out).resolve()
     text, overrides = _run_inputs(args.spec, out)
     overrides += args.overrides
-    spec = variance_spec(experiment_spec(text, overrides), args.repeats)
+    search = experiment_spec(text, overrides)
+    arguments: dict[str, Any] = {"spec_yaml": text, "overrides": overrides}
+    arguments["parallelism"] = args.parallelism
+    if args.tool == "variance":
+        spec = variance_spec(search, args.repeats)
+        arguments |= {"repeats": args.repeats, "architecture": args.architecture or ""}
+        what = f"{args.repeats} repeats"
+    else:
+        spec = selection_spec(search, SelectionSchedule(args.models, args.final, args.remove))
+        arguments |= {"models": args.models, "final_models": args.final}
+        arguments["remove_per_iteration"] = args.remove
+        what = f"{args.models} models down to {args.final}"
     check_data(spec)  # Fail here, with the message alone, rather than in the first step.
     uri = experiment_uri(spec)
-    ui.console.rule(f"kfnas proxy variance: {args.repeats} repeats under kfp.local")
+    ui.console.rule(f"kfnas proxy {args.tool}: {what} under kfp.local")
     ui.console.print(f"Experiment {uri}; step logs in {out / 'kfp.log'}")
-    arguments = {"spec_yaml": text, "overrides": overrides, "repeats": args.repeats}
-    arguments |= {"architecture": args.architecture or "", "parallelism": args.parallelism}
     out.mkdir(parents=True, exist_ok=True)
+    tool = "variance" if args.tool == "variance" else "selection"
     with (out / "kfp.log").open("w") as log:
         try:
-            html = run_variance_locally(arguments, pipeline_root=out / "kfp", log_file=log)
+            report = run_proxy_tool_locally(
+                tool, arguments, pipeline_root=out / "kfp", log_file=log
+            )
         except RuntimeError as e:
             log.flush()
             tail = "\n".join(Path(log.name).read_text().splitlines()[-15:])
             ui.console.print(f"[red]The pipeline failed:[/red] {e}\nEnd of {log.name}:\n{tail}")
             return 1
-    summary = json.loads(open_experiment(uri).store.read_text(_variance_json(uri)))
+    (_print_variance if tool == "variance" else _print_selection)(uri)
+    ui.console.print(f"Report: {report}")
+    return 0
+
+
+def _reports_json(uri: str, name: str) -> dict[str, Any]:
+    from kfnas.store import open_experiment
+
+    exp = open_experiment(uri)
+    return json.loads(exp.store.read_text(f"{exp.layout.reports_dir()}/{name}.json"))
+
+
+def _print_variance(uri: str) -> None:
+    summary = _reports_json(uri, "variance")
     for name, label in (("variance", "coefficient of variation"), ("smoothness", "smoothness")):
         value = summary["coefficient_of_variation" if name == "variance" else name]
         ok = summary[f"{name}_ok"]
@@ -308,14 +340,25 @@ def _run_proxy(args: argparse.Namespace) -> int:
             f"{'good' if ok else 'too high' if value is not None else 'not measured'}; "
             f"{summary[f'{name}_advice']}"
         )
-    ui.console.print(f"Report: {html}")
-    return 0
+    ui.console.print(f"Page: {uri}/reports/variance.html")
 
 
-def _variance_json(uri: str) -> str:
-    from kfnas.store import open_experiment
-
-    return f"{open_experiment(uri).layout.reports_dir()}/variance.json"
+def _print_selection(uri: str) -> None:
+    report = _reports_json(uri, "model_selection")
+    metric = report["metric"]
+    table = Table(title="Selected reference models (full training)")
+    for header in ("trial", "model", metric, "latency ms"):
+        table.add_column(header)
+    for row in report["selected"]:
+        latency = row["latency_ms"]
+        table.add_row(
+            str(row["trial_id"]),
+            str(row["model"]),
+            f"{row[metric]:.4f}",
+            "-" if latency is None else f"{latency:.2f}",
+        )
+    ui.console.print(table)
+    ui.console.print(f"Page: {uri}/reports/model_selection.html")
 
 
 def _add_address(parser: argparse.ArgumentParser) -> None:

@@ -17,7 +17,8 @@ calls ``init_retraining``, ``run_trial``, ``measure_trials`` and ``publish_if_no
 cluster profile whose full trainings span several nodes, those pipelines call ``launch_trial``
 instead of ``run_trial`` for each full training: it starts the trial as a multi-node job and
 records how it ended. The proxy-task variance pipeline calls ``init_variance``, ``search_study``
-(its repeats) and ``variance_report``. ``kfnas`` commands also call
+(its repeats) and ``variance_report``; the model-selection pipeline ``init_model_selection`` and
+``select_models``. ``kfnas`` commands also call
 ``propose_trials`` and ``propose_refinement`` (one round at a time), ``promote_trials`` (ASHA, one
 at a time) and ``request_stop``.
 
@@ -44,6 +45,7 @@ from kfnas.stages.search import (
     run_trial,
     select_top,
 )
+from kfnas.stages.selection import init_model_selection, select_models
 
 __all__ = [
     "ControllerConflictError",
@@ -52,6 +54,7 @@ __all__ = [
     "StudyStoppedError",
     "export_model",
     "init_experiment",
+    "init_model_selection",
     "init_retraining",
     "init_variance",
     "launch_trial",
@@ -68,6 +71,7 @@ __all__ = [
     "run_trial",
     "search_study",
     "search_summary",
+    "select_models",
     "select_top",
     "select_winner",
     "variance_report",

@@ -180,6 +180,22 @@ def search_study(
     exp = open_experiment(experiment_uri)
     if study not in exp.spec.studies:
         return ControllerState(run_id=run_id, study=study, state="finished", reason="no study")
+    return search_with_config(exp, study, parallelism, launch_config, run_id, poll_s, log)
+
+
+def search_with_config(
+    exp: Experiment,
+    study: str,
+    parallelism: int,
+    launch_config: Mapping[str, Any],
+    run_id: str,
+    poll_s: float = 5.0,
+    log: Callable[[str], None] = print,
+) -> ControllerState:
+    """``search_study`` on an opened experiment: what a stage that searches in a loop calls.
+
+    The latency device is checked, the launcher built from ``launch_config`` and closed after.
+    """
     if problems := latency_device_problems(exp.spec, latency_device_of(launch_config)):
         raise SpecError("; ".join(problems))
     launcher = launcher_from_config({**launch_config, "run_id": run_id})

@@ -14,6 +14,7 @@ Every path is relative to the store root::
     <experiment>/studies/<study>/controller.json    the search controller's state (its lease)
     <experiment>/studies/<study>/stop.json          asks the controller to stop launching trials
     <experiment>/studies/<study>/search_snapshot.json  the search algorithm's state (a cache)
+    <experiment>/studies/<study>/plan.json          a proxy-task tool's plan (model selection)
     <experiment>/reports/
     <experiment>/export/<version>/                 one exported model version (kept for good)
     <experiment>/export/<version>/serving/model/1/ its SavedModel (the KServe storageUri: model/)
@@ -172,6 +173,10 @@ class ExperimentLayout:
     def study_stop(self, study: str) -> str:
         """A request (from ``kfnas stop``) that the study's controller stop launching trials."""
         return f"{self.study_dir(study)}/stop.json"
+
+    def study_plan(self, study: str) -> str:
+        """A proxy-task tool's plan for its study (model selection's schedule), written once."""
+        return f"{self.study_dir(study)}/plan.json"
 
     def study_snapshot(self, study: str) -> str:
         """The search algorithm's snapshot (``kfnas.search.SearchSnapshot``), rewritten per round.

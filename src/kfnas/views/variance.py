@@ -18,8 +18,7 @@ import math
 from collections.abc import Mapping, Sequence
 from typing import Any
 
-from kfnas.views.report import _asset, _plotly_gzip_base64
-from kfnas.views.report_data import to_json
+from kfnas.views.pages import page, plot_script
 
 __all__ = ["variance_page"]
 
@@ -38,29 +37,9 @@ tr.left-out td{color:#888}
 """
 
 # Draws every repeat's curve from #kfnas-data; plotly.js unpacks from #kfnas-plotly.
-_SCRIPT = """
-"use strict";
-(function () {
-  const DATA = JSON.parse(document.getElementById("kfnas-data").textContent);
-  const div = document.getElementById("variance-curves");
-  const note = (text) => {
-    div.textContent = "";
-    const p = document.createElement("p");
-    p.className = "plot-note";
-    p.textContent = text;
-    div.appendChild(p);
-  };
-  async function loadPlotly() {
-    if (window.Plotly) return;
-    if (typeof DecompressionStream === "undefined") {
-      throw new Error("this browser cannot unpack the plots (it lacks DecompressionStream)");
-    }
-    const base64 = document.getElementById("kfnas-plotly").textContent.trim();
-    const packed = Uint8Array.from(atob(base64), (c) => c.charCodeAt(0));
-    const unpacked = new Blob([packed]).stream().pipeThrough(new DecompressionStream("gzip"));
-    const text = await new Response(unpacked).text();
-    (0, eval)(text);
-  }
+_SCRIPT = plot_script(
+    "variance-curves",
+    r"""
   async function main() {
     if (!DATA.curves.length) {
       note("No evaluation curve to draw.");
@@ -86,9 +65,8 @@ _SCRIPT = """
     }, {displaylogo: false, responsive: true});
     document.body.dataset.ready = "1";
   }
-  main();
-})();
-"""
+""",
+)
 
 
 def _number(value: Any) -> float | None:
@@ -229,13 +207,5 @@ def variance_page(
         '<section id="curves"><h2>Evaluation curves</h2>'
         '<noscript><p class="empty">Scripts are off: the plot needs them.</p></noscript>'
         '<div class="plot" id="variance-curves"></div></section>',
-        f'<script type="application/json" id="kfnas-data">{to_json(data)}</script>',
-        f'<script type="text/plain" id="kfnas-plotly">{_plotly_gzip_base64()}</script>',
-        f"<script>{_SCRIPT}</script>",
     ]
-    return (
-        '<!DOCTYPE html>\n<html lang="en"><head><meta charset="utf-8">'
-        '<meta name="viewport" content="width=device-width, initial-scale=1">'
-        f"<title>{esc(title)}</title><style>{_asset('report.css')}{_CSS}</style></head>\n"
-        "<body>\n" + "\n".join(body) + "\n</body></html>\n"
-    )
+    return page(title, body, data, _SCRIPT, _CSS)
