@@ -50,6 +50,13 @@ VARIANCE_PIPELINE_NAME = "kfnas-proxy-variance"
 SELECTION_PIPELINE_NAME = "kfnas-proxy-select"
 
 
+def _parts(parallelism: int, profile: ClusterProfile | None) -> tuple[Steps, str]:
+    """The step configuration and the controller's launch config (JSON) of a tool's pipeline."""
+    if parallelism < 1:
+        raise ValueError(f"parallelism must be at least 1, got {parallelism}")
+    return Steps(profile), json.dumps(controller_launch_config(profile), sort_keys=True)
+
+
 def build_variance_pipeline(
     parallelism: int = 2, profile: ClusterProfile | None = None
 ) -> Callable[..., Any]:
@@ -66,10 +73,7 @@ def build_variance_pipeline(
     Raises:
         ValueError: ``parallelism`` below 1.
     """
-    if parallelism < 1:
-        raise ValueError(f"parallelism must be at least 1, got {parallelism}")
-    steps = Steps(profile)
-    launch_config = json.dumps(controller_launch_config(profile), sort_keys=True)
+    steps, launch_config = _parts(parallelism, profile)
     default_parallelism = parallelism
 
     @dsl.pipeline(
@@ -143,10 +147,7 @@ def build_selection_pipeline(
     Raises:
         ValueError: ``parallelism`` below 1.
     """
-    if parallelism < 1:
-        raise ValueError(f"parallelism must be at least 1, got {parallelism}")
-    steps = Steps(profile)
-    launch_config = json.dumps(controller_launch_config(profile), sort_keys=True)
+    steps, launch_config = _parts(parallelism, profile)
     default_parallelism = parallelism
 
     @dsl.pipeline(

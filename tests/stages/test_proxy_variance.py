@@ -50,7 +50,7 @@ def test_the_repeats_train_one_architecture_with_the_proxy_budget(overrides):
     assert specs[0].arch_json == architecture_json(space, reference)
     assert init_variance(SPEC, overrides, repeats=3) == uri  # a rerun resumes
     assert len(exp.records.trial_ids(VARIANCE)) == 3
-    with pytest.raises(SpecError, match="other settings"):
+    with pytest.raises(SpecError, match="with a different spec"):
         init_variance(SPEC, overrides, repeats=4)
 
 

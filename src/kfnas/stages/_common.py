@@ -2,8 +2,9 @@
 
 Proposing a round (``propose_round``, which also keeps the study's search snapshot), ASHA's
 promotions (``promote_trials``), ranking a study's completed trials (``best_trials``), the
-per-trial seed (``trial_seed``), the stop after consecutive failures (``check_failures``) and the
-export of a trial with its handoff (``export_trial``) each live here once.
+per-trial seed (``trial_seed``), the stop after consecutive failures (``check_failures``), the
+export of a trial with its handoff (``export_trial``) and the creation of an experiment
+(``create_experiment``) each live here once.
 """
 
 from __future__ import annotations
@@ -14,13 +15,21 @@ from typing import Any
 
 import pyglove as pg
 
-from kfnas.config.spec import ExperimentSpec, StudySpec
+from kfnas.config.spec import ExperimentSpec, SpecError, StudySpec
 from kfnas.records.trial import RecordError, TrialResult, TrialSpec, TrialStatus
 from kfnas.search.asha import HalvingSchedule, RungTrial, promotions
 from kfnas.search.controller import SearchSnapshot, history_from_records, propose_with_state
 from kfnas.spaces import get_space
 from kfnas.spaces.base import architecture_json, is_refinement, materialize
-from kfnas.store import Experiment, ObjectNotFound
+from kfnas.store import (
+    Experiment,
+    ExperimentLayout,
+    ObjectNotFound,
+    experiment_uri,
+    open_experiment,
+    open_store,
+)
+from kfnas.store.schemes import store_problems
 
 History = list[tuple[TrialSpec, TrialResult | None]]
 
@@ -29,6 +38,32 @@ log = logging.getLogger(__name__)
 
 class StudyStoppedError(RuntimeError):
     """A study that must not go on (for example too many failed trials in a row)."""
+
+
+def create_experiment(spec: ExperimentSpec) -> Experiment:
+    """Writes ``spec`` as a new experiment's ``experiment.json``, or resumes the same one.
+
+    Raises:
+        SpecError: The store holds an experiment of that name with a different spec, or cannot
+            hold one (it must take create-only and conditional writes:
+            ``kfnas.store.schemes.store_problems``).
+    """
+    store = open_store(spec.store_root)
+    path = ExperimentLayout(spec.name).experiment_json()
+    if store.exists(path):
+        if ExperimentSpec.from_json(store.read_text(path)) != spec:
+            raise SpecError(
+                f"the store already holds an experiment {spec.name!r} with a different spec at "
+                f"{store.uri(path)}: give this one another name, or rerun with the same spec "
+                f"to resume"
+            )
+    else:
+        if problems := store_problems(store):
+            raise SpecError(
+                f"the store {store.root} cannot hold an experiment:\n  - " + "\n  - ".join(problems)
+            )
+        store.write_text(path, spec.to_json(), if_absent=True)
+    return open_experiment(experiment_uri(spec))
 
 
 def trial_seed(study: StudySpec, trial_id: int) -> int:

@@ -34,9 +34,8 @@ from kfnas.records.trial import TrialSpec
 from kfnas.search.proxy_stats import summarize
 from kfnas.spaces import get_space
 from kfnas.spaces.base import architecture_json, dna_spec
-from kfnas.stages._common import StudyStoppedError, trial_seed
-from kfnas.store import ExperimentLayout, experiment_uri, open_experiment, open_store
-from kfnas.store.schemes import store_problems
+from kfnas.stages._common import StudyStoppedError, create_experiment, trial_seed
+from kfnas.store import open_experiment
 from kfnas.validation import check_data, experiment_spec, validate
 from kfnas.views.variance import variance_page
 
@@ -110,23 +109,7 @@ def init_variance(
     search = experiment_spec(spec_yaml, overrides)
     spec = variance_spec(search, repeats)
     check_data(spec)
-    store = open_store(spec.store_root)
-    layout = ExperimentLayout(spec.name)
-    path = layout.experiment_json()
-    if store.exists(path):
-        if ExperimentSpec.from_json(store.read_text(path)) != spec:
-            raise SpecError(
-                f"the store already holds a variance experiment {spec.name!r} with other "
-                f"settings at {store.uri(path)}: rename the search spec's experiment, or rerun "
-                f"with the same settings to resume"
-            )
-    else:
-        if problems := store_problems(store):
-            raise SpecError(
-                f"the store {store.root} cannot hold an experiment:\n  - " + "\n  - ".join(problems)
-            )
-        store.write_text(path, spec.to_json(), if_absent=True)
-    exp = open_experiment(experiment_uri(spec))
+    exp = create_experiment(spec)
     if not exp.records.trial_ids(VARIANCE):
         _write_repeats(exp, spec, architecture)
     return exp.uri

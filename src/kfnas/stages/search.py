@@ -25,7 +25,7 @@ from pathlib import Path
 from typing import Any
 
 from kfnas.config.settings import ExperimentSettings
-from kfnas.config.spec import BudgetSpec, ExperimentSpec, SpecError
+from kfnas.config.spec import BudgetSpec
 from kfnas.launch.tf_config import cluster_role
 from kfnas.records.trial import (
     RecordError,
@@ -35,19 +35,15 @@ from kfnas.records.trial import (
     TrialStatus,
     TrialTraining,
 )
-from kfnas.stages._common import best_trials, propose_round, trial_seed
+from kfnas.stages._common import best_trials, create_experiment, propose_round, trial_seed
 from kfnas.stages._common import promote_trials as _promote_trials
 from kfnas.stages._monitor import TrialMonitor
 from kfnas.store import (
     Experiment,
-    ExperimentLayout,
     ObjectExists,
-    experiment_uri,
     open_experiment,
-    open_store,
 )
 from kfnas.store.lease import ClaimOutcome, claim_trial
-from kfnas.store.schemes import store_problems
 from kfnas.store.trials import TrialAlreadyFinished
 from kfnas.training.checkpoints import CheckpointUploader, TrialCheckpoints
 from kfnas.validation import check_data, experiment_spec
@@ -81,24 +77,7 @@ def init_experiment(spec_yaml: str, overrides: Sequence[str] = (), **settings: A
     """
     spec = experiment_spec(spec_yaml, overrides, ExperimentSettings.from_kwargs(settings))
     check_data(spec)
-    store = open_store(spec.store_root)
-    layout = ExperimentLayout(spec.name)
-    uri = experiment_uri(spec)
-    path = layout.experiment_json()
-    if store.exists(path):
-        if ExperimentSpec.from_json(store.read_text(path)) != spec:
-            raise SpecError(
-                f"the store already holds an experiment {spec.name!r} with a different spec at "
-                f"{store.uri(path)}: give this one another name, or rerun with the same spec "
-                f"to resume"
-            )
-        return uri
-    if problems := store_problems(store):
-        raise SpecError(
-            f"the store {store.root} cannot hold an experiment:\n  - " + "\n  - ".join(problems)
-        )
-    store.write_text(path, spec.to_json(), if_absent=True)
-    return uri
+    return create_experiment(spec).uri
 
 
 def propose_trials(experiment_uri: str, study: str, round_index: int, n: int = 0) -> list[int]:

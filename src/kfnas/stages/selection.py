@@ -33,10 +33,9 @@ from kfnas.records.trial import TrialResult, TrialSpec
 from kfnas.search.model_selection import SelectionSchedule, crowding_removals
 from kfnas.spaces import get_space
 from kfnas.spaces.base import architecture_json, dna_spec
-from kfnas.stages._common import StudyStoppedError, trial_seed
+from kfnas.stages._common import StudyStoppedError, create_experiment, trial_seed
 from kfnas.stages.controller import search_with_config
-from kfnas.store import Experiment, ExperimentLayout, experiment_uri, open_experiment, open_store
-from kfnas.store.schemes import store_problems
+from kfnas.store import Experiment, open_experiment
 from kfnas.validation import check_data, experiment_spec, validate
 from kfnas.views.selection import selection_page
 
@@ -103,21 +102,7 @@ def init_model_selection(
     schedule = SelectionSchedule(models, final_models, remove_per_iteration)
     spec = selection_spec(experiment_spec(spec_yaml, overrides), schedule)
     check_data(spec)
-    store = open_store(spec.store_root)
-    path = ExperimentLayout(spec.name).experiment_json()
-    if store.exists(path) and ExperimentSpec.from_json(store.read_text(path)) != spec:
-        raise SpecError(
-            f"the store already holds a model-selection experiment {spec.name!r} with other "
-            f"settings at {store.uri(path)}: rename the search spec's experiment, or rerun with "
-            f"the same settings to resume"
-        )
-    if not store.exists(path):
-        if problems := store_problems(store):
-            raise SpecError(
-                f"the store {store.root} cannot hold an experiment:\n  - " + "\n  - ".join(problems)
-            )
-        store.write_text(path, spec.to_json(), if_absent=True)
-    exp = open_experiment(experiment_uri(spec))
+    exp = create_experiment(spec)
     full = spec.study(SELECTION).budget
     assert full is not None
     plan = {
