@@ -2,17 +2,19 @@
 
 ``page(title, sections, data, script, css)`` wraps server-side HTML sections, the page's data
 (JSON, ``#kfnas-data``), plotly.js (gzip-compressed and base64-encoded, as the experiment report
-carries it: nothing is fetched) and a drawing script built by ``plot_script(div_id, main)``, which
-gives the script ``DATA``, ``div``, ``note(text)`` and ``loadPlotly()`` and runs ``main()``; the
-script sets ``document.body.dataset.ready`` when it is done (tests wait for it).
+carries it: nothing is fetched) and a drawing script built by ``plot_script``: it shows a note when
+there is nothing to draw or plotly.js cannot load, else runs the page's drawing statements (with
+``DATA``, ``div`` and ``Plotly``), and sets ``document.body.dataset.ready`` when it is done (tests
+wait for it).
 
-To add a page: write its sections and its ``main()`` (see ``views/variance.py``,
+To add a page: write its sections and its drawing statements (see ``views/variance.py``,
 ``views/selection.py``).
 """
 
 from __future__ import annotations
 
 import html
+import json
 from collections.abc import Mapping, Sequence
 from typing import Any
 
@@ -47,13 +49,38 @@ _PRELUDE = """
 """
 
 
-def plot_script(div_id: str, main: str) -> str:
-    """The page's script: the shared prelude for the plot in ``#div_id``, then ``main``.
+def plot_script(div_id: str, *, empty: str, empty_note: str, draw: str) -> str:
+    """The page's script: load plotly.js and draw the plot in ``#div_id``.
 
-    ``main`` defines ``async function main()`` (it may use ``DATA``, ``div``, ``note`` and
-    ``loadPlotly``); the script calls it.
+    Args:
+        div_id: The plot's element.
+        empty: A JavaScript expression over ``DATA``, true when there is nothing to draw (the
+            plot then shows ``empty_note``).
+        empty_note: What the plot says when ``empty`` holds.
+        draw: JavaScript statements drawing with ``Plotly`` into ``div`` from ``DATA``.
     """
-    return _PRELUDE % {"div": div_id} + main + "  main();\n})();\n"
+    return (
+        _PRELUDE % {"div": div_id}
+        + f"""  async function main() {{
+    if ({empty}) {{
+      note({json.dumps(empty_note)});
+      document.body.dataset.ready = "1";
+      return;
+    }}
+    try {{
+      await loadPlotly();
+    }} catch (e) {{
+      note("Plots unavailable: " + e.message);
+      document.body.dataset.ready = "error";
+      return;
+    }}
+{draw}
+    document.body.dataset.ready = "1";
+  }}
+  main();
+}})();
+"""
+    )
 
 
 def page(

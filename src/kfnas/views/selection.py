@@ -19,20 +19,9 @@ __all__ = ["selection_page"]
 
 _SCRIPT = plot_script(
     "selection-points",
-    r"""
-  async function main() {
-    if (!DATA.iterations.length) {
-      note("No iteration finished.");
-      document.body.dataset.ready = "1";
-      return;
-    }
-    try {
-      await loadPlotly();
-    } catch (e) {
-      note("Plots unavailable: " + e.message);
-      document.body.dataset.ready = "error";
-      return;
-    }
+    empty="!DATA.iterations.length",
+    empty_note="No iteration finished.",
+    draw=r"""
     const traces = [];
     for (const it of DATA.iterations) {
       for (const [kept, symbol] of [[true, "circle"], [false, "x"]]) {
@@ -55,8 +44,6 @@ _SCRIPT = plot_script(
       yaxis: {title: {text: DATA.metric}},
       hovermode: "closest", margin: {t: 40, r: 10}, height: 480,
     }, {displaylogo: false, responsive: true});
-    document.body.dataset.ready = "1";
-  }
 """,
 )
 

@@ -39,20 +39,9 @@ tr.left-out td{color:#888}
 # Draws every repeat's curve from #kfnas-data; plotly.js unpacks from #kfnas-plotly.
 _SCRIPT = plot_script(
     "variance-curves",
-    r"""
-  async function main() {
-    if (!DATA.curves.length) {
-      note("No evaluation curve to draw.");
-      document.body.dataset.ready = "1";
-      return;
-    }
-    try {
-      await loadPlotly();
-    } catch (e) {
-      note("Plots unavailable: " + e.message);
-      document.body.dataset.ready = "error";
-      return;
-    }
+    empty="!DATA.curves.length",
+    empty_note="No evaluation curve to draw.",
+    draw=r"""
     const traces = DATA.curves.map((c) => ({
       type: "scatter", mode: "lines+markers", connectgaps: true, name: "trial " + c.trial,
       x: c.steps, y: c.values,
@@ -63,8 +52,6 @@ _SCRIPT = plot_script(
       xaxis: {title: {text: "training step"}}, yaxis: {title: {text: DATA.metric}},
       hovermode: "closest", margin: {t: 40, r: 10}, height: 480,
     }, {displaylogo: false, responsive: true});
-    document.body.dataset.ready = "1";
-  }
 """,
 )
 
