@@ -13,7 +13,7 @@ from shared_fixtures import data_overrides
 
 from kfnas import stages
 from kfnas.records.trial import TrialResult, TrialStatus
-from kfnas.stages._common import best_trials, promote_trials
+from kfnas.stages._common import best_trials
 from kfnas.stages.search import read_attempts
 from kfnas.store import open_experiment
 
@@ -79,12 +79,12 @@ def test_a_promotion_continues_its_parents_checkpoint_to_the_next_rung(
     first = stages.run_trial(uri, "proxy", parent)
     assert first.completed, first.error
     # One finished trial of three cannot be in rung 0's top third yet.
-    assert promote_trials(exp, "proxy", 1, exp.records.history("proxy")) == []
+    assert stages.promote_trials(uri, "proxy", 1) == []
     for other in others:  # two worse trials finish (not trained: only their results matter)
         exp.records.write_result(
             "proxy", TrialResult(other, TrialStatus.COMPLETED, {"top1": 0.0}, reward=-1.0)
         )
-    (child,) = promote_trials(exp, "proxy", 3, exp.records.history("proxy"))
+    (child,) = stages.promote_trials(uri, "proxy", 3)
     spec, source = exp.records.read_spec("proxy", child), exp.records.read_spec("proxy", parent)
     assert (spec.rung, spec.promoted_from, spec.budget["train_steps"]) == (1, parent, 6)
     assert (spec.dna_json, spec.arch_json, spec.seed) == (
@@ -92,7 +92,7 @@ def test_a_promotion_continues_its_parents_checkpoint_to_the_next_rung(
         source.arch_json,
         source.seed,
     )
-    assert promote_trials(exp, "proxy", 3, exp.records.history("proxy")) == []  # once only
+    assert stages.promote_trials(uri, "proxy", 3) == []  # once only
     result = stages.run_trial(uri, "proxy", child)
     assert result.completed, result.error
     assert result.start_steps == (2,)  # continued from the parent's step-2 checkpoint

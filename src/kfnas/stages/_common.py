@@ -112,13 +112,13 @@ def halving_schedule(study: StudySpec) -> HalvingSchedule | None:
     )
 
 
-def promote_trials(exp: Experiment, study: str, n: int, history: History) -> list[int]:
+def promote_trials(exp: Experiment, study: str, n: int, history: History) -> list[TrialSpec]:
     """Writes up to ``n`` ASHA promotions of ``study`` (``kfnas.search.asha.promotions``).
 
     Each promotion is a new trial of the same architecture, seed and round as its parent, with
     ``rung`` and ``promoted_from`` set and its rung's ``train_steps``; ``run_trial`` continues it
-    from the parent's checkpoint. Trials are judged by their reward. Returns the new ids ([]
-    without multi-fidelity or when nothing can be promoted).
+    from the parent's checkpoint. Trials are judged by their reward. Returns the new trials' specs
+    ([] without multi-fidelity or when nothing can be promoted).
     """
     schedule = halving_schedule(exp.spec.study(study))
     if schedule is None or n < 1:
@@ -135,7 +135,7 @@ def promote_trials(exp: Experiment, study: str, n: int, history: History) -> lis
     ]
     specs = {spec.trial_id: spec for spec, _ in history}
     first = exp.records.next_trial_id(study)
-    ids = []
+    written = []
     for offset, (parent, rung) in enumerate(promotions(schedule, rung_trials, n)):
         source = specs[parent]
         trial = dataclasses.replace(
@@ -146,8 +146,8 @@ def promote_trials(exp: Experiment, study: str, n: int, history: History) -> lis
             budget={**source.budget, "train_steps": schedule.rungs[rung]},
         )
         exp.records.write_spec(trial)
-        ids.append(trial.trial_id)
-    return ids
+        written.append(trial)
+    return written
 
 
 def check_failures(study: str, history: History, limit: int) -> None:

@@ -278,6 +278,7 @@ class _Controller:
         self.resumed_finished = 0  # trials that had ended before this controller started
         self.max_attempts = budget.max_attempts
         self.schedule = halving_schedule(exp.spec.study(study))
+        self.promotable = True  # whether a promotion may be possible (see ``_promote``)
         self.started = clock.time()
         self.last = self.started
         self.failure: StudyStoppedError | None = None
@@ -390,6 +391,7 @@ class _Controller:
 
     def _finished(self, result: TrialResult) -> None:
         self._count(result)
+        self.promotable = True
         reward = f" reward {result.reward:.4f}" if result.reward is not None else ""
         latency = result.metrics.get("latency_ms")
         self.log(
@@ -462,18 +464,19 @@ class _Controller:
         budget; only then to a new architecture. Promotions do not count against the study's
         budget of proposals, and go on after it is spent until no rung has one to give.
         """
-        if free < 1 or self.schedule is None:
+        if free < 1 or self.schedule is None or not self.promotable:
             return []
-        history = self.exp.records.history(self.study)
-        ids = promote_trials(self.exp, self.study, free, history)
-        specs = [self.exp.records.read_spec(self.study, trial_id) for trial_id in ids]
+        specs = promote_trials(self.exp, self.study, free, self.exp.records.history(self.study))
+        # Only a new result can make another promotion possible (``_finished``): until one
+        # arrives, free slots do not read the study's records again.
+        self.promotable = len(specs) == free
         for spec in specs:
             self.log(
                 f"{self.study} trial {spec.promoted_from} promoted to rung {spec.rung} "
                 f"({spec.budget['train_steps']} steps) as trial {spec.trial_id}"
             )
-        self.state.promoted += len(ids)
-        return ids
+        self.state.promoted += len(specs)
+        return [spec.trial_id for spec in specs]
 
     def _ahead_target(self) -> int:
         """Trials to keep proposed ahead: the slots expected to free during one proposal, + 1."""

@@ -112,7 +112,7 @@ def promote_trials(experiment_uri: str, study: str, n: int = 1) -> list[int]:
         The new trial ids; [] for a study without multi-fidelity or when nothing can be promoted.
     """
     exp = open_experiment(experiment_uri)
-    return _promote_trials(exp, study, n, exp.records.history(study))
+    return [spec.trial_id for spec in _promote_trials(exp, study, n, exp.records.history(study))]
 
 
 def run_trial(
