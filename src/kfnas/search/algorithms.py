@@ -57,6 +57,7 @@ __all__ = [
     "Algorithm",
     "Replayed",
     "StateAdapter",
+    "check_own_state",
     "derive_seed",
     "own_state_adapter",
 ]
@@ -326,6 +327,30 @@ def _nsga2(options: Mapping[str, Any], seed: int) -> pg.DNAGenerator:
 
 
 # State adapters: what the controller snapshots between proposals (see ``StateAdapter``).
+
+
+def check_own_state(
+    name: str, state: Mapping[str, Any], version: int, config: Any, differs: str
+) -> None:
+    """Refuses a generator's own snapshot (``restore_state``) that is not of this generator.
+
+    Args:
+        name: The algorithm, for the messages.
+        state: The snapshot, with its ``version`` and ``config``.
+        version: The generator class's ``STATE_VERSION``.
+        config: What the generator's snapshot must have been taken with (options, space, ...).
+        differs: How a different ``config`` reads in the message ("with other options ...").
+
+    Raises:
+        ValueError: Another version or configuration: the controller then replays the history.
+    """
+    if state.get("version") != version:
+        raise ValueError(
+            f"{name} state version {state.get('version')!r} is not {version}: replay the history "
+            f"instead"
+        )
+    if state.get("config") != config:
+        raise ValueError(f"the {name} state was taken {differs}: replay the history instead")
 
 
 def own_state_adapter(generator: pg.DNAGenerator) -> StateAdapter | None:

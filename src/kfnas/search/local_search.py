@@ -83,7 +83,7 @@ from typing import Any
 
 import pyglove as pg
 
-from kfnas.search.algorithms import Algorithm, derive_seed
+from kfnas.search.algorithms import Algorithm, check_own_state, derive_seed
 
 __all__ = ["LOCAL_SEARCH", "LocalSearchGenerator"]
 
@@ -576,16 +576,13 @@ class LocalSearchGenerator(pg.DNAGenerator):
         Raises:
             ValueError: The snapshot has another version, seed, options or space.
         """
-        if state.get("version") != self.STATE_VERSION:
-            raise ValueError(
-                f"local_search state version {state.get('version')!r} is not "
-                f"{self.STATE_VERSION}: replay the history instead"
-            )
-        if state.get("config") != self._config():
-            raise ValueError(
-                "the local_search state was taken with another seed or other options, or on "
-                "another space: replay the history instead"
-            )
+        check_own_state(
+            "local_search",
+            state,
+            self.STATE_VERSION,
+            self._config(),
+            "with another seed or other options, or on another space",
+        )
         restored = _State(proposed={int(key, 16) for key in state["proposed"]})
         if state["current"] is not None:
             restored.current = self._encode(state["current"])

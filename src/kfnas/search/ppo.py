@@ -61,7 +61,7 @@ from typing import Any
 import numpy as np
 import pyglove as pg
 
-from kfnas.search.algorithms import Algorithm, derive_seed
+from kfnas.search.algorithms import Algorithm, check_own_state, derive_seed
 
 __all__ = ["PPO", "PPOGenerator"]
 
@@ -377,16 +377,13 @@ class PPOGenerator(pg.DNAGenerator):
         Raises:
             ValueError: The snapshot has another version, options or space.
         """
-        if state.get("version") != self.STATE_VERSION:
-            raise ValueError(
-                f"ppo state version {state.get('version')!r} is not {self.STATE_VERSION}: "
-                f"replay the history instead"
-            )
-        if state.get("config") != self._config():
-            raise ValueError(
-                "the ppo state was taken with other options or on another space: replay the "
-                "history instead"
-            )
+        check_own_state(
+            "ppo",
+            state,
+            self.STATE_VERSION,
+            self._config(),
+            "with other options or on another space",
+        )
         logits = np.zeros_like(self._logits)
         for d, row in enumerate(state["logits"]):
             logits[d, : len(row)] = row
