@@ -14,7 +14,6 @@ from kfnas.search.model_selection import (
     REMOVE_PER_ITERATION,
     START_MODELS,
     SelectionSchedule,
-    accuracy_at,
     crowding_removals,
 )
 
@@ -226,46 +225,3 @@ def test_bad_arguments_are_refused():
         crowding_removals(points, 1, keep_at_least=0)
     with pytest.raises(ValueError, match=r"trials \[2\] have a non-finite"):
         crowding_removals({1: (0.1, None), 2: (NAN, None), 3: (0.3, None)}, 1)
-
-
-# --- reading a curve ----------------------------------------------------------------------------
-
-
-def test_accuracy_before_the_first_point_interpolates_from_the_origin():
-    # (0, 0) -> (100, 0.5): at 50, 0.25; at 0, 0.
-    assert accuracy_at([100, 200], [0.5, 0.7], 50) == pytest.approx(0.25)
-    assert accuracy_at([100, 200], [0.5, 0.7], 0) == 0.0
-
-
-def test_accuracy_on_and_between_points():
-    assert accuracy_at([100, 200], [0.5, 0.7], 100) == pytest.approx(0.5)
-    assert accuracy_at([100, 200], [0.5, 0.7], 150) == pytest.approx(0.6)
-    assert accuracy_at([100, 200], [0.5, 0.7], 200) == pytest.approx(0.7)
-
-
-def test_accuracy_beyond_the_last_step_is_none():
-    assert accuracy_at([100, 200], [0.5, 0.7], 201) is None
-    assert accuracy_at([], [], 1) is None
-    assert accuracy_at([], [], 0) == 0.0
-
-
-def test_nan_values_are_dropped():
-    # 200 is NaN: interpolate (100, 0.5) -> (300, 0.9); at 200, 0.7.
-    assert accuracy_at([100, 200, 300], [0.5, NAN, 0.9], 200) == pytest.approx(0.7)
-    # A NaN last point shortens the curve: it ends at 100.
-    assert accuracy_at([100, 200], [0.5, NAN], 150) is None
-
-
-def test_a_point_at_step_zero_replaces_the_origin():
-    assert accuracy_at([0, 100], [0.2, 0.4], 50) == pytest.approx(0.3)
-
-
-def test_bad_curves_are_refused():
-    with pytest.raises(ValueError, match="one value per step"):
-        accuracy_at([1, 2], [0.1], 1)
-    with pytest.raises(ValueError, match="strictly increasing"):
-        accuracy_at([2, 1], [0.1, 0.2], 1)
-    with pytest.raises(ValueError, match="strictly increasing"):
-        accuracy_at([1, 1], [0.1, 0.2], 1)
-    with pytest.raises(ValueError, match="non-negative"):
-        accuracy_at([1, 2], [0.1, 0.2], -1)

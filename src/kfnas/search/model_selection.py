@@ -25,8 +25,8 @@ the current set to ``[0, 1]`` (latency is ignored when no model has one), the gl
 pair ``(a, b)`` is found, and of the two the one whose *second*-nearest neighbour is closer goes
 (it sits in the denser neighbourhood, so the other keeps its region covered). The set is
 re-normalized and the next one is picked the same way. Everything is deterministic: ties go to the
-smaller ids for the pair and the higher id for the removal. Accuracies are read at the
-iteration's step target with ``accuracy_at`` (linear interpolation, never extrapolated).
+smaller ids for the pair and the higher id for the removal. Each model's accuracy is its
+score at the iteration's step target (it trains exactly to it).
 
 **Failed trials.** A trial that failed in an iteration counts toward that iteration's removals:
 the caller drops it first and asks ``crowding_removals`` only for the rest,
@@ -50,7 +50,6 @@ __all__ = [
     "REMOVE_PER_ITERATION",
     "START_MODELS",
     "SelectionSchedule",
-    "accuracy_at",
     "crowding_removals",
 ]
 
@@ -279,39 +278,3 @@ def crowding_removals(
         accuracy = np.delete(accuracy, drop)
         latency = np.delete(latency, drop)
     return removed
-
-
-def accuracy_at(steps: Sequence[int], values: Sequence[float], step: int) -> float | None:
-    """A training curve's value at ``step``, linearly interpolated from the origin.
-
-    Interpolates over ``[(0, 0)]`` plus the curve's points (a point at step 0 replaces the
-    origin); NaN values are dropped first.
-
-    Args:
-        steps: The curve's steps, strictly increasing, non-negative.
-        values: The curve's value at each step.
-        step: Where to read the curve.
-
-    Returns:
-        The interpolated value, or ``None`` if the curve ends before ``step`` (it is never
-        extrapolated).
-
-    Raises:
-        ValueError: ``steps`` and ``values`` differ in length, ``steps`` is not strictly
-            increasing and non-negative, or ``step`` is negative.
-    """
-    if len(steps) != len(values):
-        raise ValueError(
-            f"a curve needs one value per step: {len(steps)} steps, {len(values)} values"
-        )
-    if step < 0:
-        raise ValueError(f"step must be non-negative, got {step}")
-    kept = [(int(s), float(v)) for s, v in zip(steps, values, strict=True) if not math.isnan(v)]
-    xs = [s for s, _ in kept]
-    if any(s < 0 for s in xs) or not _increasing(xs):
-        raise ValueError(f"a curve's steps must be non-negative and strictly increasing, got {xs}")
-    if not kept or kept[0][0] != 0:
-        kept.insert(0, (0, 0.0))
-    if kept[-1][0] < step:
-        return None
-    return float(np.interp(step, [s for s, _ in kept], [v for _, v in kept]))
