@@ -381,11 +381,12 @@ def test_unknown_rule_lists_the_known_rules():
     (problem,) = stopping_problems("medain", {})
     assert problem == (
         "early_stopping: unknown early-stopping rule 'medain' (did you mean 'median'?). Known "
-        "early-stopping rules: median, rank, value"
+        "early-stopping rules: median, proxy_target, rank, value"
     )
     (problem,) = stopping_problems("asha", {}, where="studies.s1.early_stopping")
     assert problem.startswith("studies.s1.early_stopping: unknown early-stopping rule 'asha'")
-    with pytest.raises(RegistryError, match="Known early-stopping rules: median, rank, value"):
+    known = "Known early-stopping rules: median, proxy_target, rank, value"
+    with pytest.raises(RegistryError, match=known):
         should_stop("asha", {}, context(trial(0.2)))
 
 
@@ -410,7 +411,7 @@ def test_option_defaults_are_read_only():
 
 
 def test_registry_lists_the_built_in_rules():
-    assert STOPPING_RULES.names() == ["median", "rank", "value"]
+    assert STOPPING_RULES.names() == ["median", "proxy_target", "rank", "value"]
     for name, record in [("median", MEDIAN), ("rank", RANK), ("value", VALUE)]:
         assert STOPPING_RULES.get(name) is record
         assert record.name == name

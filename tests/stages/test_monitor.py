@@ -104,3 +104,19 @@ def test_a_promotion_starts_from_its_parents_curve_and_a_rerun_from_its_own(exp)
     again = TrialMonitor(exp, spec)  # a rerun of the pod resumes from the step-10 checkpoint
     again(20, {metric: 0.31})
     assert exp.records.read_curve("proxy", child).values == (0.1, 0.2, 0.31)
+
+
+def test_training_seconds_add_up_over_attempts_and_from_the_parent(exp):
+    parent, child, *_ = exp.records.trial_ids("proxy")
+    metric = exp.spec.objectives.metric
+    first = TrialMonitor(exp, exp.records.read_spec("proxy", parent))
+    first(10, {metric: 0.1, "train_seconds": 4.0})
+    first(20, {metric: 0.2, "train_seconds": 9.0})
+    resumed = TrialMonitor(exp, exp.records.read_spec("proxy", parent))  # from step 20's checkpoint
+    resumed(30, {metric: 0.3, "train_seconds": 2.5})
+    resumed(40, {metric: 0.4, "train_seconds": 6.0})
+    curve = exp.records.read_curve("proxy", parent)
+    assert curve.seconds() == [(10, 4.0), (20, 9.0), (30, 11.5), (40, 15.0)]
+    spec = dataclasses.replace(exp.records.read_spec("proxy", child), promoted_from=parent, rung=1)
+    TrialMonitor(exp, spec)(80, {metric: 0.5, "train_seconds": 10.0})
+    assert exp.records.read_curve("proxy", child).seconds()[-1] == (80, 25.0)

@@ -290,6 +290,11 @@ class TrialAttempt(Record):
             )
 
 
+#: The key, in a curve point's metrics, of the trial's seconds of training by that step (every
+#: attempt together, evaluations excluded).
+TRAIN_SECONDS = "train_seconds"
+
+
 @dataclasses.dataclass(frozen=True)
 class TrialCurve(Record):
     """A trial's evaluations so far, rewritten by the trial at each one: ``curve.json``.
@@ -324,6 +329,14 @@ class TrialCurve(Record):
             )
         if any(b <= a for a, b in zip(self.steps, self.steps[1:], strict=False)):
             raise RecordError(f"a curve's steps must increase, got {list(self.steps)}")
+
+    def seconds(self) -> list[tuple[int, float]]:
+        """``(step, training seconds)`` pairs of the points that record them (``TRAIN_SECONDS``)."""
+        return [
+            (step, float(point[TRAIN_SECONDS]))
+            for step, point in zip(self.steps, self.metrics, strict=False)
+            if TRAIN_SECONDS in point
+        ]
 
     def points(self) -> list[tuple[int, float]]:
         """``(step, value)`` pairs, a missing value as NaN (what stopping rules read)."""

@@ -23,6 +23,8 @@ Built-ins:
   * ``rank``: stop if the trial's best so far is not within the top ``keep_fraction`` of the best
     so far of the finished and running trials at that step.
   * ``value``: stop if the trial's best so far is below a fixed ``threshold``.
+  * ``proxy_target`` (``kfnas.search.proxy_search``): the proxy-task search's candidates stop once
+    their models rank like their full-training scores, or at the candidate's time limit.
 
 To add a rule (one function, one record, one line): write ``decide(options, context) -> reason``
 (``options`` complete, with the defaults filled in; return ``""`` to go on), wrap it in a
@@ -75,6 +77,10 @@ class StopContext:
         curve: This trial's curve so far: non-empty, its last point at ``step``.
         finished: Curves of the study's other COMPLETED trials (including ones stopped early).
         running: Curves of the study's other trials still training.
+        trial_id: The trial's id (``-1`` when not known).
+        by_trial: The study's other trials' curves (finished and running) by trial id, for rules
+            that pair trials with something known per trial (``proxy_target``).
+        seconds: The trial's training seconds by ``step``, all attempts together, if known.
 
     Raises:
         ValueError: ``curve`` is empty, its steps do not strictly increase, or its last step is not
@@ -86,6 +92,9 @@ class StopContext:
     curve: Curve
     finished: Sequence[Curve]
     running: Sequence[Curve] = ()
+    trial_id: int = -1
+    by_trial: Mapping[int, Curve] = dataclasses.field(default_factory=dict)
+    seconds: float | None = None
 
     def __post_init__(self) -> None:
         if not self.curve:
@@ -196,6 +205,7 @@ _BUILTINS = {
     "median": "kfnas.search.stopping:MEDIAN",
     "rank": "kfnas.search.stopping:RANK",
     "value": "kfnas.search.stopping:VALUE",
+    "proxy_target": "kfnas.search.proxy_search:PROXY_TARGET",
 }
 
 STOPPING_RULES: Registry[StoppingRule] = Registry("early-stopping rule", _BUILTINS)

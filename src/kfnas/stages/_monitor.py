@@ -2,9 +2,10 @@
 
 ``TrialMonitor(exp, trial)`` is the ``on_evaluation`` callback ``run_trial`` hands the trainer.
 At each evaluation it appends the point to the trial's ``curve.json`` (``TrialCurve``; a promoted
-trial starts from its parent's curve, a resumed one from its own) and, when the study has an
-early-stopping rule (``studies.<s>.early_stopping``), builds the rule's ``StopContext`` from the
-study's other trials and returns the rule's reason to stop (empty: go on).
+trial starts from its parent's curve, a resumed one from its own) with the trial's training
+seconds by then (all attempts) and, when the study has an early-stopping rule
+(``studies.<s>.early_stopping``), builds the rule's ``StopContext`` from the study's other trials
+(by trial id too) and returns the rule's reason to stop (empty: go on).
 
 Cost per evaluation, in store reads: the trial ids (one listing), then ``result.json`` and
 ``curve.json`` of each trial not yet known to be finished; a finished trial's curve never changes,
@@ -20,8 +21,8 @@ from __future__ import annotations
 import logging
 from collections.abc import Mapping
 
-from kfnas.records.trial import TrialCurve, TrialSpec
-from kfnas.search.stopping import StopContext, should_stop
+from kfnas.records.trial import TRAIN_SECONDS, TrialCurve, TrialSpec
+from kfnas.search.stopping import Curve, StopContext, should_stop
 from kfnas.store import Experiment
 
 log = logging.getLogger(__name__)
@@ -44,7 +45,8 @@ class TrialMonitor:
         self.stopping = exp.spec.study(self.study).early_stopping if known else None
         self.train_steps = int(trial.budget.get("train_steps", 0))
         self.curve = self._start_curve()
-        self.finished: dict[int, list[tuple[int, float]]] = {}  # curves that no longer change
+        self.finished: dict[int, Curve] = {}  # curves that no longer change
+        self.offset: float | None = None  # training seconds before this process
 
     def _start_curve(self) -> TrialCurve:
         records = self.exp.records
@@ -64,8 +66,19 @@ class TrialMonitor:
         return TrialCurve(self.trial.trial_id, self.metric)
 
     def __call__(self, step: int, metrics: Mapping[str, float]) -> str:
-        """Stores the evaluation at ``step``; the reason to stop training now, or ``""``."""
-        self.curve = self.curve.with_point(step, dict(metrics))
+        """Stores the evaluation at ``step``; the reason to stop training now, or ``""``.
+
+        ``metrics[TRAIN_SECONDS]``, when given, is this process's training time: the point
+        stores it plus the time of the earlier attempts (the curve's last point before the first
+        step this process evaluates; a promotion's, its parent's).
+        """
+        point = dict(metrics)
+        if self.offset is None:
+            earlier = [s for at, s in self.curve.seconds() if at < step]
+            self.offset = earlier[-1] if earlier else 0.0
+        if TRAIN_SECONDS in point:
+            point[TRAIN_SECONDS] += self.offset
+        self.curve = self.curve.with_point(step, point)
         self.exp.records.write_curve(self.study, self.curve)
         if self.stopping is None or not self.stopping.rule or self.metric not in metrics:
             return ""
@@ -74,18 +87,21 @@ class TrialMonitor:
             step=step,
             train_steps=self.train_steps,
             curve=self.curve.points(),
-            finished=finished,
-            running=running,
+            finished=list(finished.values()),
+            running=list(running.values()),
+            trial_id=self.trial.trial_id,
+            by_trial={**finished, **running},
+            seconds=point.get(TRAIN_SECONDS),
         )
         reason = should_stop(self.stopping.rule, self.stopping.options, context)
         if reason:
             log.info("%s trial %d stops early: %s", self.study, self.trial.trial_id, reason)
         return reason
 
-    def _others(self) -> tuple[list[list[tuple[int, float]]], list[list[tuple[int, float]]]]:
+    def _others(self) -> tuple[dict[int, Curve], dict[int, Curve]]:
         """The curves of the study's other COMPLETED trials, and of those still training."""
         records = self.exp.records
-        running = []
+        running = {}
         for trial_id in records.trial_ids(self.study):
             if trial_id == self.trial.trial_id or trial_id in self.finished:
                 continue
@@ -94,9 +110,9 @@ class TrialMonitor:
             points = curve.points() if curve is not None and curve.metric == self.metric else []
             if result is None:
                 if points:
-                    running.append(points)
+                    running[trial_id] = points
             elif result.completed:
                 self.finished[trial_id] = points
             else:
                 self.finished[trial_id] = []  # failed: no reference
-        return [c for c in self.finished.values() if c], running
+        return {t: c for t, c in self.finished.items() if c}, running

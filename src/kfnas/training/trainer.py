@@ -46,7 +46,7 @@ import numpy as np
 import tensorflow as tf
 import tf_keras
 
-from kfnas.records.trial import TrialStatus
+from kfnas.records.trial import TRAIN_SECONDS, TrialStatus
 from kfnas.training.evaluation import Evaluator, is_infinite, scalar_logs
 from kfnas.training.logs import TrialLogs, learning_rate, short_message, write_error_log
 
@@ -57,7 +57,8 @@ Progress = Callable[[int, Mapping[str, float]], None]
 
 OnEvaluation = Callable[[int, Mapping[str, float]], str]
 """``on_evaluation(step, metrics) -> reason``: called after each evaluation; a non-empty reason
-after a periodic one stops training there (early stopping)."""
+after a periodic one stops training there (early stopping). ``metrics`` also holds
+``train_seconds``: this call's seconds of training by then, evaluations excluded."""
 
 OnCheckpoint = Callable[[int, str], None]
 """``on_checkpoint(step, prefix)``: called after each checkpoint is saved at ``prefix``
@@ -304,7 +305,7 @@ class _TrialRun:
             else:
                 metrics = self._evaluate(eval_steps)
                 if self.on_evaluation is not None:  # the curve's last point; nothing to stop
-                    self.on_evaluation(self.step, metrics)
+                    self.on_evaluation(self.step, {**metrics, TRAIN_SECONDS: self.times["train"]})
             start = time.perf_counter()
             self.phase = "teardown"
             self.logs.close()
@@ -435,10 +436,11 @@ class _TrialRun:
                 self._write_train_summaries()
             if at_eval:
                 eval_start = time.perf_counter()
+                trained = eval_start - start - self.eval_time_in_training
                 self.phase = "evaluation"
                 metrics = self._evaluate(eval_steps)
                 self.phase = "training"
-                self.stopped_early = self._stop_reason(metrics)
+                self.stopped_early = self._stop_reason({**metrics, TRAIN_SECONDS: trained})
                 self.eval_time_in_training += time.perf_counter() - eval_start
                 self._save()
                 if self.stopped_early:
