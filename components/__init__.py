@@ -13,6 +13,7 @@ and calls the stage of the same name, and add it to ``COMPONENTS`` below.
 from kfnas.components.export_model import export_model
 from kfnas.components.init_experiment import init_experiment
 from kfnas.components.init_model_selection import init_model_selection
+from kfnas.components.init_proxy_search import init_proxy_search
 from kfnas.components.init_retraining import init_retraining
 from kfnas.components.init_variance import init_variance
 from kfnas.components.launch_trial import launch_trial
@@ -21,6 +22,7 @@ from kfnas.components.propose_retraining import propose_retraining
 from kfnas.components.publish_if_not_worse import publish_if_not_worse
 from kfnas.components.report import report
 from kfnas.components.run_trial import run_trial
+from kfnas.components.search_proxy_tasks import search_proxy_tasks
 from kfnas.components.search_study import search_study
 from kfnas.components.select_models import select_models
 from kfnas.components.select_top import select_top
@@ -47,6 +49,8 @@ COMPONENTS = {
         variance_report,
         init_model_selection,
         select_models,
+        init_proxy_search,
+        search_proxy_tasks,
     )
 }
 
@@ -55,6 +59,7 @@ __all__ = [
     "export_model",
     "init_experiment",
     "init_model_selection",
+    "init_proxy_search",
     "init_retraining",
     "init_variance",
     "launch_trial",
@@ -63,6 +68,7 @@ __all__ = [
     "publish_if_not_worse",
     "report",
     "run_trial",
+    "search_proxy_tasks",
     "search_study",
     "select_models",
     "select_top",

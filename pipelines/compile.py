@@ -88,7 +88,7 @@ def compile_proxy_tool(
     """Compiles a proxy-task tool's pipeline with a cluster profile into a YAML file.
 
     Args:
-        tool: ``variance`` or ``selection`` (``PROXY_TOOLS``).
+        tool: ``variance``, ``selection`` or ``proxy-search`` (``PROXY_TOOLS``).
         profile: As for ``compile_pipeline``.
         parallelism: Default of its ``parallelism`` parameter (trainings at once).
         output_path: Where to write the YAML; its folder is created.

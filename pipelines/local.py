@@ -8,8 +8,9 @@ Its task logs (every step's output) go to ``log_file`` when one is given, so a p
 progress elsewhere (``kfnas run`` reads the store) and read the details after.
 
 ``run_retraining_locally`` does the same for the retraining pipeline, ``run_proxy_tool_locally``
-for the proxy-task tools' pipelines (``variance``, ``selection``). To run another pipeline
-locally: build it like ``build_search_pipeline`` and call it the same way inside ``_local_session``.
+for the proxy-task tools' pipelines (``variance``, ``selection``, ``proxy-search``). To run
+another pipeline locally: build it like ``build_search_pipeline`` and call it the same way inside
+``_local_session``.
 """
 
 from __future__ import annotations
@@ -116,8 +117,7 @@ def run_proxy_tool_locally(
     """Runs a proxy-task tool's pipeline in subprocesses of this Python and waits for it.
 
     Args:
-        tool: ``variance`` (``build_variance_pipeline``) or ``selection``
-            (``build_selection_pipeline``).
+        tool: A name in ``PROXY_TOOLS``: ``variance``, ``selection`` or ``proxy-search``.
         arguments: Its pipeline parameters (``spec_yaml``, ``overrides``, ``parallelism``, ...).
         pipeline_root: Folder for the KFP outputs (the report's HTML artifact, its metrics).
         log_file: Where the steps' logs go; ``None`` prints them.

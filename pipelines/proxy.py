@@ -24,7 +24,19 @@ against (``kfnas.stages.selection``)::
 
 ``kfnas proxy select`` runs it locally; ``kfnas compile --pipeline selection`` compiles it.
 
-To add the proxy-task search: build its pipeline here the same way, from its stages.
+``build_proxy_search_pipeline(parallelism, profile)``: which cheap setting ranks the reference
+models as full training does (``kfnas.stages.proxy_search``)::
+
+    init proxy search  [init_proxy_search: the grid's candidates, the model selection's reference
+                        models, every candidate's spec and data checked before any training]
+      -> search proxy tasks [search_proxy_tasks: each candidate retrains the reference models,
+                        stopping once Kendall's tau reaches the target or at the time limit; the
+                        trials run as the search's trial Jobs; HTML in the KFP UI] (controller)
+
+``kfnas proxy search`` runs it locally; ``kfnas compile --pipeline proxy-search`` compiles it.
+
+To add a tool: build its pipeline here the same way, from its stages, and name it in
+``PROXY_TOOLS``.
 """
 
 # No ``from __future__ import annotations``: KFP reads the pipeline signature's types at runtime.
@@ -36,7 +48,9 @@ from kfp import dsl
 
 from kfnas.components import (
     init_model_selection,
+    init_proxy_search,
     init_variance,
+    search_proxy_tasks,
     search_study,
     select_models,
     variance_report,
@@ -48,6 +62,7 @@ from kfnas.stages.proxy import VARIANCE
 
 VARIANCE_PIPELINE_NAME = "kfnas-proxy-variance"
 SELECTION_PIPELINE_NAME = "kfnas-proxy-select"
+PROXY_SEARCH_PIPELINE_NAME = "kfnas-proxy-search"
 
 
 def _parts(parallelism: int, profile: ClusterProfile | None) -> tuple[Steps, str]:
@@ -206,8 +221,102 @@ def build_selection_pipeline(
     return selection_pipeline
 
 
+def build_proxy_search_pipeline(
+    parallelism: int = 2, profile: ClusterProfile | None = None
+) -> Callable[..., Any]:
+    """Builds the proxy-task search pipeline.
+
+    Args:
+        parallelism: Default of the ``parallelism`` parameter: models trained at once.
+        profile: The cluster profile (the candidates' trainings run as the search's trial Jobs,
+            the step that drives them as a controller); ``None`` for local runs.
+
+    Returns:
+        The ``@dsl.pipeline`` function, ready for ``kfp.compiler`` or ``kfp.local``.
+
+    Raises:
+        ValueError: ``parallelism`` below 1.
+    """
+    steps, launch_config = _parts(parallelism, profile)
+    default_parallelism = parallelism
+
+    @dsl.pipeline(
+        name=PROXY_SEARCH_PIPELINE_NAME,
+        description=(
+            "kfnas proxy-task search: the reference models of a model selection retrained under "
+            "each candidate proxy setting of a grid, following Kendall's rank correlation with "
+            "their full-training scores; the cheapest candidate that meets the target."
+        ),
+    )
+    def proxy_search_pipeline(
+        grid_yaml: str,
+        spec_yaml: str = "demo",
+        selection_uri: str = "",
+        target_correlation: float = 0.65,
+        target_accuracy: float = -1.0,
+        time_limit_hours: float = 3.0,
+        stop_if_slower: bool = True,
+        latency_correlation: float = 0.65,
+        evaluations: int = 5,
+        parallelism: int = default_parallelism,
+        overrides: list[str] = [],  # noqa: B006 - KFP reads the default from the signature
+    ) -> str:
+        """Finds the cheapest proxy setting that ranks the reference models as full training.
+
+        Args:
+            grid_yaml: The candidates: spec keys mapped to lists of values (every combination),
+                e.g. {task.image_size: [64, 96], studies.proxy.budget.train_steps: [200, 400]},
+                or a list of candidates, e.g. [{name: small, task.image_size: 64}].
+            spec_yaml: The search spec whose proxy study is varied, or demo.
+            selection_uri: The model-selection experiment (kfnas-proxy-select); empty: the
+                spec's <name>-selection in its store.
+            target_correlation: Kendall's tau with the full-training scores that makes a proxy
+                good (0.65).
+            target_accuracy: A median proxy score that makes it good too; below 0: not used.
+            time_limit_hours: Training hours after which a candidate gives up (3).
+            stop_if_slower: Stop a candidate once it needs more time than the best so far.
+            latency_correlation: The latency tau a good candidate needs when latencies are
+                measured (-1: any).
+            evaluations: Evaluations of each training (the points the correlation is followed
+                at).
+            parallelism: Models trained at once.
+            overrides: Dotted key=value overrides of the spec, before each candidate's.
+
+        Returns:
+            The URI of the proxy-task search report (JSON) in the store.
+        """
+        init = steps.light(
+            init_proxy_search(
+                spec_yaml=spec_yaml,
+                grid_yaml=grid_yaml,
+                overrides=overrides,
+                selection_uri=selection_uri,
+                target_correlation=target_correlation,
+                target_accuracy=target_accuracy,
+                time_limit_hours=time_limit_hours,
+                stop_if_slower=stop_if_slower,
+                latency_correlation=latency_correlation,
+                evaluations=evaluations,
+            ),
+            "init proxy search",
+        )
+        searched = steps.controller(
+            search_proxy_tasks(
+                experiment_uri=init.output,
+                parallelism=parallelism,
+                launch_config=launch_config,
+                run_id=dsl.PIPELINE_JOB_ID_PLACEHOLDER,
+            ),
+            "search proxy tasks",
+        )
+        return searched.outputs["Output"]
+
+    return proxy_search_pipeline
+
+
 #: The proxy-task tools' pipelines by name: ``(parallelism, profile) -> pipeline``.
 PROXY_TOOLS: dict[str, Callable[..., Callable[..., Any]]] = {
     "variance": build_variance_pipeline,
     "selection": build_selection_pipeline,
+    "proxy-search": build_proxy_search_pipeline,
 }

@@ -38,6 +38,8 @@ def test_every_stage_of_the_pipeline_has_a_component():
         "variance_report",
         "init_model_selection",
         "select_models",
+        "init_proxy_search",
+        "search_proxy_tasks",
     }
 
 

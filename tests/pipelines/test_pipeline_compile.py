@@ -291,6 +291,44 @@ def test_the_model_selection_pipeline_compiles_with_each_profile(name, tmp_path)
         compile_proxy_tool("search", name, 1, tmp_path / "x.yaml")
 
 
+@pytest.mark.parametrize("name", PROFILES)
+def test_the_proxy_search_pipeline_compiles_with_each_profile(name, tmp_path):
+    path = compile_proxy_tool("proxy-search", name, 5, tmp_path / "proxy-search.yaml")
+    spec, platform = yaml.safe_load_all(path.read_text())
+    assert spec["pipelineInfo"]["name"] == "kfnas-proxy-search"
+    names = sorted(n for _, n, _, _ in _tasks(spec))
+    assert names == ["init proxy search", "search proxy tasks"]
+    kinds = _check_steps(
+        load_profile(name),
+        spec,
+        platform,
+        lambda step: "controller" if step == "search proxy tasks" else "light",
+    )
+    assert kinds == {"controller", "light"}
+    parameters = spec["root"]["inputDefinitions"]["parameters"]
+    assert "defaultValue" not in parameters["grid_yaml"]  # the grid is required
+    defaults = {k: parameters[k].get("defaultValue") for k in parameters if k != "grid_yaml"}
+    assert defaults == {
+        "spec_yaml": "demo",
+        "selection_uri": "",
+        "target_correlation": 0.65,
+        "target_accuracy": -1.0,
+        "time_limit_hours": 3.0,
+        "stop_if_slower": True,
+        "latency_correlation": 0.65,
+        "evaluations": 5,
+        "parallelism": 5,
+        "overrides": [],
+    }
+    tasks = {t["taskInfo"]["name"]: t for t in spec["root"]["dag"]["tasks"].values()}
+    launch = json.loads(
+        tasks["search proxy tasks"]["inputs"]["parameters"]["launch_config"]["runtimeValue"][
+            "constant"
+        ]
+    )
+    assert launch["kind"] == "kubernetes"  # the candidates' models train as trial Jobs
+
+
 def test_light_and_export_steps_get_no_gpu_settings(compiled):
     _, spec, platform = compiled
     executors = spec["deploymentSpec"]["executors"]

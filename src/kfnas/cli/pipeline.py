@@ -10,6 +10,7 @@ To add a command: write ``_run_<name>`` (and ``_add_<name>``) and add one entry 
 from __future__ import annotations
 
 import argparse
+import dataclasses
 import json
 import os
 import threading
@@ -48,10 +49,11 @@ def _add_compile(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("-o", "--output", required=True, help="pipeline YAML file to write")
     parser.add_argument(
         "--pipeline",
-        choices=["search", "retraining", "variance", "selection"],
+        choices=["search", "retraining", "variance", "selection", "proxy-search"],
         default="search",
         help="the search (default), the retraining, or a proxy-task tool's pipeline (variance, "
-        "selection); the counts apply to the search, --parallelism also to the tools",
+        "selection, proxy-search); the counts apply to the search, --parallelism also to the "
+        "tools",
     )
     _add_counts(parser, from_spec=False)
 
@@ -250,10 +252,12 @@ def _print_summary(uri: str, out: Path, model_version: str) -> None:
 def _add_proxy(parser: argparse.ArgumentParser) -> None:
     parser.add_argument(
         "tool",
-        choices=["variance", "select"],
+        choices=["variance", "select", "search"],
         help="variance: train one architecture several times with the proxy setting and report "
         "how much its score and curve vary; select: choose reference models spread out in "
-        "accuracy against latency, trained to the full budget",
+        "accuracy against latency, trained to the full budget; search: retrain those models "
+        "under each proxy setting of a grid and find the cheapest that ranks them as full "
+        "training does",
     )
     parser.add_argument("spec", help="search spec YAML file (its proxy study), or `demo`")
     ui.add_overrides(parser)
@@ -272,6 +276,43 @@ def _add_proxy(parser: argparse.ArgumentParser) -> None:
     select.add_argument(
         "--remove", type=int, default=5, help="models removed per iteration at most (default 5)"
     )
+    search = parser.add_argument_group("search")
+    search.add_argument(
+        "--grid",
+        help="the candidate proxy settings: a YAML file or inline YAML mapping spec keys to lists "
+        "of values, e.g. '{task.image_size: [32, 64], studies.proxy.budget.train_steps: [100, "
+        "200]}', or listing candidates (required)",
+    )
+    search.add_argument(
+        "--selection", default="", help="model-selection experiment (default <name>-selection)"
+    )
+    search.add_argument(
+        "--target-correlation", type=float, default=0.65, help="Kendall tau wanted (0.65)"
+    )
+    search.add_argument(
+        "--target-accuracy",
+        type=float,
+        default=-1.0,
+        help="a median proxy score that also counts as good (default: not used)",
+    )
+    search.add_argument(
+        "--time-limit-hours", type=float, default=3.0, help="training hours per candidate (3)"
+    )
+    search.add_argument(
+        "--keep-slower",
+        action="store_true",
+        help="train a candidate on when it needs more time than the best so far",
+    )
+    search.add_argument(
+        "--latency-correlation",
+        type=float,
+        default=0.65,
+        help="latency Kendall tau a good candidate needs when latencies are measured (0.65; -1: "
+        "any)",
+    )
+    search.add_argument(
+        "--evaluations", type=int, default=5, help="evaluations of each training (default 5)"
+    )
     parser.add_argument("--parallelism", type=int, default=2, help="trainings at once (default 2)")
     parser.add_argument(
         "--out", default="kfnas-proxy", help="folder for KFP outputs, the step log (and demo data)"
@@ -282,6 +323,7 @@ def _run_proxy(args: argparse.Namespace) -> int:
     from kfnas.pipelines.local import run_proxy_tool_locally
     from kfnas.search.model_selection import SelectionSchedule
     from kfnas.stages.proxy import variance_spec
+    from kfnas.stages.proxy_search import plan_proxy_search
     from kfnas.stages.selection import selection_spec
     from kfnas.store import experiment_uri
     from kfnas.validation import check_data, experiment_spec
@@ -296,17 +338,24 @@ def _run_proxy(args: argparse.Namespace) -> int:
         spec = variance_spec(search, args.repeats)
         arguments |= {"repeats": args.repeats, "architecture": args.architecture or ""}
         what = f"{args.repeats} repeats"
+    elif args.tool == "search":
+        arguments |= _proxy_search_arguments(args)
+        own = {k: v for k, v in arguments.items() if k != "parallelism"}
+        _, plan = plan_proxy_search(**own)  # every check, before any step
+        spec = dataclasses.replace(search, name=f"{search.name}-proxy-search")
+        what = f"{len(plan['candidates'])} candidates x {len(plan['references'])} models"
     else:
         spec = selection_spec(search, SelectionSchedule(args.models, args.final, args.remove))
         arguments |= {"models": args.models, "final_models": args.final}
         arguments["remove_per_iteration"] = args.remove
         what = f"{args.models} models down to {args.final}"
-    check_data(spec)  # Fail here, with the message alone, rather than in the first step.
+    if args.tool != "search":  # the search's candidates were checked with their data
+        check_data(spec)  # Fail here, with the message alone, rather than in the first step.
     uri = experiment_uri(spec)
     ui.console.rule(f"kfnas proxy {args.tool}: {what} under kfp.local")
     ui.console.print(f"Experiment {uri}; step logs in {out / 'kfp.log'}")
     out.mkdir(parents=True, exist_ok=True)
-    tool = "variance" if args.tool == "variance" else "selection"
+    tool = {"variance": "variance", "select": "selection", "search": "proxy-search"}[args.tool]
     with (out / "kfp.log").open("w") as log:
         try:
             report = run_proxy_tool_locally(
@@ -317,7 +366,7 @@ def _run_proxy(args: argparse.Namespace) -> int:
             tail = "\n".join(Path(log.name).read_text().splitlines()[-15:])
             ui.console.print(f"[red]The pipeline failed:[/red] {e}\nEnd of {log.name}:\n{tail}")
             return 1
-    (_print_variance if tool == "variance" else _print_selection)(uri)
+    {"variance": _print_variance, "selection": _print_selection}.get(tool, _print_search)(uri)
     ui.console.print(f"Report: {report}")
     return 0
 
@@ -359,6 +408,52 @@ def _print_selection(uri: str) -> None:
         )
     ui.console.print(table)
     ui.console.print(f"Page: {uri}/reports/model_selection.html")
+
+
+def _proxy_search_arguments(args: argparse.Namespace) -> dict[str, Any]:
+    """The proxy-search pipeline's own parameters from the command line."""
+    if not args.grid:
+        raise SpecError(
+            "kfnas proxy search needs --grid: a YAML file or inline YAML of the candidate "
+            "proxy settings, e.g. --grid '{task.image_size: [32, 64]}'"
+        )
+    grid = Path(args.grid)
+    text = grid.read_text() if grid.is_file() else args.grid
+    return {
+        "grid_yaml": text,
+        "selection_uri": args.selection,
+        "target_correlation": args.target_correlation,
+        "target_accuracy": args.target_accuracy,
+        "time_limit_hours": args.time_limit_hours,
+        "stop_if_slower": not args.keep_slower,
+        "latency_correlation": args.latency_correlation,
+        "evaluations": args.evaluations,
+    }
+
+
+def _print_search(uri: str) -> None:
+    from kfnas.views.proxy_search import STATES
+
+    report = _reports_json(uri, "proxy_search")
+    table = Table(title="Candidate proxy tasks")
+    for header in ("candidate", "settings", "ended", "steps needed", "seconds needed"):
+        table.add_column(header)
+    for row in report["candidates"]:
+        steps, seconds = row["final_steps"], row["final_seconds"]
+        table.add_row(
+            row["name"],
+            ", ".join(f"{k}={v}" for k, v in row["settings"].items()),
+            STATES.get(row["state"], row["state"]),
+            "-" if steps is None else f"{steps:.0f}",
+            "-" if seconds is None else f"{seconds:.1f}",
+        )
+    ui.console.print(table)
+    if report["best"] is None:
+        ui.console.print("No candidate met a target: widen the grid or lower the target.")
+    else:
+        sets = " ".join(f"--set {o}" for o in report["best_overrides"])
+        ui.console.print(f"Best proxy task: {report['best']}; search with: {sets}")
+    ui.console.print(f"Page: {uri}/reports/proxy_search.html")
 
 
 def _add_address(parser: argparse.ArgumentParser) -> None:

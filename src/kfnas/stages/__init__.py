@@ -18,7 +18,8 @@ cluster profile whose full trainings span several nodes, those pipelines call ``
 instead of ``run_trial`` for each full training: it starts the trial as a multi-node job and
 records how it ended. The proxy-task variance pipeline calls ``init_variance``, ``search_study``
 (its repeats) and ``variance_report``; the model-selection pipeline ``init_model_selection`` and
-``select_models``. ``kfnas`` commands also call
+``select_models``; the proxy-task search pipeline ``init_proxy_search`` and
+``search_proxy_tasks``. ``kfnas`` commands also call
 ``propose_trials`` and ``propose_refinement`` (one round at a time), ``promote_trials`` (ASHA, one
 at a time) and ``request_stop``.
 
@@ -34,6 +35,7 @@ from kfnas.stages.export import export_model
 from kfnas.stages.launched import launch_trial
 from kfnas.stages.measure import NotTrainedError, measure_trial, measure_trials
 from kfnas.stages.proxy import init_variance, variance_report
+from kfnas.stages.proxy_search import init_proxy_search, search_proxy_tasks
 from kfnas.stages.refinement import propose_refinement, select_winner
 from kfnas.stages.report import report
 from kfnas.stages.retraining import init_retraining, publish_if_not_worse
@@ -55,6 +57,7 @@ __all__ = [
     "export_model",
     "init_experiment",
     "init_model_selection",
+    "init_proxy_search",
     "init_retraining",
     "init_variance",
     "launch_trial",
@@ -69,6 +72,7 @@ __all__ = [
     "report",
     "request_stop",
     "run_trial",
+    "search_proxy_tasks",
     "search_study",
     "search_summary",
     "select_models",
