@@ -10,6 +10,7 @@ export of a trial with its handoff (``export_trial``) and the creation of an exp
 from __future__ import annotations
 
 import dataclasses
+import json
 import logging
 from typing import Any
 
@@ -64,6 +65,33 @@ def create_experiment(spec: ExperimentSpec) -> Experiment:
             )
         store.write_text(path, spec.to_json(), if_absent=True)
     return open_experiment(experiment_uri(spec))
+
+
+def write_tool_report(
+    exp: Experiment, name: str, report: dict[str, Any], page: str, html_path: str
+) -> dict[str, str]:
+    """Writes a proxy-task tool's ``reports/<name>.json`` and ``.html`` (and ``html_path``).
+
+    Args:
+        exp: The tool's experiment.
+        name: The reports' file name, without extension.
+        report: The JSON report.
+        page: Its HTML page.
+        html_path: Also write the page here (the KFP step's HTML artifact); empty: nowhere.
+
+    Returns:
+        ``{"html": uri, "json": uri}`` of the reports in the store.
+    """
+    reports = exp.layout.reports_dir()
+    exp.store.write_text(f"{reports}/{name}.json", json.dumps(report, indent=1))
+    exp.store.write_text(f"{reports}/{name}.html", page)
+    if html_path:
+        with open(html_path, "w", encoding="utf-8") as out:
+            out.write(page)
+    return {
+        "html": exp.store.uri(f"{reports}/{name}.html"),
+        "json": exp.store.uri(f"{reports}/{name}.json"),
+    }
 
 
 def trial_seed(study: StudySpec, trial_id: int) -> int:

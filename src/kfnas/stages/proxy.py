@@ -20,7 +20,6 @@ curves and the statistics module.
 from __future__ import annotations
 
 import dataclasses
-import json
 import math
 import random
 from collections.abc import Sequence
@@ -34,7 +33,12 @@ from kfnas.records.trial import TrialSpec
 from kfnas.search.proxy_stats import summarize
 from kfnas.spaces import get_space
 from kfnas.spaces.base import architecture_json, dna_spec
-from kfnas.stages._common import StudyStoppedError, create_experiment, trial_seed
+from kfnas.stages._common import (
+    StudyStoppedError,
+    create_experiment,
+    trial_seed,
+    write_tool_report,
+)
 from kfnas.store import open_experiment
 from kfnas.validation import check_data, experiment_spec, validate
 from kfnas.views.variance import variance_page
@@ -184,15 +188,5 @@ def variance_report(experiment_uri: str, html_path: str = "") -> dict[str, Any]:
         {str(k): {"steps": s, "values": v} for k, (s, v) in curves.items()},
         title=f"{exp.spec.name}: proxy-task variance",
     )
-    reports = exp.layout.reports_dir()
-    exp.store.write_text(f"{reports}/variance.json", json.dumps(summary, indent=1))
-    exp.store.write_text(f"{reports}/variance.html", page)
-    if html_path:
-        with open(html_path, "w", encoding="utf-8") as out:
-            out.write(page)
-    return {
-        **summary,
-        "failed": failed,
-        "html": exp.store.uri(f"{reports}/variance.html"),
-        "json": exp.store.uri(f"{reports}/variance.json"),
-    }
+    uris = write_tool_report(exp, "variance", summary, page, html_path)
+    return {**summary, "failed": failed, **uris}

@@ -54,7 +54,12 @@ from kfnas.search.proxy_search import (
     parse_grid,
     track,
 )
-from kfnas.stages._common import StudyStoppedError, create_experiment, trial_seed
+from kfnas.stages._common import (
+    StudyStoppedError,
+    create_experiment,
+    trial_seed,
+    write_tool_report,
+)
 from kfnas.stages.controller import search_with_config
 from kfnas.stages.selection import SELECTION
 from kfnas.store import Experiment, experiment_uri, open_experiment
@@ -355,7 +360,8 @@ def search_proxy_tasks(
         "best": best,
         "best_overrides": _best_overrides(entries, best),
     }
-    return _write_reports(exp, report, html_path)
+    page = proxy_search_page(report, title=f"{exp.spec.name}: proxy-task search")
+    return {**report, **write_tool_report(exp, "proxy_search", report, page, html_path)}
 
 
 def _with_limit(spec: ExperimentSpec, seconds: float) -> ExperimentSpec:
@@ -433,18 +439,3 @@ def _best_overrides(entries: Sequence[Mapping[str, Any]], best: str | None) -> l
     entry = next(e for e in entries if e["name"] == best)
     kept = [o for o in entry["overrides"] if not o.startswith(f"{STEPS_KEY}=")]
     return [*kept, f"{STEPS_KEY}={math.ceil(entry['final_steps'])}"]
-
-
-def _write_reports(exp: Experiment, report: dict[str, Any], html_path: str) -> dict[str, Any]:
-    reports = exp.layout.reports_dir()
-    page = proxy_search_page(report, title=f"{exp.spec.name}: proxy-task search")
-    exp.store.write_text(f"{reports}/proxy_search.json", json.dumps(report, indent=1))
-    exp.store.write_text(f"{reports}/proxy_search.html", page)
-    if html_path:
-        with open(html_path, "w", encoding="utf-8") as out:
-            out.write(page)
-    return {
-        **report,
-        "html": exp.store.uri(f"{reports}/proxy_search.html"),
-        "json": exp.store.uri(f"{reports}/proxy_search.json"),
-    }

@@ -33,7 +33,12 @@ from kfnas.records.trial import TrialResult, TrialSpec
 from kfnas.search.model_selection import SelectionSchedule, crowding_removals
 from kfnas.spaces import get_space
 from kfnas.spaces.base import architecture_json, dna_spec
-from kfnas.stages._common import StudyStoppedError, create_experiment, trial_seed
+from kfnas.stages._common import (
+    StudyStoppedError,
+    create_experiment,
+    trial_seed,
+    write_tool_report,
+)
 from kfnas.stages.controller import search_with_config
 from kfnas.store import Experiment, open_experiment
 from kfnas.validation import check_data, experiment_spec, validate
@@ -259,15 +264,5 @@ def _write_reports(
             {"trial_id": trial_id, "model": origin, metric: accuracy, "latency_ms": latency}
         )
     report = {"metric": metric, "iterations": iterations, "selected": selected}
-    reports = exp.layout.reports_dir()
     page = selection_page(report, title=f"{exp.spec.name}: model selection")
-    exp.store.write_text(f"{reports}/model_selection.json", json.dumps(report, indent=1))
-    exp.store.write_text(f"{reports}/model_selection.html", page)
-    if html_path:
-        with open(html_path, "w", encoding="utf-8") as out:
-            out.write(page)
-    return {
-        **report,
-        "html": exp.store.uri(f"{reports}/model_selection.html"),
-        "json": exp.store.uri(f"{reports}/model_selection.json"),
-    }
+    return {**report, **write_tool_report(exp, "model_selection", report, page, html_path)}
