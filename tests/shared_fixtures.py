@@ -1,11 +1,13 @@
 """Session-scoped fixtures that cost real work: generated datasets and one trained, exported model.
 
-Every real training on the CPU pays ~40-60 s of fixed cost (first-step tracing, COCO evaluation,
-latency and FLOPs), so the tests that need *a* trained and exported model share one:
+Every real detection training on the CPU pays ~40-60 s of fixed cost (first-step tracing, COCO
+evaluation, latency and FLOPs), so the tests that need *a* trained and exported model share one:
 ``exported_detection`` is a proxy-sized RetinaNet experiment (64 px, levels 3..5, narrow backbone
 and head) whose one proxy trial trains 2 steps and is exported as ``v1`` by the export stage.
 Tests read it and must not change it; a test that writes to the experiment (retraining, publishing)
-works on ``copy_experiment(...)``. The datasets are generated once per task kind.
+works on ``copy_experiment(...)``. The datasets are generated once per task kind. Tests of trial
+mechanics that do not depend on the task kind (resuming, killed attempts, multi-worker trials)
+train ``CLASSIFICATION_SPEC`` on ``classification_data`` instead, a fraction of that cost.
 
 ``tests/conftest.py`` imports these fixtures; add a shared fixture here when a second test file
 needs the same expensive object.
@@ -35,6 +37,16 @@ task:
 studies:
   proxy: {space: spinenet_mbconv, budget: {rounds: 1, trials_per_round: 1}}
 budget: {train_steps: 2, batch_size: 2, latency_runs: 5}
+"""
+#: The smallest classification experiment (MnasNet at 32 px, batch 2: seconds, not a minute, per
+#: training), for tests of trial mechanics that do not depend on the task kind (resuming, killed
+#: attempts, multi-worker trials); use it with ``classification_data``.
+CLASSIFICATION_SPEC = """
+name: shared-classification
+task: {kind: classification, num_classes: 3, image_size: 32, options: {endpoints_num_filters: 16}}
+studies:
+  proxy: {space: mnasnet, budget: {rounds: 1, trials_per_round: 1}}
+budget: {train_steps: 2, batch_size: 2, latency_runs: 3}
 """
 EXPORT_RUN_ID, EXPORT_IMAGE = "run-7", "reg/kfnas:9"
 STALE_FILE = "stale.pb"

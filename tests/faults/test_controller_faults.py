@@ -1,12 +1,12 @@
 """Fault injection through the search controller: real trial processes, killed, started again.
 
-The controller (``run_search``) runs a real study with the real local launcher; each trial is a
-real ``kfnas.stages.worker`` process training the shared fixtures' smallest detection model. Trial
-jobs SIGKILL themselves right after uploading a checkpoint (what an OOM kill or a preemption does
-to a pod): trial 1 on its first two attempts, so the controller starts it again and it resumes
-from its checkpoint and completes on its third; trial 2 on every attempt (an architecture that
-never fits), so it is FAILED once its attempts are spent, and the study still spends its whole
-budget: a third trial is proposed and completes.
+The controller (``run_search``) runs a real study with the real local launcher; each trial is a real
+``kfnas.stages.worker`` process training the shared fixtures' smallest classification model (killing
+and resuming do not depend on the task kind). Trial jobs SIGKILL themselves right after uploading a
+checkpoint (what an OOM kill or a preemption does to a pod): trial 1 on its first two attempts, so
+the controller starts it again and it resumes from its checkpoint and completes on its third; trial
+2 on every attempt (an architecture that never fits), so it is FAILED once its attempts are spent,
+and the study still spends its whole budget: a third trial is proposed and completes.
 """
 
 from __future__ import annotations
@@ -14,7 +14,7 @@ from __future__ import annotations
 import sys
 
 import pytest
-from shared_fixtures import DETECTION_SPEC, data_overrides
+from shared_fixtures import CLASSIFICATION_SPEC, data_overrides
 
 from kfnas import stages
 from kfnas.launch import TrialJob
@@ -54,13 +54,13 @@ class KilledTwiceLauncher(LocalLauncher):
 @pytest.mark.tf
 @pytest.mark.slow
 def test_killed_trials_resume_or_fail_after_their_attempts_and_the_budget_is_spent(
-    tmp_path, detection_data
+    tmp_path, classification_data
 ):
     uri = stages.init_experiment(
-        DETECTION_SPEC,
+        CLASSIFICATION_SPEC,
         [
             f"store_root={tmp_path / 'store'}",
-            *data_overrides(detection_data),
+            *data_overrides(classification_data),
             "studies.proxy.budget.rounds=1",
             "studies.proxy.budget.trials_per_round=3",
             f"studies.proxy.budget.train_steps={STEPS}",

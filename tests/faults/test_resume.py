@@ -1,11 +1,11 @@
 """Fault injection: trial processes SIGKILLed mid-training resume from their last checkpoint.
 
 Real processes on a real store: each trial runs as its job does (``python -m kfnas.stages.worker
-<uri> <study> <id>``), the smallest detection settings the shared fixtures train, and is killed
-with SIGKILL by the test once a checkpoint marker is in the store. The attempt bookkeeping
-(numbering, exhaustion, the FAILED reason, ``run_trial`` refusing a trial whose attempts are
-spent) is checked without TensorFlow at the end; a trial killed on every attempt through the
-search controller, in ``test_controller_faults.py``.
+<uri> <study> <id>``), the smallest classification settings the shared fixtures train (resuming does
+not depend on the task kind), and is killed with SIGKILL by the test once a checkpoint marker is in
+the store. The attempt bookkeeping (numbering, exhaustion, the FAILED reason, ``run_trial`` refusing
+a trial whose attempts are spent) is checked without TensorFlow at the end; a trial killed on every
+attempt through the search controller, in ``test_controller_faults.py``.
 """
 
 from __future__ import annotations
@@ -18,7 +18,7 @@ import time
 from pathlib import Path
 
 import pytest
-from shared_fixtures import DETECTION_SPEC, data_overrides
+from shared_fixtures import CLASSIFICATION_SPEC, data_overrides
 
 from kfnas import stages
 from kfnas.records.trial import TrialAttempt, TrialResult, TrialStatus
@@ -33,7 +33,7 @@ STEPS, EVERY = 40, 5
 
 def _experiment(root: Path, data, *overrides: str) -> tuple[str, int]:
     uri = stages.init_experiment(
-        DETECTION_SPEC,
+        CLASSIFICATION_SPEC,
         [
             f"store_root={root}",
             *data_overrides(data),
@@ -80,9 +80,9 @@ def _optimizer_steps(exp, trial_id: int) -> tuple[int, int]:
 @pytest.mark.tf
 @pytest.mark.slow
 def test_a_killed_trial_resumes_from_its_checkpoint_and_trains_the_same_steps(
-    tmp_path, detection_data
+    tmp_path, classification_data
 ):
-    uri, trial_id = _experiment(tmp_path / "store", detection_data)
+    uri, trial_id = _experiment(tmp_path / "store", classification_data)
     exp = open_experiment(uri)
     job = _worker(uri, trial_id)
     deadline = time.monotonic() + 600
@@ -108,7 +108,7 @@ def test_a_killed_trial_resumes_from_its_checkpoint_and_trains_the_same_steps(
     assert _optimizer_steps(exp, trial_id) == (STEPS, STEPS)
 
     # An uninterrupted run of the same trial takes exactly as many optimizer steps.
-    uri_2, trial_2 = _experiment(tmp_path / "uninterrupted", detection_data)
+    uri_2, trial_2 = _experiment(tmp_path / "uninterrupted", classification_data)
     whole = stages.run_trial(uri_2, "proxy", trial_2)
     assert whole.completed and (whole.attempts, whole.start_steps) == (1, (0,))
     assert _optimizer_steps(open_experiment(uri_2), trial_2) == (STEPS, STEPS)

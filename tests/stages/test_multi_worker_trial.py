@@ -1,10 +1,11 @@
 """A multi-node trial for real: two worker processes, a localhost ``TF_CONFIG``, one trial.
 
-Both processes run the entrypoint a TrainJob or TFJob node runs (``python -m
-kfnas.stages.worker``) with the ``TF_CONFIG`` Training Operator v1 would inject (Trainer v2 nodes
-build the same from their index and host names: ``kfnas.launch.tf_config``). They train the
-smallest detection trial under ``MultiWorkerMirroredStrategy`` (global batch 2: one example per
-worker); the chief writes the one result and the checkpoint, the other process writes nothing.
+Both processes run the entrypoint a TrainJob or TFJob node runs (``python -m kfnas.stages.worker``)
+with the ``TF_CONFIG`` Training Operator v1 would inject (Trainer v2 nodes build the same from their
+index and host names: ``kfnas.launch.tf_config``). They train the shared fixtures' smallest
+classification trial (the multi-worker mechanics do not depend on the task kind) under
+``MultiWorkerMirroredStrategy`` (global batch 2: one example per worker), 4 steps with 2
+evaluations; the chief writes the one result and the checkpoint, the other process writes nothing.
 """
 
 from __future__ import annotations
@@ -17,7 +18,7 @@ import sys
 import time
 
 import pytest
-from shared_fixtures import DETECTION_SPEC, data_overrides
+from shared_fixtures import CLASSIFICATION_SPEC, data_overrides
 
 from kfnas import stages
 from kfnas.records.trial import TrialStatus
@@ -36,10 +37,15 @@ def _free_ports(n: int) -> list[int]:
     return ports
 
 
-def test_two_workers_train_one_trial_and_only_the_chief_records_it(tmp_path, detection_data):
-    spec = DETECTION_SPEC.replace("train_steps: 2,", "train_steps: 4, evaluations: 2,")
+def test_two_workers_train_one_trial_and_only_the_chief_records_it(tmp_path, classification_data):
     uri = stages.init_experiment(
-        spec, [f"store_root={tmp_path / 'store'}", *data_overrides(detection_data)]
+        CLASSIFICATION_SPEC,
+        [
+            f"store_root={tmp_path / 'store'}",
+            *data_overrides(classification_data),
+            "studies.proxy.budget.train_steps=4",
+            "studies.proxy.budget.evaluations=2",
+        ],
     )
     (trial_id,) = stages.propose_trials(uri, "proxy", 1)
     hosts = [f"localhost:{port}" for port in _free_ports(2)]
