@@ -72,6 +72,40 @@ def _parts(parallelism: int, profile: ClusterProfile | None) -> tuple[Steps, str
     return Steps(profile), json.dumps(controller_launch_config(profile), sort_keys=True)
 
 
+def _init_then_drive(
+    steps: Steps,
+    init: tuple[Any, str],
+    driver: tuple[Any, str],
+    parallelism: Any,
+    launch_config: str,
+) -> Any:
+    """A tool's two steps: its init (light) and the controller-kind step driving its trainings.
+
+    Args:
+        steps: The step configuration.
+        init: The init task and its display name; its output is the experiment's URI.
+        driver: The driving component (``experiment_uri, parallelism, launch_config, run_id``)
+            and its display name.
+        parallelism: The pipeline's ``parallelism`` parameter.
+        launch_config: The controller's launch config (JSON).
+
+    Returns:
+        The driving step's output (the URI of its report).
+    """
+    started = steps.light(init[0], init[1])
+    component, name = driver
+    driven = steps.controller(
+        component(
+            experiment_uri=started.output,
+            parallelism=parallelism,
+            launch_config=launch_config,
+            run_id=dsl.PIPELINE_JOB_ID_PLACEHOLDER,
+        ),
+        name,
+    )
+    return driven.outputs["Output"]
+
+
 def build_variance_pipeline(
     parallelism: int = 2, profile: ClusterProfile | None = None
 ) -> Callable[..., Any]:
@@ -197,26 +231,20 @@ def build_selection_pipeline(
         Returns:
             The URI of the model-selection report (JSON) in the store.
         """
-        init = steps.light(
-            init_model_selection(
-                spec_yaml=spec_yaml,
-                overrides=overrides,
-                models=models,
-                final_models=final_models,
-                remove_per_iteration=remove_per_iteration,
-            ),
-            "init model selection",
+        init = init_model_selection(
+            spec_yaml=spec_yaml,
+            overrides=overrides,
+            models=models,
+            final_models=final_models,
+            remove_per_iteration=remove_per_iteration,
         )
-        selected = steps.controller(
-            select_models(
-                experiment_uri=init.output,
-                parallelism=parallelism,
-                launch_config=launch_config,
-                run_id=dsl.PIPELINE_JOB_ID_PLACEHOLDER,
-            ),
-            "select models",
+        return _init_then_drive(
+            steps,
+            (init, "init model selection"),
+            (select_models, "select models"),
+            parallelism,
+            launch_config,
         )
-        return selected.outputs["Output"]
 
     return selection_pipeline
 
@@ -285,31 +313,25 @@ def build_proxy_search_pipeline(
         Returns:
             The URI of the proxy-task search report (JSON) in the store.
         """
-        init = steps.light(
-            init_proxy_search(
-                spec_yaml=spec_yaml,
-                grid_yaml=grid_yaml,
-                overrides=overrides,
-                selection_uri=selection_uri,
-                target_correlation=target_correlation,
-                target_accuracy=target_accuracy,
-                time_limit_hours=time_limit_hours,
-                stop_if_slower=stop_if_slower,
-                latency_correlation=latency_correlation,
-                evaluations=evaluations,
-            ),
-            "init proxy search",
+        init = init_proxy_search(
+            spec_yaml=spec_yaml,
+            grid_yaml=grid_yaml,
+            overrides=overrides,
+            selection_uri=selection_uri,
+            target_correlation=target_correlation,
+            target_accuracy=target_accuracy,
+            time_limit_hours=time_limit_hours,
+            stop_if_slower=stop_if_slower,
+            latency_correlation=latency_correlation,
+            evaluations=evaluations,
         )
-        searched = steps.controller(
-            search_proxy_tasks(
-                experiment_uri=init.output,
-                parallelism=parallelism,
-                launch_config=launch_config,
-                run_id=dsl.PIPELINE_JOB_ID_PLACEHOLDER,
-            ),
-            "search proxy tasks",
+        return _init_then_drive(
+            steps,
+            (init, "init proxy search"),
+            (search_proxy_tasks, "search proxy tasks"),
+            parallelism,
+            launch_config,
         )
-        return searched.outputs["Output"]
 
     return proxy_search_pipeline
 
