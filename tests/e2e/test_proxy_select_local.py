@@ -98,6 +98,7 @@ def test_kfnas_proxy_search_finds_the_cheapest_candidate_that_met_its_target(sel
         assert candidate["state"] in ("met_correlation", "met_accuracy"), candidate
         assert candidate["stop_step"] == candidate["final_steps"] == first_step
         assert candidate["stats"][0]["pairs"] == 5 and candidate["final_seconds"] > 0
+        assert candidate["scores_step"] == first_step and len(candidate["scores"]) == 5
     # Training time decides (both met at their first evaluation): the cheaper one, its steps.
     best = min((first, second), key=lambda c: c["final_seconds"])
     assert report["best"] == best["name"]

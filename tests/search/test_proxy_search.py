@@ -142,6 +142,24 @@ def test_the_crossing_of_the_target_correlation_is_interpolated():
     assert result.final_seconds == pytest.approx(20 + 10 * fraction)
 
 
+def test_the_scores_are_read_where_the_candidate_was_judged():
+    values, seconds, reference = _ranked([0.2, 0.6, 0.733])
+    met = track(values, seconds, reference, ProxyTargets(correlation=0.65))
+    assert met.scores_step == 30
+    assert [(m, f) for m, _, f in met.scores] == [(m, float(m)) for m in range(6)]
+    assert [p for _, p, _ in met.scores] == [values[m][2][1] for m in range(6)]
+    never = track(values, seconds, reference, ProxyTargets(correlation=0.9))
+    assert never.state == "not_met" and never.scores_step == 30  # its last judged step
+    values[5] = values[5][:1]  # trained to step 10 only: left out at step 30
+    assert [m for m, _, _ in track(values, seconds, reference, ProxyTargets()).scores] == [
+        0,
+        1,
+        2,
+        3,
+        4,
+    ]
+
+
 def test_the_first_evaluation_meeting_the_target_is_read_as_is():
     values, seconds, reference = _ranked([1.0, 1.0])
     result = track(values, seconds, reference, ProxyTargets())

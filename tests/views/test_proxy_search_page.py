@@ -34,6 +34,10 @@ def _candidate(name, state, stats, steps=None, seconds=None, error=""):
         "failed": 0,
         "error": error,
         "stats": stats,
+        "scores_step": None if steps is None else 20,
+        "scores": []
+        if steps is None
+        else [{"model": m, "proxy": m / 20, "full": m / 10} for m in range(5)],
     }
 
 
@@ -86,6 +90,12 @@ def test_the_correlation_of_each_candidate_is_drawn_in_a_browser(tmp_path):
             ["small", [10, 20], [0.4, 0.8]],
             ["large", [], []],
             ["large", [], []],
+        ]
+        scores = browser.evaluate(
+            "document.getElementById('proxy-scores').data.map((t) => [t.name, t.x, t.y])"
+        )
+        assert scores == [
+            ["small (step 20)", [0, 0.1, 0.2, 0.3, 0.4], [0, 0.05, 0.1, 0.15, 0.2]],
         ]
         assert not browser.errors
     empty = tmp_path / "empty.html"

@@ -223,11 +223,7 @@ def step_stats(
         seconds: Each model's training seconds at its evaluations, by the same ids.
         reference: Each model's full-training score, by the same ids.
     """
-    valid = []
-    for model, score in reference.items():
-        value = value_at(values.get(model, ()), step, "last")
-        if value is not None and math.isfinite(value) and math.isfinite(score):
-            valid.append((model, value, score))
+    valid = _pairs(step, values, reference)
     tau = p_value = median = median_s = None
     if _enough(len(valid), len(reference)):
         result = stats.kendalltau([v for _, v, _ in valid], [s for _, _, s in valid])
@@ -250,6 +246,10 @@ class CandidateTrack:
         final_steps: For a success, the steps the proxy needs (interpolated).
         final_seconds: For a success, the training seconds it needs (interpolated).
         latency_correlation: Kendall's tau of proxy and full-training latencies, if known.
+        scores_step: The step ``scores`` are read at: ``stop_step``, else the last step with a
+            correlation; ``None`` if none had one.
+        scores: ``(model, proxy value, full-training score)`` of the valid models at
+            ``scores_step``: how the proxy ranked them where it was judged.
     """
 
     stats: tuple[StepStats, ...]
@@ -258,6 +258,8 @@ class CandidateTrack:
     final_steps: float | None = None
     final_seconds: float | None = None
     latency_correlation: float | None = None
+    scores_step: int | None = None
+    scores: tuple[tuple[int, float, float], ...] = ()
 
     @property
     def succeeded(self) -> bool:
@@ -342,7 +344,24 @@ def track(
     known = wanted is not None and latency_tau is not None
     if state in SUCCESSES and known and latency_tau < wanted:  # type: ignore[operator]
         state = FAILED_LATENCY_CORRELATION
-    return CandidateTrack(table, state, stop_step, final_steps, final_seconds, latency_tau)
+    judged = [stat.step for stat in table if stat.correlation is not None]
+    at = stop_step if stop_step is not None else (judged[-1] if judged else None)
+    scores = () if at is None else tuple(_pairs(at, values, reference))
+    return CandidateTrack(
+        table, state, stop_step, final_steps, final_seconds, latency_tau, at, scores
+    )
+
+
+def _pairs(
+    step: int, values: Mapping[int, Curve], reference: Mapping[int, float]
+) -> list[tuple[int, float, float]]:
+    """``(model, proxy value, full-training score)`` of the models valid at ``step``."""
+    out = []
+    for model, score in sorted(reference.items()):
+        value = value_at(values.get(model, ()), step, "last")
+        if value is not None and math.isfinite(value) and math.isfinite(score):
+            out.append((model, value, score))
+    return out
 
 
 def best_candidate(tracks: Mapping[str, CandidateTrack]) -> str | None:

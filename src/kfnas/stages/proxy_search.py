@@ -429,6 +429,8 @@ def _candidate_report(
         "failed": sum(1 for r in results if r is None or not r.completed),
         "error": error,
         "stats": [dataclasses.asdict(stat) for stat in found.stats],
+        "scores_step": found.scores_step,
+        "scores": [{"model": m, "proxy": p, "full": f} for m, p, f in found.scores],
     }
 
 

@@ -3,8 +3,9 @@
 ``proxy_search_page(report, title=...)`` renders ``kfnas.stages.proxy_search``'s report: the best
 candidate and the overrides that make it a search's proxy task, a table of the candidates (their
 settings, how they ended, the steps and seconds they needed, their latency correlation), the
-reference models, and one Plotly figure: each candidate's Kendall tau against the median model's
-training time (left, with the target as a dashed line) and against the training step (right).
+reference models, and two Plotly figures: each candidate's Kendall tau against the median model's
+training time (left, with the target as a dashed line) and against the training step (right); and
+each candidate's proxy scores against the full-training scores at the step it was judged.
 Self-contained like the other tools' pages (``views/pages.py``).
 """
 
@@ -64,6 +65,19 @@ _SCRIPT = plot_script(
       shapes: [line("x"), line("x2")],
       hovermode: "closest", margin: {t: 40, r: 10}, height: 460,
     }, {displaylogo: false, responsive: true});
+    const judged = DATA.candidates.filter((c) => c.scores.length);
+    Plotly.newPlot(document.getElementById("proxy-scores"), judged.map((c) => ({
+      type: "scatter", mode: "markers", marker: {size: 9},
+      name: `${c.name} (step ${c.scores_step})`,
+      x: c.scores.map((s) => s.full), y: c.scores.map((s) => s.proxy),
+      text: c.scores.map((s) => "model " + s.model), hovertemplate: "%{text}<extra></extra>",
+    })), {
+      title: {text: "Proxy score against full-training score where each candidate was judged",
+              x: 0.01, xanchor: "left", font: {size: 14}},
+      xaxis: {title: {text: `full-training ${DATA.metric}`}},
+      yaxis: {title: {text: `proxy ${DATA.metric}`}},
+      hovermode: "closest", margin: {t: 40, r: 10}, height: 420,
+    }, {displaylogo: false, responsive: true});
 """,
 )
 
@@ -94,7 +108,8 @@ def proxy_search_page(report: Mapping[str, Any], *, title: str) -> str:
             "selection_trial", "score", "latency_ms"}], "candidates": [{"name", "settings",
             "state", "stop_step", "final_steps", "final_seconds", "latency_correlation",
             "time_limit_s", "trials", "stopped_early", "failed", "error", "stats": [{"step",
-            "pairs", "correlation", "p_value", "median_value", "median_seconds"}]}], "best",
+            "pairs", "correlation", "p_value", "median_value", "median_seconds"}],
+            "scores_step", "scores": [{"model", "proxy", "full"}]}], "best",
             "best_overrides"}``.
         title: The page's title.
     """
@@ -133,10 +148,11 @@ def proxy_search_page(report: Mapping[str, Any], *, title: str) -> str:
         "</section>",
         '<section id="correlation"><h2>Correlation over training</h2>'
         '<noscript><p class="empty">Scripts are off: the plot needs them.</p></noscript>'
-        '<div class="plot" id="proxy-correlation"></div></section>',
+        '<div class="plot" id="proxy-correlation"></div>'
+        '<div class="plot" id="proxy-scores"></div></section>',
         '<section id="references"><h2>Reference models</h2><div class="table-holder"><table>'
         f"<thead><tr><th>model</th><th>full-training {esc(metric)}</th><th>latency ms</th>"
         f"</tr></thead>{references}</table></div></section>",
     ]
-    data = {"targets": targets, "candidates": candidates}
+    data = {"metric": metric, "targets": targets, "candidates": candidates}
     return page(title, sections, data, _SCRIPT, _CSS)
