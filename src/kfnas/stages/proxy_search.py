@@ -43,7 +43,7 @@ from kfnas.config.spec import (
     StudySpec,
 )
 from kfnas.config.studies import PROXY
-from kfnas.records.trial import TrialSpec
+from kfnas.records.trial import TrialResult, TrialSpec
 from kfnas.search.proxy_search import (
     MIN_PAIRS,
     PROXY_TARGET,
@@ -344,8 +344,9 @@ def search_proxy_tasks(
             search_with_config(cexp, CANDIDATE, parallelism, launch_config, run_id)
         except StudyStoppedError as e:  # its trials failed: the other candidates go on
             error = str(e)
-        tracks[candidate.name] = found = _track(cexp, plan["references"], targets)
-        entries.append(_candidate_report(cexp, candidate, found, limit, error))
+        results = {spec.trial_id: result for spec, result in cexp.records.history(CANDIDATE)}
+        tracks[candidate.name] = found = _track(cexp, results, plan["references"], targets)
+        entries.append(_candidate_report(cexp, candidate, found, results, limit, error))
         if found.succeeded and found.final_seconds is not None:
             best_s = found.final_seconds if best_s is None else min(best_s, found.final_seconds)
     best = best_candidate(tracks)
@@ -393,13 +394,17 @@ def _write_trials(exp: Experiment, spec: ExperimentSpec, references: Sequence[An
         )
 
 
-def _track(exp: Experiment, references: Sequence[Any], targets: ProxyTargets) -> CandidateTrack:
+def _track(
+    exp: Experiment,
+    results: Mapping[int, TrialResult | None],
+    references: Sequence[Any],
+    targets: ProxyTargets,
+) -> CandidateTrack:
     values, seconds, latencies = {}, {}, {}
-    for trial_id in exp.records.trial_ids(CANDIDATE):
+    for trial_id, result in results.items():
         curve = exp.records.read_curve(CANDIDATE, trial_id)
         if curve is not None:
             values[trial_id], seconds[trial_id] = curve.points(), curve.seconds()
-        result = exp.records.read_result(CANDIDATE, trial_id)
         if result is not None and result.completed and "latency_ms" in result.metrics:
             latencies[trial_id] = result.metrics["latency_ms"]
     full = {
@@ -410,9 +415,14 @@ def _track(exp: Experiment, references: Sequence[Any], targets: ProxyTargets) ->
 
 
 def _candidate_report(
-    exp: Experiment, candidate: ProxyCandidate, found: CandidateTrack, limit: float, error: str
+    exp: Experiment,
+    candidate: ProxyCandidate,
+    found: CandidateTrack,
+    by_trial: Mapping[int, TrialResult | None],
+    limit: float,
+    error: str,
 ) -> dict[str, Any]:
-    results = [exp.records.read_result(CANDIDATE, t) for t in exp.records.trial_ids(CANDIDATE)]
+    results = list(by_trial.values())
     return {
         "name": candidate.name,
         "settings": candidate.settings,
