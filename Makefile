@@ -17,7 +17,7 @@ $(VENV)/bin/python:
 
 $(STAMP): $(VENV)/bin/python pyproject.toml images/constraints.txt
 	$(VENV)/bin/python -m pip install --quiet --upgrade "pip==26.3"
-	$(VENV)/bin/python -m pip install --quiet -c images/constraints.txt -e '.[dev]'
+	$(VENV)/bin/python -m pip install --quiet -c images/constraints.txt -e '.[dev,torch]'
 	touch $(STAMP)
 
 install: $(STAMP)

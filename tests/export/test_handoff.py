@@ -329,7 +329,7 @@ def _rewrite(exp, change):
 def test_read_refuses_a_newer_schema_version(experiment):
     write_handoff(experiment, "v1", now=T0)
     uri = _rewrite(experiment, lambda d: d.update(schema_version=SCHEMA_VERSION + 1))
-    with pytest.raises(HandoffError, match=r"newer than 1 .* written by a newer kfnas; upgrade"):
+    with pytest.raises(HandoffError, match=r"newer than 2 .* written by a newer kfnas; upgrade"):
         read_handoff(uri)
 
 

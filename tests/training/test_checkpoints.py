@@ -280,9 +280,9 @@ def test_attempt_records_round_trip_and_refuse_nonsense():
     ],
 )
 def test_a_nan_or_infinite_evaluation_never_beats_a_finite_one(values, best_step):
-    from kfnas.training.runner import _best_evaluation
+    from kfnas.training.runner import best_evaluation
 
     evaluations = tuple((10 * (i + 1), {"AP": v, "loss": 1.0}) for i, v in enumerate(values))
     outcome = types.SimpleNamespace(evaluations=evaluations, metrics=evaluations[-1][1])
-    best = _best_evaluation(outcome, "AP", len(values))
+    best = best_evaluation(outcome, "AP", len(values))
     assert best["eval_step"] == best_step

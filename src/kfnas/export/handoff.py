@@ -44,8 +44,8 @@ from kfnas.store import ArtifactStore, ObjectNotFound, StoreError, open_store
 from kfnas.store.layout import LATEST
 from kfnas.version import __version__
 
-# 1: the first layout.
-SCHEMA_VERSION = 1
+# 1: the first layout. 2: model_format (torch exports are ONNX or TorchScript).
+SCHEMA_VERSION = 2
 #: File of the export folder holding the ``Handoff``; written last of the folder's files.
 HANDOFF_FILE = "handoff.json"
 #: File of the export folder holding the model card.
@@ -54,8 +54,8 @@ MODEL_CARD_FILE = "model_card.md"
 TASK_CONFIG_FILE = "params.yaml"
 #: Environment variable read for the KFP run id when the caller gives none.
 RUN_ID_ENV = "KFNAS_RUN_ID"
-#: Distributions whose versions the manifest records (besides Python's).
-FRAMEWORKS = ("tensorflow", "tf-models-official", "pyglove", "kfp")
+#: Distributions whose versions the manifest records (besides Python's); "" when not installed.
+FRAMEWORKS = ("tensorflow", "tf-models-official", "pyglove", "kfp", "torch", "onnx")
 
 Tensor = dict[str, Any]  # {"dtype": "float32", "shape": [null, 4] or null}
 Signature = dict[str, dict[str, Tensor]]  # {"inputs": {...}, "outputs": {...}}
@@ -82,7 +82,10 @@ class Handoff(Record):
             images, ``(points, features)`` for point clouds.
         frameworks: Distribution name -> version: ``python``, ``tensorflow``,
             ``tf-models-official``, ``kfnas`` and more.
-        saved_model: The SavedModel folder, relative to the export folder.
+        saved_model: The served model's folder, relative to the export folder (the SavedModel;
+            a torch export's ``model.onnx``, or its TorchScript when ONNX could not express it).
+        model_format: What ``saved_model`` holds, as KServe names it: ``tensorflow``, ``onnx``,
+            or ``torchscript`` (not served by KServe: the model card says so).
         signatures: Serving signature name -> ``{"inputs": {key: tensor}, "outputs": {...}}``,
             each tensor ``{"dtype": str, "shape": [int or None] or None}`` (``None``: any size).
         metric: The objective metric the search maximized.
@@ -144,6 +147,9 @@ class Handoff(Record):
     files: dict[str, str] = dataclasses.field(default_factory=dict)
     search_history: list[dict[str, Any]] = dataclasses.field(default_factory=list)
     kendall_tau: float | None = None
+    model_format: str = "tensorflow"
+
+    UPGRADES = {1: lambda data: {**data, "model_format": "tensorflow"}}
 
     @classmethod
     def _check(cls, data: Mapping[str, Any], source: str) -> None:

@@ -61,6 +61,56 @@ API_VERSION = "serving.kserve.io/v1beta1"
 KIND = "InferenceService"
 #: KServe's model format for SavedModels, served by TF Serving (``kserve-tensorflow-serving``).
 MODEL_FORMAT = "tensorflow"
+
+
+@dataclasses.dataclass(frozen=True)
+class ServedFormat:
+    """How KServe serves one export format (``Handoff.model_format``).
+
+    Attributes:
+        model_format: KServe's ``modelFormat`` name.
+        protocol: The ``protocolVersion`` to ask for (``""``: the runtime's default, v1).
+        layout: What ``storageUri`` holds, for the manifest's comments.
+        path: The prediction endpoint, ``{name}`` being the service's name.
+        problem: Why KServe cannot serve this format as written (a warning), or ``""``.
+    """
+
+    model_format: str
+    protocol: str
+    layout: str
+    path: str
+    problem: str = ""
+
+
+#: ``Handoff.model_format`` -> how it is served. To serve a new format: one entry here.
+SERVED_FORMATS: dict[str, ServedFormat] = {
+    "tensorflow": ServedFormat(
+        MODEL_FORMAT,
+        "",
+        f"the numbered folder {SERVING_VERSION}/, the SavedModel: TF Serving serves the highest "
+        "number",
+        "/v1/models/{name}:predict",
+    ),
+    "onnx": ServedFormat(
+        "onnx",
+        "v2",
+        f"the numbered folder {SERVING_VERSION}/ with model.onnx (KServe's ONNX runtime, Triton)",
+        "/v2/models/{name}/infer",
+    ),
+    "torchscript": ServedFormat(
+        "pytorch",
+        "v2",
+        "the TorchScript module model.pt",
+        "/v2/models/{name}/infer",
+        problem=(
+            "this export is TorchScript only (ONNX could not express the model; export.json "
+            "says why): KServe's pytorch format needs a TorchServe archive, so this manifest "
+            "does not serve as written; serve torchscript/model.pt with Triton's PyTorch "
+            "backend (a model repository with its config.pbtxt), or change the ops ONNX cannot "
+            "express and export again"
+        ),
+    ),
+}
 #: The resources of a model served without a profile's serving section (KServe's own defaults).
 DEFAULT_CPU, DEFAULT_MEMORY = "1", "2Gi"
 #: KServe appends suffixes (``-predictor-00001-private``) to make names of up to 63 characters.
@@ -295,7 +345,9 @@ class InferenceService:
     def manifest(self) -> dict[str, Any]:
         """The ``InferenceService`` document."""
         s, h = self.settings, self.handoff
-        model: dict[str, Any] = {"modelFormat": {"name": MODEL_FORMAT}}
+        served = SERVED_FORMATS[h.model_format]
+        model: dict[str, Any] = {"modelFormat": {"name": served.model_format}}
+        model |= {"protocolVersion": served.protocol} if served.protocol else {}
         model |= {"runtime": s.runtime} if s.runtime else {}
         model |= {"runtimeVersion": s.runtime_version} if s.runtime_version else {}
         model |= {"storageUri": self.storage_uri, "resources": s.resources()}
@@ -328,23 +380,30 @@ class InferenceService:
         }
 
     def request(self) -> str:
-        """An example body of ``POST /v1/models/<name>:predict`` (JSON, ``...`` to fill in)."""
+        """An example body of the prediction request (JSON, ``...`` to fill in)."""
+        if SERVED_FORMATS[self.handoff.model_format].protocol == "v2":
+            name, tensor = next(iter(self.handoff.signatures[self.signature]["inputs"].items()))
+            shape = [1 if d is None else d for d in tensor["shape"]]
+            return (
+                f'{{"inputs": [{{"name": "{name}", "shape": {shape}, "datatype": "FP32", '
+                f'"data": [...]}}]}}'
+            )
         instances = INPUT_KINDS[self.inputs][1]
         return f'{{"signature_name": "{self.signature}", "instances": {instances}}}'
 
     def to_yaml(self) -> str:
         """The manifest as YAML after comments: what it serves, how to apply and call it."""
         h = self.handoff
+        served = SERVED_FORMATS[h.model_format]
         comments = [
             f"KServe InferenceService of kfnas export {h.experiment} {h.model_version} "
             f"({h.task_kind}, {h.study} trial {h.trial_id}), written by kfnas "
             f"{h.frameworks.get('kfnas', '')}.",
             "Apply: kubectl apply -n <namespace> -f inferenceservice.yaml (every version of the "
             "experiment has this name: applying a newer one rolls the service over to it).",
-            f"storageUri holds the numbered folder {SERVING_VERSION}/, the SavedModel: TF Serving "
-            "serves the highest number.",
+            f"storageUri holds {served.layout}.",
             f"Resources: {resources_source(self.settings)}.",
-            f"Call: POST /v1/models/{self.name}:predict with {self.request()}",
+            f"Call: POST {served.path.format(name=self.name)} with {self.request()}",
             f"  ({self.signature} takes {INPUT_KINDS[self.inputs][0]}; see model_card.md.)",
             *(f"WARNING: {w}" for w in self.warnings),
         ]
@@ -394,8 +453,10 @@ def inference_service(
             "the cluster profile's export section mounts (then it is pvc://), or copy "
             f"{SERVING_MODEL_DIR}/ of this export there and set storageUri to it"
         )
+    if problem := SERVED_FORMATS[handoff.model_format].problem:
+        warnings.append(problem)
     version = handoff.saved_model.rstrip("/").rpartition("/")[2]
-    if not (version.isascii() and version.isdigit()):
+    if handoff.model_format == MODEL_FORMAT and not (version.isascii() and version.isdigit()):
         warnings.append(
             f"the SavedModel ({handoff.saved_model}) is not in a numbered folder, which TF "
             f"Serving needs: copy it to <storageUri>/1/ (an export of an earlier kfnas release)"

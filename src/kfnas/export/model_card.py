@@ -139,6 +139,18 @@ def _inputs(h: Handoff) -> ModelInputs:
     return getattr(kind, "model_inputs", None) or IMAGE_INPUTS
 
 
+#: ``Handoff.model_format`` -> how to load and call the exported model in Python.
+CALLS = {
+    "tensorflow": "`tf.saved_model.load('<this folder>/{folder}').signatures[NAME](inputs=...)`",
+    "onnx": (
+        "`onnxruntime.InferenceSession('<this folder>/{folder}/model.onnx').run(None, "
+        "{{'input': x}})`, or the TorchScript module: "
+        "`torch.jit.load('<this folder>/torchscript/model.pt')(x)`"
+    ),
+    "torchscript": "`torch.jit.load('<this folder>/torchscript/model.pt')(x)`",
+}
+
+
 def _serving(h: Handoff) -> list[str]:
     def tensors(spec: Mapping[str, Any]) -> str:
         shown = []
@@ -157,7 +169,7 @@ def _serving(h: Handoff) -> list[str]:
     return [
         "## How to call it",
         "",
-        f"`tf.saved_model.load('<this folder>/{h.saved_model}').signatures[NAME](inputs=...)`; "
+        f"{CALLS[h.model_format].format(folder=h.saved_model)}; "
         f"`?` is a dimension of any size (any batch). {_inputs(h).serving_note}",
         "",
         *_table(("signature", "inputs", "outputs"), rows),
@@ -166,10 +178,15 @@ def _serving(h: Handoff) -> list[str]:
 
 def _kserve(h: Handoff, service: InferenceService) -> list[str]:
     """How to serve the model on KServe: the manifest, how to apply it and an example request."""
-    from kfnas.export.kserve import INFERENCE_SERVICE_FILE, INPUT_KINDS, resources_source
+    from kfnas.export.kserve import (
+        INFERENCE_SERVICE_FILE,
+        INPUT_KINDS,
+        MODEL_FORMAT,
+        resources_source,
+    )
 
     resources = service.settings.resources()
-    shown = "; ".join(
+    shown = resources_shown = "; ".join(
         f"{kind} " + ", ".join(f"{k} {v}" for k, v in values.items())
         for kind, values in resources.items()
     )
@@ -181,6 +198,10 @@ def _kserve(h: Handoff, service: InferenceService) -> list[str]:
         else f"kubectl apply -n <namespace> -f {yaml_uri}"
     )
     name, signature = service.name, service.signature
+    if h.model_format != MODEL_FORMAT:
+        return _kserve_v2(
+            h, service, apply, f"{resources_shown}, {resources_source(service.settings)}"
+        )
     lines = [
         "## Serving on KServe",
         "",
@@ -225,6 +246,38 @@ def _kserve(h: Handoff, service: InferenceService) -> list[str]:
         f"axis). The runtime's TF Serving must read SavedModels of TensorFlow "
         f"{h.frameworks.get('tensorflow') or 'of the export'}: use that version of the "
         f"`tensorflow/serving` image or a newer one (the profile's `serving.runtime_version`).",
+    ]
+    for warning in service.warnings:
+        lines += ["", f"**Warning:** {warning}."]
+    return lines
+
+
+def _kserve_v2(h: Handoff, service: InferenceService, apply: str, resources: str) -> list[str]:
+    """Serving a torch export (ONNX; TorchScript only with a warning) on KServe, protocol v2."""
+    from kfnas.export.kserve import INFERENCE_SERVICE_FILE, SERVED_FORMATS
+
+    served, name = SERVED_FORMATS[h.model_format], service.name
+    lines = [
+        "## Serving on KServe",
+        "",
+        f"`{INFERENCE_SERVICE_FILE}` beside this card is a KServe `InferenceService` "
+        f"(`serving.kserve.io/v1beta1`, model format `{served.model_format}`, protocol "
+        f"`{served.protocol}`) named `{name}`. Its `storageUri` is `{service.storage_uri}`, which "
+        f"holds {served.layout}. Resources: {resources}. Every version of experiment "
+        f"`{h.experiment}` has this name, so applying a newer version's manifest rolls the "
+        f"service over to it.",
+        "",
+        "```sh",
+        apply,
+        f'curl -H "Host: $HOST" -H "Content-Type: application/json" -d @request.json '
+        f"http://<ingress>{served.path.format(name=name)}",
+        "```",
+        "",
+        "with `request.json` (the input flattened in row-major order into `data`):",
+        "",
+        "```json",
+        service.request(),
+        "```",
     ]
     for warning in service.warnings:
         lines += ["", f"**Warning:** {warning}."]

@@ -254,9 +254,9 @@ def _build(
         input_size=tuple(record.input_size),
         frameworks=framework_versions(),
         saved_model=record.saved_model_dir,
-        signatures=read_signatures(
-            exp.store, f"{folder}/{record.saved_model_dir}", record.signatures
-        ),
+        model_format=record.model_format,
+        signatures=record.signature_specs
+        or read_signatures(exp.store, f"{folder}/{record.saved_model_dir}", record.signatures),
         metric=metric,
         metrics=metrics,
         reward=result.reward if result else None,
@@ -293,7 +293,7 @@ def _files(store: ArtifactStore, folder: str, record: ExportRecord) -> dict[str,
     }
     if store.exists(f"{folder}/{TASK_CONFIG_FILE}"):  # tf-models' experiment config of the task
         files["task_config"] = TASK_CONFIG_FILE
-    return files
+    return {**files, **record.files}
 
 
 def _lineage(exp: Experiment, trial: TrialSpec, metric: str) -> list[dict[str, Any]]:

@@ -113,10 +113,19 @@ class ExportRecord(Record):
         space: The trial's search space.
         checkpoint: The checkpoint whose model weights were exported.
         metrics: The trial's metrics as the caller gave them (e.g. ``TrialResult.metrics``).
+        model_format: What ``saved_model_dir`` holds, as KServe names it: ``tensorflow`` (a
+            SavedModel), ``onnx`` (``model.onnx``, a torch export) or ``torchscript`` (a torch
+            export ONNX could not express: nothing KServe serves).
+        signature_specs: The signatures as ``handoff.json`` records them, when the export knows
+            them (torch exports); empty: read from the SavedModel.
+        files: Role -> path relative to the export folder of the export's model files besides
+            the SavedModel (torch: ``torchscript``, ``onnx``).
+        errors: Formats that could not be written -> why (torch: ``onnx``).
     """
 
     KIND = "export record"
-    SCHEMA_VERSION = 1
+    # 2: model_format, signature_specs, files and errors (torch exports); defaults fill them.
+    SCHEMA_VERSION = 2
     UNVERSIONED_UNTIL = 1
 
     saved_model_dir: str
@@ -131,6 +140,10 @@ class ExportRecord(Record):
     space: str
     checkpoint: str
     metrics: dict[str, float] = dataclasses.field(default_factory=dict)
+    model_format: str = "tensorflow"
+    signature_specs: dict[str, Any] = dataclasses.field(default_factory=dict)
+    files: dict[str, str] = dataclasses.field(default_factory=dict)
+    errors: dict[str, str] = dataclasses.field(default_factory=dict)
 
 
 def export_saved_model(

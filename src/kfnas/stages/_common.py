@@ -356,11 +356,13 @@ def export_trial(
     """
     from kfnas.export.kserve import ServingSettings
     from kfnas.export.package import claim_export, write_handoff
-    from kfnas.export.saved_model import (  # TensorFlow: only to export.
-        RECORD_FILE,
-        export_saved_model,
-    )
+    from kfnas.export.saved_model import RECORD_FILE
     from kfnas.store.lease import ClaimOutcome
+    from kfnas.tasks import TASKS
+    from kfnas.tasks.frameworks import framework_of
+
+    # The task's framework exports: a SavedModel (TensorFlow), TorchScript and ONNX (PyTorch).
+    export_model = framework_of(TASKS.get(exp.spec.task.kind)).entry("exporter")
 
     settings = ServingSettings.from_json(serving) if serving else None
     folder = exp.layout.export_dir(version)
@@ -377,8 +379,6 @@ def export_trial(
                 )
             trial = exp.records.read_spec(study, trial_id)
             model_dir = exp.store.uri(exp.layout.trial_model_dir(study, trial_id))
-            export_saved_model(
-                exp.spec, trial, model_dir, uri, metrics=result.metrics, check=claim.check
-            )
+            export_model(exp.spec, trial, model_dir, uri, metrics=result.metrics, check=claim.check)
         write_handoff(exp, version, run_id=run_id, image=image, serving=settings)
     return uri

@@ -27,6 +27,8 @@ from kfnas.records.trial import TrialResult, TrialStatus
 from kfnas.store import open_experiment
 from kfnas.store.base import local_files
 from kfnas.store.trials import TrialAlreadyFinished
+from kfnas.tasks import TASKS
+from kfnas.tasks.frameworks import framework_of
 from kfnas.validation import latency_device_problems
 
 log = logging.getLogger(__name__)
@@ -132,17 +134,16 @@ def _measure(
     began: float,
 ) -> TrialResult:
     """Rebuilds the trial's model from its stored checkpoint, measures and scores it."""
-    from kfnas.training.measurement import measure_trial_model, restore_trial_model, score_trial
-    from kfnas.training.protocol import pin_threads
+    from kfnas.training.measurement import score_trial
     from kfnas.training.runner import trial_experiment_spec
 
-    pin_threads(threads)  # before TensorFlow runs anything in this process
     trial = exp.records.read_spec(study, trial_id)
     spec = trial_experiment_spec(exp.spec, trial)
+    # The task's framework pins its threads first, rebuilds the model and measures it.
+    measure = framework_of(TASKS.get(spec.task.kind)).entry("measurer")
     with tempfile.TemporaryDirectory(prefix=f"kfnas-measure-{trial_id}-") as work:
         exp.store.download_dir(exp.layout.trial_model_dir(study, trial_id), work)
-        model = restore_trial_model(spec, trial, work)
-    measured = measure_trial_model(spec, trial, model, threads=threads, exclusive=exclusive)
+        measured = measure(spec, trial, work, threads=threads, exclusive=exclusive)
     return score_trial(spec, trained, measured, device=device, seconds=time.monotonic() - began)
 
 

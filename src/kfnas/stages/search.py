@@ -25,7 +25,7 @@ from pathlib import Path
 from typing import Any
 
 from kfnas.config.settings import ExperimentSettings
-from kfnas.config.spec import BudgetSpec
+from kfnas.config.spec import BudgetSpec, ExperimentSpec
 from kfnas.launch.tf_config import cluster_role
 from kfnas.records.trial import (
     RecordError,
@@ -45,6 +45,8 @@ from kfnas.store import (
 )
 from kfnas.store.lease import ClaimOutcome, claim_trial
 from kfnas.store.trials import TrialAlreadyFinished
+from kfnas.tasks import TASKS
+from kfnas.tasks.frameworks import framework_of
 from kfnas.training.checkpoints import CheckpointUploader, TrialCheckpoints
 from kfnas.validation import check_data, experiment_spec
 
@@ -199,11 +201,9 @@ def _run_claimed(
     exhausted = attempts_exhausted(exp, study, trial_id)
     if exhausted is not None:
         return exhausted
-    from kfnas.training.runner import (  # TensorFlow: only to train.
-        LOGS_DIR,
-        MODEL_DIR,
-        execute_trial,
-    )
+    from kfnas.training.runner import LOGS_DIR, MODEL_DIR
+
+    execute_trial = trainer_of(exp.spec)  # the task's framework: TensorFlow or torch
 
     checkpoints = TrialCheckpoints(exp.store, exp.layout.trial_checkpoints_dir(study, trial_id))
     with tempfile.TemporaryDirectory(prefix=f"kfnas-trial-{trial_id}-") as work:
@@ -294,7 +294,9 @@ def _run_as_worker(exp: Experiment, trial: TrialSpec, name: str) -> TrialResult 
     If the chief never trains (the trial finished meanwhile, or its attempts are spent), this
     process's first collective fails once the chief's process is gone and its result is FAILED.
     """
-    from kfnas.training.runner import LOGS_DIR, MODEL_DIR, execute_trial  # TensorFlow
+    from kfnas.training.runner import LOGS_DIR, MODEL_DIR
+
+    execute_trial = trainer_of(exp.spec)
 
     study, trial_id = trial.study, trial.trial_id
     checkpoints = TrialCheckpoints(exp.store, exp.layout.trial_checkpoints_dir(study, trial_id))
@@ -304,6 +306,11 @@ def _run_as_worker(exp: Experiment, trial: TrialSpec, name: str) -> TrialResult 
     status = "trained" if isinstance(result, TrialTraining) else result.status.value
     log.info("%s of %s trial %d: %s (the chief records the result)", name, study, trial_id, status)
     return result
+
+
+def trainer_of(spec: ExperimentSpec) -> Callable[..., TrialResult | TrialTraining]:
+    """The trainer of the spec's task kind's framework (``kfnas.tasks.frameworks``)."""
+    return framework_of(TASKS.get(spec.task.kind)).entry("trainer")
 
 
 def read_attempts(exp: Experiment, study: str, trial_id: int) -> dict[int, TrialAttempt | None]:

@@ -23,6 +23,9 @@ _BUILTINS: dict[str, str] = {
     "segmentation": "kfnas.tasks.segmentation:SEGMENTATION",
     "classification": "kfnas.tasks.classification:CLASSIFICATION",
     "lidar_detection": "kfnas.tasks.lidar_detection:LIDAR_DETECTION",
+    # PyTorch kinds (the torch extra): listed and checked without importing torch.
+    "segmentation_3d": "kfnas.torch.tasks:SEGMENTATION_3D",
+    "torch_classification": "kfnas.torch.tasks:TORCH_CLASSIFICATION",
 }
 
 TASKS: Registry = Registry("task", _BUILTINS)

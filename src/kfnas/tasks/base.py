@@ -116,6 +116,11 @@ class TaskKind(Protocol):
             ``None`` (no default: the settings must name one).
         known_limits: Sentences its model card adds to the "Known limits" section.
 
+    Optionally, ``framework`` names the framework its trials train in (``kfnas.tasks.frameworks``;
+    default ``tensorflow``). The methods ``build_task``, ``build_model`` and ``optimizer_config``
+    are the TensorFlow framework's; a kind of another framework gives that framework's methods
+    instead (PyTorch: ``kfnas.torch.tasks.TorchTask``).
+
     Optionally, ``model_inputs`` (a ``ModelInputs``) says how the model card words the model's
     inputs (default: ``IMAGE_INPUTS``).
 
@@ -298,30 +303,16 @@ class SearchedTask:
         )
 
 
-class OfficialTask:
-    """What the tf-models-official task kinds share (see the module docstring).
+class OptionTable:
+    """The ``task.options`` table every kind checks alike, whatever its framework.
 
-    Class attributes a kind sets: ``name``, ``default_metric``, ``metric_names`` (the metrics its
-    evaluation logs report, under those names), ``options`` (its own knobs), ``serving_export``,
-    ``augmentation_space``, ``known_limits``; the recipe: ``base_rate`` (``(rate, batch)``: the
-    default rate is ``rate * batch_size / batch``), ``schedules`` and ``default_schedule``,
-    ``warmup_share`` and ``warmup_cap`` (default warm-up ``min(cap, steps // share)``) and
-    ``warmup_start_share`` (warm-up start rate / rate).
+    A kind sets ``name`` and ``options`` (its own knobs); the knobs its spaces declare are added
+    (``kfnas.spaces.declared_options``), unknown keys are refused naming the valid ones, and
+    ``extra_problems`` holds the kind's rules across knobs.
     """
 
     name: ClassVar[str]
-    default_metric: ClassVar[str]
-    metric_names: ClassVar[tuple[str, ...]]
     options: ClassVar[Mapping[str, Option]]
-    serving_export: ClassVar[ServingExport | None] = None
-    augmentation_space: ClassVar[str | None] = None
-    known_limits: ClassVar[tuple[str, ...]] = ()
-    base_rate: ClassVar[tuple[float, int]]
-    schedules: ClassVar[Mapping[str, Callable[[float, int], dict[str, Any]]]] = {"cosine": cosine}
-    default_schedule: ClassVar[str] = "cosine"
-    warmup_share: ClassVar[int] = 10
-    warmup_cap: ClassVar[int | None] = None
-    warmup_start_share: ClassVar[float] = 0.0
 
     def option_problems(
         self, task: TaskSpec, space_options: Mapping[str, Option] | None = None
@@ -367,6 +358,33 @@ class OfficialTask:
                 f"the {self.name} task options are not valid:\n  - " + "\n  - ".join(problems)
             )
         return self.resolved_options(task)
+
+
+class OfficialTask(OptionTable):
+    """What the tf-models-official task kinds share (see the module docstring).
+
+    Class attributes a kind sets: ``name``, ``default_metric``, ``metric_names`` (the metrics its
+    evaluation logs report, under those names), ``options`` (its own knobs), ``serving_export``,
+    ``augmentation_space``, ``known_limits``; the recipe: ``base_rate`` (``(rate, batch)``: the
+    default rate is ``rate * batch_size / batch``), ``schedules`` and ``default_schedule``,
+    ``warmup_share`` and ``warmup_cap`` (default warm-up ``min(cap, steps // share)``) and
+    ``warmup_start_share`` (warm-up start rate / rate).
+    """
+
+    name: ClassVar[str]
+    default_metric: ClassVar[str]
+    metric_names: ClassVar[tuple[str, ...]]
+    options: ClassVar[Mapping[str, Option]]
+    framework: ClassVar[str] = "tensorflow"
+    serving_export: ClassVar[ServingExport | None] = None
+    augmentation_space: ClassVar[str | None] = None
+    known_limits: ClassVar[tuple[str, ...]] = ()
+    base_rate: ClassVar[tuple[float, int]]
+    schedules: ClassVar[Mapping[str, Callable[[float, int], dict[str, Any]]]] = {"cosine": cosine}
+    default_schedule: ClassVar[str] = "cosine"
+    warmup_share: ClassVar[int] = 10
+    warmup_cap: ClassVar[int | None] = None
+    warmup_start_share: ClassVar[float] = 0.0
 
     def build_task(
         self,
@@ -445,6 +463,7 @@ __all__ = [
     "OPTIMIZERS",
     "ModelInputs",
     "OfficialTask",
+    "OptionTable",
     "SearchedTask",
     "ServingExport",
     "TaskKind",

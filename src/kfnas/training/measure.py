@@ -25,9 +25,6 @@ To add a measurement: a function of ``(model, input_shape, ...)`` here, with its
 
 from __future__ import annotations
 
-import dataclasses
-import math
-import statistics
 import time
 from collections.abc import Callable, Sequence
 from typing import Any
@@ -41,70 +38,7 @@ from tensorflow.python.framework.convert_to_constants import (
     convert_variables_to_constants_v2_as_graph,
 )
 
-
-@dataclasses.dataclass(frozen=True)
-class LatencyMeasurement:
-    """Timed inference calls and their spread.
-
-    Every statistic is computed from ``samples_ms`` (warm-up calls are never among them). The
-    90th percentile interpolates linearly between samples, as ``numpy.percentile`` does.
-
-    Attributes:
-        samples_ms: Each timed call, in milliseconds, in call order (warm-up calls excluded).
-        median_ms: The median of ``samples_ms``: the reported latency.
-        device: The device the calls ran on (e.g. ``/GPU:0``, or ``tflite:CPU``).
-        batch_size: The batch size of each call.
-        p90_ms: The 90th percentile of ``samples_ms``.
-        mean_ms: The mean of ``samples_ms``.
-        stdev_ms: The sample standard deviation of ``samples_ms`` (0 for a single sample).
-        cv: The coefficient of variation, ``stdev_ms / mean_ms`` (0 when the mean is 0).
-        min_ms: The fastest call.
-        max_ms: The slowest call.
-    """
-
-    samples_ms: tuple[float, ...]
-    median_ms: float
-    device: str
-    batch_size: int = 1
-    p90_ms: float = dataclasses.field(init=False)
-    mean_ms: float = dataclasses.field(init=False)
-    stdev_ms: float = dataclasses.field(init=False)
-    cv: float = dataclasses.field(init=False)
-    min_ms: float = dataclasses.field(init=False)
-    max_ms: float = dataclasses.field(init=False)
-
-    def __post_init__(self) -> None:
-        if not self.samples_ms:
-            raise ValueError("a latency measurement needs at least one timed call")
-        samples = [float(x) for x in self.samples_ms]
-        mean = statistics.fmean(samples)
-        stdev = statistics.stdev(samples) if len(samples) > 1 else 0.0
-        derived = {
-            "p90_ms": float(np.percentile(samples, 90)),
-            "mean_ms": mean,
-            "stdev_ms": stdev,
-            "cv": stdev / mean if mean > 0 else 0.0,
-            "min_ms": min(samples),
-            "max_ms": max(samples),
-        }
-        for name, value in derived.items():
-            object.__setattr__(self, name, value)
-
-    @classmethod
-    def from_samples(
-        cls, samples_ms: Sequence[float], device: str, batch_size: int = 1
-    ) -> LatencyMeasurement:
-        """The measurement of these timed calls: their median and spread."""
-        samples = tuple(float(x) for x in samples_ms)
-        median = float(statistics.median(samples)) if samples else math.nan
-        return cls(samples, median, device, batch_size)
-
-    def stats(self, digits: int = 4) -> dict[str, float]:
-        """The statistics (not the samples), rounded to ``digits`` decimals: JSON-ready."""
-        return {
-            name: round(getattr(self, name), digits)
-            for name in ("median_ms", "p90_ms", "mean_ms", "stdev_ms", "cv", "min_ms", "max_ms")
-        }
+from kfnas.training.stats import LatencyMeasurement
 
 
 def count_parameters(

@@ -123,6 +123,29 @@ def measure_trial_model(
     )
 
 
+def measure_stored_trial(
+    spec: ExperimentSpec,
+    trial: TrialSpec,
+    model_dir: str | Path,
+    *,
+    threads: int = 0,
+    exclusive: Callable[[], AbstractContextManager[Any]] | None = None,
+) -> Any:
+    """The TensorFlow framework's measurer (``kfnas.tasks.frameworks``): pin, restore, measure.
+
+    Pins TensorFlow's threads first (before it runs anything in this process), rebuilds the
+    trial's model from the checkpoint in ``model_dir`` and measures it by the protocol.
+
+    Returns:
+        The ``ModelMeasurement``.
+    """
+    from kfnas.training.protocol import pin_threads
+
+    pin_threads(threads)
+    model = restore_trial_model(spec, trial, model_dir)
+    return measure_trial_model(spec, trial, model, threads=threads, exclusive=exclusive)
+
+
 def score_trial(
     spec: ExperimentSpec,
     training: TrialTraining,

@@ -31,7 +31,6 @@ it here in the untimed or the timed part (a timed one inside ``guard()``), put i
 from __future__ import annotations
 
 import contextlib
-import dataclasses
 import logging
 import time
 from collections.abc import Callable, Sequence
@@ -41,6 +40,7 @@ import tensorflow as tf
 
 from kfnas.config.spec import TFLITE_MODES
 from kfnas.training import measure
+from kfnas.training.stats import ModelMeasurement
 
 log = logging.getLogger(__name__)
 
@@ -50,31 +50,6 @@ ERROR_CHARS = 500
 ERROR_LINES = 5
 #: Decimals of the floats in ``ModelMeasurement.record``.
 RECORD_DIGITS = 4
-
-
-@dataclasses.dataclass(frozen=True)
-class ModelMeasurement:
-    """The result of measuring one model under the protocol.
-
-    Attributes:
-        metrics: Numbers a trial reports and constraints target: ``params``, ``flops``
-            (multiply-adds at batch 1), ``latency_ms`` (batch-1 median), ``latency_p90_ms``,
-            ``latency_cv``, ``memory_mb`` (GPU only), per extra batch size N ``latency_ms_bN`` and
-            ``latency_p90_ms_bN``, per TensorFlow Lite mode that converted
-            ``tflite_<mode>_latency_ms``, ``tflite_<mode>_latency_p90_ms`` and
-            ``tflite_<mode>_size_kb``.
-        record: JSON-ready details: the protocol (``warmup``, ``runs``, ``threads``,
-            ``batch_sizes``), ``device``, ``tensorflow`` version, ``tf_threads`` in effect,
-            ``latency`` statistics per batch size (keys ``"1"``, ``"8"``, ...), ``tflite``
-            statistics and size (or ``error``) per mode, and the ``seconds`` each phase took
-            (``count``, ``convert``, ``timed``).
-        errors: What failed without failing the measurement, e.g.
-            ``{"tflite_int8": "ConverterError: ..."}``; empty when everything worked.
-    """
-
-    metrics: dict[str, float]
-    record: dict[str, Any]
-    errors: dict[str, str]
 
 
 def pin_threads(threads: int) -> bool:

@@ -171,7 +171,7 @@ def _execute(
     if outcome.stopped_early:  # its last evaluation, where the rule stopped it
         evaluated = {**outcome.metrics, "eval_step": float(outcome.steps_done)}
     else:
-        evaluated = _best_evaluation(outcome, spec.objectives.metric, evaluations)
+        evaluated = best_evaluation(outcome, spec.objectives.metric, evaluations)
     metrics = {
         **evaluated,
         "train_steps_per_second": outcome.steps_per_second,
@@ -264,7 +264,7 @@ def build_trial_model(spec: ExperimentSpec, trial: TrialSpec, official_task: Any
     return task_kind.build_model(official_task, network)
 
 
-def _best_evaluation(outcome: Any, metric: str, evaluations: int) -> dict[str, float]:
+def best_evaluation(outcome: Any, metric: str, evaluations: int) -> dict[str, float]:
     """The final evaluation, or with several the best by ``metric`` and the step it came at.
 
     A NaN or infinite ``metric`` never beats a finite one (NaN compares false with everything, so
