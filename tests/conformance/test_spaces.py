@@ -4,11 +4,12 @@ Per space: ``hyper()`` is stable and proposes only (no TensorFlow); a random arc
 materializes and its JSON rebuilds it; the published reference (where the space has one) lies
 inside the space, i.e. it decodes from a DNA of the space; ``task_problems`` accepts the tiny task.
 Per (space, task) pair: the network builds, the task wraps it into its official.vision model, and
-the model runs forward on a tiny batch. A refinement space (``RefinementSpace``: scaling,
-augmentation) builds no network: instead the task overrides of random points must read
-``task.<key>=<value>`` and apply to the tiny task cleanly, and it must refine at least one
-registered network space. A new built-in space, or a new task a space serves, is covered as soon
-as it is registered; a new task kind needs one entry in ``TINY_TASKS``.
+the model runs forward on a tiny batch (a PyTorch task: the space's torch module runs forward).
+A refinement space (``RefinementSpace``: scaling, augmentation) builds no network: instead the
+task overrides of random points must read ``task.<key>=<value>`` and apply to the tiny task
+cleanly, and it must refine at least one registered network space. A new built-in space, or a new
+task a space serves, is covered as soon as it is registered; a new task kind needs one entry in
+``TINY_TASKS``.
 """
 
 from __future__ import annotations
@@ -35,6 +36,7 @@ from kfnas.spaces.base import (
     materialize,
 )
 from kfnas.tasks import TASKS
+from kfnas.tasks.frameworks import framework_of
 
 BUILTIN_SPACES = sorted(SPACES.names())
 SIZE = 64
@@ -89,6 +91,13 @@ TINY_TASKS: dict[str, TaskSpec] = {
             "max_points_per_pillar": 8,
         },
     ),
+    "segmentation_3d": TaskSpec(
+        kind="segmentation_3d",
+        num_classes=3,
+        image_size=16,
+        options={"filter_size_scale": 0.125, "decoder_num_filters": 4, "decoder_num_repeats": 1},
+    ),
+    "torch_classification": TaskSpec(kind="torch_classification", num_classes=3, image_size=32),
 }
 #: Spaces that need larger images: official's NAS-FPN decoder always builds levels 3..7, and
 #: below 128 px its levels 6 and 7 are both 1x1 (see kfnas.spaces.nasfpn).
@@ -100,8 +109,11 @@ PAIRS = [
     for task in get_space(space).tasks
     if task in TASKS.names()
 ]
-#: The pairs whose space builds a network (refinement spaces change the task instead).
+#: The pairs whose space builds a network (refinement spaces change the task instead), by the
+#: framework the task trains in.
 NETWORK_PAIRS = [(space, task) for space, task in PAIRS if not is_refinement(get_space(space))]
+TORCH_PAIRS = [pair for pair in NETWORK_PAIRS if framework_of(TASKS.get(pair[1])).name == "pytorch"]
+TF_PAIRS = [pair for pair in NETWORK_PAIRS if pair not in TORCH_PAIRS]
 REFINEMENT_PAIRS = [pair for pair in PAIRS if pair not in NETWORK_PAIRS]
 
 
@@ -198,7 +210,7 @@ def test_a_refinement_space_refines_some_network_space(name):
 
 
 @pytest.mark.tf
-@pytest.mark.parametrize(("name", "task_kind"), NETWORK_PAIRS)
+@pytest.mark.parametrize(("name", "task_kind"), TF_PAIRS)
 def test_the_model_builds_and_runs_forward(name, task_kind, datasets):
     import tensorflow as tf
     import tf_keras
@@ -218,3 +230,21 @@ def test_the_model_builds_and_runs_forward(name, task_kind, datasets):
         outputs = model(tf.zeros([1, *shape]), training=True)
         leaves = tf.nest.flatten(outputs)
         assert leaves and all(bool(tf.reduce_all(tf.math.is_finite(t))) for t in leaves)
+
+
+@pytest.mark.parametrize(("name", "task_kind"), TORCH_PAIRS)
+def test_the_torch_module_builds_and_runs_forward(name, task_kind):
+    torch = pytest.importorskip("torch")
+    from kfnas.torch.networks import TORCH_NETWORKS
+
+    space, kind = get_space(name), TASKS.get(task_kind)
+    task = _tiny_task(name, task_kind)
+    shape = kind.input_shape(task)
+    for arch in (_random_arch(space, seed=1), space.reference()):
+        if arch is None:
+            continue
+        module = TORCH_NETWORKS.get(name)(arch, task)
+        logits = module(torch.zeros((2, *shape)))
+        spatial = shape[1:] if task_kind == "segmentation_3d" else ()
+        assert tuple(logits.shape) == (2, task.num_classes, *spatial)
+        assert bool(torch.isfinite(logits).all())

@@ -52,18 +52,23 @@ def _add_make_data(parser: argparse.ArgumentParser) -> None:
     parser.add_argument(
         "kind",
         help="task kind of the data: detection, segmentation, classification, lidar_detection "
-        "(or lidar)",
+        "(or lidar), segmentation_3d (or medical3d: volumes in the Medical Segmentation "
+        "Decathlon layout)",
     )
-    parser.add_argument("--out", required=True, help="folder to write the TFRecords into")
+    parser.add_argument("--out", required=True, help="folder to write the data into")
     parser.add_argument(
-        "--train", type=int, default=128, help="training images or LiDAR scenes (default 128)"
+        "--train",
+        type=int,
+        default=128,
+        help="training images, LiDAR scenes or volumes (default 128)",
     )
     parser.add_argument("--validation", type=int, default=32, help="validation images/scenes (32)")
     parser.add_argument(
         "--image-size",
         type=int,
         default=64,
-        help="image side in pixels; for lidar, the bird's-eye-view grid side in 0.4 m pillars (64)",
+        help="image side in pixels; for lidar, the bird's-eye-view grid side in 0.4 m pillars; "
+        "for medical3d, the volume side in voxels (64)",
     )
     parser.add_argument("--classes", type=int, default=3, help="number of classes (3)")
     parser.add_argument("--seed", type=int, default=0, help="seed; same seed, same bytes (0)")

@@ -46,6 +46,8 @@ GENERATORS: Registry = Registry(
         "classification": "kfnas.data.synthetic_classification:write_classification_dataset",
         "lidar_detection": "kfnas.data.synthetic_lidar:write_lidar_dataset",
         "lidar": "kfnas.data.synthetic_lidar:write_lidar_dataset",
+        "segmentation_3d": "kfnas.data.synthetic_medical3d:write_medical3d_dataset",
+        "medical3d": "kfnas.data.synthetic_medical3d:write_medical3d_dataset",
     },
 )
 

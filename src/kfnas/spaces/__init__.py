@@ -35,6 +35,10 @@ _BUILTINS: dict[str, str] = {
     "efficientnet_v2": "kfnas.spaces.efficientnet_v2:EFFICIENTNET_V2",
     "nasfpn": "kfnas.spaces.nasfpn:NASFPN",
     "pointpillars": "kfnas.spaces.pointpillars:POINTPILLARS",
+    # 3-D medical segmentation (PyTorch: kfnas.torch.unet builds them).
+    "unet_encoder": "kfnas.spaces.unet:UNET_ENCODER",
+    "unet_nasfpn": "kfnas.spaces.unet:UNET_NASFPN",
+    "unet_baseline": "kfnas.spaces.unet:UNET_BASELINE",
     "randaugment_detection": "kfnas.spaces.augmentation:RANDAUGMENT_DETECTION",
     "randaugment_segmentation": "kfnas.spaces.augmentation:RANDAUGMENT_SEGMENTATION",
     "autoaugment_detection": "kfnas.spaces.augmentation:AUTOAUGMENT_DETECTION",

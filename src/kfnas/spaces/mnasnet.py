@@ -103,7 +103,7 @@ class MnasNetSpace:
     filters: tuple[int, ...]
     reference_blocks: tuple[BlockChoice, ...]
     reference_name: str
-    tasks: tuple[str, ...] = ("classification", "detection")
+    tasks: tuple[str, ...] = ("classification", "detection", "torch_classification")
     #: The ``task.options`` knobs this space reads besides the task's.
     task_options: ClassVar[Mapping[str, Option]] = TASK_OPTIONS
 
