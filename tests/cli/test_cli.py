@@ -36,8 +36,8 @@ def test_spaces_lists_exact_sizes(capsys):
 @pytest.mark.parametrize(
     ("space", "tasks", "decisions", "size"),
     [
-        ("mnasnet", "classification, detection", 42, 9749755840167936),
-        ("mnasnet_a1", "classification, detection", 42, 9749755840167936),
+        ("mnasnet", "classification, detection, torch_classification", 42, 9749755840167936),
+        ("mnasnet_a1", "classification, detection, torch_classification", 42, 9749755840167936),
         ("efficientnet_v2", "classification, detection", 42, 24346898290704384),
         ("nasfpn", "detection, segmentation", 28, 1931334451200000),
         ("spinenet_mbconv", "detection", 75, 7387964932475008321091901849600000),

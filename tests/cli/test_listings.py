@@ -52,7 +52,7 @@ def test_spaces_json_lists_every_space_with_its_exact_size(capsys):
     spec = pg.dna_spec(get_space("mnasnet").hyper())
     assert by_name["mnasnet"] == {
         "name": "mnasnet",
-        "tasks": ["classification", "detection"],
+        "tasks": ["classification", "detection", "torch_classification"],
         "decisions": len(spec.decision_points),
         "size": spec.space_size,
     }

@@ -347,7 +347,7 @@ def test_an_empty_metric_takes_the_task_kinds_default(valid):
     ("kind", "space", "serves"),
     [
         ("classification", "nasfpn", "detection, segmentation"),
-        ("segmentation", "mnasnet", "classification, detection"),
+        ("segmentation", "mnasnet", "classification, detection, torch_classification"),
         ("classification", "spinenet", "detection"),
     ],
 )
