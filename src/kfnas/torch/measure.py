@@ -31,10 +31,14 @@ from contextlib import AbstractContextManager
 from pathlib import Path
 from typing import Any
 
-from kfnas.config.spec import TFLITE_MODES, BudgetSpec, ExperimentSpec
+from kfnas.config.spec import ExperimentSpec
 from kfnas.records.trial import TrialSpec
-from kfnas.tasks import TASKS
-from kfnas.training.stats import LatencyMeasurement, ModelMeasurement
+from kfnas.training.stats import (
+    LatencyMeasurement,
+    ModelMeasurement,
+    protocol_arguments,
+    trial_protocol,
+)
 
 #: Decimals of the floats in ``ModelMeasurement.record`` (as the TensorFlow protocol).
 RECORD_DIGITS = 4
@@ -117,27 +121,17 @@ def measure_module(
     """
     import torch
 
-    warmup = max(5, runs // 5) if warmup is None else warmup
-    if runs < 1 or warmup < 0:
-        raise ValueError(f"need runs >= 1 and warmup >= 0, got runs={runs}, warmup={warmup}")
-    if bad := [size for size in batch_sizes if size < 1]:
-        raise ValueError(
-            f"batch_sizes must be at least 1, got {bad[0]} in {list(batch_sizes)}: list the "
-            f"batch sizes to time besides batch 1, e.g. [8, 32]"
-        )
-    if bad := [mode for mode in tflite if mode not in TFLITE_MODES]:
-        raise ValueError(f"TensorFlow Lite mode {bad[0]!r} is not one of {', '.join(TFLITE_MODES)}")
+    warmup, extra_sizes, modes = protocol_arguments(runs, warmup, batch_sizes, tflite)
     parameter = next(module.parameters(), None)
     on = parameter.device if parameter is not None else torch.device("cpu")
     device = str(on)
     shape = tuple(int(d) for d in input_shape)
-    extra_sizes = [size for size in dict.fromkeys(batch_sizes) if size != 1]
     guard = exclusive or contextlib.nullcontext
     metrics: dict[str, float] = {}
     seconds: dict[str, float] = {}
     errors = {
         f"tflite_{mode}": "TensorFlow Lite converts TensorFlow models only; this is a torch model"
-        for mode in dict.fromkeys(tflite)
+        for mode in modes
     }
 
     start = time.perf_counter()
@@ -182,7 +176,7 @@ def measure_module(
             "inter_op": torch.get_num_interop_threads(),
         },
         "latency": {str(size): m.stats(RECORD_DIGITS) for size, m in latencies.items()},
-        "tflite": {mode: {"error": errors[f"tflite_{mode}"]} for mode in dict.fromkeys(tflite)},
+        "tflite": {mode: {"error": errors[f"tflite_{mode}"]} for mode in modes},
         "seconds": {name: round(value, RECORD_DIGITS) for name, value in seconds.items()},
     }
     return ModelMeasurement(metrics, record, errors)
@@ -198,13 +192,7 @@ def measure_trial_module(
 ) -> ModelMeasurement:
     """Measures a trial's module: its budget's ``latency_runs``, the spec's batch sizes."""
     return measure_module(
-        module,
-        TASKS.get(spec.task.kind).input_shape(spec.task),
-        runs=BudgetSpec(**trial.budget).latency_runs,
-        batch_sizes=tuple(spec.measurement.batch_sizes),
-        tflite=tuple(spec.measurement.tflite),
-        threads=threads,
-        exclusive=exclusive,
+        module, **trial_protocol(spec, trial), threads=threads, exclusive=exclusive
     )
 
 

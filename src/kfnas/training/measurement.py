@@ -32,6 +32,7 @@ from kfnas.records.trial import TrialResult, TrialSpec, TrialStatus, TrialTraini
 from kfnas.search.rewards import RewardError, compute_reward, objective_vector
 from kfnas.spaces import declared_options, get_space
 from kfnas.tasks import TASKS
+from kfnas.training.stats import trial_protocol
 
 
 def latency_device() -> tuple[str, int]:
@@ -114,10 +115,7 @@ def measure_trial_model(
     measured = getattr(task_kind, "measured_model", None)  # optional (``TaskKind``)
     return measure_model(
         measured(model) if measured else model,
-        task_kind.input_shape(spec.task),
-        runs=BudgetSpec(**trial.budget).latency_runs,
-        batch_sizes=tuple(spec.measurement.batch_sizes),
-        tflite=tuple(spec.measurement.tflite),
+        **trial_protocol(spec, trial),
         threads=threads,
         exclusive=exclusive,
     )

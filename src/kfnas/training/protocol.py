@@ -38,9 +38,8 @@ from typing import Any
 
 import tensorflow as tf
 
-from kfnas.config.spec import TFLITE_MODES
 from kfnas.training import measure
-from kfnas.training.stats import ModelMeasurement
+from kfnas.training.stats import ModelMeasurement, protocol_arguments
 
 log = logging.getLogger(__name__)
 
@@ -116,18 +115,7 @@ def measure_model(
         ValueError: ``runs`` below 1, a negative ``warmup``, a batch size below 1, or a mode that
             is not a TensorFlow Lite mode.
     """
-    warmup = max(5, runs // 5) if warmup is None else warmup
-    if runs < 1 or warmup < 0:
-        raise ValueError(f"need runs >= 1 and warmup >= 0, got runs={runs}, warmup={warmup}")
-    if bad := [size for size in batch_sizes if size < 1]:
-        raise ValueError(
-            f"batch_sizes must be at least 1, got {bad[0]} in {list(batch_sizes)}: list the "
-            f"batch sizes to time besides batch 1, e.g. [8, 32]"
-        )
-    if bad := [mode for mode in tflite if mode not in TFLITE_MODES]:
-        raise ValueError(f"TensorFlow Lite mode {bad[0]!r} is not one of {', '.join(TFLITE_MODES)}")
-    extra_sizes = [size for size in dict.fromkeys(batch_sizes) if size != 1]
-    modes = list(dict.fromkeys(tflite))
+    warmup, extra_sizes, modes = protocol_arguments(runs, warmup, batch_sizes, tflite)
     shape = tuple(int(d) for d in input_shape)
     guard = exclusive or contextlib.nullcontext
     metrics: dict[str, float] = {}

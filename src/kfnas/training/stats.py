@@ -3,7 +3,8 @@
 ``LatencyMeasurement`` (the samples of timed calls, their median and spread) and
 ``ModelMeasurement`` (one model measured under the fixed protocol) are shared by the TensorFlow
 protocol (``kfnas.training.protocol``) and the PyTorch one (``kfnas.torch.measure``), so both
-record the same statistics under the same names. This module imports neither framework.
+record the same statistics under the same names, and ``protocol_arguments`` checks both
+protocols' arguments the same way. This module imports neither framework.
 
 To add a statistic: derive it in ``LatencyMeasurement.__post_init__`` and list it in ``stats``.
 """
@@ -17,6 +18,58 @@ from collections.abc import Sequence
 from typing import Any
 
 import numpy as np
+
+from kfnas.config.spec import TFLITE_MODES, BudgetSpec, ExperimentSpec
+from kfnas.records.trial import TrialSpec
+from kfnas.tasks import TASKS
+
+
+def trial_protocol(spec: ExperimentSpec, trial: TrialSpec) -> dict[str, Any]:
+    """The protocol a trial's model is measured with, as keyword arguments of either protocol.
+
+    Returns:
+        ``input_shape`` (the task's, without the batch dimension), ``runs`` (the budget's
+        ``latency_runs``), ``batch_sizes`` and ``tflite`` (the spec's ``measurement``).
+    """
+    return {
+        "input_shape": TASKS.get(spec.task.kind).input_shape(spec.task),
+        "runs": BudgetSpec(**trial.budget).latency_runs,
+        "batch_sizes": tuple(spec.measurement.batch_sizes),
+        "tflite": tuple(spec.measurement.tflite),
+    }
+
+
+def protocol_arguments(
+    runs: int, warmup: int | None, batch_sizes: Sequence[int], tflite: Sequence[str]
+) -> tuple[int, list[int], list[str]]:
+    """Checks a measurement's arguments and resolves them, for every framework's protocol.
+
+    Args:
+        runs: Timed calls per timed part.
+        warmup: Untimed calls before each timed part; ``None``: ``max(5, runs // 5)``.
+        batch_sizes: Batch sizes to time besides batch 1.
+        tflite: TensorFlow Lite modes asked for.
+
+    Returns:
+        The warm-up count, the extra batch sizes (without 1 and repeats, in order) and the
+        TensorFlow Lite modes (without repeats).
+
+    Raises:
+        ValueError: ``runs`` below 1, a negative ``warmup``, a batch size below 1, or a mode that
+            is not a TensorFlow Lite mode.
+    """
+    warmup = max(5, runs // 5) if warmup is None else warmup
+    if runs < 1 or warmup < 0:
+        raise ValueError(f"need runs >= 1 and warmup >= 0, got runs={runs}, warmup={warmup}")
+    if bad := [size for size in batch_sizes if size < 1]:
+        raise ValueError(
+            f"batch_sizes must be at least 1, got {bad[0]} in {list(batch_sizes)}: list the "
+            f"batch sizes to time besides batch 1, e.g. [8, 32]"
+        )
+    if bad := [mode for mode in tflite if mode not in TFLITE_MODES]:
+        raise ValueError(f"TensorFlow Lite mode {bad[0]!r} is not one of {', '.join(TFLITE_MODES)}")
+    extra_sizes = [size for size in dict.fromkeys(batch_sizes) if size != 1]
+    return warmup, extra_sizes, list(dict.fromkeys(tflite))
 
 
 @dataclasses.dataclass(frozen=True)
