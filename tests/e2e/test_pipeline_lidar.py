@@ -14,14 +14,13 @@ from __future__ import annotations
 import contextlib
 import json
 import math
-import time
 
 import numpy as np
 import pytest
+from local_pipeline import run_logged
 
 from kfnas.data import GENERATORS
 from kfnas.export.saved_model import read_export_record
-from kfnas.pipelines.local import run_search_locally
 from kfnas.records.trial import TrialStatus
 from kfnas.store import open_experiment
 
@@ -81,18 +80,10 @@ def run(tmp_path_factory):
             "studies.validation.budget.latency_runs=5",
         ],
     }
-    log = root / "pipeline.log"
     counts = {"rounds": 1, "trials_per_round": 1, "parallelism": 1, "top_k": 1}
     with contextlib.ExitStack() as stack:
-        out = stack.enter_context(log.open("w"))
-        start = time.monotonic()
-        try:
-            uri = run_search_locally(arguments, **counts, pipeline_root=root / "kfp", log_file=out)
-        except RuntimeError as e:
-            out.flush()
-            tail = "\n".join(log.read_text().splitlines()[-40:])
-            pytest.fail(f"the lidar pipeline failed: {e}\n{tail}")
-    print(f"\nlidar_detection (pointpillars) pipeline run: {time.monotonic() - start:.0f} s")
+        uri, wall_s = run_logged(arguments, counts, root, "the lidar", stack)
+    print(f"\nlidar_detection (pointpillars) pipeline run: {wall_s:.0f} s")
     return uri, files
 
 

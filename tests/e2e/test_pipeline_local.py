@@ -32,10 +32,10 @@ import json
 import os
 import sys
 import textwrap
-import time
 from pathlib import Path
 
 import pytest
+from local_pipeline import run_logged
 
 os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "3")
 
@@ -43,7 +43,6 @@ from browser import INSTALL_HINT, Browser, check_report, find_chromium
 
 from kfnas.cli.local_study import run_study
 from kfnas.data import write_detection_dataset
-from kfnas.pipelines.local import run_search_locally
 from kfnas.records.trial import TrialStatus
 from kfnas.stages import init_experiment, propose_trials, select_top
 from kfnas.store import open_experiment
@@ -135,16 +134,7 @@ BROKEN = 2  # the round-1 trial whose architecture cannot be built
 
 
 def _run(arguments, root, name, logs):
-    log = root / f"{name}.log"
-    out = logs.enter_context(log.open("w"))  # open until the end: kfp.local threads log late
-    start = time.monotonic()
-    try:
-        uri = run_search_locally(arguments, **COUNTS, pipeline_root=root / "kfp", log_file=out)
-    except RuntimeError as e:
-        out.flush()
-        tail = "\n".join(log.read_text().splitlines()[-40:])
-        pytest.fail(f"the pipeline failed: {e}\n{tail}")
-    return uri, time.monotonic() - start
+    return run_logged(arguments, COUNTS, root, f"the {name}", logs, log_name=f"{name}.log")
 
 
 def _finished(exp):

@@ -13,16 +13,15 @@ from __future__ import annotations
 
 import contextlib
 import json
-import time
 
 import pytest
+from local_pipeline import run_logged
 
 pytest.importorskip("torch")
 
 from test_pipeline_task_kinds import BASE_SPEC, COUNTS, STUDIES
 
 from kfnas.data import GENERATORS
-from kfnas.pipelines.local import run_search_locally
 from kfnas.records.trial import TrialStatus
 from kfnas.store import open_experiment
 
@@ -58,17 +57,9 @@ def ran(tmp_path_factory):
             "studies.validation.budget.latency_runs=5",
         ],
     }
-    log = root / "pipeline.log"
     with contextlib.ExitStack() as stack:
-        out = stack.enter_context(log.open("w"))
-        start = time.monotonic()
-        try:
-            uri = run_search_locally(arguments, **COUNTS, pipeline_root=root / "kfp", log_file=out)
-        except RuntimeError as e:
-            out.flush()
-            tail = "\n".join(log.read_text().splitlines()[-40:])
-            pytest.fail(f"the segmentation_3d pipeline failed: {e}\n{tail}")
-    print(f"\nsegmentation_3d (unet_encoder) pipeline run: {time.monotonic() - start:.0f} s")
+        uri, wall_s = run_logged(arguments, COUNTS, root, "the segmentation_3d", stack)
+    print(f"\nsegmentation_3d (unet_encoder) pipeline run: {wall_s:.0f} s")
     return uri, root
 
 

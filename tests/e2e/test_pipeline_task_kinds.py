@@ -23,16 +23,15 @@ import contextlib
 import dataclasses
 import json
 import os
-import time
 from collections.abc import Mapping
 from typing import Any
 
 import numpy as np
 import pytest
+from local_pipeline import run_logged
 
 from kfnas.data import GENERATORS
 from kfnas.export.saved_model import RECORD_FILE, read_export_record
-from kfnas.pipelines.local import run_search_locally
 from kfnas.records.trial import TrialStatus
 from kfnas.store import open_experiment
 
@@ -194,17 +193,8 @@ def ran(request, tmp_path_factory) -> Ran:
         num_classes=NUM_CLASSES,
     )
     arguments = pipeline_arguments(kind, run, files, str(root / "store"))
-    log = root / "pipeline.log"
     with contextlib.ExitStack() as stack:
-        out = stack.enter_context(log.open("w"))  # open until the end: kfp.local logs late
-        start = time.monotonic()
-        try:
-            uri = run_search_locally(arguments, **COUNTS, pipeline_root=root / "kfp", log_file=out)
-        except RuntimeError as e:
-            out.flush()
-            tail = "\n".join(log.read_text().splitlines()[-40:])
-            pytest.fail(f"the {kind} pipeline failed: {e}\n{tail}")
-        wall_s = time.monotonic() - start
+        uri, wall_s = run_logged(arguments, COUNTS, root, f"the {kind}", stack)
     print(f"\n{kind} ({run.space}) pipeline run: {wall_s:.0f} s")
     return Ran(kind, run, uri, wall_s, files, root / "kfp")
 
