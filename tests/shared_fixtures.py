@@ -9,6 +9,10 @@ works on ``copy_experiment(...)``. The datasets are generated once per task kind
 mechanics that do not depend on the task kind (resuming, killed attempts, multi-worker trials)
 train ``CLASSIFICATION_SPEC`` on ``classification_data`` instead, a fraction of that cost.
 
+Under pytest-xdist each worker is its own session, so ``exported_detection`` is built once per
+run, not once per worker: ``once_per_run`` lets the first worker that asks build it in the run's
+shared temporary folder (under a file lock) and the others read what it wrote.
+
 ``tests/conftest.py`` imports these fixtures; add a shared fixture here when a second test file
 needs the same expensive object.
 """
@@ -16,10 +20,15 @@ needs the same expensive object.
 from __future__ import annotations
 
 import dataclasses
+import json
+import os
 import shutil
+from collections.abc import Callable
 from pathlib import Path
+from typing import Any, TypeVar
 
 import pytest
+from filelock import FileLock
 
 from kfnas.data import GENERATORS, DatasetFiles
 from kfnas.export.saved_model import SAVED_MODEL_DIR
@@ -52,6 +61,45 @@ EXPORT_RUN_ID, EXPORT_IMAGE = "run-7", "reg/kfnas:9"
 STALE_FILE = "stale.pb"
 #: The text records of a store (``export/latest`` has no suffix).
 RECORD_SUFFIXES = (".json", ".md", ".yaml", "")
+
+
+T = TypeVar("T")
+#: The file ``once_per_run`` writes beside what it built, once the build succeeded.
+BUILT_FILE = "built.json"
+
+
+def once_per_run(
+    factory: pytest.TempPathFactory,
+    name: str,
+    build: Callable[[Path], T],
+    dump: Callable[[T], Any],
+    load: Callable[[Any], T],
+) -> T:
+    """Builds an expensive session object once per test run, shared by the xdist workers.
+
+    Args:
+        factory: The session's ``tmp_path_factory``.
+        name: The object's folder under the run's shared temporary folder.
+        build: Builds the object into the (empty) folder it is given.
+        dump: The object as JSON, written once the build succeeded.
+        load: The object from that JSON, for the workers that did not build it.
+
+    Returns:
+        The object: built here, or read from what another worker built. A build that failed
+        leaves no ``built.json``; the next worker to ask builds it again, from an empty folder.
+    """
+    if "PYTEST_XDIST_WORKER" not in os.environ:
+        return build(factory.mktemp(name))
+    folder = factory.getbasetemp().parent / name
+    with FileLock(f"{folder}.lock"):
+        built = folder / BUILT_FILE
+        if built.exists():
+            return load(json.loads(built.read_text()))
+        shutil.rmtree(folder, ignore_errors=True)
+        folder.mkdir()
+        value = build(folder)
+        built.write_text(json.dumps(dump(value)))
+        return value
 
 
 def _dataset(factory: pytest.TempPathFactory, kind: str, **kwargs) -> DatasetFiles:
@@ -107,15 +155,27 @@ class ExportedExperiment:
 
 
 @pytest.fixture(scope="session")
-def exported_detection(tmp_path_factory: pytest.TempPathFactory, detection_data: DatasetFiles):
+def exported_detection(tmp_path_factory: pytest.TempPathFactory) -> ExportedExperiment:
     """One detection trial trained 2 steps and exported as ``v1`` by ``stages.export_model``.
 
-    Before the export, ``export/v1`` holds what an export stopped midway leaves (a SavedModel
-    folder with a stale file and no ``export.json``): the export must replace it.
+    Built once per run (``once_per_run``), with its own generated detection dataset. Before the
+    export, ``export/v1`` holds what an export stopped midway leaves (a SavedModel folder with a
+    stale file and no ``export.json``): the export must replace it.
     """
+    return once_per_run(
+        tmp_path_factory, "exported-detection", _export_detection, dataclasses.asdict, _exported
+    )
+
+
+def _exported(data: dict[str, Any]) -> ExportedExperiment:
+    files = {k: tuple(v) if isinstance(v, list) else v for k, v in data["data"].items()}
+    return ExportedExperiment(data["uri"], data["trial_id"], DatasetFiles(**files))
+
+
+def _export_detection(root: Path) -> ExportedExperiment:
     from kfnas import stages
 
-    root = tmp_path_factory.mktemp("exported")
+    detection_data = GENERATORS.get("detection")(root / "data", num_train=4, num_validation=2)
     uri = stages.init_experiment(
         DETECTION_SPEC, [f"store_root={root / 'store'}", *data_overrides(detection_data)]
     )
