@@ -32,7 +32,7 @@ from kfnas.stages._control import (
 from kfnas.stages.controller import latency_device_of, run_search, search_study
 from kfnas.store import open_experiment, open_store
 from kfnas.store.layout import ExperimentLayout
-from kfnas.validation import experiment_spec
+from kfnas.validation import experiment_spec, trial_pod_problems
 
 SPEC = """
 name: controller-test
@@ -349,6 +349,37 @@ def test_a_restarted_controller_measures_a_trained_trial_without_training_it_aga
     assert TrialJob(exp.uri, "proxy", ids[0]).name not in launcher.starts
     assert TrialJob(exp.uri, "proxy", ids[0], kind=MEASURE_KIND).name in launcher.starts
     assert (state.completed, state.failed) == (2, 0)
+
+
+def test_trial_pods_a_single_process_framework_would_leave_idle_are_refused(tmp_path):
+    torch_task = [
+        "task.kind=segmentation_3d",
+        "task.image_size=16",
+        "task.options={}",
+        "objectives.metric=",
+        "studies.proxy.space=unet_encoder",
+    ]
+    exp = _experiment(tmp_path, *torch_task)
+    four_gpus = {"accelerator_type": "nvidia.com/gpu", "accelerator_count": 4}
+    kubernetes = {"kind": "kubernetes", "settings": {"training": four_gpus}}
+    with pytest.raises(SpecError) as refused:
+        search_study(exp.uri, "proxy", 2, kubernetes, "run-1")
+    assert (
+        "task.kind 'segmentation_3d' trains each trial with pytorch in one process on one device, "
+        "but the cluster profile's steps.training gives a trial 1 pod(s) with 4 nvidia.com/gpu "
+        "each: all but one would idle. Set steps.training.accelerator.count to 1"
+    ) in str(refused.value)
+    assert exp.records.history("proxy") == []
+    one_gpu_two_pods = {"accelerator_type": "nvidia.com/gpu", "accelerator_count": 1, "workers": 2}
+    two_pods = {"trial": one_gpu_two_pods}
+    assert "steps.trial gives a trial 2 pod(s) with 1 nvidia.com/gpu" in " ".join(
+        trial_pod_problems(exp.spec, two_pods)
+    )
+    one_gpu = {job: {"accelerator_type": "nvidia.com/gpu", "accelerator_count": 1}
+               for job in ("trial", "training")}  # fmt: skip
+    assert trial_pod_problems(exp.spec, one_gpu) == []
+    tensorflow = experiment_spec(SPEC, [f"store_root={tmp_path}"])
+    assert trial_pod_problems(tensorflow, {"training": four_gpus}) == []  # trains across them
 
 
 def test_a_latency_device_no_profile_of_the_run_defines_is_refused_before_any_trial(tmp_path):

@@ -77,6 +77,12 @@ def test_a_segmentation_3d_trial_trains_measures_and_records_like_any_trial(medi
     assert metrics["params"] > 0 and metrics["flops"] > 0 and metrics["latency_ms"] > 0
     assert result.measurement["protocol"]["runs"] == 5 and "torch" in result.measurement
     assert result.reward is not None
+    assert result.runtime == {
+        "framework": "pytorch",
+        "torch": torch.__version__,
+        "device": "cpu",
+        "gpus": 0,
+    }
     exp = open_experiment(uri)
     curve = exp.records.read_curve("proxy", trial_id)
     assert list(curve.steps) == [3, 6] and [s for s, _ in curve.seconds()] == [3, 6]
@@ -111,6 +117,18 @@ def test_the_export_writes_torchscript_onnx_a_handoff_and_a_model_card(medical_t
     assert "name: onnx" in service and "protocolVersion: v2" in service
     card = (folder / "model_card.md").read_text()
     assert "model.onnx" in card and "torch.jit.load" in card and "/v2/models/" in card
+
+
+def test_a_pod_with_gpus_the_trial_leaves_idle_is_named_in_its_runtime(monkeypatch):
+    from kfnas.torch.runner import device_runtime
+
+    # No GPU here: the count is what a 4-GPU pod's torch.cuda reports.
+    monkeypatch.setattr(torch.cuda, "is_available", lambda: True)
+    monkeypatch.setattr(torch.cuda, "device_count", lambda: 4)
+    runtime = device_runtime(torch.device("cuda", 0))
+    assert (runtime["device"], runtime["gpus"]) == ("cuda:0", 4)
+    assert runtime["warnings"].startswith("4 GPUs visible but a torch trial trains in one process")
+    assert "3 stayed idle; give torch trials 1 accelerator per pod" in runtime["warnings"]
 
 
 def test_a_resumed_torch_trial_continues_from_its_checkpoint(tmp_path, medical_data):

@@ -138,8 +138,9 @@ class TrialResult(Record):
             start, a checkpoint's step for a run that resumed one; empty when not counted.
         runtime: How the last attempt trained: ``strategy`` (``one_device``, ``mirrored``,
             ``multi_worker_mirrored``), ``replicas``, ``workers``, ``precision``, ``devices``,
-            ``all_reduce`` and any ``warnings`` (``kfnas.training.distribution``); empty when
-            not recorded.
+            ``all_reduce`` and any ``warnings`` (``kfnas.training.distribution``); a torch
+            trial's: ``framework``, ``torch``, ``device``, ``gpus`` and any ``warnings``
+            (``kfnas.torch.runner.device_runtime``); empty when not recorded.
         measurement: How the measurement step measured the model (``kfnas.training.protocol``):
             the device, the protocol (warm-up, runs, threads, batch sizes), each latency's
             spread (median, p90, mean, standard deviation, coefficient of variation), TensorFlow

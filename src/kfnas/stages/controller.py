@@ -67,7 +67,7 @@ from kfnas.stages._control import ControllerState, acquire, stop_requested, writ
 from kfnas.stages.search import attempts_exhausted
 from kfnas.store import Experiment, open_experiment
 from kfnas.store.trials import TrialAlreadyFinished
-from kfnas.validation import latency_device_problems
+from kfnas.validation import latency_device_problems, trial_pod_problems
 
 
 class Clock(Protocol):
@@ -194,9 +194,12 @@ def search_with_config(
 ) -> ControllerState:
     """``search_study`` on an opened experiment: what a stage that searches in a loop calls.
 
-    The latency device is checked, the launcher built from ``launch_config`` and closed after.
+    The latency device and the trial pods (``trial_pod_problems``) are checked, the launcher
+    built from ``launch_config`` and closed after.
     """
-    if problems := latency_device_problems(exp.spec, latency_device_of(launch_config)):
+    problems = latency_device_problems(exp.spec, latency_device_of(launch_config))
+    problems += trial_pod_problems(exp.spec, launch_config.get("settings", {}))
+    if problems:
         raise SpecError("; ".join(problems))
     launcher = launcher_from_config({**launch_config, "run_id": run_id})
     try:

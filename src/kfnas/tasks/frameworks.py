@@ -47,6 +47,9 @@ class Framework:
         exporter: Exports a trained trial's model with its model card.
         module: The Python module the framework needs (``torch``...), to tell a missing install.
         install: How to install it, for the message when ``module`` is missing.
+        multi_device: Whether one trial trains across several accelerators or pods; a framework
+            without it trains each trial in one process on one device, and a run whose trial pods
+            ask for more is refused before any trial (``kfnas.validation.trial_pod_problems``).
     """
 
     name: str
@@ -55,6 +58,7 @@ class Framework:
     exporter: str
     module: str
     install: str
+    multi_device: bool = True
 
     def entry(self, role: str) -> Callable[..., Any]:
         """The function of ``role`` (``trainer``, ``measurer`` or ``exporter``), imported."""
@@ -90,6 +94,7 @@ FRAMEWORKS.register(
         exporter="kfnas.torch.export:export_trial_model",
         module="torch",
         install="pip install 'kfnas[torch]' (or use the image built from images/Dockerfile.torch)",
+        multi_device=False,
     ),
 )
 

@@ -209,13 +209,15 @@ def measure_stored_trial(
     Raises:
         FileNotFoundError: ``model_dir`` holds no ``ckpt-<step>.pt``.
     """
+    from kfnas.torch.runner import trial_device
+
     pin_threads(threads)
-    module = restore_trial_module(spec, trial, model_dir)
+    module = restore_trial_module(spec, trial, model_dir).to(trial_device())
     return measure_trial_module(spec, trial, module, threads=threads, exclusive=exclusive)
 
 
 def restore_trial_module(spec: ExperimentSpec, trial: TrialSpec, model_dir: str | Path) -> Any:
-    """The trial's module with the weights of its newest checkpoint, in inference mode.
+    """The trial's module with the weights of its newest checkpoint, on the CPU, in inference mode.
 
     Raises:
         FileNotFoundError: ``model_dir`` holds no ``ckpt-<step>.pt``.
@@ -231,5 +233,6 @@ def restore_trial_module(spec: ExperimentSpec, trial: TrialSpec, model_dir: str 
             f"uploaded; run the trial again"
         )
     module = build_trial_module(spec, trial)
-    module.load_state_dict(torch.load(latest, weights_only=False)["model"])
+    state = torch.load(latest, map_location="cpu", weights_only=False)  # saved on a GPU or not
+    module.load_state_dict(state["model"])
     return module.eval()

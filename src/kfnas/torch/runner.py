@@ -72,8 +72,9 @@ def execute_trial(
         trial: The trial: its space, architecture JSON, budget and seed.
         work_dir: A local folder for checkpoints (``model/``) and TensorBoard logs (``logs/``).
         on_checkpoint: Called as ``on_checkpoint(step, prefix)`` after each checkpoint.
-        distribution: Unused: a torch trial trains in one process on this machine's device (the
-            result's ``runtime`` says which).
+        distribution: Unused: a torch trial trains in one process on one device, the pod's
+            first GPU when it has one (``trial_device``; the result's ``runtime`` says which, and
+            warns when more GPUs were visible).
         measure: Measure the model here (``kfnas.torch.measure``) and compute the reward;
             without it a trial that trained well returns its ``TrialTraining``.
         on_evaluation: Called as ``on_evaluation(step, metrics)`` after each periodic
@@ -155,8 +156,9 @@ def _execute(
     opts = kind.check(spec.task, declared_options(spec.task.kind, [get_space(trial.space)]))
     torch.manual_seed(trial.seed)
     np.random.seed(trial.seed % 2**32)
-    runtime = {"framework": "pytorch", "torch": torch.__version__, "device": "cpu"}
-    model = build_trial_module(spec, trial)
+    device = trial_device()
+    runtime = device_runtime(device)
+    model = build_trial_module(spec, trial).to(device)
     train, validation = kind.batches(
         spec.task, spec.data, batch_size=budget.batch_size, seed=trial.seed
     )
@@ -169,7 +171,7 @@ def _execute(
     outcome = _Outcome()
     resumed = latest_checkpoint(model_dir)
     if resumed is not None:
-        state = torch.load(resumed, weights_only=False)
+        state = torch.load(resumed, map_location=device, weights_only=False)
         model.load_state_dict(state["model"])
         optimizer.load_state_dict(state["optimizer"])
         schedule.load_state_dict(state["schedule"])
@@ -218,7 +220,8 @@ def _execute(
     while outcome.step < budget.train_steps and not outcome.stopped_early:
         began = time.monotonic()
         images, labels = next(train)
-        loss = kind.loss(model(torch.from_numpy(images)), torch.from_numpy(labels))
+        inputs, targets = torch.from_numpy(images).to(device), torch.from_numpy(labels).to(device)
+        loss = kind.loss(model(inputs), targets)
         value = float(loss.detach())
         if not math.isfinite(value):
             outcome.infeasible = f"the training loss became {value} at step {outcome.step}"
@@ -284,6 +287,37 @@ def _execute(
     measured = measure_trial_module(spec, trial, model, threads=threads)
     result = score_trial(spec, training, measured, device=device)
     return dataclasses.replace(result, duration_s=time.monotonic() - start)
+
+
+def trial_device() -> Any:
+    """The device a torch trial trains and is measured on: the first CUDA GPU, else the CPU."""
+    import torch
+
+    return torch.device("cuda", 0) if torch.cuda.is_available() else torch.device("cpu")
+
+
+def device_runtime(device: Any) -> dict[str, Any]:
+    """What a torch trial's result records of where it ran (``TrialResult.runtime``).
+
+    ``framework``, ``torch`` (version), ``device``, ``gpus`` (visible), and ``warnings`` when the
+    pod has GPUs the single-process trial leaves idle.
+    """
+    import torch
+
+    gpus = torch.cuda.device_count() if torch.cuda.is_available() else 0
+    runtime: dict[str, Any] = {
+        "framework": "pytorch",
+        "torch": torch.__version__,
+        "device": str(device),
+        "gpus": gpus,
+    }
+    if gpus > 1:
+        runtime["warnings"] = (
+            f"{gpus} GPUs visible but a torch trial trains in one process on {device}: "
+            f"{gpus - 1} stayed idle; give torch trials 1 accelerator per pod in the cluster "
+            f"profile"
+        )
+    return runtime
 
 
 def _optimizer(model: Any, opts: Mapping[str, Any], rate: float) -> Any:

@@ -173,10 +173,11 @@ class Segmentation3dTask(TorchTask):
         overlap: Any = 0
         total: Any = 0
         losses = []
+        device = _device_of(model)
         with torch.no_grad():
             for images, labels in batches:
-                logits = model(torch.from_numpy(images))
-                targets = torch.from_numpy(labels)
+                logits = model(torch.from_numpy(images).to(device))
+                targets = torch.from_numpy(labels).to(device)
                 losses.append(float(self.loss(logits, targets)))
                 classes = logits.shape[1]
                 predicted = torch.nn.functional.one_hot(logits.argmax(1), classes)
@@ -249,10 +250,11 @@ class TorchClassificationTask(TorchTask):
         import torch
 
         correct, count, losses = 0, 0, []
+        device = _device_of(model)
         with torch.no_grad():
             for images, labels in batches:
-                logits = model(torch.from_numpy(images))
-                targets = torch.from_numpy(labels)
+                logits = model(torch.from_numpy(images).to(device))
+                targets = torch.from_numpy(labels).to(device)
                 losses.append(float(self.loss(logits, targets)))
                 correct += int((logits.argmax(1) == targets).sum())
                 count += len(labels)
@@ -260,6 +262,14 @@ class TorchClassificationTask(TorchTask):
             "accuracy": correct / count if count else math.nan,
             "loss": float(np.mean(losses)) if losses else math.nan,
         }
+
+
+def _device_of(model: Any) -> Any:
+    """The device of the model's parameters (the CPU for a model without any)."""
+    import torch
+
+    parameter = next(model.parameters(), None)
+    return parameter.device if parameter is not None else torch.device("cpu")
 
 
 #: official.vision's ImageNet normalization (RGB, 0..255 scale).

@@ -14,6 +14,7 @@ from kfnas.validation.checks import (
     latency_device_problems,
     resolve,
     spec_problems,
+    trial_pod_problems,
     validate,
 )
 from kfnas.validation.experiment import complete_studies, experiment_spec
@@ -25,5 +26,6 @@ __all__ = [
     "latency_device_problems",
     "resolve",
     "spec_problems",
+    "trial_pod_problems",
     "validate",
 ]

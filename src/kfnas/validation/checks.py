@@ -12,7 +12,7 @@ from __future__ import annotations
 
 import dataclasses
 import re
-from collections.abc import Callable
+from collections.abc import Callable, Mapping
 from typing import Any
 
 import pyglove as pg
@@ -35,6 +35,7 @@ from kfnas.spaces.base import is_refinement
 from kfnas.spaces.options import Option
 from kfnas.store import root_problems
 from kfnas.tasks import TASKS
+from kfnas.tasks.frameworks import framework_of
 
 #: Studies that retrain trials chosen from another study (never multi-fidelity).
 RETRAINED = (*(r for r in CHAIN if r.role == "retrain"), StudyRole(RETRAINING, "retrain"))
@@ -281,6 +282,45 @@ def latency_device_problems(spec: ExperimentSpec, device: str) -> list[str]:
         f"whose steps.latency.device is {wanted!r} (pipelines/profiles/*.yaml), or set "
         f"measurement.device to {device!r} (or empty: whichever device the run measures on)"
     ]
+
+
+#: The launch settings' job kinds that train trials (the profile's ``steps.trial`` and
+#: ``steps.training``).
+TRIAL_JOB_KINDS = ("trial", "training")
+
+
+def trial_pod_problems(
+    spec: ExperimentSpec, settings: Mapping[str, Mapping[str, Any]]
+) -> list[str]:
+    """Whether the run's trial pods fit how the task kind's framework trains a trial.
+
+    A framework that trains each trial in one process on one device (``Framework.multi_device``
+    false: PyTorch here) would leave the other accelerators and pods of a larger trial pod idle,
+    paid for; such a run is refused before any trial is launched.
+
+    Args:
+        spec: The experiment spec.
+        settings: The launch config's pod settings by job kind (``PodSettings`` fields:
+            ``accelerator_type``, ``accelerator_count``, ``workers``).
+    """
+    framework = framework_of(TASKS.get(spec.task.kind))
+    if framework.multi_device:
+        return []
+    problems = []
+    for job in TRIAL_JOB_KINDS:
+        pod = settings.get(job) or {}
+        count, workers = int(pod.get("accelerator_count") or 0), int(pod.get("workers") or 1)
+        if count <= 1 and workers <= 1:
+            continue
+        kind = pod.get("accelerator_type") or "accelerators"
+        problems.append(
+            f"task.kind {spec.task.kind!r} trains each trial with {framework.name} in one "
+            f"process on one device, but the cluster profile's steps.{job} gives a trial "
+            f"{workers} pod(s) with {count} {kind} each: all but one would idle. Set "
+            f"steps.{job}.accelerator.count to 1 and steps.{job}.workers to 1 in the profile, "
+            f"or use a task kind that trains across devices"
+        )
+    return problems
 
 
 def _store_problems(spec: ExperimentSpec) -> list[str]:
