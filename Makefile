@@ -6,7 +6,10 @@ STAMP := $(VENV)/.installed
 PYTEST_ARGS ?=
 # Test workers: one per core (pytest-xdist). A file's tests stay on one worker (--dist loadfile), so
 # a module-scoped fixture (a pipeline run, a trained model) is built once; PYTEST_WORKERS=0 runs
-# the tests in this process.
+# the tests in this process. Files are handed out in collection order (--no-loadscope-reorder;
+# xdist's default hands out the files with the most tests first, which left the few-test, minutes-
+# long pipeline files for the end, one worker idle), and tests/conftest.py collects the files
+# that hold slow tests first, so the long ones start at once and the short ones fill in.
 PYTEST_WORKERS ?= auto
 
 .PHONY: demo test lint install clean
@@ -31,7 +34,7 @@ lint: $(STAMP)
 	$(VENV)/bin/lint-imports
 
 test: $(STAMP) lint
-	$(VENV)/bin/python -m pytest -n $(PYTEST_WORKERS) --dist loadfile $(PYTEST_ARGS)
+	$(VENV)/bin/python -m pytest -n $(PYTEST_WORKERS) --dist loadfile --no-loadscope-reorder $(PYTEST_ARGS)
 
 clean:
 	rm -rf $(VENV) demo-output build *.egg-info src/*.egg-info
