@@ -97,6 +97,17 @@ class TorchTask(OptionTable):
         """One evaluation pass over ``batches``: every metric of ``metric_names``, and ``loss``."""
         raise NotImplementedError
 
+    def predictions(self, model: Any, batches: Sequence[Batch]) -> Iterator[tuple[Any, Any, float]]:
+        """Each batch's logits and targets on the model's device, and its loss; no gradients."""
+        import torch
+
+        device = _device_of(model)
+        with torch.no_grad():
+            for images, labels in batches:
+                logits = model(torch.from_numpy(images).to(device))
+                targets = torch.from_numpy(labels).to(device)
+                yield logits, targets, float(self.loss(logits, targets))
+
 
 class Segmentation3dTask(TorchTask):
     """3-D segmentation of medical volumes (Medical Segmentation Decathlon layout).
@@ -173,18 +184,14 @@ class Segmentation3dTask(TorchTask):
         overlap: Any = 0
         total: Any = 0
         losses = []
-        device = _device_of(model)
-        with torch.no_grad():
-            for images, labels in batches:
-                logits = model(torch.from_numpy(images).to(device))
-                targets = torch.from_numpy(labels).to(device)
-                losses.append(float(self.loss(logits, targets)))
-                classes = logits.shape[1]
-                predicted = torch.nn.functional.one_hot(logits.argmax(1), classes)
-                truth = torch.nn.functional.one_hot(targets, classes)
-                dims = tuple(range(predicted.ndim - 1))
-                overlap = overlap + (predicted * truth).sum(dims)
-                total = total + predicted.sum(dims) + truth.sum(dims)
+        for logits, targets, loss in self.predictions(model, batches):
+            losses.append(loss)
+            classes = logits.shape[1]
+            predicted = torch.nn.functional.one_hot(logits.argmax(1), classes)
+            truth = torch.nn.functional.one_hot(targets, classes)
+            dims = tuple(range(predicted.ndim - 1))
+            overlap = overlap + (predicted * truth).sum(dims)
+            total = total + predicted.sum(dims) + truth.sum(dims)
         # A class absent from both prediction and truth everywhere scores 1 (nothing to miss).
         per_class = [
             1.0 if int(t) == 0 else 2 * float(o) / float(t)
@@ -247,17 +254,11 @@ class TorchClassificationTask(TorchTask):
 
     def evaluate(self, model: Any, batches: Sequence[Batch]) -> dict[str, float]:
         """Top-1 accuracy and the mean loss."""
-        import torch
-
         correct, count, losses = 0, 0, []
-        device = _device_of(model)
-        with torch.no_grad():
-            for images, labels in batches:
-                logits = model(torch.from_numpy(images).to(device))
-                targets = torch.from_numpy(labels).to(device)
-                losses.append(float(self.loss(logits, targets)))
-                correct += int((logits.argmax(1) == targets).sum())
-                count += len(labels)
+        for logits, targets, loss in self.predictions(model, batches):
+            losses.append(loss)
+            correct += int((logits.argmax(1) == targets).sum())
+            count += len(targets)
         return {
             "accuracy": correct / count if count else math.nan,
             "loss": float(np.mean(losses)) if losses else math.nan,
