@@ -25,6 +25,7 @@ from kfnas.config.spec import (
     StudySpec,
 )
 from kfnas.config.studies import CHAIN, PROXY, RETRAINING, StudyRole
+from kfnas.launch.base import JOB_KINDS, MEASURE_KIND
 from kfnas.registry import RegistryError
 from kfnas.search.algorithms import ALGORITHMS
 from kfnas.search.asha import HalvingSchedule
@@ -285,8 +286,8 @@ def latency_device_problems(spec: ExperimentSpec, device: str) -> list[str]:
 
 
 #: The launch settings' job kinds that train trials (the profile's ``steps.trial`` and
-#: ``steps.training``).
-TRIAL_JOB_KINDS = ("trial", "training")
+#: ``steps.training``): every job kind but the measurement's.
+TRIAL_JOB_KINDS = tuple(kind for kind in JOB_KINDS if kind != MEASURE_KIND)
 
 
 def trial_pod_problems(
