@@ -58,6 +58,7 @@ from kfnas.config.spec import AlgorithmSpec, StudySpec
 from kfnas.records.base import Record
 from kfnas.records.trial import RecordError, TrialResult, TrialSpec
 from kfnas.search.algorithms import ALGORITHMS, Algorithm, Replayed, StateAdapter, derive_seed
+from kfnas.search.sampling import random_dna
 from kfnas.spaces import get_space
 from kfnas.spaces.base import dna_spec, load_dna, type_names
 from kfnas.store.trials import CorruptRecordWarning
@@ -910,7 +911,7 @@ def _propose_new(
             return dna
         metadata = dict(dna.metadata)
     for _ in range(MAX_RANDOM_DRAWS):
-        dna = pg.random_dna(spec, explore)
+        dna = random_dna(spec, explore)
         if _key(dna) not in seen:
             # It stands in for the repeated proposal: with its metadata (generation, initial
             # population marker), the algorithm recovers it as one of its own.
