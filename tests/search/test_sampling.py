@@ -6,7 +6,7 @@ import pyglove as pg
 import pytest
 
 from kfnas.search import ALGORITHMS
-from kfnas.search.sampling import RandomSearch, random_dna
+from kfnas.search.sampling import RandomSearch, UniformMutator, random_dna
 from kfnas.spaces import SPACES, get_space
 from kfnas.spaces.base import dna_spec
 
@@ -68,9 +68,39 @@ def test_random_search_proposes_and_recovers_as_pyglove_random_does():
     assert pg.to_json_str(resumed.propose()) == pg.to_json_str(theirs.propose())
 
 
+def _same_mutations(spec: pg.DNASpec, seed: int, generations: int) -> None:
+    """A chain of mutations: each child of PyGlove's Uniform and of ours, from the same parent."""
+    theirs, ours = pg.evolution.mutators.Uniform(seed=seed), UniformMutator(seed=seed)
+    parent = pg.random_dna(spec, random.Random(seed))
+    parent.set_metadata("generation", 3)  # dropped by a clone
+    parent.set_metadata("lineage", "kept", cloneable=True)
+    before = pg.to_json_str(parent)
+    for _ in range(generations):
+        expected, child = theirs.mutate(parent), ours.mutate(parent)
+        assert pg.to_json_str(child) == pg.to_json_str(expected)
+        assert child.spec is expected.spec
+        assert ours._random.getstate() == theirs._random.getstate()
+        assert pg.to_json_str(parent) == before  # the parent is left as it was
+        parent, before = expected, pg.to_json_str(expected)
+
+
+@pytest.mark.parametrize(
+    "space", [name for name in sorted(SPACES.names()) if len(dna_spec(get_space(name))) > 1]
+)
+def test_every_built_in_space_mutates_as_pyglove_does(space):
+    _same_mutations(dna_spec(get_space(space)), 1, 8)
+
+
+def test_every_kind_of_decision_mutates_as_pyglove_does():
+    spec = pg.dna_spec(TEMPLATE)
+    for seed in range(15):
+        _same_mutations(spec, seed, 10)
+
+
 @pytest.mark.parametrize("name", ["regularized_evolution", "hill_climb", "nsga2"])
-def test_the_evolution_algorithms_draw_their_initial_population_through_it(name):
-    algorithm = ALGORITHMS.get(name)
-    generator = algorithm.create({}, 3)
+def test_the_evolution_algorithms_draw_and_mutate_through_it(name):
+    generator = ALGORITHMS.get(name).create({}, 3)
     init, _ = generator.population_init
     assert type(init) is RandomSearch and init.seed == 3
+    mutators = pg.query(generator, where=lambda v: isinstance(v, pg.evolution.mutators.Uniform))
+    assert mutators and all(type(m) is UniformMutator for m in mutators.values())

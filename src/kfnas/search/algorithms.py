@@ -43,7 +43,7 @@ import pyglove as pg
 
 from kfnas.records.base import RecordError
 from kfnas.registry import Registry
-from kfnas.search.sampling import RandomSearch
+from kfnas.search.sampling import RandomSearch, UniformMutator
 from kfnas.spaces.base import load_dna
 
 __all__ = [
@@ -277,7 +277,8 @@ class Algorithm:
 
 def _mutator(seed: int) -> pg.evolution.Mutator:
     # PyGlove's default mutator argument is one shared, unseeded Uniform(): build a seeded one.
-    return pg.evolution.mutators.Uniform(seed=derive_seed(seed, "mutator"))
+    # UniformMutator mutates as Uniform does, building each child once (kfnas.search.sampling).
+    return UniformMutator(seed=derive_seed(seed, "mutator"))
 
 
 def _random(options: Mapping[str, Any], seed: int) -> pg.DNAGenerator:
