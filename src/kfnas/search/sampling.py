@@ -1,23 +1,29 @@
-"""Random DNA, drawn as PyGlove draws them, built as one tree instead of node by node.
+"""Random DNA and mutations made as PyGlove makes them, each DNA built as one tree.
 
-``pg.random_dna`` (PyGlove 0.4.5) builds every node of a DNA as it draws it and then re-parents
-it, which clones the subtree under it again at each level: about 80 ms per DNA on ``spinenet``
-(94 nodes). ``random_dna`` here makes the same random calls in the same order (so a seeded
-``random.Random`` gives the same DNA and ends in the same state), collects the decisions as
-PyGlove's nested value form (an int per chosen candidate, a tuple for a choice whose candidate
-has decisions of its own, a list for several decisions) and builds the DNA once from it,
-as PyGlove decodes a compact JSON DNA: about half the time. ``RandomSearch`` is PyGlove's
-``pg.geno.Random`` drawing through it; the ``random`` algorithm, the evolution algorithms'
-initial populations and the controller's fallback draws use it.
+PyGlove (0.4.5) builds a DNA node by node and re-parents each node, which clones the subtree
+under it again at every level: ``pg.random_dna`` takes about 80 ms on ``spinenet`` (94 nodes),
+and its ``Uniform`` mutator deep-clones the parent (about 50 ms) before it draws the new
+subtree. Here the same random calls are made in the same order (so a seeded ``random.Random``
+gives the same DNA and ends in the same state), the decisions are collected as PyGlove's nested
+value form (an int per chosen candidate, a tuple for a choice whose candidate has decisions of its
+own, a list for several decisions), and the DNA is built once from it as PyGlove decodes a compact
+JSON DNA (type checks off while the nodes are made, then ``use_spec`` validates the tree):
 
-``tests/search/test_sampling.py`` checks, for every built-in space and many seeds, that the DNA
-and the random state equal PyGlove's. The draw order is PyGlove's: ``Space`` draws its elements
-in order; ``Choices`` draws ``random.sample`` of the candidate indices when distinct, else one
-``randint`` per choice, sorts them when sorted, then draws each chosen candidate's space in
-choice order; ``Float`` draws ``uniform(min, max)``. A space with a custom decision point (drawn
-by its own function) is drawn by ``pg.random_dna`` itself. To support another PyGlove version,
-compare its ``_random_dna`` methods with the above and add it to ``PYGLOVE_VERSIONS``; with any
-other version ``random_dna`` is ``pg.random_dna``.
+* ``random_dna(spec, rng)``: ``pg.random_dna``, about a third of the time on ``spinenet``;
+  ``RandomSearch`` is ``pg.geno.Random`` drawing through it (the ``random`` algorithm and the
+  evolution algorithms' initial populations), and the controller's fallback draws use it;
+* ``UniformMutator``: ``pg.evolution.mutators.Uniform``, about half the time per mutation.
+
+``tests/search/test_sampling.py`` checks, for every built-in space and a space with every kind of
+decision, that the DNA (metadata included) and the random state equal PyGlove's. The draw order
+is PyGlove's: ``Space`` draws its elements in order; ``Choices`` draws ``random.sample`` of the
+candidate indices when distinct, else one ``randint`` per choice, sorts them when sorted, then
+draws each chosen candidate's space in choice order; ``Float`` draws ``uniform(min, max)``; a
+mutation picks one mutable node in preorder with ``choice``, then a free candidate (a distinct
+sub-choice) or a new draw of that node. A space with a custom decision point (drawn by its own
+function) is left to PyGlove. To support another PyGlove version, compare its ``_random_dna``
+methods and ``Uniform.mutate`` with the above and add it to ``PYGLOVE_VERSIONS``; with any other
+version PyGlove's own functions run.
 """
 
 from __future__ import annotations
