@@ -12,6 +12,7 @@ from __future__ import annotations
 import base64
 import itertools
 import json
+import math
 import shutil
 import subprocess
 import tempfile
@@ -179,6 +180,8 @@ class Browser:
 # ---- What every report page must show, in a real browser ----------------------------------------
 
 SECTION_PLOTS = ("plot-by-trial", "plot-latency", "plot-flops")
+#: Markers whose centres lie this close (pixels) share a spot: the hover names one of them.
+OVERLAP_PX = 8.0
 
 
 def check_report(
@@ -243,20 +246,35 @@ def _check_hover(browser: Browser, study: dict, metric: str) -> None:
     ids = browser.evaluate(
         f"document.querySelector('{plot} .js-plotly-plot, {plot}').data[0].customdata"
     )
-    index = ids.index(front[0])
     points = f"document.querySelector('{plot} .scatterlayer .trace').querySelectorAll('path.point')"
+    # Trials with equal scores share a spot, and the one drawn last takes the hover: hover the
+    # front's most isolated point, and expect any trial drawn within a few pixels of it.
+    spots = browser.evaluate(
+        f"[...{points}].map(p => {{const r = p.getBoundingClientRect(); "
+        "return [r.x + r.width / 2, r.y + r.height / 2];})"
+    )
+
+    def gap(i: int, j: int) -> float:
+        return math.dist(spots[i], spots[j])
+
+    def isolation(i: int) -> float:
+        return min((gap(i, j) for j in range(len(spots)) if j != i), default=math.inf)
+
+    index = max((ids.index(trial) for trial in front), key=isolation)
+    near = {ids[j] for j in range(len(spots)) if gap(index, j) <= OVERLAP_PX}
     box = browser.center(f"{points}[{index}]")
     browser.mouse("mouseMoved", box[0] - 30, box[1] - 30)
     browser.mouse("mouseMoved", *box)
     text = browser.wait_for(
         f"(document.querySelector('{plot} .hoverlayer .hovertext') || {{}}).textContent", 10
     )
-    assert f"trial {front[0]}" in text and metric in text, text
+    named = [trial for trial in near if f"trial {trial} (" in text]
+    assert len(named) == 1 and metric in text, (near, text)
     if study["decisions"]:
         assert any(f"{d['id']} = " in text for d in study["decisions"]), text
     # A click shows every decision of the trial under the table.
     browser.click(*box)
     details = f"document.querySelector('#study-{study['name']} .trial-details')"
     shown = browser.wait_for(f"!{details}.hidden && {details}.textContent", 10)
-    assert f"trial {front[0]}" in shown
+    assert f"trial {named[0]}" in shown
     assert all(d["id"] in shown for d in study["decisions"]), shown
