@@ -157,18 +157,19 @@ class UniformMutator(pg.evolution.mutators.Uniform):
         spec = dna.spec
         if pg.__version__ not in PYGLOVE_VERSIONS or spec is None or _has_custom(spec):
             return super().mutate(dna, step)
-        nodes: list[tuple[pg.DNA, pg.DNA | None, int | None]] = []
-        stack: list[tuple[pg.DNA, pg.DNA | None, int | None]] = [(dna, None, None)]
+        # The mutable nodes with their parents, in preorder: the list PyGlove picks one from.
+        nodes: list[tuple[pg.DNA, pg.DNA | None]] = []
+        stack: list[tuple[pg.DNA, pg.DNA | None]] = [(dna, None)]
         while stack:
-            node, parent, index = stack.pop()
+            node, parent = stack.pop()
             if parent is not None and (node.metadata or node.userdata):
                 return super().mutate(dna, step)
             if self._is_mutable_node(node):
-                nodes.append((node, parent, index))
-            stack.extend(reversed([(c, node, i) for i, c in enumerate(node.children)]))
+                nodes.append((node, parent))
+            stack.extend((child, node) for child in reversed(node.children))
         if not nodes:
             raise RuntimeError(f"Immutable DNA: {dna!r}")
-        node, parent, _ = self._random.choice(nodes)
+        node, parent = self._random.choice(nodes)
         if parent is None:
             return random_dna(node.spec, self._random)
         choices = node.spec
