@@ -10,9 +10,12 @@ FROM tensorflow/tensorflow:2.20.0-gpu
 RUN python3 -c 'import sys; assert sys.version_info[:2] == (3, 11), \
     "kfnas needs Python 3.11, this base image has " + sys.version.split()[0]'
 
+# TF_USE_LEGACY_KERAS: tf.keras is tf_keras (Keras 2, what tf-models-official and kfnas build with);
+# without it `import tensorflow` also loads Keras 3, ~1.5 s of every step's start-up (kfnas/__init__.py).
 ENV PIP_NO_CACHE_DIR=1 \
     PIP_DISABLE_PIP_VERSION_CHECK=1 \
-    PYTHONUNBUFFERED=1
+    PYTHONUNBUFFERED=1 \
+    TF_USE_LEGACY_KERAS=1
 
 WORKDIR /opt/kfnas
 COPY images/constraints.txt images/constraints.txt

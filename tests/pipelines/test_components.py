@@ -119,3 +119,5 @@ def test_dockerfile_builds_kfnas_on_the_pinned_tensorflow_gpu_image():
     assert "pip install -c images/constraints.txt ." in runs
     users = [arg for op, arg in instructions if op == "USER"]
     assert users and not users[-1].startswith(("0", "root"))
+    env = " ".join(arg for op, arg in instructions if op == "ENV").split()
+    assert "TF_USE_LEGACY_KERAS=1" in env  # tf.keras is tf_keras; Keras 3 is never loaded
