@@ -8,10 +8,12 @@ scaling and policy, and exported: the DAG the cluster runs, each step a subproce
 Round 1 holds a trial whose architecture cannot be built (written before the run, whose controller
 adopts the round): it is recorded FAILED while its sibling trains, and its slot gets the next
 proposal at once. Its sibling, trial 1, is SIGKILLed right after storing a checkpoint on its first
-two attempts (a ``sitecustomize`` on the steps' ``PYTHONPATH``, as an OOM kill or a preemption
-would): the controller starts it again and it completes on its third attempt, each continuing
-from its predecessor's checkpoint. Trial 3 is killed on every attempt: FAILED after
-``max_attempts``, and the search still spends its budget and exports a model. The second
+attempt (a ``sitecustomize`` on the steps' ``PYTHONPATH``, as an OOM kill or a preemption would):
+the controller starts it again and it completes on its second attempt, continuing from that
+checkpoint. Trial 3 is killed on every attempt: FAILED after ``max_attempts`` (2 here), and the
+search still spends its budget and exports a model. (A trial killed twice, each attempt going on
+from the last one's checkpoint, is ``tests/faults/test_controller_faults.py``'s case, on a smaller
+model.) The second
 run over the same store trains nothing, and neither does the CLI's in-process study runner
 (``run_study``) resuming the finished proxy study.
 
@@ -94,12 +96,13 @@ OVERRIDES = [
     "studies.validation.budget.latency_runs=5",
     "studies.proxy.budget.train_steps=3",
     "studies.proxy.budget.checkpoint_every_steps=1",
+    "studies.proxy.budget.max_attempts=2",
 ]
-KILLED = 1  # the proxy trial whose process is SIGKILLed after its first checkpoint, twice
+KILLED = 1  # the proxy trial whose process is SIGKILLed after its first checkpoint, once
 ALWAYS_KILLED = 3  # the proxy trial whose process is SIGKILLed on every attempt, before training
 # Imported by every Python process of the runs (PYTHONPATH), as an OOM kill or a preemption would
 # strike: a trial process of proxy trial KILLED SIGKILLs itself right after storing a checkpoint
-# on its first two attempts; one of ALWAYS_KILLED as soon as its attempt is recorded, every time.
+# on its first attempt; one of ALWAYS_KILLED as soon as its attempt is recorded, every time.
 # Only trial runners write checkpoints or start uploaders.
 KILLER_SOURCE = textwrap.dedent(
     f"""
@@ -108,14 +111,14 @@ KILLER_SOURCE = textwrap.dedent(
     from kfnas.training import checkpoints
 
     _LAYOUT = ExperimentLayout("pipeline-e2e")
-    _TWICE = _LAYOUT.trial_checkpoints_dir("proxy", {KILLED})
+    _ONCE = _LAYOUT.trial_checkpoints_dir("proxy", {KILLED})
     _ALWAYS = _LAYOUT.trial_checkpoints_dir("proxy", {ALWAYS_KILLED})
     _write = checkpoints.TrialCheckpoints.write
     _uploader = checkpoints.CheckpointUploader.__init__
 
     def _write_then_die(self, step, attempt, staged):
         stored = _write(self, step, attempt, staged)
-        if self.folder == _TWICE and attempt < 3:
+        if self.folder == _ONCE and attempt < 2:
             os.kill(os.getpid(), signal.SIGKILL)
         return stored
 
@@ -231,18 +234,18 @@ def test_every_trial_of_every_study_finished(runs):
     assert launch["launcher"] == "local" and os.path.exists(launch["log"])
 
 
-def test_a_trial_killed_twice_resumed_from_its_checkpoints_and_completed(runs):
+def test_a_killed_trial_resumed_from_its_checkpoint_and_completed(runs):
     killed = runs["exp"].records.read_result("proxy", KILLED)
     assert killed.status is TrialStatus.COMPLETED, killed.error
-    # Each attempt started from the checkpoint its predecessor stored just before being killed.
-    assert (killed.attempts, killed.start_steps) == (3, (0, 1, 2))
+    # The second attempt started from the checkpoint the first stored just before being killed.
+    assert (killed.attempts, killed.start_steps) == (2, (0, 1))
 
 
 def test_a_trial_killed_on_every_attempt_is_failed_and_the_budget_still_spent(runs):
     exp = runs["exp"]
     killed = exp.records.read_result("proxy", ALWAYS_KILLED)
     assert killed.status is TrialStatus.FAILED
-    assert killed.error.startswith("killed 3 times at steps [0, 0, 0], last seen "), killed.error
+    assert killed.error.startswith("killed 2 times at steps [0, 0], last seen "), killed.error
     assert exp.records.trial_ids("proxy") == [1, 2, 3, 4]  # the budget: 2 rounds x 2 trials
 
 
