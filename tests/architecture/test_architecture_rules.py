@@ -58,6 +58,20 @@ def test_proposal_side_never_imports_tensorflow():
     assert not roots(probe["modules"]) & set(TF_MODULES)
 
 
+def test_the_steps_and_workers_start_without_scipy_and_matplotlib():
+    """What every pipeline step, trial and measurement process imports stays light.
+
+    ``scipy.stats`` (~1 s) is imported on the first rank correlation, matplotlib when a plot is
+    drawn: neither when a trial or a measurement starts.
+    """
+    code = (
+        "import sys, kfnas.stages, kfnas.stages.worker, kfnas.stages.measure_worker; "
+        "print(sorted(m for m in ('scipy.stats', 'matplotlib') if m in sys.modules))"
+    )
+    out = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, check=True)
+    assert out.stdout.split()[-1] == "[]", out.stdout + out.stderr
+
+
 def test_library_never_imports_kfp():
     probe = imported_modules(
         ["kfnas"], excluded=["kfnas.components", "kfnas.pipelines", "kfnas.cli"]

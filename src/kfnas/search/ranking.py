@@ -1,15 +1,16 @@
 """Rank statistics of trials: the Pareto front of quality against cost, and Kendall's tau.
 
 Reports plot the front and the proxy-vs-full rank correlation; the handoff records the
-correlation. Pure functions of numbers (SciPy for tau), cheap to import.
+correlation. Pure functions of numbers (SciPy for tau), cheap to import: SciPy is imported on the
+first correlation (``scipy.stats`` takes about a second, and every pipeline step, trial and
+measurement process imports this module through ``kfnas.stages``).
 """
 
 from __future__ import annotations
 
 import math
 from collections.abc import Sequence
-
-from scipy import stats
+from typing import Any
 
 
 def pareto_front(points: Sequence[tuple[float, float]]) -> list[int]:
@@ -50,5 +51,12 @@ def kendall_tau(xs: Sequence[float], ys: Sequence[float]) -> float | None:
         raise ValueError(f"kendall_tau needs paired values, got {len(xs)} and {len(ys)}")
     if len(xs) < 2:
         return None
-    tau = float(stats.kendalltau(xs, ys).statistic)
+    tau = float(kendalltau(xs, ys).statistic)
     return None if math.isnan(tau) else tau
+
+
+def kendalltau(xs: Sequence[float], ys: Sequence[float]) -> Any:
+    """``scipy.stats.kendalltau(xs, ys)`` (tau-b with its p-value), importing SciPy on first use."""
+    from scipy import stats
+
+    return stats.kendalltau(xs, ys)
