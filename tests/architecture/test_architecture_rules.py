@@ -8,6 +8,7 @@ which also catches a heavy import pulled in through a third-party package, and c
 """
 
 import json
+import os
 import subprocess
 import sys
 from pathlib import Path
@@ -70,6 +71,21 @@ def test_the_steps_and_workers_start_without_scipy_and_matplotlib():
     )
     out = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, check=True)
     assert out.stdout.split()[-1] == "[]", out.stdout + out.stderr
+
+
+def test_tensorflow_imported_after_kfnas_loads_tf_keras_only() -> None:
+    """Importing kfnas sets ``TF_USE_LEGACY_KERAS`` unless the user did: no Keras 3 loaded."""
+    env = {k: v for k, v in os.environ.items() if k != "TF_USE_LEGACY_KERAS"}
+    code = (
+        "import sys, kfnas, tensorflow as tf, tf_keras; "
+        "print(tf.keras.Model is tf_keras.Model, 'keras.src' in sys.modules)"
+    )
+    result = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, env=env)
+    assert result.stdout.split() == ["True", "False"], result.stdout + result.stderr
+    code = "import os, kfnas; print(os.environ['TF_USE_LEGACY_KERAS'])"
+    env["TF_USE_LEGACY_KERAS"] = "0"  # the user's choice stays
+    result = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, env=env)
+    assert result.stdout.strip() == "0", result.stdout + result.stderr
 
 
 def test_library_never_imports_kfp():

@@ -374,21 +374,6 @@ def test_training_package_imports_no_kfp_pyglove_or_google_cloud() -> None:
     assert result.returncode == 0, result.stdout + result.stderr
 
 
-def test_tensorflow_imported_after_kfnas_loads_tf_keras_only() -> None:
-    """Importing kfnas sets ``TF_USE_LEGACY_KERAS`` unless the user did: no Keras 3 loaded."""
-    env = {k: v for k, v in os.environ.items() if k != "TF_USE_LEGACY_KERAS"}
-    code = (
-        "import sys, kfnas, tensorflow as tf, tf_keras; "
-        "print(tf.keras.Model is tf_keras.Model, 'keras.src' in sys.modules)"
-    )
-    result = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, env=env)
-    assert result.stdout.split() == ["True", "False"], result.stdout + result.stderr
-    code = "import os, kfnas; print(os.environ['TF_USE_LEGACY_KERAS'])"
-    env["TF_USE_LEGACY_KERAS"] = "0"  # the user's choice stays
-    result = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, env=env)
-    assert result.stdout.strip() == "0", result.stdout + result.stderr
-
-
 def test_endless_validation_data_needs_eval_steps(tmp_path: Any) -> None:
     failed = train(make_task(repeat_validation=True), tmp_path / "a", 2)
     assert failed.status is TrialStatus.FAILED

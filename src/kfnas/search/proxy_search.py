@@ -52,7 +52,7 @@ from typing import Any
 
 import yaml
 
-from kfnas.search.ranking import kendalltau
+from kfnas.search.ranking import kendall_tau_result
 from kfnas.search.stopping import Curve, StopContext, StoppingRule, value_at
 
 __all__ = [
@@ -226,7 +226,7 @@ def step_stats(
     valid = _pairs(step, values, reference)
     tau = p_value = median = median_s = None
     if _enough(len(valid), len(reference)):
-        result = kendalltau([v for _, v, _ in valid], [s for _, _, s in valid])
+        result = kendall_tau_result([v for _, v, _ in valid], [s for _, _, s in valid])
         if not math.isnan(result.statistic):
             tau, p_value = float(result.statistic), float(result.pvalue)
         model, median, _ = sorted(valid, key=lambda item: item[1])[len(valid) // 2]
@@ -338,7 +338,7 @@ def track(
         proxy, full = latencies
         common = sorted(set(proxy) & set(full))
         if _enough(len(common), len(reference)):
-            result = kendalltau([proxy[m] for m in common], [full[m] for m in common])
+            result = kendall_tau_result([proxy[m] for m in common], [full[m] for m in common])
             latency_tau = None if math.isnan(result.statistic) else float(result.statistic)
     wanted = targets.latency_correlation
     known = wanted is not None and latency_tau is not None

@@ -51,12 +51,12 @@ def kendall_tau(xs: Sequence[float], ys: Sequence[float]) -> float | None:
         raise ValueError(f"kendall_tau needs paired values, got {len(xs)} and {len(ys)}")
     if len(xs) < 2:
         return None
-    tau = float(kendalltau(xs, ys).statistic)
+    tau = float(kendall_tau_result(xs, ys).statistic)
     return None if math.isnan(tau) else tau
 
 
-def kendalltau(xs: Sequence[float], ys: Sequence[float]) -> Any:
-    """``scipy.stats.kendalltau(xs, ys)`` (tau-b with its p-value), importing SciPy on first use."""
+def kendall_tau_result(xs: Sequence[float], ys: Sequence[float]) -> Any:
+    """``scipy.stats.kendalltau(xs, ys)``: tau-b with its p-value, SciPy imported on first use."""
     from scipy import stats
 
     return stats.kendalltau(xs, ys)
