@@ -6,7 +6,13 @@ import pyglove as pg
 import pytest
 
 from kfnas.search import ALGORITHMS
-from kfnas.search.sampling import RandomSearch, UniformMutator, random_dna
+from kfnas.search.sampling import (
+    RandomSearch,
+    UniformMutator,
+    dna_from_numbers,
+    next_dna,
+    random_dna,
+)
 from kfnas.spaces import SPACES, get_space
 from kfnas.spaces.base import dna_spec
 
@@ -68,6 +74,52 @@ def test_random_search_proposes_and_recovers_as_pyglove_random_does():
     assert pg.to_json_str(resumed.propose()) == pg.to_json_str(theirs.propose())
 
 
+def _same_from_numbers(spec: pg.DNASpec, seed: int) -> None:
+    numbers = pg.random_dna(spec, random.Random(seed)).to_numbers()
+    built, expected = dna_from_numbers(numbers, spec), pg.DNA.from_numbers(numbers, spec)
+    assert pg.to_json_str(built) == pg.to_json_str(expected)
+    assert built.spec is expected.spec
+
+
+@pytest.mark.parametrize("space", sorted(SPACES.names()))
+def test_every_built_in_space_builds_from_numbers_as_pyglove_does(space):
+    spec = dna_spec(get_space(space))
+    for seed in range(3):
+        _same_from_numbers(spec, seed)
+
+
+def test_every_kind_of_decision_builds_from_numbers_as_pyglove_does():
+    spec = pg.dna_spec(TEMPLATE)
+    for seed in range(40):
+        _same_from_numbers(spec, seed)
+
+
+# chain 1 -> 1 -> 0; wide 1 (x, y, z); subset; repeats; nested 0 (k) and 2; rate.
+VALID = [1, 1, 0, 1, 1, 0.4, 1, 1, 3, 0, 0, 1, 0, 1, 2, 0.5]
+
+
+@pytest.mark.parametrize(
+    "numbers",
+    [
+        VALID[:5],  # too short
+        [*VALID, 1],  # too long
+        [5, *VALID[1:]],  # a candidate index out of range
+        [*VALID[:7], 3, 1, *VALID[9:]],  # a sorted multi-choice out of order
+    ],
+    ids=["short", "long", "out-of-range", "unsorted"],
+)
+def test_numbers_that_are_not_a_dna_of_the_space_get_pyglove_s_error(numbers):
+    spec = pg.dna_spec(TEMPLATE)
+    assert pg.to_json_str(dna_from_numbers(VALID, spec)) == pg.to_json_str(
+        pg.DNA.from_numbers(VALID, spec)
+    )
+    with pytest.raises(ValueError) as expected:
+        pg.DNA.from_numbers(numbers, spec)
+    with pytest.raises(ValueError) as ours:
+        dna_from_numbers(numbers, spec)
+    assert str(ours.value).split(".")[0] == str(expected.value).split(".")[0]
+
+
 def _same_mutations(spec: pg.DNASpec, seed: int, generations: int) -> None:
     """A chain of mutations: each child of PyGlove's Uniform and of ours, from the same parent."""
     theirs, ours = pg.evolution.mutators.Uniform(seed=seed), UniformMutator(seed=seed)
@@ -104,3 +156,70 @@ def test_the_evolution_algorithms_draw_and_mutate_through_it(name):
     assert type(init) is RandomSearch and init.seed == 3
     mutators = pg.query(generator, where=lambda v: isinstance(v, pg.evolution.mutators.Uniform))
     assert mutators and all(type(m) is UniformMutator for m in mutators.values())
+
+
+# Every kind of decision the grid steps through (floats have no next point in PyGlove).
+GRID_TEMPLATE = pg.Dict(
+    chain=pg.oneof([1, pg.Dict(b=pg.oneof([2, pg.Dict(c=pg.oneof([3, 4]))]))]),
+    wide=pg.oneof([0, pg.Dict(x=pg.oneof([1, 2]), z=pg.oneof([3, 4]))]),
+    subset=pg.manyof(2, [1, 2, 3, 4], distinct=True, sorted=True),
+    ordered=pg.manyof(2, [1, 2, 3], distinct=True, sorted=False),
+    repeats=pg.manyof(2, [1, 2], distinct=False, sorted=True),
+    nested=pg.manyof(2, [pg.Dict(k=pg.oneof([5, 6])), 7, 8], distinct=False),
+)
+
+
+def _same_steps(spec: pg.DNASpec, start: pg.DNA | None, steps: int) -> int:
+    """Steps through the grid both ways from ``start``; returns how many points it saw."""
+    ours = theirs = start
+    for seen in range(steps):
+        ours, theirs = next_dna(spec, ours), spec.next_dna(theirs)
+        if theirs is None:
+            assert ours is None
+            return seen
+        assert pg.to_json_str(ours) == pg.to_json_str(theirs)
+        assert ours.spec is theirs.spec
+    return steps
+
+
+@pytest.mark.parametrize("name", sorted(GRID_TEMPLATE))
+def test_the_grid_steps_through_each_kind_of_decision_as_pyglove_does(name):
+    spec = pg.dna_spec(pg.Dict({name: GRID_TEMPLATE[name], "last": pg.oneof([0, 1])}))
+    assert _same_steps(spec, None, spec.space_size + 1) == spec.space_size
+
+
+def test_the_grid_steps_through_all_kinds_together_as_pyglove_does():
+    spec = pg.dna_spec(GRID_TEMPLATE)
+    for seed in range(3):
+        _same_steps(spec, pg.random_dna(spec, random.Random(seed)), 15)
+
+
+@pytest.mark.parametrize("space", sorted(SPACES.names()))
+def test_the_grid_steps_through_every_built_in_space_as_pyglove_does(space):
+    spec = dna_spec(get_space(space))
+    _same_steps(spec, None, 3)
+    if not _has_floats(spec):  # and from the middle of the grid, where far digits turn over
+        _same_steps(spec, pg.random_dna(spec, random.Random(3)), 8)
+
+
+def _has_floats(spec: pg.DNASpec) -> bool:
+    return any(isinstance(point, pg.geno.Float) for point in spec.decision_points)
+
+
+def test_a_space_with_floats_is_stepped_by_pyglove():
+    spec = pg.dna_spec(TEMPLATE)
+    first = next_dna(spec, None)
+    assert pg.to_json_str(first) == pg.to_json_str(spec.first_dna())
+    with pytest.raises(NotImplementedError):
+        next_dna(spec, first)
+
+
+def test_the_grid_algorithm_proposes_as_pyglove_sweeping_does():
+    spec = pg.dna_spec(pg.Dict(subset=GRID_TEMPLATE["subset"], nested=GRID_TEMPLATE["nested"]))
+    ours, theirs = ALGORITHMS.get("grid").create({"full": False}, 0), pg.geno.Sweeping()
+    ours.setup(spec)
+    theirs.setup(spec)
+    proposed = [pg.to_json_str(ours.propose()) for _ in range(spec.space_size)]
+    assert proposed == [pg.to_json_str(theirs.propose()) for _ in range(spec.space_size)]
+    with pytest.raises(StopIteration):
+        ours.propose()

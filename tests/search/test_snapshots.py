@@ -294,6 +294,45 @@ def test_cost_depends_on_the_trials_since_the_snapshot_not_on_the_history(
     assert counts[13] - saved[13] == counts[4] - saved[4]
 
 
+@pytest.mark.parametrize("name", ["ppo", "local_search"])
+def test_algorithms_that_learn_from_decisions_replay_without_building_a_dna(
+    name: str, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    study = make_study(snapshotted(name))
+    trials, _, _ = run(study, rounds=5, check=False)
+    history = history_of(trials, 6)
+    algorithm, spec = ALGORITHMS.get(name), dna_spec(Toy())
+    # PyGlove's recover, fed the decoded DNA, is what the decisions' replay must equal.
+    expected = controller_module._fresh(study, algorithm, 6, spec)
+    expected.recover(
+        [
+            (entry.fresh_dna().use_spec(spec), controller_module._fitness(algorithm, entry, i))
+            for i, entry in enumerate(history)
+        ]
+    )
+    decodes = Decodes(monkeypatch)
+    ours = controller_module.recover_generator(study, history, round_index=6, spec=spec)
+    assert decodes.count == 0
+    assert ours.snapshot_state() == expected.snapshot_state()
+    assert [ours.num_proposals, ours.num_feedbacks] == [
+        expected.num_proposals,
+        expected.num_feedbacks,
+    ]
+    assert as_json([ours.propose() for _ in range(3)]) == as_json(
+        [expected.propose() for _ in range(3)]
+    )
+
+
+def test_an_entry_reads_its_decisions_without_building_its_dna() -> None:
+    for space in (Toy(), Floats()):
+        spec = dna_spec(space)
+        for seed in range(10):
+            dna = pg.random_dna(spec, random.Random(seed))
+            stored = HistoryEntry.from_json(pg.to_json_str(dna), 1)
+            assert stored.decisions() == dna.to_numbers()
+            assert HistoryEntry(dna, 1).decisions() == dna.to_numbers()
+
+
 def test_a_stored_history_is_decoded_only_where_it_is_replayed(
     monkeypatch: pytest.MonkeyPatch,
 ) -> None:

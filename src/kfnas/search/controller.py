@@ -49,7 +49,7 @@ import json
 import logging
 import random
 import warnings
-from collections.abc import Callable, Mapping, Sequence
+from collections.abc import Callable, Iterator, Mapping, Sequence
 from typing import Any, ClassVar
 
 import pyglove as pg
@@ -229,6 +229,10 @@ class HistoryEntry:
         """Whether the entry can no longer change: it has a reward, or it finished without one."""
         return self.finished or self.reward is not None
 
+    def decisions(self) -> list[Any]:
+        """The DNA's decisions as ``DNA.to_numbers()`` lists them, read from its compact value."""
+        return list(_flatten(json.loads(self.key)))
+
     def fresh_dna(self) -> pg.DNA:
         """A new copy of the DNA with all its metadata, for a generator to keep and annotate."""
         if self._dna_json is not None:
@@ -241,6 +245,15 @@ class HistoryEntry:
             return load_dna(self._dna_json, self._source)
         except RecordError as e:  # Checked when the entry was made: not expected.
             raise ValueError(f"{e}; the history cannot be replayed") from e
+
+
+def _flatten(value: Any) -> Iterator[Any]:
+    """The decisions of a compact DNA value, depth first (a tuple is a choice and its subtree)."""
+    if isinstance(value, list):
+        for item in value[1:] if value and value[0] == _TUPLE else value:
+            yield from _flatten(item)
+    elif value is not None:
+        yield value
 
 
 def _plain_dna_tree(text: str) -> dict[str, Any] | None:
@@ -681,7 +694,7 @@ def _replayed(entry: HistoryEntry, index: int, fitness: Fitness, spec: pg.DNASpe
                 f"history entry {index} (round {entry.round}) is not a DNA of this space: {e}"
             ) from e
 
-    return Replayed(load, fitness)
+    return Replayed(load, fitness, entry.decisions)
 
 
 def _replay_all(generator: pg.DNAGenerator, algorithm: Algorithm, items: list[Replayed]) -> None:

@@ -84,6 +84,7 @@ from typing import Any
 import pyglove as pg
 
 from kfnas.search.algorithms import Algorithm, check_own_state, derive_seed
+from kfnas.search.sampling import dna_from_numbers
 
 __all__ = ["LOCAL_SEARCH", "LocalSearchGenerator"]
 
@@ -283,7 +284,18 @@ class LocalSearchGenerator(pg.DNAGenerator):
     def _replay(self, trial_id: int, dna: pg.DNA, reward: Any) -> None:
         """One trial of the history: proposed, then (if it has a reward) evaluated."""
         del trial_id
-        point = self._encode(_flat_numbers(dna))
+        self._replay_numbers(_flat_numbers(dna), reward)
+
+    def recover_decisions(self, history: Sequence[tuple[list[Any], Any]]) -> None:
+        """``recover`` with each DNA as its ``to_numbers()`` (the controller's fast replay)."""
+        for numbers, reward in history:
+            self._replay_numbers(numbers, reward)
+            self._num_proposals += 1
+            if reward is not None:
+                self._num_feedbacks += 1
+
+    def _replay_numbers(self, numbers: list[Any], reward: Any) -> None:
+        point = self._encode(numbers)
         key = self._key(point)
         self._state.proposed.add(key)
         if reward is not None:
@@ -491,7 +503,7 @@ class LocalSearchGenerator(pg.DNAGenerator):
         return point
 
     def _to_dna(self, point: Sequence[int]) -> pg.DNA:
-        return pg.DNA.from_numbers([value for value in point if value >= 0], self.dna_spec)
+        return dna_from_numbers([value for value in point if value >= 0], self.dna_spec)
 
     # Inspection and the flat-cost hook.
 

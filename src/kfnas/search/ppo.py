@@ -55,13 +55,14 @@ import bisect
 import itertools
 import math
 import random
-from collections.abc import Mapping
+from collections.abc import Mapping, Sequence
 from typing import Any
 
 import numpy as np
 import pyglove as pg
 
 from kfnas.search.algorithms import Algorithm, check_own_state, derive_seed
+from kfnas.search.sampling import dna_from_numbers
 
 __all__ = ["PPO", "PPOGenerator"]
 
@@ -196,7 +197,7 @@ class PPOGenerator(pg.DNAGenerator):
             choice = _draw(cumulative, rng.random())
             choices[0, d] = choice
             numbers.append(choice)
-        return pg.DNA.from_numbers(numbers, self.dna_spec)
+        return dna_from_numbers(numbers, self.dna_spec)
 
     def _active(self, d: int, choices: np.ndarray) -> bool:
         parent = self._parent[d]
@@ -247,10 +248,22 @@ class PPOGenerator(pg.DNAGenerator):
 
     def _feedback(self, dna: pg.DNA, reward: float | tuple[float, ...]) -> None:
         """Records a rewarded trial; every ``batch_size`` of them update the policy."""
+        self._learn(_flat_decisions(dna), reward)
+
+    def recover_decisions(self, history: Sequence[tuple[list[Any], Any]]) -> None:
+        """``recover`` with each DNA as its ``to_numbers()`` (the controller's fast replay)."""
+        for numbers, reward in history:
+            if reward is not None:
+                self._learn(numbers, reward)
+            self._num_proposals += 1
+            if reward is not None:
+                self._num_feedbacks += 1
+
+    def _learn(self, numbers: list[Any], reward: float | tuple[float, ...]) -> None:
         value = float(reward[0] if isinstance(reward, tuple) else reward)
         if not math.isfinite(value):
             return
-        choices = self._encode(dna)
+        choices = self._encode(numbers)
         if self._baseline is None:
             self._baseline = value
         self._pending_choices.append(choices)
@@ -262,13 +275,12 @@ class PPOGenerator(pg.DNAGenerator):
             self._update(np.stack(self._pending_choices), np.array(self._pending_advantages))
             self._pending_choices, self._pending_advantages = [], []
 
-    def _encode(self, dna: pg.DNA) -> np.ndarray:
-        """The DNA's choice per decision point, -1 for the inactive ones.
+    def _encode(self, numbers: list[Any]) -> np.ndarray:
+        """The choice per decision point of a DNA's decisions, -1 for the inactive ones.
 
         Raises:
             ValueError: The DNA is not one of this space (the controller checks that earlier).
         """
-        numbers = _flat_decisions(dna)
         if not self._conditional:
             choices = np.array(numbers, dtype=np.int64)
             ok = len(numbers) == len(self._ids)
