@@ -9,6 +9,7 @@ from kfnas.search import ALGORITHMS
 from kfnas.search.sampling import (
     RandomSearch,
     UniformMutator,
+    dna_decisions,
     dna_from_numbers,
     next_dna,
     random_dna,
@@ -76,6 +77,7 @@ def test_random_search_proposes_and_recovers_as_pyglove_random_does():
 
 def _same_from_numbers(spec: pg.DNASpec, seed: int) -> None:
     numbers = pg.random_dna(spec, random.Random(seed)).to_numbers()
+    assert dna_decisions(pg.random_dna(spec, random.Random(seed))) == numbers
     built, expected = dna_from_numbers(numbers, spec), pg.DNA.from_numbers(numbers, spec)
     assert pg.to_json_str(built) == pg.to_json_str(expected)
     assert built.spec is expected.spec

@@ -84,7 +84,7 @@ from typing import Any
 import pyglove as pg
 
 from kfnas.search.algorithms import Algorithm, check_own_state, derive_seed
-from kfnas.search.sampling import dna_from_numbers
+from kfnas.search.sampling import dna_decisions, dna_from_numbers
 
 __all__ = ["LOCAL_SEARCH", "LocalSearchGenerator"]
 
@@ -284,7 +284,7 @@ class LocalSearchGenerator(pg.DNAGenerator):
     def _replay(self, trial_id: int, dna: pg.DNA, reward: Any) -> None:
         """One trial of the history: proposed, then (if it has a reward) evaluated."""
         del trial_id
-        self._replay_numbers(_flat_numbers(dna), reward)
+        self._replay_numbers(dna_decisions(dna), reward)
 
     def recover_decisions(self, history: Sequence[tuple[list[Any], Any]]) -> None:
         """``recover`` with each DNA as its ``to_numbers()`` (the controller's fast replay)."""
@@ -308,7 +308,7 @@ class LocalSearchGenerator(pg.DNAGenerator):
         Fed right after its proposal, a reward has the effect it has when replayed. Fed later, after
         a restart, it counts for the new climb.
         """
-        point = self._encode(_flat_numbers(dna))
+        point = self._encode(dna_decisions(dna))
         key = self._key(point)
         self._state.proposed.add(key)
         self._evaluate(key, point, reward)
@@ -551,7 +551,7 @@ class LocalSearchGenerator(pg.DNAGenerator):
         Returns:
             The neighbours, each with the spec attached; proposed ones included.
         """
-        point = self._encode(_flat_numbers(dna))
+        point = self._encode(dna_decisions(dna))
         key = self._key(point)
         walk = self._walk(point, key)
         count = walk.size if limit is None else min(limit, walk.size)
@@ -630,32 +630,6 @@ def _hash64(text: str) -> int:
 def _numbers(point: list[int] | None) -> list[int] | None:
     """A point's DNA numbers (its active decisions' values), or None."""
     return None if point is None else [value for value in point if value >= 0]
-
-
-def _flat_numbers(dna: pg.DNA) -> list[Any]:
-    """``dna.to_numbers()`` with one walk of the tree and no symbolic lookups (much faster).
-
-    Reads each node's ``value`` and ``children`` from its ``sym_init_args``, calling the property's
-    getter directly (a ``pg.Object``'s ``__getattribute__`` costs as much as the rest of the walk)
-    and with ``dict``'s own ``__getitem__``, which skips the symbolic dict's resolution of inferred
-    values (a DNA holds none).
-    """
-    init_args = _SYM_INIT_ARGS
-    get = dict.__getitem__
-    out: list[Any] = []
-    stack = [dna]
-    while stack:
-        args = init_args(stack.pop())
-        value = get(args, "value")
-        if value is not None:
-            out.append(value)
-        children = get(args, "children")
-        if children:
-            stack.extend(reversed(children))
-    return out
-
-
-_SYM_INIT_ARGS = pg.DNA.sym_init_args.fget
 
 
 def _factory(options: Mapping[str, Any], seed: int) -> pg.DNAGenerator:

@@ -46,6 +46,7 @@ __all__ = [
     "GridSearch",
     "RandomSearch",
     "UniformMutator",
+    "dna_decisions",
     "dna_from_numbers",
     "next_dna",
     "random_dna",
@@ -251,6 +252,29 @@ def _point_form(spec: pg.DNASpec, point: Any) -> Any:
     return items[0] if len(items) == 1 else items
 
 
+def dna_decisions(dna: pg.DNA) -> list[Any]:
+    """``dna.to_numbers()`` with one walk of the tree and no symbolic lookups (much faster).
+
+    Reads each node's ``value`` and ``children`` from its ``sym_init_args``, calling the property's
+    getter directly (a ``pg.Object``'s ``__getattribute__`` costs as much as the rest of the walk)
+    and with ``dict``'s own ``__getitem__``, which skips the symbolic dict's resolution of inferred
+    values (a DNA holds none).
+    """
+    init_args = pg.DNA.sym_init_args.fget
+    get = dict.__getitem__
+    out: list[Any] = []
+    stack = [dna]
+    while stack:
+        args = init_args(stack.pop())
+        value = get(args, "value")
+        if value is not None:
+            out.append(value)
+        children = get(args, "children")
+        if children:
+            stack.extend(reversed(children))
+    return out
+
+
 def next_dna(spec: pg.DNASpec, dna: pg.DNA | None) -> pg.DNA | None:
     """``spec.next_dna(dna)``: the same DNA (or None after the last), built faster.
 
@@ -266,7 +290,7 @@ def next_dna(spec: pg.DNASpec, dna: pg.DNA | None) -> pg.DNA | None:
         try:
             point = _first(spec)
             if dna is not None:
-                point = _next(spec, _point(spec, iter(dna.to_numbers())))
+                point = _next(spec, _point(spec, iter(dna_decisions(dna))))
         except (_CustomDecisionError, IndexError, StopIteration):
             pass  # PyGlove's: it raises what is wrong, if anything
         else:
