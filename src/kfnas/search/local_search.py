@@ -56,10 +56,11 @@ every random choice: the algorithm needs no per-round seed (``seed_per_round=Fal
 study seed keeps a point's neighbourhood order the same from round to round (a per-round seed would
 reshuffle it every round and make ``snapshot_state`` depend on the round).
 
-Replay cost: each trial is read with one walk of its DNA tree and keyed by a Zobrist hash (an XOR
-of one 64-bit constant per decision value), so a neighbour's key costs one XOR per changed
-decision. ``snapshot_state``/``restore_state`` hold all of the above (the proposed set as 64-bit
-hashes) so a caller can skip the replay entirely.
+Replay cost: each trial's decisions are read from its stored text (``recover_decisions``: no DNA
+is built) and keyed by a Zobrist hash (an XOR of one 64-bit constant per decision value), so a
+neighbour's key costs one XOR per changed decision; only proposals are built as DNA, once each.
+``snapshot_state``/``restore_state`` hold all of the above (the proposed set as 64-bit hashes) so
+a caller can skip the replay entirely.
 
 To extend (e.g. best-improvement instead of first-improvement, or another neighbourhood in
 ``_walk``): keep the state in ``_State`` and change it only in proposal order, through a proposal

@@ -37,9 +37,11 @@ draws of the ``i``-th proposal come from ``random.Random(derive_seed(seed, "ppo"
 ``recover`` restores ``i`` (the proposal count), so the algorithm needs no per-round seed
 (``seed_per_round=False``): a stateless run follows an uninterrupted one draw for draw until the
 controller drops a duplicate proposal (which uses up an index that the history does not count);
-from then on it is a different but still deterministic sequence. Replaying is cheap (a DNA's
-decisions are read with one walk of its tree), and ``snapshot_state``/``restore_state`` let a
-caller skip even that: a snapshot holds everything ``recover`` rebuilds.
+from then on it is a different but still deterministic sequence. Replaying is cheap: the controller
+hands ``recover_decisions`` each trial's decisions read from its stored text (no DNA is built), and
+``snapshot_state``/``restore_state`` let a caller skip even that: a snapshot holds everything
+``recover`` rebuilds. Proposals are built once from their decisions
+(``kfnas.search.sampling.dna_from_numbers``).
 
 Options (``PPO.options`` has the defaults): ``learning_rate``, ``clip``, ``epochs``,
 ``batch_size``, ``baseline_decay``, ``entropy_weight``, ``normalize_advantages``; ``PPO.checks``
