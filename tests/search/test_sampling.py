@@ -37,17 +37,27 @@ def _same_draw(spec: pg.DNASpec, seed: int) -> None:
     assert ours.getstate() == theirs.getstate()
 
 
+def _same_from_numbers(spec: pg.DNASpec, seed: int) -> None:
+    numbers = pg.random_dna(spec, random.Random(seed)).to_numbers()
+    assert dna_decisions(pg.random_dna(spec, random.Random(seed))) == numbers
+    built, expected = dna_from_numbers(numbers, spec), pg.DNA.from_numbers(numbers, spec)
+    assert pg.to_json_str(built) == pg.to_json_str(expected)
+    assert built.spec is expected.spec
+
+
 @pytest.mark.parametrize("space", sorted(SPACES.names()))
-def test_every_built_in_space_draws_as_pyglove_does(space):
+def test_every_built_in_space_draws_and_builds_from_numbers_as_pyglove_does(space):
     spec = dna_spec(get_space(space))
     for seed in range(4):
         _same_draw(spec, seed)
+        _same_from_numbers(spec, seed)
 
 
-def test_every_kind_of_decision_draws_as_pyglove_does():
+def test_every_kind_of_decision_draws_and_builds_from_numbers_as_pyglove_does():
     spec = pg.dna_spec(TEMPLATE)
     for seed in range(40):
         _same_draw(spec, seed)
+        _same_from_numbers(spec, seed)
 
 
 def test_a_custom_decision_point_is_drawn_by_pyglove_from_the_same_state():
@@ -73,27 +83,6 @@ def test_random_search_proposes_and_recovers_as_pyglove_random_does():
     resumed.setup(spec)
     resumed.recover([(dna, None) for dna, _ in first])
     assert pg.to_json_str(resumed.propose()) == pg.to_json_str(theirs.propose())
-
-
-def _same_from_numbers(spec: pg.DNASpec, seed: int) -> None:
-    numbers = pg.random_dna(spec, random.Random(seed)).to_numbers()
-    assert dna_decisions(pg.random_dna(spec, random.Random(seed))) == numbers
-    built, expected = dna_from_numbers(numbers, spec), pg.DNA.from_numbers(numbers, spec)
-    assert pg.to_json_str(built) == pg.to_json_str(expected)
-    assert built.spec is expected.spec
-
-
-@pytest.mark.parametrize("space", sorted(SPACES.names()))
-def test_every_built_in_space_builds_from_numbers_as_pyglove_does(space):
-    spec = dna_spec(get_space(space))
-    for seed in range(3):
-        _same_from_numbers(spec, seed)
-
-
-def test_every_kind_of_decision_builds_from_numbers_as_pyglove_does():
-    spec = pg.dna_spec(TEMPLATE)
-    for seed in range(40):
-        _same_from_numbers(spec, seed)
 
 
 # chain 1 -> 1 -> 0; wide 1 (x, y, z); subset; repeats; nested 0 (k) and 2; rate.
