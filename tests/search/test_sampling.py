@@ -1,11 +1,12 @@
 """``kfnas.search.sampling`` draws the DNA PyGlove draws and leaves the RNG where PyGlove does."""
 
+import json
 import random
 
 import pyglove as pg
 import pytest
 
-from kfnas.search import ALGORITHMS
+from kfnas.search import ALGORITHMS, deferred
 from kfnas.search.sampling import (
     RandomSearch,
     UniformMutator,
@@ -87,6 +88,15 @@ def test_random_search_proposes_and_recovers_as_pyglove_random_does():
 
 # chain 1 -> 1 -> 0; wide 1 (x, y, z); subset; repeats; nested 0 (k) and 2; rate.
 VALID = [1, 1, 0, 1, 1, 0.4, 1, 1, 3, 0, 0, 1, 0, 1, 2, 0.5]
+# The same DNA's compact value as stored (``pg.to_json_str``).
+VALID_VALUE = [
+    ["__tuple__", 1, 1, 0],
+    ["__tuple__", 1, [1, 0.4, 1]],
+    [1, 3],
+    [0, 0, 1],
+    [["__tuple__", 0, 1], 2],
+    0.5,
+]
 
 
 @pytest.mark.parametrize(
@@ -112,19 +122,66 @@ def test_numbers_that_are_not_a_dna_of_the_space_get_pyglove_s_error(numbers):
 
 
 def _same_mutations(spec: pg.DNASpec, seed: int, generations: int) -> None:
-    """A chain of mutations: each child of PyGlove's Uniform and of ours, from the same parent."""
+    """A chain of mutations: each child of PyGlove's Uniform and of ours, from the same parent.
+
+    Ours also mutates the parent's deferred stand-in (on its decisions), and, when the child's
+    key is known, returns it deferred: the same child, the same random state.
+    """
     theirs, ours = pg.evolution.mutators.Uniform(seed=seed), UniformMutator(seed=seed)
+    on_stand_in, on_known = UniformMutator(seed=seed), UniformMutator(seed=seed)
     parent = pg.random_dna(spec, random.Random(seed))
     parent.set_metadata("generation", 3)  # dropped by a clone
     parent.set_metadata("lineage", "kept", cloneable=True)
     before = pg.to_json_str(parent)
     for _ in range(generations):
+        theirs_state = theirs._random.getstate()
         expected, child = theirs.mutate(parent), ours.mutate(parent)
         assert pg.to_json_str(child) == pg.to_json_str(expected)
         assert child.spec is expected.spec
         assert ours._random.getstate() == theirs._random.getstate()
         assert pg.to_json_str(parent) == before  # the parent is left as it was
+        if deferred.supports(spec):
+            stand_in = deferred.deferred_dna(json.loads(before), spec)
+            built = on_stand_in.mutate(stand_in)
+            assert pg.to_json_str(built) == pg.to_json_str(expected)
+            assert built.spec is expected.spec
+            with deferred.known_keys({deferred.dna_key(expected)}):
+                repeat = on_known.mutate(stand_in)
+            with deferred.known_keys(set()):  # a new child: built, its key kept on it
+                fresh = UniformMutator(seed=seed)
+                fresh._random.setstate(theirs_state)
+                new = fresh.mutate(stand_in)
+            assert new.userdata[deferred.KEY] == json.dumps(
+                pg.to_json(expected.sym_jsonify(compact=True, type_info=False))
+            )
+            assert deferred.is_deferred(repeat)
+            assert deferred.json_tree(repeat) == expected.to_json()
+            assert on_known._random.getstate() == on_stand_in._random.getstate()
+            assert on_stand_in._random.getstate() == theirs._random.getstate()
         parent, before = expected, pg.to_json_str(expected)
+
+
+@pytest.mark.parametrize(
+    "value",
+    [
+        [["__tuple__", 5, 1, 0], *VALID_VALUE[1:]],
+        [*VALID_VALUE[:2], [3, 1], *VALID_VALUE[3:]],
+        [*VALID_VALUE[:2], [1, 1], *VALID_VALUE[3:]],
+        VALID_VALUE[:-1],
+        [*VALID_VALUE[:-1], 2.0],
+        [*VALID_VALUE, 1],
+    ],
+    ids=["out-of-range", "unsorted", "repeated", "short", "float-out-of-range", "long"],
+)
+def test_a_stand_in_is_refused_where_use_spec_refuses_the_dna(value):
+    spec = pg.dna_spec(TEMPLATE)
+    tree = {"_type": pg.DNA.__serialization_key__, "format": "compact", "value": VALID_VALUE}
+    assert deferred.dna_key(deferred.deferred_dna(tree, spec)) == json.dumps(VALID_VALUE)
+    tree["value"] = value
+    with pytest.raises(ValueError):
+        pg.from_json(tree).use_spec(spec)
+    with pytest.raises(ValueError):
+        deferred.deferred_dna(tree, spec)
 
 
 @pytest.mark.parametrize(

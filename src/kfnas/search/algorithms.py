@@ -43,6 +43,7 @@ import pyglove as pg
 
 from kfnas.records.base import RecordError
 from kfnas.registry import Registry
+from kfnas.search import deferred
 from kfnas.search.sampling import GridSearch, RandomSearch, UniformMutator
 from kfnas.spaces.base import load_dna
 
@@ -95,11 +96,16 @@ class Replayed:
         decisions: Returns the entry's decisions as ``DNA.to_numbers()`` gives them, read from
             the stored DNA's compact value without building the DNA (microseconds): for an
             algorithm that learns from the decisions alone (``recover_decisions`` below).
+        stand_in: Returns a deferred DNA for the entry (``kfnas.search.deferred``: the stored
+            metadata, the decisions checked, no tree built), when the entry is stored and the
+            space allows it; else None. Only for an adapter whose algorithm reads nothing but
+            metadata from the DNA it keeps, and mutates them with ``UniformMutator``.
     """
 
     load: Callable[[], pg.DNA]
     fitness: Fitness
     decisions: Callable[[], list[Any]] | None = None
+    stand_in: Callable[[], pg.DNA] | None = None
 
     def numbers(self) -> list[Any]:
         """The entry's decisions (``DNA.to_numbers()``), without building its DNA if it can."""
@@ -144,6 +150,9 @@ class StateAdapter:
             ``propose`` (e.g. the end of PyGlove's ``Evolution.recover``).
         supports: ``(generator) -> why not`` (empty: supported). An unsupported generator is
             replayed with its own ``recover`` and never snapshotted.
+        materialize: ``(generator)``: replaces the stand-in DNA (``kfnas.search.deferred``)
+            that ``replay`` and ``restore`` may have given it by built ones, for a caller that
+            inspects the generator (``recover_generator``).
     """
 
     version: str
@@ -152,6 +161,7 @@ class StateAdapter:
     restore: Callable[[pg.DNAGenerator, Mapping[str, Any]], None]
     finish: Callable[[pg.DNAGenerator], None] = _nothing
     supports: Callable[[pg.DNAGenerator], str] = _supported
+    materialize: Callable[[pg.DNAGenerator], None] = _nothing
 
 
 @dataclasses.dataclass(frozen=True)
@@ -470,7 +480,8 @@ def _evolution_replay(generator: Any, entries: Sequence[Replayed]) -> None:
     """
     init = _init_population(generator)
     for entry in entries:
-        dna, fitness = entry.load(), entry.fitness
+        dna = entry.stand_in() if entry.stand_in is not None else entry.load()
+        fitness = entry.fitness
         generator._num_proposals += 1
         if fitness is not None:
             if pg.evolution.get_feedback_sequence_number(dna) is None:
@@ -517,7 +528,7 @@ class _DNATable:
             raise ValueError(f"expected a DNA, got a {type(dna).__name__}")
         if id(dna) not in self._index:
             self._index[id(dna)] = len(self.trees)
-            self.trees.append(dna.to_json())
+            self.trees.append(deferred.json_tree(dna))
         return self._index[id(dna)]
 
     def value(self, key: str, value: Any) -> dict[str, Any]:
@@ -546,8 +557,14 @@ def _fitness_from_json(value: Any) -> Fitness:
     return float(value)
 
 
-def _load_tree(tree: Any, spec: pg.DNASpec, what: str) -> pg.DNA:
-    """A DNA saved by ``_DNATable``, decoded like a stored one (``load_dna``: DNA only)."""
+def _load_tree(tree: Any, spec: pg.DNASpec, what: str, stand_in: bool = False) -> pg.DNA:
+    """A DNA saved by ``_DNATable``, decoded like a stored one (``load_dna``: DNA only).
+
+    With ``stand_in``, a deferred DNA (``kfnas.search.deferred``) when the tree and the space
+    allow it: the evolution adapter reads only metadata from all but the few it mutates.
+    """
+    if stand_in and deferred.supports(spec) and deferred.plain_tree(tree):
+        return deferred.deferred_dna(tree, spec)
     try:
         return load_dna(json.dumps(tree), what).use_spec(spec)
     except RecordError as e:
@@ -574,7 +591,7 @@ def _evolution_snapshot(generator: Any) -> dict[str, Any]:
 
 def _evolution_restore(generator: Any, state: Mapping[str, Any]) -> None:
     spec = generator.dna_spec
-    dnas = [_load_tree(tree, spec, "snapshot DNA") for tree in state["dnas"]]
+    dnas = [_load_tree(tree, spec, "snapshot DNA", stand_in=True) for tree in state["dnas"]]
 
     def decode(value: Mapping[str, Any]) -> Any:
         if "dna" in value:
@@ -595,6 +612,26 @@ def _evolution_restore(generator: Any, state: Mapping[str, Any]) -> None:
     setattr(generator, _INIT_POPULATION, init)
 
 
+def _evolution_materialize(generator: Any) -> None:
+    built: dict[int, pg.DNA] = {}
+
+    def real(dna: Any) -> Any:
+        if not isinstance(dna, pg.DNA) or not deferred.is_deferred(dna):
+            return dna
+        if id(dna) not in built:
+            built[id(dna)] = deferred.materialize(dna)
+        return built[id(dna)]
+
+    generator._population = [real(dna) for dna in generator._population]
+    for key, value in list(generator._global_state.items()):
+        if isinstance(value, pg.DNA):
+            generator._global_state[key] = real(value)
+        elif isinstance(value, list | tuple) and any(isinstance(v, pg.DNA) for v in value):
+            generator._global_state[key] = [real(v) for v in value]
+    init = _init_population(generator)
+    init[:] = [(real(dna), fitness) for dna, fitness in init]
+
+
 #: Snapshots of PyGlove's evolution generators (``regularized_evolution``, ``hill_climb``,
 #: ``nsga2``): the population with its fitness and metadata, the proposal and feedback counts,
 #: the global state (generation count; NSGA-II's elites and cursor), whether the initial
@@ -607,6 +644,7 @@ EVOLUTION_STATE = StateAdapter(
     restore=_evolution_restore,
     finish=_evolution_finish,
     supports=_evolution_supports,
+    materialize=_evolution_materialize,
 )
 
 

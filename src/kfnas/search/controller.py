@@ -33,7 +33,13 @@ snapshot is used only if it was made for the same algorithm, options, seed and s
 state version, and for the same trials (a digest of the covered entries); otherwise the history
 is replayed in full, with a log line saying why, and the proposals are the same either way.
 History entries from ``history_from_records`` decode their DNA only when it is replayed, so
-trials covered by a snapshot are never built as DNA objects.
+trials covered by a snapshot are never built as DNA objects. Replayed and restored DNA are not
+built either where the algorithm reads only their metadata or decisions: evolution gets deferred
+stand-ins (``kfnas.search.deferred``) and mutates them on their decisions; ``ppo`` and
+``local_search`` replay the decisions alone. While proposing, the mutator returns a repeat of a
+known architecture (one the controller would drop) as a stand-in instead of building it
+(``deferred.known_keys``), so only new proposals are built, once each: a proposal's cost does
+not grow with the study, and most of it is building the round's new DNA.
 
 To extend: new algorithms go into ``kfnas.search.algorithms`` (one factory and one lazy-table
 line, and a ``StateAdapter`` or ``snapshot_state``/``restore_state`` for flat cost); this module
@@ -43,13 +49,12 @@ needs no change.
 from __future__ import annotations
 
 import dataclasses
-import functools
 import hashlib
 import json
 import logging
 import random
 import warnings
-from collections.abc import Callable, Iterator, Mapping, Sequence
+from collections.abc import Callable, Mapping, Sequence
 from typing import Any, ClassVar
 
 import pyglove as pg
@@ -57,10 +62,11 @@ import pyglove as pg
 from kfnas.config.spec import AlgorithmSpec, StudySpec
 from kfnas.records.base import Record
 from kfnas.records.trial import RecordError, TrialResult, TrialSpec
+from kfnas.search import deferred
 from kfnas.search.algorithms import ALGORITHMS, Algorithm, Replayed, StateAdapter, derive_seed
 from kfnas.search.sampling import random_dna
 from kfnas.spaces import get_space
-from kfnas.spaces.base import dna_spec, load_dna, type_names
+from kfnas.spaces.base import dna_spec, load_dna
 from kfnas.store.trials import CorruptRecordWarning
 
 __all__ = [
@@ -231,7 +237,7 @@ class HistoryEntry:
 
     def decisions(self) -> list[Any]:
         """The DNA's decisions as ``DNA.to_numbers()`` lists them, read from its compact value."""
-        return list(_flatten(json.loads(self.key)))
+        return deferred.decisions_of_value(json.loads(self.key))
 
     def fresh_dna(self) -> pg.DNA:
         """A new copy of the DNA with all its metadata, for a generator to keep and annotate."""
@@ -247,80 +253,18 @@ class HistoryEntry:
             raise ValueError(f"{e}; the history cannot be replayed") from e
 
 
-def _flatten(value: Any) -> Iterator[Any]:
-    """The decisions of a compact DNA value, depth first (a tuple is a choice and its subtree)."""
-    if isinstance(value, list):
-        for item in value[1:] if value and value[0] == _TUPLE else value:
-            yield from _flatten(item)
-    elif value is not None:
-        yield value
-
-
 def _plain_dna_tree(text: str) -> dict[str, Any] | None:
     """The JSON tree of ``text`` if it is a DNA in the layout ``pg.to_json_str`` writes, else None.
 
-    Such a tree holds only the DNA type, ``format: compact``, a ``value`` of nested numbers and
-    strings (lists, and tuples written as ``["__tuple__", ...]`` with a number first), and plain
-    JSON ``metadata``: ``load_dna`` accepts it and ``DNA.parse`` decodes it, so building the DNA
-    can wait. None means "decode it now with ``load_dna``", which refuses what must be refused.
+    ``deferred.plain_tree`` says what that layout allows: ``load_dna`` accepts it and
+    ``DNA.parse`` decodes it, so building the DNA can wait. None means "decode it now with
+    ``load_dna``", which refuses what must be refused.
     """
     try:
         tree = json.loads(text)
     except (json.JSONDecodeError, TypeError):
         return None
-    if not isinstance(tree, dict) or set(tree) - _TOP_KEYS:
-        return None
-    if tree.get("_type") not in _dna_type_names() or tree.get("format") != "compact":
-        return None
-    if "value" not in tree or not _compact_value(tree["value"]):
-        return None
-    if not isinstance(tree.get("metadata", {}), dict) or not _plain_json(tree.get("metadata", {})):
-        return None
-    keys = tree.get("_cloneable_metadata_keys", [])
-    if not (isinstance(keys, list) and all(isinstance(k, str) for k in keys)):
-        return None
-    return tree
-
-
-_TOP_KEYS = frozenset({"_type", "format", "value", "metadata", "_cloneable_metadata_keys"})
-_TUPLE = "__tuple__"
-
-
-@functools.cache
-def _dna_type_names() -> frozenset[str]:
-    return type_names([pg.DNA])
-
-
-def _number(value: Any) -> bool:
-    return isinstance(value, int | float) and not isinstance(value, bool)
-
-
-def _compact_value(value: Any) -> bool:
-    """Whether ``value`` is a compact DNA value ``DNA.parse`` decodes (no other types)."""
-    if value is None or _number(value) or isinstance(value, str):
-        return True
-    if not isinstance(value, list):
-        return False
-    if value and value[0] == _TUPLE:
-        items = value[1:]
-        return len(items) >= 2 and _number(items[0]) and all(map(_compact_value, items[1:]))
-    return not (value and isinstance(value[0], str) and value[0].startswith("__")) and all(
-        map(_compact_value, value)
-    )
-
-
-def _plain_json(value: Any) -> bool:
-    """Whether metadata is plain JSON: no ``_type`` or other special keys, tuples allowed."""
-    if isinstance(value, dict):
-        return all(
-            isinstance(k, str) and not k.startswith("_") and _plain_json(v)
-            for k, v in value.items()
-        )
-    if isinstance(value, list):
-        if value and isinstance(value[0], str) and value[0].startswith("__"):
-            return value[0] == _TUPLE and all(map(_plain_json, value[1:]))
-        return all(map(_plain_json, value))
-    return value is None or isinstance(value, bool | int | float | str)
+    return tree if deferred.plain_tree(tree) else None
 
 
 def history_from_records(
@@ -536,9 +480,12 @@ def propose_with_state(
     seen = {entry.key for entry in history}
     explore = random.Random(derive_seed(_seed(study), "explore", round_index))
     proposals: list[pg.DNA] = []
-    while len(proposals) < n and (dna := _propose_new(generator, spec, seen, explore)) is not None:
-        seen.add(_key(dna))
-        proposals.append(dna.use_spec(spec))
+    with deferred.known_keys(seen):  # repeats the controller drops are not built
+        while (
+            len(proposals) < n and (dna := _propose_new(generator, spec, seen, explore)) is not None
+        ):
+            seen.add(_key(dna))
+            proposals.append(dna.use_spec(spec))
     if not proposals:
         raise SpaceExhausted(_exhausted_message(study, spec, len(seen)))
     return Proposal(
@@ -583,7 +530,12 @@ def recover_generator(
             f"but it has trials of round {history[-1].round}"
         )
     spec = spec if spec is not None else _space_spec(_space(study))
-    return _rebuild(study, history, round_index, spec, snapshot).generator
+    generator = _rebuild(study, history, round_index, spec, snapshot).generator
+    algorithm = ALGORITHMS.get(_algorithm_spec(study).name)
+    adapter, _ = algorithm.state_adapter(generator)
+    if adapter is not None:
+        adapter.materialize(generator)  # built DNA to inspect, not the replay's stand-ins
+    return generator
 
 
 @dataclasses.dataclass(frozen=True)
@@ -685,16 +637,26 @@ def _fresh(
 
 
 def _replayed(entry: HistoryEntry, index: int, fitness: Fitness, spec: pg.DNASpec) -> Replayed:
+    def not_in_space(e: ValueError) -> ValueError:
+        return ValueError(
+            f"history entry {index} (round {entry.round}) is not a DNA of this space: {e}"
+        )
+
     def load() -> pg.DNA:
         dna = entry.fresh_dna()
         try:
             return dna.use_spec(spec)
         except ValueError as e:
-            raise ValueError(
-                f"history entry {index} (round {entry.round}) is not a DNA of this space: {e}"
-            ) from e
+            raise not_in_space(e) from e
 
-    return Replayed(load, fitness, entry.decisions)
+    def stand_in() -> pg.DNA:
+        try:
+            return deferred.deferred_dna(json.loads(entry._dna_json), spec)  # type: ignore[arg-type]
+        except ValueError as e:
+            raise not_in_space(e) from e
+
+    stored = entry._dna_json is not None and deferred.supports(spec)
+    return Replayed(load, fitness, entry.decisions, stand_in if stored else None)
 
 
 def _replay_all(generator: pg.DNAGenerator, algorithm: Algorithm, items: list[Replayed]) -> None:
@@ -935,12 +897,8 @@ def _propose_new(
 
 
 def _key(dna: pg.DNA) -> str:
-    """The DNA's decisions without metadata (``pg.hash`` would include the metadata).
-
-    The ``value`` that ``pg.to_json_str(dna)`` writes, as JSON text: the same text that
-    ``HistoryEntry.from_json`` reads from a stored DNA without decoding it.
-    """
-    return json.dumps(pg.to_json(dna.sym_jsonify(compact=True, type_info=False)))
+    """The DNA's decisions without metadata, as text (``deferred.dna_key``)."""
+    return deferred.dna_key(dna)
 
 
 def _copy(dna: pg.DNA) -> pg.DNA:

@@ -13,6 +13,9 @@ JSON DNA (type checks off while the nodes are made, then ``use_spec`` validates 
   ``RandomSearch`` is ``pg.geno.Random`` drawing through it (the ``random`` algorithm and the
   evolution algorithms' initial populations), and the controller's fallback draws use it;
 * ``UniformMutator``: ``pg.evolution.mutators.Uniform``, about half the time per mutation;
+  a deferred parent (``kfnas.search.deferred``) is mutated on its decisions
+  (``kfnas.search.points``) without building it, and inside ``deferred.known_keys`` a child
+  that repeats a known architecture is returned deferred instead of built;
 * ``dna_from_numbers(numbers, spec)``: ``pg.DNA.from_numbers`` (the decisions as a flat list, in
   depth-first order), about a sixth of the time on ``spinenet``; ``ppo`` and ``local_search``
   build their proposals with it;
@@ -36,10 +39,12 @@ version PyGlove's own functions run.
 from __future__ import annotations
 
 import random
-from collections.abc import Iterator, Sequence
+from collections.abc import Sequence
 from typing import Any
 
 import pyglove as pg
+
+from kfnas.search import deferred, points
 
 __all__ = [
     "PYGLOVE_VERSIONS",
@@ -53,51 +58,12 @@ __all__ = [
 ]
 
 #: The PyGlove versions whose draw order ``random_dna`` reproduces.
-PYGLOVE_VERSIONS = ("0.4.5",)
-
-
-_END = object()
-
-
-class _CustomDecisionError(Exception):
-    """A custom decision point: drawn by its own function, so by PyGlove."""
-
-
-def _space(spec: pg.geno.Space, rng: random.Random) -> Any:
-    values = [_draw(element, rng) for element in spec.elements]
-    if not values:
-        return None
-    return values[0] if len(values) == 1 else values
-
-
-def _choice(index: int, sub: Any) -> Any:
-    if sub is None:
-        return index
-    if isinstance(sub, tuple):  # a chain of conditional choices is one flat tuple
-        return (index, *sub)
-    return (index, sub)
-
-
-def _choices(spec: pg.geno.Choices, rng: random.Random) -> Any:
-    count = len(spec.candidates)
-    if spec.distinct:
-        picked = rng.sample(list(range(count)), spec.num_choices)
-    else:
-        picked = [rng.randint(0, count - 1) for _ in range(spec.num_choices)]
-    if spec.sorted:
-        picked = sorted(picked)
-    values = [_choice(i, _space(spec.candidates[i], rng)) for i in picked]
-    return values[0] if len(values) == 1 else values
+PYGLOVE_VERSIONS = points.PYGLOVE_VERSIONS
 
 
 def _draw(spec: pg.DNASpec, rng: random.Random) -> Any:
-    if isinstance(spec, pg.geno.Space):
-        return _space(spec, rng)
-    if isinstance(spec, pg.geno.Choices):
-        return _choices(spec, rng)
-    if isinstance(spec, pg.geno.Float):
-        return rng.uniform(spec.min_value, spec.max_value)
-    raise _CustomDecisionError(type(spec).__name__)
+    """A random value form of ``spec``, drawn as ``pg.random_dna`` draws (``points.draw``)."""
+    return points.point_form(spec, points.draw(points.plan(spec), rng))
 
 
 def _build(value: Any, spec: pg.DNASpec) -> pg.DNA:
@@ -109,26 +75,6 @@ def _build(value: Any, spec: pg.DNASpec) -> pg.DNA:
     with pg.symbolic.enable_type_check(False):
         dna = pg.DNA(value)
     return dna.use_spec(spec)
-
-
-def _bind(spec: pg.DNASpec, numbers: Iterator[Any]) -> Any:
-    """The nested value form of the decisions ``numbers`` yields, in ``from_numbers``' order."""
-    if isinstance(spec, pg.geno.Space):
-        values = [_bind(element, numbers) for element in spec.elements]
-        if not values:
-            return None
-        return values[0] if len(values) == 1 else values
-    if isinstance(spec, pg.geno.Choices):
-        values = []
-        for _ in range(spec.num_choices):
-            index = next(numbers)
-            if type(index) is not int or not 0 <= index < len(spec.candidates):
-                raise _CustomDecisionError("out of range")  # PyGlove says what is wrong
-            values.append(_choice(index, _bind(spec.candidates[index], numbers)))
-        return values[0] if len(values) == 1 else values
-    if isinstance(spec, pg.geno.Float):
-        return next(numbers)
-    raise _CustomDecisionError(type(spec).__name__)
 
 
 def dna_from_numbers(numbers: Sequence[Any], spec: pg.DNASpec) -> pg.DNA:
@@ -148,108 +94,14 @@ def dna_from_numbers(numbers: Sequence[Any], spec: pg.DNASpec) -> pg.DNA:
         ValueError: The numbers are not a DNA of the space (PyGlove's message).
     """
     if pg.__version__ in PYGLOVE_VERSIONS:
-        rest = iter(numbers)
         try:
-            value = _bind(spec, rest)
-        except (_CustomDecisionError, StopIteration):
-            pass
+            value = points.point_form(spec, points.checked_point(spec, numbers))
+        except (points.NotPlain, ValueError):
+            pass  # PyGlove's: it raises what is wrong, if anything
         else:
-            if value is not None and next(rest, _END) is _END:  # None: a space without decisions
+            if value is not None:  # None: a space without decisions
                 return _build(value, spec)
     return pg.DNA.from_numbers(list(numbers), spec)
-
-
-# The grid's order on the decisions: a space is a list with one item per element, a choice a
-# list of ``(candidate index, its space)`` pairs, one per choice ("points" below).
-
-
-def _point(spec: pg.DNASpec, numbers: Iterator[Any]) -> Any:
-    """The point of a DNA's decisions (``to_numbers()``), for a space of choices only."""
-    if isinstance(spec, pg.geno.Space):
-        return [_point(element, numbers) for element in spec.elements]
-    if isinstance(spec, pg.geno.Choices):
-        picked = []
-        for _ in range(spec.num_choices):
-            index = next(numbers)
-            picked.append((index, _point(spec.candidates[index], numbers)))
-        return picked
-    raise _CustomDecisionError(type(spec).__name__)  # floats and custom points: PyGlove's
-
-
-def _first(spec: pg.DNASpec) -> Any:
-    if isinstance(spec, pg.geno.Space):
-        return [_first(element) for element in spec.elements]
-    if isinstance(spec, pg.geno.Choices):
-        return [
-            (index, _first(spec.candidates[index]))
-            for index in (range(spec.num_choices) if spec.distinct else [0] * spec.num_choices)
-        ]
-    raise _CustomDecisionError(type(spec).__name__)
-
-
-def _next(spec: pg.DNASpec, point: Any) -> Any:
-    """The point after ``point`` in PyGlove's ``next_dna`` order; None after the last."""
-    if isinstance(spec, pg.geno.Space):
-        out = list(point)
-        for i in reversed(range(len(spec.elements))):
-            following = _next(spec.elements[i], out[i])
-            if following is not None:
-                out[i] = following
-                return out
-            out[i] = _first(spec.elements[i])
-        return None
-    return _next_choices(spec, point)
-
-
-def _next_choices(spec: pg.geno.Choices, point: list[tuple[int, Any]]) -> Any:
-    """``Choices._next_dna``: the last choice's subspace, then its value, then the one before."""
-    count = len(spec.candidates)
-    for at in reversed(range(spec.num_choices)):
-        index, sub = point[at]
-        prior = [value for value, _ in point[:at]]
-        following = _next(spec.candidates[index], sub)
-        if following is not None:
-            new = (index, following)
-        else:
-            value = index + 1
-            if spec.distinct:
-                free = set(range(value, count)) - set(prior)
-                value = min(free) if free else count
-            if value >= count:
-                continue
-            new = (value, _first(spec.candidates[value]))
-        rest = _least_remaining(spec, [*prior, new[0]])
-        if rest is not None:
-            return [*point[:at], new, *((v, _first(spec.candidates[v])) for v in rest)]
-    return None
-
-
-def _least_remaining(spec: pg.geno.Choices, prior: list[int]) -> list[int] | None:
-    """The smallest values the choices after ``prior`` can take, or None if there are none."""
-    start = prior[-1] if spec.sorted and prior else 0
-    free = set(range(start, len(spec.candidates)))
-    if spec.distinct:
-        free -= set(prior)
-    out = []
-    for _ in range(spec.num_choices - len(prior)):
-        if not free:
-            return None
-        value = min(free)
-        if spec.distinct:
-            free.remove(value)
-        out.append(value)
-    return out
-
-
-def _point_form(spec: pg.DNASpec, point: Any) -> Any:
-    """A point's nested value form (what ``pg.DNA(value)`` takes)."""
-    if isinstance(spec, pg.geno.Space):
-        values = [_point_form(e, p) for e, p in zip(spec.elements, point, strict=True)]
-        if not values:
-            return None
-        return values[0] if len(values) == 1 else values
-    items = [_choice(i, _point_form(spec.candidates[i], sub)) for i, sub in point]
-    return items[0] if len(items) == 1 else items
 
 
 def dna_decisions(dna: pg.DNA) -> list[Any]:
@@ -260,6 +112,8 @@ def dna_decisions(dna: pg.DNA) -> list[Any]:
     and with ``dict``'s own ``__getitem__``, which skips the symbolic dict's resolution of inferred
     values (a DNA holds none).
     """
+    if (found := deferred.payload(dna)) is not None:
+        return deferred.decisions_of_value(found.value)
     init_args = pg.DNA.sym_init_args.fget
     get = dict.__getitem__
     out: list[Any] = []
@@ -288,15 +142,16 @@ def next_dna(spec: pg.DNASpec, dna: pg.DNA | None) -> pg.DNA | None:
     """
     if pg.__version__ in PYGLOVE_VERSIONS:
         try:
-            point = _first(spec)
+            point = points.first(spec)
             if dna is not None:
-                point = _next(spec, _point(spec, iter(dna_decisions(dna))))
-        except (_CustomDecisionError, IndexError, StopIteration):
+                decisions = dna_decisions(dna)
+                point = points.following(spec, points.checked_point(spec, decisions, floats=False))
+        except (points.NotPlain, ValueError):
             pass  # PyGlove's: it raises what is wrong, if anything
         else:
             if point is None:
                 return None
-            value = _point_form(spec, point)
+            value = points.point_form(spec, point)
             if value is not None:
                 return _build(value, spec)
     return spec.next_dna(dna)
@@ -328,7 +183,7 @@ def random_dna(spec: pg.DNASpec, rng: random.Random) -> pg.DNA:
     state = rng.getstate()
     try:
         value = _draw(spec, rng)
-    except _CustomDecisionError:
+    except points.NotPlain:
         rng.setstate(state)
         return pg.random_dna(spec, rng)
     return _build(value, spec)
@@ -346,12 +201,9 @@ class RandomSearch(pg.geno.Random):
             random_dna(self.dna_spec, self._random)
 
 
-def _has_custom(spec: pg.DNASpec) -> bool:
-    if isinstance(spec, pg.geno.Space):
-        return any(_has_custom(element) for element in spec.elements)
-    if isinstance(spec, pg.geno.Choices):
-        return any(_has_custom(candidate) for candidate in spec.candidates)
-    return not isinstance(spec, pg.geno.Float)
+def has_custom(spec: pg.DNASpec) -> bool:
+    """Whether ``spec`` has a custom decision point (drawn by its own function: PyGlove's)."""
+    return not points.plain(spec)
 
 
 def _form(node: pg.DNA, swap: pg.DNA, new: Any, sort: bool) -> Any:
@@ -365,7 +217,7 @@ def _form(node: pg.DNA, swap: pg.DNA, new: Any, sort: bool) -> Any:
         return items if items else None
     if not items:
         return node.value
-    return _choice(node.value, items[0] if len(items) == 1 else items)
+    return points.choice_form(node.value, items[0] if len(items) == 1 else items)
 
 
 class UniformMutator(pg.evolution.mutators.Uniform):
@@ -383,8 +235,12 @@ class UniformMutator(pg.evolution.mutators.Uniform):
 
     def mutate(self, dna: pg.DNA, step: int = 0) -> pg.DNA:
         """The mutated copy of ``dna`` (``dna`` is left as it is)."""
+        if (found := deferred.payload(dna)) is not None:
+            if self.where is None:
+                return self._mutate_point(dna, found)
+            dna = deferred.materialize(dna)
         spec = dna.spec
-        if pg.__version__ not in PYGLOVE_VERSIONS or spec is None or _has_custom(spec):
+        if pg.__version__ not in PYGLOVE_VERSIONS or spec is None or has_custom(spec):
             return super().mutate(dna, step)
         # The mutable nodes with their parents, in preorder: the list PyGlove picks one from.
         nodes: list[tuple[pg.DNA, pg.DNA | None]] = []
@@ -405,23 +261,65 @@ class UniformMutator(pg.evolution.mutators.Uniform):
         if isinstance(choices, pg.geno.Choices) and choices.is_subchoice and choices.distinct:
             free = set(range(len(choices.candidates))) - {c.value for c in parent.children}
             if not free:
-                return self._copy(dna, _form(dna, None, None, False))
+                return self._child(dna, _form(dna, None, None, False), spec)
             value = self._random.choice(list(free))
-            new = _choice(value, _space(choices.candidates[value], self._random))
+            new = points.choice_form(value, _draw(choices.candidates[value], self._random))
         else:
             new = _draw(node.spec, self._random)
         sort = isinstance(choices, pg.geno.Choices) and choices.is_subchoice and choices.sorted
-        return self._copy(dna, _form(dna, node, new, sort))
+        return self._child(dna, _form(dna, node, new, sort), spec)
+
+    def _mutate_point(self, dna: pg.DNA, found: deferred.Deferred) -> pg.DNA:
+        """``mutate`` of a deferred DNA, on its decisions: the same random calls, the same child.
+
+        The sites are the nodes PyGlove's ``Uniform`` picks from, in the same (pre)order, each
+        with the spec PyGlove attaches to it (``points.sites``).
+        """
+        spec = found.spec
+        point = found.decisions_point()
+        mutable = points.sites(spec, point)
+        if not mutable:
+            raise RuntimeError(f"Immutable DNA: {dna!r}")
+        site = self._random.choice(mutable)
+        node = site.node
+        subchoice = isinstance(node, points.ChoicesNode) and node.subchoice
+        if subchoice and node.distinct:  # type: ignore[union-attr]
+            free = set(range(len(node.candidates))) - {index for index, _ in site.holder}  # type: ignore[union-attr]
+            if not free:
+                return self._child(dna, points.point_form(spec, point), spec)
+            value = self._random.choice(list(free))
+            new = (value, points.draw(node.candidates[value], self._random))  # type: ignore[union-attr]
+            site.holder[site.index] = new
+        else:
+            drawn = points.draw(node, self._random)
+            site.holder[site.index] = drawn[0] if subchoice else drawn
+        if subchoice and node.sorted:  # type: ignore[union-attr]
+            site.holder.sort(key=lambda pair: pair[0])
+        return self._child(dna, points.point_form(spec, point), spec)
 
     @staticmethod
-    def _copy(dna: pg.DNA, value: Any) -> pg.DNA:
-        with pg.symbolic.enable_type_check(False):
-            child = pg.DNA(value)
-        child.use_spec(dna.spec)
+    def _child(dna: pg.DNA, value: Any, spec: pg.DNASpec) -> pg.DNA:
+        """The child of ``dna`` with the decisions ``value``; deferred if it is a known repeat.
+
+        Inside ``deferred.known_keys(keys)`` (the controller, which drops repeats), a child whose
+        key is in ``keys`` is returned deferred instead of built: the same metadata, no tree.
+        """
+        keys = deferred.known()
+        key = None
+        if keys is not None and deferred.supports(spec):
+            json_value = deferred.to_json_value(value)
+            key = deferred.key_of_value(json_value)
+            if key in keys:  # dropped unread by the controller: no tree, no point
+                found = deferred.Deferred(json_value, key, None, spec)
+                return deferred.deferred_child(found, dna)
+        child = _build(value, spec)
+        if key is not None:  # the controller reads it next: no second walk of the new tree
+            child.set_userdata(deferred.KEY, key)
         keys = dna._cloneable_metadata_keys
         for key, item in dna.metadata.items():
             if key in keys:
                 child.set_metadata(key, item, cloneable=True)
         for key in dna._cloneable_userdata_keys:
-            child.set_userdata(key, dna.userdata[key], cloneable=True)
+            if key != deferred.DEFERRED:
+                child.set_userdata(key, dna.userdata[key], cloneable=True)
         return child
