@@ -30,10 +30,18 @@ TEMPLATE = pg.Dict(
 )
 
 
+def _keeps_its_key(dna: pg.DNA) -> None:
+    """A DNA built here carries its novelty key: that of its decisions, as PyGlove writes them."""
+    if deferred.KEY in dna.userdata:
+        compact = dna.sym_jsonify(compact=True, type_info=False)
+        assert dna.userdata[deferred.KEY] == json.dumps(pg.to_json(compact))
+
+
 def _same_draw(spec: pg.DNASpec, seed: int) -> None:
     ours, theirs = random.Random(seed), random.Random(seed)
     drawn, expected = random_dna(spec, ours), pg.random_dna(spec, theirs)
     assert pg.to_json_str(drawn) == pg.to_json_str(expected)
+    _keeps_its_key(drawn)
     assert drawn.spec is expected.spec
     assert ours.getstate() == theirs.getstate()
 
@@ -43,6 +51,7 @@ def _same_from_numbers(spec: pg.DNASpec, seed: int) -> None:
     assert dna_decisions(pg.random_dna(spec, random.Random(seed))) == numbers
     built, expected = dna_from_numbers(numbers, spec), pg.DNA.from_numbers(numbers, spec)
     assert pg.to_json_str(built) == pg.to_json_str(expected)
+    _keeps_its_key(built)
     assert built.spec is expected.spec
 
 
@@ -137,6 +146,7 @@ def _same_mutations(spec: pg.DNASpec, seed: int, generations: int) -> None:
         theirs_state = theirs._random.getstate()
         expected, child = theirs.mutate(parent), ours.mutate(parent)
         assert pg.to_json_str(child) == pg.to_json_str(expected)
+        _keeps_its_key(child)
         assert child.spec is expected.spec
         assert ours._random.getstate() == theirs._random.getstate()
         assert pg.to_json_str(parent) == before  # the parent is left as it was
@@ -151,9 +161,8 @@ def _same_mutations(spec: pg.DNASpec, seed: int, generations: int) -> None:
                 fresh = UniformMutator(seed=seed)
                 fresh._random.setstate(theirs_state)
                 new = fresh.mutate(stand_in)
-            assert new.userdata[deferred.KEY] == json.dumps(
-                pg.to_json(expected.sym_jsonify(compact=True, type_info=False))
-            )
+            assert new.userdata[deferred.KEY] == deferred.dna_key(expected)
+            _keeps_its_key(new)
             assert deferred.is_deferred(repeat)
             assert deferred.json_tree(repeat) == expected.to_json()
             assert on_known._random.getstate() == on_stand_in._random.getstate()
@@ -227,6 +236,7 @@ def _same_steps(spec: pg.DNASpec, start: pg.DNA | None, steps: int) -> int:
             return seen
         assert pg.to_json_str(ours) == pg.to_json_str(theirs)
         assert ours.spec is theirs.spec
+        _keeps_its_key(ours)
     return steps
 
 

@@ -566,27 +566,29 @@ def _rebuild(
             f"{algorithm.name} needs the same number of objectives for every trial; the history "
             f"has objective vectors of sizes {sorted(sizes)}"
         )
-    items = [
-        _replayed(entry, i, f, spec)
-        for i, (entry, f) in enumerate(zip(history, fitness, strict=True))
-    ]
+
+    def items(begin: int, end: int | None = None) -> list[Replayed]:
+        """The entries ``begin:end`` to replay (those a snapshot covers are never touched)."""
+        stop = len(history) if end is None else end
+        return [_replayed(history[i], i, fitness[i], spec) for i in range(begin, stop)]
+
     adapter, unsupported = algorithm.state_adapter(generator)
     if adapter is None:
         fallback = ""
         if snapshot is not None:
             fallback = f"{algorithm.name} keeps no snapshots ({unsupported})"
             log.warning(
-                "%s: the snapshot is ignored; replaying all %d trials", fallback, len(items)
+                "%s: the snapshot is ignored; replaying all %d trials", fallback, len(history)
             )
-        elif items:
+        elif history:
             log.info(
                 "%s keeps no snapshots (%s): replaying all %d trials",
                 algorithm.name,
                 unsupported,
-                len(items),
+                len(history),
             )
-        _replay_all(generator, algorithm, items)
-        return _Rebuilt(generator, None, len(items), 0, fallback)
+        _replay_all(generator, algorithm, items(0))
+        return _Rebuilt(generator, None, len(history), 0, fallback)
 
     settled = next((i for i, entry in enumerate(history) if not entry.settled), len(history))
     marks = {settled}
@@ -611,17 +613,17 @@ def _rebuild(
                 "search snapshot of %s not used: %s; replaying all %d trials instead",
                 algorithm.name,
                 fallback,
-                len(items),
+                len(history),
             )
-    _replay(generator, algorithm, adapter, items[start:settled])
+    _replay(generator, algorithm, adapter, items(start, settled))
     new_snapshot = None
     if settled > start:
         new_snapshot = _take_snapshot(
             study, options, adapter, generator, spec, settled, digests[settled]
         )
-    _replay(generator, algorithm, adapter, items[max(start, settled) :])
+    _replay(generator, algorithm, adapter, items(max(start, settled)))
     adapter.finish(generator)
-    replayed = len(items) - start
+    replayed = len(history) - start
     return _Rebuilt(generator, new_snapshot, replayed, start, fallback)
 
 

@@ -56,7 +56,7 @@ __all__ = [
 #: The user-data key of a deferred DNA's payload (cloneable: PyGlove's clones keep it).
 DEFERRED = "kfnas_deferred"
 #: The user-data key of the novelty key a DNA was built with (``kfnas.search.sampling`` sets it
-#: on the children it builds; not cloneable, so a changed copy never carries it).
+#: on every DNA it builds; not cloneable, so a changed copy never carries it).
 KEY = "kfnas_key"
 
 TUPLE = "__tuple__"

@@ -74,7 +74,10 @@ def _build(value: Any, spec: pg.DNASpec) -> pg.DNA:
     """
     with pg.symbolic.enable_type_check(False):
         dna = pg.DNA(value)
-    return dna.use_spec(spec)
+    dna.use_spec(spec)
+    # Its novelty key, for the controller (``deferred.dna_key``) to read without another walk.
+    dna.set_userdata(deferred.KEY, deferred.key_of_value(deferred.to_json_value(value)))
+    return dna
 
 
 def dna_from_numbers(numbers: Sequence[Any], spec: pg.DNASpec) -> pg.DNA:
@@ -305,7 +308,6 @@ class UniformMutator(pg.evolution.mutators.Uniform):
         key is in ``keys`` is returned deferred instead of built: the same metadata, no tree.
         """
         keys = deferred.known()
-        key = None
         if keys is not None and deferred.supports(spec):
             json_value = deferred.to_json_value(value)
             key = deferred.key_of_value(json_value)
@@ -313,8 +315,6 @@ class UniformMutator(pg.evolution.mutators.Uniform):
                 found = deferred.Deferred(json_value, key, None, spec)
                 return deferred.deferred_child(found, dna)
         child = _build(value, spec)
-        if key is not None:  # the controller reads it next: no second walk of the new tree
-            child.set_userdata(deferred.KEY, key)
         keys = dna._cloneable_metadata_keys
         for key, item in dna.metadata.items():
             if key in keys:
