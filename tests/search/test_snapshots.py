@@ -559,3 +559,26 @@ def test_a_stored_trial_outside_the_space_is_named_when_it_is_replayed(name: str
     history[1] = HistoryEntry.from_json(damaged, 1, 1.0, (1.0, 1.0), finished=True)
     with pytest.raises(ValueError, match=r"history entry 1 \(round 1\) is not a DNA of this space"):
         propose(study, history, 2, round_index=3)
+
+
+def test_an_evolution_with_another_mutator_is_replayed_with_built_dna() -> None:
+    # Stand-ins go only to evolutions made of PyGlove's operators and UniformMutator: PyGlove's
+    # own Uniform mutator reads the DNA tree, so it gets built DNA, and snapshots still hold.
+    def factory(options: Any, seed: int) -> pg.DNAGenerator:
+        mutator = pg.evolution.mutators.Uniform(seed=seed)
+        return pg.evolution.regularized_evolution(
+            mutator, population_size=3, tournament_size=2, seed=seed
+        )
+
+    custom = dataclasses.replace(
+        ALGORITHMS.get("regularized_evolution"), name="re_pyglove_uniform", factory=factory
+    )
+    ALGORITHMS.register(custom.name, custom)
+    try:
+        study = make_study(custom.name, population_size=3, tournament_size=2)
+        _, snapshot, made = run(study, rounds=5)
+        assert snapshot is not None and any(p.restored for p in made)
+        generator = ALGORITHMS.get(custom.name).create({}, 0)
+        assert not algorithms_module._takes_stand_ins(generator)
+    finally:
+        ALGORITHMS.unregister(custom.name)

@@ -432,6 +432,8 @@ _GRID_STATE_VERSION = 1
 # The rewarded initial-population entries replayed so far while the population is not yet
 # initialized: what the end of ``Evolution.recover`` hands to the population initializer.
 _INIT_POPULATION = "_kfnas_init_population"
+# Whether the evolution generator takes deferred stand-ins (``_takes_stand_ins``, decided once).
+_STAND_INS = "_kfnas_stand_ins"
 _EVOLUTION_ATTRIBUTES = (
     "_population",
     "_global_state",
@@ -470,6 +472,33 @@ def _init_population(generator: Any) -> list[tuple[pg.DNA, Fitness]]:
     return getattr(generator, _INIT_POPULATION)
 
 
+def _takes_stand_ins(generator: Any) -> bool:
+    """Whether the evolution reads only metadata from the DNA it keeps (then stand-ins do).
+
+    True when it is made of PyGlove's evolution operators (selectors, pipelines, NSGA-II's
+    sorting: they read fitness) and ``UniformMutator`` (which mutates a stand-in on its
+    decisions) only: no other mutator, no recombinator, no lambda over a plain function. A
+    user's evolution gets built DNA. Decided once per generator.
+    """
+    if (known := getattr(generator, _STAND_INS, None)) is not None:
+        return known
+    found = pg.query(generator, where=lambda v: isinstance(v, pg.Object), enter_selected=True)
+    ours = (UniformMutator, RandomSearch)
+    others = [v for v in found.values() if v is not generator and type(v) not in ours]
+    allowed = pg.__version__ in PYGLOVE_VERSIONS and all(map(_reads_metadata_only, others))
+    setattr(generator, _STAND_INS, allowed)
+    return allowed
+
+
+def _reads_metadata_only(operation: pg.Object) -> bool:
+    """A PyGlove evolution operator that is not a mutator, recombinator or opaque lambda."""
+    if isinstance(operation, pg.evolution.Mutator | pg.evolution.Recombinator):
+        return False
+    if isinstance(operation, pg.evolution.Lambda) and not isinstance(operation.fn, pg.Object):
+        return False
+    return type(operation).__module__.startswith("pyglove.ext.evolution.")
+
+
 def _evolution_replay(generator: Any, entries: Sequence[Replayed]) -> None:
     """``pg.evolution.Evolution.recover`` (PyGlove 0.4.5) without its end, one entry at a time.
 
@@ -479,8 +508,9 @@ def _evolution_replay(generator: Any, entries: Sequence[Replayed]) -> None:
     that the initializer is never asked again, so what it would replay changes nothing.
     """
     init = _init_population(generator)
+    stand_ins = _takes_stand_ins(generator)
     for entry in entries:
-        dna = entry.stand_in() if entry.stand_in is not None else entry.load()
+        dna = entry.stand_in() if stand_ins and entry.stand_in is not None else entry.load()
         fitness = entry.fitness
         generator._num_proposals += 1
         if fitness is not None:
@@ -591,7 +621,8 @@ def _evolution_snapshot(generator: Any) -> dict[str, Any]:
 
 def _evolution_restore(generator: Any, state: Mapping[str, Any]) -> None:
     spec = generator.dna_spec
-    dnas = [_load_tree(tree, spec, "snapshot DNA", stand_in=True) for tree in state["dnas"]]
+    stand_ins = _takes_stand_ins(generator)
+    dnas = [_load_tree(tree, spec, "snapshot DNA", stand_ins) for tree in state["dnas"]]
 
     def decode(value: Mapping[str, Any]) -> Any:
         if "dna" in value:
