@@ -44,7 +44,7 @@ import pyglove as pg
 from kfnas.records.base import RecordError
 from kfnas.registry import Registry
 from kfnas.search import deferred
-from kfnas.search.sampling import GridSearch, RandomSearch, UniformMutator
+from kfnas.search.sampling import GridSearch, RandomSearch, UniformMutator, dna_decisions
 from kfnas.spaces.base import load_dna
 
 __all__ = [
@@ -109,7 +109,7 @@ class Replayed:
 
     def numbers(self) -> list[Any]:
         """The entry's decisions (``DNA.to_numbers()``), without building its DNA if it can."""
-        return self.decisions() if self.decisions is not None else self.load().to_numbers()
+        return self.decisions() if self.decisions is not None else dna_decisions(self.load())
 
 
 def _nothing(generator: pg.DNAGenerator) -> None:

@@ -155,22 +155,13 @@ def supports(spec: pg.DNASpec) -> bool:
     A space of a single decision collapses its root into that decision, which the mutator's
     point layout does not model; such spaces are small, so their DNA are simply built.
     """
-    cached = _SUPPORTS.get(id(spec))
-    if cached is not None and cached[0] is spec:
-        return cached[1]
-    answer = (
+    root = points.plan(spec)  # compiled once per spec, with whether it is plain
+    return (
         pg.__version__ in points.PYGLOVE_VERSIONS
-        and isinstance(spec, pg.geno.Space)
-        and len(spec.elements) > 1
+        and isinstance(root, points.SpaceNode)
+        and len(root.elements) > 1
         and points.plain(spec)
     )
-    _SUPPORTS[id(spec)] = (spec, answer)
-    return answer
-
-
-# Specs are built once per space and process (``kfnas.spaces``); the spec is kept with its answer
-# so that an id is never reused for another spec while it is cached.
-_SUPPORTS: dict[int, tuple[pg.DNASpec, bool]] = {}
 
 
 def _from_json_value(value: Any) -> Any:

@@ -136,17 +136,22 @@ def _compile_choices(spec: pg.geno.Choices) -> ChoicesNode:
 
 
 # Specs are built once per space and process (``kfnas.spaces``): the spec is kept with its plan
-# so that an id is never reused for another spec while it is cached.
-_PLANS: dict[int, tuple[pg.DNASpec, Node]] = {}
+# (and whether it is plain) so that an id is never reused for another spec while it is cached.
+_PLANS: dict[int, tuple[pg.DNASpec, Node, bool]] = {}
+
+
+def _cached(spec: pg.DNASpec) -> tuple[pg.DNASpec, Node, bool]:
+    cached = _PLANS.get(id(spec))
+    if cached is None or cached[0] is not spec:
+        node = _compile(spec)
+        cached = (spec, node, _plain(node))
+        _PLANS[id(spec)] = cached
+    return cached
 
 
 def plan(spec: pg.DNASpec) -> Node:
     """The compiled plan of ``spec`` (cached per spec object)."""
-    cached = _PLANS.get(id(spec))
-    if cached is None or cached[0] is not spec:
-        cached = (spec, _compile(spec))
-        _PLANS[id(spec)] = cached
-    return cached[1]
+    return _cached(spec)[1]
 
 
 def _plain(node: Node) -> bool:
@@ -159,7 +164,7 @@ def _plain(node: Node) -> bool:
 
 def plain(spec: pg.DNASpec) -> bool:
     """Whether ``spec`` has choices and floats only (no custom decision point)."""
-    return _plain(plan(spec))
+    return _cached(spec)[2]
 
 
 def _point(node: Node, numbers: Iterator[Any], floats: bool) -> Any:

@@ -307,11 +307,11 @@ class UniformMutator(pg.evolution.mutators.Uniform):
         Inside ``deferred.known_keys(keys)`` (the controller, which drops repeats), a child whose
         key is in ``keys`` is returned deferred instead of built: the same metadata, no tree.
         """
-        keys = deferred.known()
-        if keys is not None and deferred.supports(spec):
+        known = deferred.known()
+        if known is not None and deferred.supports(spec):
             json_value = deferred.to_json_value(value)
             key = deferred.key_of_value(json_value)
-            if key in keys:  # dropped unread by the controller: no tree, no point
+            if key in known:  # dropped unread by the controller: no tree, no point
                 found = deferred.Deferred(json_value, key, None, spec)
                 return deferred.deferred_child(found, dna)
         child = _build(value, spec)
