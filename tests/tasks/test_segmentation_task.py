@@ -194,6 +194,7 @@ def test_a_short_nasfpn_trial_completes(kind, metric, names, seg_files, det_file
     assert result.metrics["params"] > 0 and result.metrics["flops"] > 0
     assert result.reward == pytest.approx(result.metrics[metric])
     assert (tmp_path / "work" / "logs").is_dir()
+    assert result.metrics["train_step_traces"] == 1  # every variable made before the trace
 
 
 def test_option_problems_name_the_fix() -> None:

@@ -98,6 +98,8 @@ def test_a_short_trial_completes_with_the_task_metrics(space, kind, datasets, tm
     assert result.reward == pytest.approx(result.metrics[task.default_metric])
     assert result.metrics["params"] > 0 and result.metrics["flops"] > 0
     assert result.metrics["latency_ms"] > 0 and result.metrics["train_seconds"] > 0
+    # Every layer and optimizer variable exists before the step is traced: one trace, not two.
+    assert result.metrics["train_step_traces"] == 1
 
 
 def test_every_pair_tested_elsewhere_still_exists():

@@ -186,6 +186,21 @@ def test_trains_and_the_loss_goes_down(trained: tuple) -> None:
     assert outcome.metrics["batches"] == 4.0  # 64 validation examples, batches of 16
     assert "per_class" not in outcome.metrics  # non-scalars are left out
     assert all(isinstance(v, float) for v in outcome.metrics.values())
+    assert outcome.step_traces == 1  # the optimizer's slots exist before the step is traced
+
+
+def test_the_step_is_traced_twice_when_its_first_trace_makes_the_optimizer_slots(
+    tmp_path: Any, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """What ``create_optimizer_variables`` saves: TensorFlow's second trace of the step."""
+    from kfnas.training import trainer
+
+    monkeypatch.setattr(trainer._TrialRun, "CREATE_OPTIMIZER_VARIABLES", False)
+    before = train(make_task(), tmp_path / "before", 6)
+    monkeypatch.undo()
+    after = train(make_task(), tmp_path / "after", 6)
+    assert (before.step_traces, after.step_traces) == (2, 1)
+    assert after.metrics["loss"] == pytest.approx(before.metrics["loss"], rel=1e-5)
 
 
 def test_writes_tensorboard_scalars_and_reports_progress(trained: tuple) -> None:
@@ -283,6 +298,7 @@ def test_the_nan_guard_holds_under_mixed_precision(tmp_path: Any, precision: str
     assert seen and all(np.isfinite(seen))  # it trained under the policy until then
     scaled = isinstance(task.last_optimizer, tf_keras.mixed_precision.LossScaleOptimizer)
     assert scaled is (precision == "float16")  # dynamic loss scaling for float16 only
+    assert outcome.step_traces == 1  # the slots were made through the loss-scale wrapper
 
 
 def test_diverging_learning_rate_is_infeasible(tmp_path: Any) -> None:
@@ -309,6 +325,7 @@ def test_a_step_that_branches_on_tensors_is_traced_again_with_autograph(
         outcome = train(task, tmp_path, 6)
     assert "the training step needs AutoGraph" in caplog.text
     assert outcome.status is TrialStatus.COMPLETED, outcome.error
+    assert outcome.step_traces == 1  # the failed plain trace is not a trace
     assert outcome.metrics["accuracy"] >= 0
     plain = train(make_task(), tmp_path / "plain", 6)
     assert outcome.metrics["loss"] == pytest.approx(plain.metrics["loss"], rel=1e-5)

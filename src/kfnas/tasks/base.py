@@ -35,6 +35,7 @@ from kfnas.spaces.options import (
     resolve,
     table_problems,
 )
+from kfnas.tasks.tracing import without_autograph
 
 if TYPE_CHECKING:
     from kfnas.config.spec import BudgetSpec, DataSpec, TaskSpec
@@ -281,11 +282,18 @@ class SearchedTask:
     augmentation: Any = None
 
     def build_inputs(self, params: Any, input_context: Any = None) -> Any:
-        """The tf-models inputs, augmented in training when ``augmentation`` is set."""
-        if params.is_training and self.augmentation is not None and self.augmented_inputs:
-            inputs = load_object(self.augmented_inputs)
-            return inputs(self, params, input_context, self.augmentation)  # type: ignore[operator]
-        return super().build_inputs(params, input_context)  # type: ignore[misc]
+        """The tf-models inputs, augmented in training when ``augmentation`` is set.
+
+        Traced without AutoGraph where the parsers allow (``kfnas.tasks.tracing``).
+        """
+
+        def build() -> Any:
+            if params.is_training and self.augmentation is not None and self.augmented_inputs:
+                inputs = load_object(self.augmented_inputs)
+                return inputs(self, params, input_context, self.augmentation)  # type: ignore[operator]
+            return super(SearchedTask, self).build_inputs(params, input_context)  # type: ignore[misc]
+
+        return without_autograph(build, "the input pipeline")
 
     def build_model(self) -> Any:
         """The kind's model around ``network_factory``'s network."""

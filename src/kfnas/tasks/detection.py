@@ -309,13 +309,22 @@ class DetectionTask(OfficialTask):
                 norm_epsilon=norm.norm_epsilon,
                 kernel_regularizer=regularizer,
             )
-        return factory.build_retinanet(
+        retinanet = factory.build_retinanet(
             input_specs=input_specs,
             model_config=model,
             l2_regularizer=regularizer,
             backbone=network.backbone,
             decoder=decoder,
         )
+        # The head makes its weights on its first call: called here on the decoder's outputs'
+        # shapes, so that a training step's first trace creates no variables (TensorFlow would
+        # trace it again: ~4 s of a demo proxy trial) and a checkpoint restores at once.
+        features = {
+            level: tf_keras.Input(shape=shape[1:])
+            for level, shape in (retinanet.decoder or retinanet.backbone).output_specs.items()
+        }
+        retinanet.head(features)
+        return retinanet
 
     def measured_model(self, model: Any) -> Any:
         """The RetinaNet network without its detection generator: backbone, decoder, head.

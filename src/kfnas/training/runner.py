@@ -30,6 +30,7 @@ from kfnas.config.spec import BudgetSpec, ExperimentSpec
 from kfnas.records.trial import TrialResult, TrialSpec, TrialStatus, TrialTraining
 from kfnas.spaces import declared_options, get_space
 from kfnas.tasks import TASKS
+from kfnas.tasks.tracing import without_autograph
 from kfnas.training.hparams import record_trial
 
 log = logging.getLogger(__name__)
@@ -177,6 +178,8 @@ def _execute(
         "train_steps_per_second": outcome.steps_per_second,
         "train_seconds": outcome.train_seconds,
         "checkpoint_seconds": outcome.checkpoint_seconds,
+        # 1 unless the first trace created variables or needed AutoGraph (a slower first step)
+        "train_step_traces": float(outcome.step_traces),
     }
     training = TrialTraining(
         trial.trial_id,
@@ -260,8 +263,12 @@ def build_trial_model(spec: ExperimentSpec, trial: TrialSpec, official_task: Any
     from kfnas.spaces.base import load_architecture  # Decodes only the space's own classes.
 
     arch = load_architecture(get_space(trial.space), trial.arch_json, f"trial {trial.trial_id}")
-    network = get_space(trial.space).build_network(arch, spec.task, input_specs)
-    return task_kind.build_model(official_task, network)
+
+    def build() -> Any:
+        network = get_space(trial.space).build_network(arch, spec.task, input_specs)
+        return task_kind.build_model(official_task, network)
+
+    return without_autograph(build, f"trial {trial.trial_id}'s model")
 
 
 def best_evaluation(outcome: Any, metric: str, evaluations: int) -> dict[str, float]:

@@ -39,7 +39,7 @@ import math
 import random
 import time
 import traceback
-from collections.abc import Callable, Mapping
+from collections.abc import Callable, Mapping, Sequence
 from typing import Any
 
 import numpy as np
@@ -104,6 +104,9 @@ class TrainOutcome:
         checkpoints: The steps checkpoints were saved at by this call, in order.
         stopped_early: Why ``on_evaluation`` stopped training before ``train_steps`` (empty:
             it did not). ``metrics`` are then the evaluation it stopped at (no second one).
+        step_traces: How many times the training step was traced: 1, unless its first trace
+            created variables (a layer built lazily inside the step: TensorFlow then traces it
+            again) or it needed AutoGraph; 0 when no step ran.
     """
 
     status: TrialStatus
@@ -121,6 +124,7 @@ class TrainOutcome:
     checkpoint_seconds: float = 0.0
     checkpoints: tuple[int, ...] = ()
     stopped_early: str = ""
+    step_traces: int = 0
 
 
 class NonFiniteLossError(ArithmeticError):
@@ -252,6 +256,10 @@ class _CheckpointSchedule:
 class _TrialRun:
     """State of one ``train_and_evaluate`` call; timings survive a failure midway."""
 
+    #: Off switch for ``create_optimizer_variables`` (``benchmarks/trial_fixed_cost.py``'s
+    #: "before" traces the step twice, as trials did until then).
+    CREATE_OPTIMIZER_VARIABLES = True
+
     def __init__(
         self,
         task: Any,
@@ -347,6 +355,8 @@ class _TrialRun:
                 lambda context: _repeated(task.build_inputs(train_config, context))
             )
             self.optimizer = task.create_optimizer(optimizer_config, runtime_config)
+            if self.CREATE_OPTIMIZER_VARIABLES and (variables := _built_variables(model)):
+                create_optimizer_variables(self.optimizer, variables)  # one trace, not two
             self.train_metrics = tf.nest.flatten(task.build_metrics(training=True))
             self.train_loss = tf_keras.metrics.Mean("loss")
             self.step_var = tf.Variable(0, dtype=tf.int64, trainable=False, name="global_step")
@@ -388,7 +398,7 @@ class _TrialRun:
             flags = strategy.run(lambda: tf.identity(flag))  # ReduceOp has no MAX: sum them
             return strategy.reduce(tf.distribute.ReduceOp.SUM, flags, axis=None) > 0
 
-        self.train_step = tf.function(train_step, autograph=False)
+        self.train_step = self.plain_step = tf.function(train_step, autograph=False)
         self.any_process = any_process
 
     # -- training ----------------------------------------------------------------------------
@@ -556,7 +566,44 @@ class _TrialRun:
             checkpoint_seconds=t["checkpoint"],
             checkpoints=tuple(self.checkpoints),
             stopped_early=self.stopped_early,
+            step_traces=self._step_traces(),
         )
+
+    def _step_traces(self) -> int:
+        traced = [getattr(self, "plain_step", None), getattr(self, "autograph_step", None)]
+        return sum(step.experimental_get_tracing_count() for step in traced if step is not None)
+
+
+def _built_variables(model: tf_keras.Model) -> list[tf.Variable]:
+    """The model's trainable variables, or none while a part makes its weights on first call.
+
+    Such a model (the lidar detector's pillar backbone) is traced twice as before: its layers'
+    variables appear in the first trace anyway.
+    """
+    try:
+        return list(model.trainable_variables)
+    except ValueError:  # "Weights for model ... have not yet been created"
+        return []
+
+
+def create_optimizer_variables(optimizer: Any, variables: Sequence[tf.Variable]) -> None:
+    """Creates ``optimizer``'s slots and hyperparameters for ``variables`` now, not in a trace.
+
+    A ``tf.function`` whose first trace creates variables is traced a second time (TensorFlow
+    then traces a version that may not create any), and Keras optimizers create their variables
+    in the first ``apply_gradients``: that second trace was ~4 s of a demo-sized detection proxy
+    trial's first step. ``tf_keras``' legacy optimizers (what tf-models creates, the loss-scale
+    wrapper included) create them in ``_create_all_weights``, under the optimizer's name scope as
+    ``apply_gradients`` does (same variable names); the newer ones in ``build``. A model without
+    variables yet (``_built_variables``) is left to the trace.
+    """
+    # A loss-scale wrapper makes its own variables when created; its inner optimizer, the slots.
+    optimizer = getattr(optimizer, "inner_optimizer", optimizer)
+    if hasattr(optimizer, "_create_all_weights"):
+        with tf.name_scope(optimizer._name):
+            optimizer._create_all_weights(variables)
+    else:
+        optimizer.build(variables)
 
 
 def _check_loss(step: int, loss: tf.Tensor) -> None:

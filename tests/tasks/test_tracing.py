@@ -1,0 +1,87 @@
+"""Graphs built without AutoGraph where the code allows (``kfnas.tasks.tracing``)."""
+
+from __future__ import annotations
+
+import inspect
+import logging
+import os
+
+import numpy as np
+import pytest
+
+os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "3")
+
+import tensorflow as tf
+import tf_keras
+
+from kfnas.config.spec import BudgetSpec, TaskSpec
+from kfnas.tasks import tracing
+from kfnas.tasks.detection import DETECTION
+from kfnas.tasks.tracing import without_autograph
+
+pytestmark = pytest.mark.tf
+
+
+def _mapped(fn):
+    return without_autograph(lambda: tf.data.Dataset.range(4).map(fn), "the test data")
+
+
+def test_code_that_branches_on_configs_is_traced_as_written():
+    files: list[str] = []
+
+    def scale(x):
+        files.append(inspect.currentframe().f_code.co_filename)
+        return x * 2 if files else x  # a Python branch on a Python value
+
+    assert list(_mapped(scale).as_numpy_iterator()) == [0, 2, 4, 6]
+    assert files == [__file__]  # not AutoGraph's converted copy
+
+
+def test_code_that_branches_on_tensors_is_built_with_autograph(caplog):
+    def clip(x):
+        if x > 1:  # a tensor as a Python bool: needs AutoGraph
+            return x * 0
+        return x
+
+    with caplog.at_level(logging.INFO, logger="kfnas.tasks.tracing"):
+        values = list(_mapped(clip).as_numpy_iterator())
+    assert values == [0, 1, 0, 0]
+    assert "the test data needs AutoGraph" in caplog.text
+
+
+def test_other_errors_are_raised():
+    def broken(x):
+        raise KeyError("not a tracing problem")
+
+    with pytest.raises(KeyError, match="not a tracing problem"):
+        _mapped(broken)
+
+
+def test_detection_inputs_are_the_same_with_and_without_autograph(tmp_path, monkeypatch):
+    """The saving changes no example: the same images, boxes and anchor targets, in order.
+
+    (Augmentation draws are not repeatable run to run whichever way the parser is traced.)
+    """
+    from kfnas.data.synthetic import write_detection_dataset
+
+    files = write_detection_dataset(tmp_path, num_train=8, num_validation=2)
+    task = TaskSpec(
+        num_classes=3,
+        image_size=64,
+        options={"min_level": 3, "max_level": 5, "aug_rand_hflip": False},
+    )
+    budget = BudgetSpec(train_steps=4, batch_size=4)
+    official = DETECTION.build_task(task, files.data_spec(with_annotations=False), budget)
+
+    official.task_config.train_data.seed = 3  # the same shuffle each time
+    official.task_config.train_data.deterministic = True
+
+    def batches(skip: bool) -> list:
+        monkeypatch.setattr(tracing, "SKIP_AUTOGRAPH", skip)
+        tf_keras.utils.set_random_seed(3)
+        data = official.build_inputs(official.task_config.train_data)
+        return [tf.nest.map_structure(np.asarray, b) for b in data.take(3)]
+
+    plain, converted = batches(True), batches(False)
+    for a, b in zip(plain, converted, strict=True):
+        tf.nest.map_structure(np.testing.assert_array_equal, a, b)
