@@ -338,7 +338,7 @@ def build_detector(
         nms_iou_threshold=nms_iou_threshold,
         max_num_detections=max_num_detections,
     )
-    return retinanet_model.RetinaNetModel(
+    model = retinanet_model.RetinaNetModel(
         backbone=pillar_backbone(voxelization, network.featurizer, network.backbone),
         decoder=network.decoder,
         head=head,
@@ -347,6 +347,14 @@ def build_detector(
         min_level=MIN_LEVEL,
         max_level=MAX_LEVEL,
     )
+    # The pillar backbone and the head make their weights on their first call: called here on
+    # symbolic clouds (any number of x, y, z, intensity points), so that a training step's first
+    # trace creates no variables (TensorFlow would trace the step again).
+    import tf_keras
+
+    features = model.backbone(tf_keras.Input(shape=(None, 4)))
+    model.head(model.decoder(features))
+    return model
 
 
 __all__ = [

@@ -577,8 +577,9 @@ class _TrialRun:
 def _built_variables(model: tf_keras.Model) -> list[tf.Variable]:
     """The model's trainable variables, or none while a part makes its weights on first call.
 
-    Such a model (the lidar detector's pillar backbone) is traced twice as before: its layers'
-    variables appear in the first trace anyway.
+    Such a model (a subclassed Keras model that was never called) is traced twice, as before:
+    its variables appear in the first trace anyway. The built-in task kinds build every part
+    with the model.
     """
     try:
         return list(model.trainable_variables)
