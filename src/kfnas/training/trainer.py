@@ -284,6 +284,9 @@ class _TrialRun:
         self.stopped_early = ""
         self.strategy: Any = tf.distribute.get_strategy()
         self.workers = 1
+        # The training step traced without and with AutoGraph (``_setup``; None until then).
+        self.plain_step: Any = None
+        self.autograph_step: Any = None
 
     def execute(
         self,
@@ -570,8 +573,8 @@ class _TrialRun:
         )
 
     def _step_traces(self) -> int:
-        traced = [getattr(self, "plain_step", None), getattr(self, "autograph_step", None)]
-        return sum(step.experimental_get_tracing_count() for step in traced if step is not None)
+        steps = (self.plain_step, self.autograph_step)
+        return sum(step.experimental_get_tracing_count() for step in steps if step is not None)
 
 
 def _built_variables(model: tf_keras.Model) -> list[tf.Variable]:
