@@ -308,6 +308,7 @@ def build_detector(
         nms_iou_threshold: Non-maximum suppression's IoU (of footprints).
         max_num_detections: Detections kept per cloud.
     """
+    import tf_keras
     from official.vision.modeling import retinanet_model
     from official.vision.modeling.heads import dense_prediction_heads
     from official.vision.modeling.layers import detection_generator
@@ -350,8 +351,6 @@ def build_detector(
     # The pillar backbone and the head make their weights on their first call: called here on
     # symbolic clouds (any number of x, y, z, intensity points), so that a training step's first
     # trace creates no variables (TensorFlow would trace the step again).
-    import tf_keras
-
     features = model.backbone(tf_keras.Input(shape=(None, 4)))
     model.head(model.decoder(features))
     return model

@@ -578,11 +578,11 @@ class _TrialRun:
 
 
 def _built_variables(model: tf_keras.Model) -> list[tf.Variable]:
-    """The model's trainable variables, or none while a part makes its weights on first call.
+    """The model's trainable variables; none when Keras has none to give yet.
 
-    Such a model (a subclassed Keras model that was never called) is traced twice, as before:
-    its variables appear in the first trace anyway. The built-in task kinds build every part
-    with the model.
+    Keras refuses (``ValueError``) for a subclassed model that was never called: its first trace
+    makes its variables, and the optimizer's slots with them, and is traced twice, as before.
+    The built-in task kinds build every part with the model.
     """
     try:
         return list(model.trainable_variables)
