@@ -16,11 +16,12 @@ alternating order, in one run:
   timed calls run and is paused otherwise; the fresh function is traced before it resumes (the
   trace is ``measure_latency_ms``'s first, untimed, warm-up call), which only saves benchmark
   time;
-* ``after``: the measurement step's way: every repetition in a fresh process that pins
-  TensorFlow's threads (``kfnas.training.protocol.pin_threads(--threads)``, before TensorFlow
-  runs anything), rebuilds the model and calls ``measure_model(model, shape, runs=--runs)`` with
-  nothing else of ours running (the local launcher pauses the other trials around the timed
-  parts).
+* ``after``: the measurement step's way: every repetition in a fresh process that prepares
+  itself as the measurement worker does (``kfnas.training.protocol.prepare_measurement``
+  before TensorFlow runs anything: the BFC CPU allocator, ``--threads`` pinned, by default
+  what a local worker pins, ``LOCAL_THREADS``), rebuilds the model and calls
+  ``measure_model(model, shape, runs=--runs)`` with nothing else of ours running (the local
+  launcher pauses the other trials around the timed parts).
 
 Printed: each repetition's median latency, the mean of the medians, their coefficient of variation
 (stdev / mean of the ``--repeats`` medians) each way, and the ratios before / after of the CV and
@@ -28,7 +29,7 @@ of the mean. No assertions: the figures depend on the machine (and on anything e
 it). The last line is a one-line JSON summary.
 
 Run: ``.venv/bin/python benchmarks/latency_repeatability.py [--repeats 5] [--runs 100]
-[--threads 2] [--fresh-before]``; about 3 minutes on two CPU cores, 4 with ``--fresh-before``
+[--threads 1] [--fresh-before]``; about 3 minutes on two CPU cores, 4 with ``--fresh-before``
 (each ``after`` repetition imports TensorFlow, builds and traces the model in a fresh process,
 as the measurement worker does).
 """
@@ -46,6 +47,8 @@ import sys
 import time
 from collections.abc import Iterator
 from typing import Any
+
+from kfnas.training.measurement import LOCAL_THREADS
 
 ROLES = ("before", "after")
 CHILD_ROLES = ("after", "trial", "load")
@@ -83,10 +86,10 @@ def _running(pid: int) -> Iterator[None]:
 
 
 def _after(args: argparse.Namespace) -> dict[str, Any]:
-    """One ``after`` repetition, in this fresh process: pin, build, ``measure_model``."""
-    from kfnas.training.protocol import pin_threads
+    """One ``after`` repetition, in this fresh process: prepare, build, ``measure_model``."""
+    from kfnas.training.protocol import prepare_measurement
 
-    pinned = pin_threads(args.threads)  # first: before TensorFlow runs anything
+    pinned = prepare_measurement(args.threads)  # first: before TensorFlow runs anything
     from kfnas.training.protocol import measure_model
 
     start = time.perf_counter()
@@ -221,7 +224,9 @@ def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.split("\n")[0])
     parser.add_argument("--repeats", type=int, default=5, help="measurements each way")
     parser.add_argument("--runs", type=int, default=100, help="timed calls per measurement")
-    parser.add_argument("--threads", type=int, default=2, help="pinned intra-op threads (after)")
+    parser.add_argument(
+        "--threads", type=int, default=LOCAL_THREADS, help="pinned intra-op threads (after)"
+    )
     parser.add_argument("--seed", type=int, default=0, help="the architecture and weights")
     parser.add_argument(
         "--fresh-before",

@@ -5,6 +5,7 @@ from __future__ import annotations
 import contextlib
 import json
 import logging
+import os
 import random
 import subprocess
 import sys
@@ -18,7 +19,12 @@ import pytest
 tf = pytest.importorskip("tensorflow")
 tf_keras = pytest.importorskip("tf_keras")
 from kfnas.training import measure  # noqa: E402
-from kfnas.training.protocol import ERROR_CHARS, measure_model, pin_threads  # noqa: E402
+from kfnas.training.protocol import (  # noqa: E402
+    ENV_CPU_BFC,
+    ERROR_CHARS,
+    measure_model,
+    pin_threads,
+)
 
 pytestmark = pytest.mark.tf
 
@@ -222,6 +228,9 @@ def test_metrics_of_a_dense_model_match_hand_counts() -> None:
     assert record["tensorflow"] == tf.__version__
     assert "CPU" in record["device"] or "GPU" in record["device"]
     assert record["tflite"] == {}
+    # This test process did not prepare itself as a measurement worker does.
+    expected = "bfc" if os.environ.get(ENV_CPU_BFC, "").lower() in ("1", "true") else "default"
+    assert record["cpu_allocator"] == expected
 
 
 def test_tflite_float_and_int8_are_converted_and_timed() -> None:
@@ -273,26 +282,33 @@ def test_bad_batch_sizes_and_modes_are_refused() -> None:
         measure_model(model, (4,), runs=0)
 
 
-def test_threads_pin_before_tensorflow_runs_and_not_after(
+def test_a_measurement_process_pins_threads_and_the_bfc_allocator_before_tensorflow_runs(
     caplog: pytest.LogCaptureFixture,
 ) -> None:
-    fresh = subprocess.run(
-        [
-            sys.executable,
-            "-c",
-            "import tensorflow as tf\n"
-            "from kfnas.training.protocol import pin_threads\n"
-            "pinned = pin_threads(3)\n"
-            "tf.constant(1.0) + 1.0\n"
-            "print(pinned, tf.config.threading.get_intra_op_parallelism_threads(),"
-            " tf.config.threading.get_inter_op_parallelism_threads())\n",
-        ],
-        capture_output=True,
-        text=True,
-        timeout=120,
-        check=True,
+    env = {k: v for k, v in os.environ.items() if k != ENV_CPU_BFC}
+    script = (
+        "import os\n"
+        "import tensorflow as tf\n"
+        "from kfnas.training.protocol import cpu_allocator, prepare_measurement\n"
+        "pinned = prepare_measurement(3)\n"
+        "tf.constant(1.0) + 1.0\n"
+        "print(pinned, tf.config.threading.get_intra_op_parallelism_threads(),"
+        " tf.config.threading.get_inter_op_parallelism_threads(), cpu_allocator())\n"
     )
-    assert fresh.stdout.split() == ["True", "3", "1"]
+
+    def fresh(**extra: str) -> list[str]:
+        done = subprocess.run(
+            [sys.executable, "-c", script],
+            env={**env, **extra},
+            capture_output=True,
+            text=True,
+            timeout=120,
+            check=True,
+        )
+        return done.stdout.split()
+
+    assert fresh() == ["True", "3", "1", "bfc"]
+    assert fresh(**{ENV_CPU_BFC: "false"}) == ["True", "3", "1", "default"]  # the user's say
 
     tf.constant(1.0) + 1.0  # this process's TensorFlow is running
     intra = tf.config.threading.get_intra_op_parallelism_threads()

@@ -34,12 +34,19 @@ from kfnas.spaces import declared_options, get_space
 from kfnas.tasks import TASKS
 from kfnas.training.stats import trial_protocol
 
+#: Intra-op threads a local measurement pins (inter-op: 1). One: a batch-1 call of a small model
+#: is a chain of small ops, which more threads only hand to each other. On a 2-core virtual
+#: machine the demo's proxy model took 18 ms at one thread and 32 ms at two (each op's work
+#: split, ~500 context switches a call), and at two threads 100-call blocks within one process
+#: varied by up to 23 % against 2.5 % at one. Unpinned, TensorFlow also runs ops side by side.
+LOCAL_THREADS = 1
+
 
 def latency_device() -> tuple[str, int]:
     """The device this process measures on and the threads to pin, from its environment.
 
     ``KFNAS_LATENCY_DEVICE`` (the cluster profile's ``latency.device``; ``local`` when unset) and
-    ``KFNAS_LATENCY_THREADS`` (when unset: every core of a local machine, one op at a time;
+    ``KFNAS_LATENCY_THREADS`` (when unset: one thread on a local machine, ``LOCAL_THREADS``;
     elsewhere 0, TensorFlow's default).
 
     Raises:
@@ -48,10 +55,7 @@ def latency_device() -> tuple[str, int]:
     device = os.environ.get(ENV_LATENCY_DEVICE, "").strip() or LOCAL_DEVICE
     threads = os.environ.get(ENV_LATENCY_THREADS, "").strip()
     if not threads:
-        # This machine: every core for one op at a time (inter-op 1). Unpinned, TensorFlow
-        # runs ops side by side and the same model's median varied by 17% between repeats on a
-        # busy 2-core machine; pinned, by 4%.
-        return device, (os.cpu_count() or 1) if device == LOCAL_DEVICE else 0
+        return device, LOCAL_THREADS if device == LOCAL_DEVICE else 0
     if not threads.isdigit():
         raise ValueError(
             f"{ENV_LATENCY_THREADS} must be a whole number of threads (0: unpinned), got "
@@ -129,17 +133,18 @@ def measure_stored_trial(
     threads: int = 0,
     exclusive: Callable[[], AbstractContextManager[Any]] | None = None,
 ) -> Any:
-    """The TensorFlow framework's measurer (``kfnas.tasks.frameworks``): pin, restore, measure.
+    """The TensorFlow framework's measurer (``kfnas.tasks.frameworks``): prepare, restore, measure.
 
-    Pins TensorFlow's threads first (before it runs anything in this process), rebuilds the
+    Prepares the process first (``prepare_measurement``: the BFC CPU allocator and the pinned
+    threads, before TensorFlow runs anything in this process), rebuilds the
     trial's model from the checkpoint in ``model_dir`` and measures it by the protocol.
 
     Returns:
         The ``ModelMeasurement``.
     """
-    from kfnas.training.protocol import pin_threads
+    from kfnas.training.protocol import prepare_measurement
 
-    pin_threads(threads)
+    prepare_measurement(threads)
     model = restore_trial_model(spec, trial, model_dir)
     return measure_trial_model(spec, trial, model, threads=threads, exclusive=exclusive)
 
