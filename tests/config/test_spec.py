@@ -41,7 +41,7 @@ def valid(tmp_path):
 def test_example_spec_loads_and_validates(tmp_path):
     spec = validate(load_spec(EXAMPLE, [f"store_root={tmp_path}"]))
     assert spec.studies["proxy"].space == "spinenet_mbconv"
-    assert spec.objectives.constraints == [ConstraintSpec("latency_ms", 20.0, "hard")]
+    assert spec.objectives.constraints == [ConstraintSpec("latency_ms", 5.0, "hard")]
 
 
 def test_typed_values_and_defaults(valid):
