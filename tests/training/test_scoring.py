@@ -7,9 +7,11 @@ TensorFlow latency.
 
 from __future__ import annotations
 
-from kfnas.config.spec import ExperimentSpec
+import pytest
+
+from kfnas.config.spec import ENV_LATENCY_DEVICE, ENV_LATENCY_THREADS, LOCAL_DEVICE, ExperimentSpec
 from kfnas.records.trial import TrialStatus, TrialTraining
-from kfnas.training.measurement import score_trial
+from kfnas.training.measurement import LOCAL_THREADS, latency_device, score_trial
 from kfnas.training.protocol import ModelMeasurement
 
 TRAINING = TrialTraining(3, {"AP": 0.5, "train_seconds": 10.0}, "gs://b/m", 40.0, 1, (0,))
@@ -61,3 +63,18 @@ def test_with_the_fallback_allowed_the_tensorflow_latency_stands_in():
     assert result.metrics["tflite_int8_latency_ms"] == 20.0
     assert result.measurement["fallback"] == {"tflite_int8_latency_ms": "latency_ms"}
     assert result.reward == 0.5 * 10.0 / 20.0
+
+
+def test_the_latency_device_and_threads_come_from_the_environment(
+    monkeypatch: pytest.MonkeyPatch,
+) -> None:
+    monkeypatch.delenv(ENV_LATENCY_DEVICE, raising=False)
+    monkeypatch.delenv(ENV_LATENCY_THREADS, raising=False)
+    assert latency_device() == (LOCAL_DEVICE, LOCAL_THREADS) == ("local", 1)
+    monkeypatch.setenv(ENV_LATENCY_DEVICE, "cpu-4")
+    assert latency_device() == ("cpu-4", 0)  # a profile's device: TensorFlow's own threads
+    monkeypatch.setenv(ENV_LATENCY_THREADS, "4")
+    assert latency_device() == ("cpu-4", 4)
+    monkeypatch.setenv(ENV_LATENCY_THREADS, "four")
+    with pytest.raises(ValueError, match=r"fix steps\.latency\.threads of the cluster profile"):
+        latency_device()
