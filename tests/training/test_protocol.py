@@ -22,6 +22,7 @@ from kfnas.training import measure  # noqa: E402
 from kfnas.training.protocol import (  # noqa: E402
     ENV_CPU_BFC,
     ERROR_CHARS,
+    cpu_allocator,
     measure_model,
     pin_threads,
 )
@@ -229,8 +230,7 @@ def test_metrics_of_a_dense_model_match_hand_counts() -> None:
     assert "CPU" in record["device"] or "GPU" in record["device"]
     assert record["tflite"] == {}
     # This test process did not prepare itself as a measurement worker does.
-    expected = "bfc" if os.environ.get(ENV_CPU_BFC, "").lower() in ("1", "true") else "default"
-    assert record["cpu_allocator"] == expected
+    assert record["cpu_allocator"] == cpu_allocator()
 
 
 def test_tflite_float_and_int8_are_converted_and_timed() -> None:
@@ -287,7 +287,6 @@ def test_a_measurement_process_pins_threads_and_the_bfc_allocator_before_tensorf
 ) -> None:
     env = {k: v for k, v in os.environ.items() if k != ENV_CPU_BFC}
     script = (
-        "import os\n"
         "import tensorflow as tf\n"
         "from kfnas.training.protocol import cpu_allocator, prepare_measurement\n"
         "pinned = prepare_measurement(3)\n"
