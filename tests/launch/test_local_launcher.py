@@ -78,6 +78,9 @@ def test_the_worker_command_and_configs():
         launcher_from_config({"kind": "locl"})
     with pytest.raises(LaunchError, match="unknown keys \\['thread'\\]"):
         launcher_from_config({"kind": "local", "thread": 2})
+    assert launcher_from_config({"kind": "local"}).measurements_per_worker == 10
+    with pytest.raises(LaunchError, match="measurements_per_worker must be >= 0, got 0, 0 and -1"):
+        launcher_from_config({"kind": "local", "measurements_per_worker": -1})
     with pytest.raises(ValueError, match="job kind must be one of trial, training"):
         TrialJob("gs://bucket/exp", "proxy", 7, kind="gpu")
 

@@ -22,7 +22,7 @@ from kfnas.launch import JobState, TrialJob
 from kfnas.launch.base import MEASURE_KIND
 from kfnas.launch.local import LocalLauncher
 from kfnas.records.trial import TrialSpec, TrialStatus, TrialTraining
-from kfnas.stages import NotTrainedError, measure_trial
+from kfnas.stages import NotTrainedError, measure_trial, measure_worker
 
 MEASURED = {"params", "flops", "latency_ms"}
 
@@ -112,21 +112,36 @@ class _TickingLauncher(LocalLauncher):
         return [sys.executable, "-c", TICKER, str(self.ticks)]
 
 
+def _measured(launcher: LocalLauncher, job: TrialJob, logs: Path) -> str:
+    """Starts the measurement job, waits until it succeeds; the worker's pid."""
+    pid = launcher.start(job)["pid"]
+    deadline = time.monotonic() + 240
+    while launcher.poll([job.name])[job.name].state.active:
+        assert time.monotonic() < deadline, (logs / "measurements.log").read_text()
+        launcher.wait([job.name], 1.0, time.sleep)
+    assert launcher.poll([job.name])[job.name].state is JobState.SUCCEEDED
+    return pid
+
+
 def test_the_local_measurement_worker_pauses_trainings_while_it_times(exported_detection, tmp_path):
     copy = _trained_copy(exported_detection, tmp_path / "store", latency_runs=150)
     ticks = tmp_path / "ticks.txt"
-    launcher = _TickingLauncher(ticks, log_dir=str(tmp_path / "logs"))
+    logs = tmp_path / "logs"
+    # One model per worker: the second request goes to a fresh worker (the retirement handshake).
+    launcher = _TickingLauncher(ticks, log_dir=str(logs), measurements_per_worker=1)
     trial = TrialJob(copy.uri, "proxy", copy.trial_id + 1)  # any name: a stand-in
     measurement = TrialJob(copy.uri, "proxy", copy.trial_id, kind=MEASURE_KIND)
     try:
         launcher.start(trial)
-        launcher.start(measurement)
-        deadline = time.monotonic() + 240
-        while launcher.poll([measurement.name])[measurement.name].state.active:
-            assert time.monotonic() < deadline, (tmp_path / "logs" / "measurements.log").read_text()
-            launcher.wait([measurement.name], 1.0, time.sleep)
-        assert launcher.poll([measurement.name])[measurement.name].state is JobState.SUCCEEDED
+        first = _measured(launcher, measurement, logs)
         time.sleep(0.3)  # the ticker runs again once the timing is over
+        retired = launcher._server
+        assert retired is not None and not retired.alive()  # it said "retiring" before "done"
+        assert retired.proc.wait(timeout=60) == 0
+        # The next request: a fresh worker (the trial is measured already: it answers at once),
+        # and the retired worker's end did not resume or pause anything.
+        assert _measured(launcher, measurement, logs) != first
+        assert not launcher._paused
     finally:
         launcher.stop(trial.name)
         launcher.close()
@@ -138,3 +153,9 @@ def test_the_local_measurement_worker_pauses_trainings_while_it_times(exported_d
     # The ticker stood still at least as long as the timed runs took, and ran before and after.
     assert gaps[-1] >= 0.9 * timed > 0.2
     assert times[-1] > times[0] + gaps[-1]
+
+
+def test_the_worker_refuses_a_negative_quota(capsys):
+    with pytest.raises(SystemExit):
+        measure_worker.main(["--serve", "--retire-after", "-1"])
+    assert "--retire-after must be >= 0 (0: never), got -1" in capsys.readouterr().err

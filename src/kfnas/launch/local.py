@@ -19,6 +19,10 @@ a training, the worker asks before each timed part and the launcher pauses every
 (``SIGSTOP`` to its process group; a trial started meanwhile is paused at once) until the worker
 says the timing is over (``SIGCONT``): trials are held for the seconds the timing takes, not for
 the model's rebuilding or FLOPs count. A paused trial's wall-clock figures include the pause.
+The worker exits after ``MEASUREMENTS_PER_WORKER`` models (saying ``retiring`` before its last
+answer, so nothing is sent to a process that is exiting) and the next measurement starts a fresh
+one: its memory stays bounded however long the search. Only the worker that paused the trials
+resumes them when it ends.
 
 To change how a local trial runs (a container, a remote shell): subclass ``LocalLauncher`` and
 override ``command``.
@@ -41,6 +45,7 @@ from kfnas.config.spec import ENV_LATENCY_DEVICE, ENV_LATENCY_THREADS, LOCAL_DEV
 from kfnas.launch.base import (
     MEASURE_KIND,
     MEASURE_MODULE,
+    MEASUREMENTS_PER_WORKER,
     JobState,
     JobStatus,
     Launcher,
@@ -63,6 +68,8 @@ class LocalLauncher(Launcher):
         latency_threads: Threads the measurement pins (``KFNAS_LATENCY_THREADS``); 0: unpinned.
         warm_start: Fork each trial from a process that imported TensorFlow once
             (``kfnas.launch.warm``) instead of starting a new interpreter.
+        measurements_per_worker: Models a measurement worker measures before a fresh one takes
+            over (0: one worker for the whole search).
     """
 
     NAME: ClassVar[str] = "local"
@@ -74,26 +81,37 @@ class LocalLauncher(Launcher):
         env: Mapping[str, str] | None = None,
         latency_threads: int = 0,
         warm_start: bool = True,
+        measurements_per_worker: int = MEASUREMENTS_PER_WORKER,
     ):
-        if threads_per_trial < 0 or latency_threads < 0:
+        if min(threads_per_trial, latency_threads, measurements_per_worker) < 0:
             raise LaunchError(
-                f"threads_per_trial and latency_threads must be >= 0, got {threads_per_trial} "
-                f"and {latency_threads}"
+                "threads_per_trial, latency_threads and measurements_per_worker must be >= 0, "
+                f"got {threads_per_trial}, {latency_threads} and {measurements_per_worker}"
             )
         self.log_dir = Path(log_dir or tempfile.mkdtemp(prefix="kfnas-trials-"))
         self.threads_per_trial = threads_per_trial
         self.latency_threads = latency_threads
         self.warm_start = warm_start
+        self.measurements_per_worker = measurements_per_worker
         self.env = dict(env or {})
         self._procs: dict[str, Any] = {}  # subprocess.Popen or warm.WarmProcess
         self._lock = threading.Lock()  # the trials' processes and whether they are paused
         self._paused = False
         self._server: _MeasureServer | None = None
+        self._measurements: dict[str, JobStatus] = {}  # of every worker this launcher started
 
     @classmethod
     def from_config(cls, config: Mapping[str, Any]) -> LocalLauncher:
         """Builds it from ``{"log_dir", "threads_per_trial", "env", "latency_threads", ...}``."""
-        known = {"log_dir", "threads_per_trial", "env", "latency_threads", "warm_start", "run_id"}
+        known = {
+            "log_dir",
+            "threads_per_trial",
+            "env",
+            "latency_threads",
+            "warm_start",
+            "measurements_per_worker",
+            "run_id",
+        }
         if unknown := set(config) - known:
             raise LaunchError(
                 f"local launch config: unknown keys {sorted(unknown)}; known: "
@@ -105,6 +123,7 @@ class LocalLauncher(Launcher):
             config.get("env"),
             int(config.get("latency_threads", 0)),
             bool(config.get("warm_start", True)),
+            int(config.get("measurements_per_worker", MEASUREMENTS_PER_WORKER)),
         )
 
     def command(self, job: TrialJob) -> list[str]:
@@ -131,7 +150,7 @@ class LocalLauncher(Launcher):
         name = job.name
         if job.kind == MEASURE_KIND:
             if self._server is None or not self._server.alive():
-                self._server = _MeasureServer(self)
+                self._server = _MeasureServer(self, self._measurements)
             return self._server.submit(job)
         log = self.log_dir / f"{name}.log"
         with self._lock:
@@ -180,8 +199,8 @@ class LocalLauncher(Launcher):
         out = {}
         for name in names:
             proc = self._procs.get(name)
-            if self._server is not None and name in self._server.jobs:
-                out[name] = self._server.jobs[name]
+            if name in self._measurements:
+                out[name] = self._measurements[name]
             elif proc is None:
                 out[name] = JobStatus(JobState.MISSING)
             elif (code := proc.poll()) is None:
@@ -236,31 +255,41 @@ class _MeasureServer:
     """The local measurement worker: requests on its stdin, answers on its stdout (a thread).
 
     ``jobs`` holds each submitted measurement's status: running until the worker answers
-    ``done`` (succeeded: the trial's ``result.json`` is written) or ``error`` (failed), or exits.
+    ``done`` (succeeded: the trial's ``result.json`` is written) or ``error`` (failed), or exits
+    (shared by the launcher's successive workers). ``alive`` is false from the worker's
+    ``retiring`` on, which it says before the answer to its last request.
     """
 
-    def __init__(self, launcher: LocalLauncher):
+    def __init__(self, launcher: LocalLauncher, jobs: dict[str, JobStatus]):
         self.launcher = launcher
         self.log = launcher.log_dir / "measurements.log"
         env = {ENV_LATENCY_DEVICE: LOCAL_DEVICE}
         if launcher.latency_threads:
             env[ENV_LATENCY_THREADS] = str(launcher.latency_threads)
         self.proc = launcher._spawn(
-            [sys.executable, "-m", MEASURE_MODULE, "--serve"],
+            [
+                sys.executable,
+                "-m",
+                MEASURE_MODULE,
+                "--serve",
+                f"--retire-after={launcher.measurements_per_worker}",
+            ],
             self.log,
             "the measurement worker",
             stdin=subprocess.PIPE,
             stdout=subprocess.PIPE,
             env=env,
         )
-        self.jobs: dict[str, JobStatus] = {}
+        self.jobs = jobs
         self.current = ""
+        self.retiring = False
+        self.paused = False  # this worker paused the trials and has not resumed them yet
         self._reader = threading.Thread(target=self._read, daemon=True)
         self._reader.start()
 
     def alive(self) -> bool:
-        """Whether the worker process still runs."""
-        return self.proc.poll() is None
+        """Whether the worker still runs and takes requests (it has not said ``retiring``)."""
+        return not self.retiring and self.proc.poll() is None
 
     def submit(self, job: TrialJob) -> dict[str, str]:
         """Sends one measurement (the controller starts one at a time)."""
@@ -289,10 +318,14 @@ class _MeasureServer:
             for raw in self.proc.stdout:
                 word, _, rest = raw.decode(errors="replace").strip().partition(" ")
                 if word == "pause":
+                    self.paused = True
                     self.launcher.pause_trials()
                     self._send("paused")
                 elif word == "resume":
+                    self.paused = False
                     self.launcher.resume_trials()
+                elif word == "retiring":
+                    self.retiring = True
                 elif word == "done":
                     self.jobs[self.current] = JobStatus(JobState.SUCCEEDED)
                 elif word == "error":
@@ -301,7 +334,9 @@ class _MeasureServer:
                         JobState.FAILED, f"{reason}; log: {self.log}"
                     )
         finally:
-            self.launcher.resume_trials()  # never leave trials paused behind a dead worker
+            if self.paused:  # never leave trials paused behind a dead worker, nor resume the
+                self.launcher.resume_trials()  # trials a newer worker paused
+            self.retiring = True
             code = self.proc.wait()
             if self.current and self.jobs[self.current].state.active:
                 self.jobs[self.current] = _failure(code or 1, self.log)

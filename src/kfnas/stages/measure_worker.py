@@ -11,7 +11,9 @@ once). It reads ``<experiment uri> <study> <trial id>`` lines on stdin and answe
 one line each: ``pause`` before each timed part (the launcher pauses the trainings running beside
 it and answers ``paused``), ``resume`` after it, and ``done <trial id> <status>`` at the end of a
 measurement (``error <trial id> <reason>`` when it could not be recorded). Everything else the
-process prints goes to stderr.
+process prints goes to stderr. After ``--retire-after`` requests it says ``retiring`` just before
+its last answer and exits: the launcher starts a fresh worker for the next request, so memory the
+restored models leave behind does not pile up over a long search (``MEASUREMENTS_PER_WORKER``).
 """
 
 from __future__ import annotations
@@ -23,8 +25,10 @@ import sys
 from collections.abc import Iterator, Sequence
 from typing import IO
 
+from kfnas.launch.base import MEASUREMENTS_PER_WORKER
 from kfnas.records.trial import TrialResult
 from kfnas.stages.measure import measure_trial
+from kfnas.training.measurement import release_models
 
 
 def main(argv: Sequence[str] | None = None) -> int:
@@ -36,9 +40,19 @@ def main(argv: Sequence[str] | None = None) -> int:
     parser.add_argument("study", nargs="?")
     parser.add_argument("trial_id", type=int, nargs="?")
     parser.add_argument("--serve", action="store_true", help="measure requests read from stdin")
+    parser.add_argument(
+        "--retire-after",
+        type=int,
+        default=MEASUREMENTS_PER_WORKER,
+        metavar="N",
+        help="with --serve: exit after N requests, saying 'retiring' first (0: never; default "
+        "%(default)s)",
+    )
     args = parser.parse_args(argv)
+    if args.retire_after < 0:
+        parser.error(f"--retire-after must be >= 0 (0: never), got {args.retire_after}")
     if args.serve:
-        return serve(sys.stdin)
+        return serve(sys.stdin, retire_after=args.retire_after)
     if args.trial_id is None:
         parser.error("give <experiment uri> <study> <trial id>, or --serve")
     result = measure_trial(args.experiment_uri, args.study, args.trial_id)
@@ -46,8 +60,13 @@ def main(argv: Sequence[str] | None = None) -> int:
     return 0
 
 
-def serve(requests: IO[str]) -> int:
-    """Measures each requested trial in turn until ``requests`` ends (see the module doc)."""
+def serve(requests: IO[str], *, retire_after: int = 0) -> int:
+    """Measures each requested trial in turn until ``requests`` ends (see the module doc).
+
+    Args:
+        requests: ``<experiment uri> <study> <trial id>`` lines, and ``paused`` answers.
+        retire_after: Requests to serve before saying ``retiring`` and returning; 0: no limit.
+    """
     answers = os.fdopen(os.dup(sys.stdout.fileno()), "w", buffering=1)
     os.dup2(sys.stderr.fileno(), sys.stdout.fileno())  # stray prints must not mix with answers
 
@@ -61,6 +80,7 @@ def serve(requests: IO[str]) -> int:
         finally:
             answers.write("resume\n")
 
+    served = 0
     for line in requests:
         if not line.strip():
             continue
@@ -68,10 +88,18 @@ def serve(requests: IO[str]) -> int:
         try:
             result = measure_trial(uri, study, int(trial_id), exclusive=exclusive)
         except Exception as e:  # reported to the launcher, which records the job FAILED
-            answers.write(f"error {trial_id} {type(e).__name__}: {e}".replace("\n", " ") + "\n")
-            continue
-        print(_describe(study, result), file=sys.stderr, flush=True)
-        answers.write(f"done {trial_id} {result.status.value}\n")
+            answer = f"error {trial_id} {type(e).__name__}: {e}".replace("\n", " ")
+        else:
+            print(_describe(study, result), file=sys.stderr, flush=True)
+            answer = f"done {trial_id} {result.status.value}"
+        release_models()  # before the next model is restored
+        served += 1
+        if retire_after and served >= retire_after:
+            # Before the answer: the launcher sends nothing more once it has read the answer.
+            answers.write("retiring\n")
+            answers.write(answer + "\n")
+            return 0
+        answers.write(answer + "\n")
     return 0
 
 
