@@ -37,9 +37,7 @@ def _trained_copy(exported, root: Path, *overrides: str, latency_runs: int = 5):
     exp.records.write_trained(
         "proxy", TrialTraining(trial_id, quality, result.model_uri, result.duration_s, 1, (0,))
     )
-    spec_path = exp.layout.experiment_json()
-    spec = ExperimentSpec.from_json(exp.store.read_text(spec_path)).with_overrides(overrides)
-    exp.store.write_text(spec_path, spec.to_json())
+    _set_spec(copy, *overrides)
     trial_path = exp.layout.trial_spec("proxy", trial_id)
     trial = TrialSpec.from_json(exp.store.read_text(trial_path))
     budget = {**trial.budget, "latency_runs": latency_runs}
@@ -76,6 +74,30 @@ def test_a_trained_trial_is_measured_by_the_protocol_and_scored(exported_detecti
     assert session.group == f"proxy/{copy.trial_id}" and session.hparams["status"] == "COMPLETED"
     assert "final/AP" in session.scalars and "final/latency_p90_ms" in session.scalars
     assert "intermediate_block_levels[0]" in session.hparams  # the trial's decisions
+    # The same model measured again (a validation or final training of this architecture): the
+    # stored measurement, saying so; with measurement.reuse off, a new one.
+    again = _measured_again(copy)
+    assert again.measurement["reused_from"] == {"study": "proxy", "trial_id": copy.trial_id}
+    assert again.metrics == result.metrics and again.reward == result.reward
+    assert again.measurement["key"] == record["key"]
+    _set_spec(copy, "measurement.reuse=false")
+    fresh = _measured_again(copy)
+    assert "reused_from" not in fresh.measurement
+    assert fresh.measurement["key"] == record["key"] and fresh.metrics["flops"] == metrics["flops"]
+
+
+def _set_spec(copy, *overrides: str) -> None:
+    exp = copy.experiment
+    spec_path = exp.layout.experiment_json()
+    spec = ExperimentSpec.from_json(exp.store.read_text(spec_path)).with_overrides(overrides)
+    exp.store.write_text(spec_path, spec.to_json())
+
+
+def _measured_again(copy):
+    """Forgets the trial's result (its trained.json stays) and measures it again."""
+    exp = copy.experiment
+    Path(exp.store.uri(exp.layout.trial_result("proxy", copy.trial_id))).unlink()
+    return measure_trial(copy.uri, "proxy", copy.trial_id)
 
 
 def test_a_device_the_run_does_not_measure_on_is_refused(exported_detection, tmp_path):

@@ -316,3 +316,37 @@ def test_a_measurement_process_pins_threads_and_the_bfc_allocator_before_tensorf
     assert "cannot pin TensorFlow to" in caplog.text
     assert tf.config.threading.get_intra_op_parallelism_threads() == intra
     assert pin_threads(0) is True  # nothing asked for
+
+
+class Known:
+    """``KnownMeasurements`` in a dict, counting what was asked and stored."""
+
+    def __init__(self) -> None:
+        self.stored: dict[str, Any] = {}
+        self.asked: list[str] = []
+
+    def get(self, key: str) -> Any:
+        self.asked.append(key)
+        return self.stored.get(key)
+
+    def put(self, key: str, measured: Any) -> None:
+        self.stored.setdefault(key, measured)
+
+
+def test_a_model_that_computes_the_same_reuses_the_measurement_untimed(
+    monkeypatch: pytest.MonkeyPatch,
+) -> None:
+    known = Known()
+    first = measure_model(built((6,), tf_keras.layers.Dense(4)), (6,), runs=3, known=known)
+    (key,) = known.stored
+    assert known.stored[key] is first and first.record["key"] == key
+    # Another model of the same architecture (other weights): the stored measurement, nothing
+    # timed and no FLOPs counted; the protocol's settings are part of the key.
+    spy = Spy(monkeypatch, ["measure_latency", "count_multiply_adds"])
+    again = built((6,), tf_keras.layers.Dense(4))
+    assert measure_model(again, (6,), runs=3, known=known, exclusive=spy.exclusive) is first
+    assert spy.events == []
+    other = measure_model(again, (6,), runs=4, known=known)  # another protocol: measured
+    wider = measure_model(built((6,), tf_keras.layers.Dense(5)), (6,), runs=3, known=known)
+    assert len({first.record["key"], other.record["key"], wider.record["key"]}) == 3
+    assert len(known.stored) == 3 and len(known.asked) == 4

@@ -309,12 +309,19 @@ class MeasurementSpec:
         tflite_fallback: When a model does not convert to TensorFlow Lite: ``false`` records the
             trial FAILED with the conversion error; ``true`` records the error and lets a
             constraint on a TFLite latency use the TensorFlow latency instead.
+        reuse: A trained model that computes the same as one measured before in this
+            experiment (the same architecture and input, weights aside; the same protocol,
+            device and threads) gets that measurement instead of a new one: a proxy trial's
+            validation and final trainings then report the latency it was searched with, not a
+            second sample of the device's noise. ``false`` measures every model anew.
+            TensorFlow models only (``kfnas.tasks.frameworks``); the record names the reuse.
     """
 
     device: str = ""
     batch_sizes: list[int] = dataclasses.field(default_factory=list)
     tflite: list[str] = dataclasses.field(default_factory=list)
     tflite_fallback: bool = False
+    reuse: bool = True
 
     def problems(self) -> list[str]:
         """What is wrong with this part of the spec, as messages that say what to change."""

@@ -5,16 +5,21 @@ A trial's pod only trains and evaluates (``run_trial(measure=False)`` writes ``t
 profile's ``latency`` section names, measures it by the fixed protocol
 (``kfnas.training.protocol``: warm-up, timed batch-1 runs and the spec's batch sizes, median and
 p90, FLOPs, parameters, peak memory, optional TensorFlow Lite), computes the reward and writes
-``result.json``. Until then the trial has no result, so the search algorithm never sees a reward
-that does not exist yet. The search controller sends each trained trial to a measurement job
-(``python -m kfnas.stages.measure_worker``), one at a time; the pipelines run ``measure_trials``
-after their validation, final and retraining trainings.
+``result.json``. A model that computes the same as one measured before in this experiment on
+this device (a proxy trial's architecture trained again in the validation or final study) gets
+that measurement (``measurement.reuse``; ``StoredMeasurements``: ``<experiment>/measurements/``),
+and its record says ``reused_from``. Until then the trial has no result, so the search algorithm
+never sees a reward that does not exist yet. The search controller sends each trained trial to a
+measurement job (``python -m kfnas.stages.measure_worker``), one at a time; the pipelines run
+``measure_trials`` after their validation, final and retraining trainings.
 
 To measure something more: see ``kfnas.training.measurement``.
 """
 
 from __future__ import annotations
 
+import contextlib
+import json
 import logging
 import tempfile
 import time
@@ -25,7 +30,7 @@ from typing import Any
 from kfnas.config.spec import SpecError
 from kfnas.records.trial import TrialResult, TrialStatus
 from kfnas.store import open_experiment
-from kfnas.store.base import local_files
+from kfnas.store.base import ObjectExists, ObjectNotFound, local_files
 from kfnas.store.trials import TrialAlreadyFinished
 from kfnas.tasks import TASKS
 from kfnas.tasks.frameworks import framework_of
@@ -36,6 +41,50 @@ log = logging.getLogger(__name__)
 
 class NotTrainedError(RuntimeError):
     """A trial asked to be measured has neither a result nor a ``trained.json``."""
+
+
+class StoredMeasurements:
+    """The experiment's measurements on one latency device (``protocol.KnownMeasurements``).
+
+    Each is ``<experiment>/measurements/<device>/<key>.json``: the measurement of the trial that
+    made it, and which trial that was. The first one stored under a key stays.
+
+    Args:
+        exp: The open experiment.
+        device: The latency device.
+        study: The study of the trial being measured (named in what it stores).
+        trial_id: The trial being measured.
+    """
+
+    def __init__(self, exp: Any, device: str, study: str, trial_id: int):
+        self.exp, self.device, self.study, self.trial_id = exp, device, study, trial_id
+
+    def get(self, key: str) -> Any:
+        """The stored measurement, its record saying ``reused_from``; None when there is none."""
+        from kfnas.training.stats import ModelMeasurement
+
+        path = self.exp.layout.measurement(self.device, key)
+        try:
+            stored = json.loads(self.exp.store.read_text(path))
+            record = {**stored["record"], "reused_from": stored["measured"]}
+            return ModelMeasurement(stored["metrics"], record, stored["errors"])
+        except ObjectNotFound:
+            return None
+        except (ValueError, KeyError, TypeError) as e:  # unreadable: measure again
+            log.warning("ignoring the stored measurement %s: %s", path, e)
+            return None
+
+    def put(self, key: str, measured: Any) -> None:
+        """Stores a new measurement (one already stored under ``key`` stays)."""
+        stored = {
+            "measured": {"study": self.study, "trial_id": self.trial_id},
+            "metrics": measured.metrics,
+            "record": measured.record,
+            "errors": measured.errors,
+        }
+        path = self.exp.layout.measurement(self.device, key)
+        with contextlib.suppress(ObjectExists):  # measured meanwhile: the first one stays
+            self.exp.store.write_text(path, json.dumps(stored, indent=1), if_absent=True)
 
 
 def measure_trial(
@@ -140,10 +189,14 @@ def _measure(
     trial = exp.records.read_spec(study, trial_id)
     spec = trial_experiment_spec(exp.spec, trial)
     # The task's framework pins its threads first, rebuilds the model and measures it.
-    measure = framework_of(TASKS.get(spec.task.kind)).entry("measurer")
+    framework = framework_of(TASKS.get(spec.task.kind))
+    reuse = {}
+    if spec.measurement.reuse and framework.reuses_measurements:
+        reuse["known"] = StoredMeasurements(exp, device, study, trial_id)
+    measure = framework.entry("measurer")
     with tempfile.TemporaryDirectory(prefix=f"kfnas-measure-{trial_id}-") as work:
         exp.store.download_dir(exp.layout.trial_model_dir(study, trial_id), work)
-        measured = measure(spec, trial, work, threads=threads, exclusive=exclusive)
+        measured = measure(spec, trial, work, threads=threads, exclusive=exclusive, **reuse)
     return score_trial(spec, trained, measured, device=device, seconds=time.monotonic() - began)
 
 

@@ -15,6 +15,7 @@ Every path is relative to the store root::
     <experiment>/studies/<study>/stop.json          asks the controller to stop launching trials
     <experiment>/studies/<study>/search_snapshot.json  the search algorithm's state (a cache)
     <experiment>/studies/<study>/plan.json          a proxy-task tool's plan (model selection)
+    <experiment>/measurements/<latency device>/<key>.json  a model measurement, for reuse
     <experiment>/reports/
     <experiment>/export/<version>/                 one exported model version (kept for good)
     <experiment>/export/<version>/serving/model/1/ its SavedModel (the KServe storageUri: model/)
@@ -30,6 +31,7 @@ everywhere instead of formatting paths by hand.
 
 from __future__ import annotations
 
+import hashlib
 import re
 
 _NAME = re.compile(r"[A-Za-z0-9_-]+")
@@ -192,6 +194,21 @@ class ExperimentLayout:
     def trial_logs_dir(self, study: str, trial_id: int) -> str:
         """The folder of the trial's logs (TensorBoard events and the like)."""
         return f"{self.trial_dir(study, trial_id)}/logs"
+
+    def measurement(self, device: str, key: str) -> str:
+        """A measurement made on a latency device, stored for reuse under its key.
+
+        A device name with characters other than letters, digits, ``-`` and ``_`` (profiles may
+        name devices freely) becomes those characters and a digest of the whole name.
+
+        Raises:
+            ValueError: ``key`` is not a name (the protocol's keys are hex digests).
+        """
+        folder = device
+        if not _NAME.fullmatch(device):
+            digest = hashlib.sha256(device.encode()).hexdigest()[:12]
+            folder = f"{re.sub(r'[^A-Za-z0-9_-]+', '_', device).strip('_')[:40]}-{digest}"
+        return f"{self.experiment}/measurements/{folder}/{check_name(key, 'measurement key')}.json"
 
     def reports_dir(self) -> str:
         """The folder of the experiment's reports."""

@@ -15,7 +15,9 @@ Each framework gives three functions with one signature across frameworks:
   ``train_seconds``, never raises for a bad trial);
 * ``measurer``: ``measure_stored_trial(spec, trial, model_dir, *, threads=0, exclusive=None) ->
   kfnas.training.stats.ModelMeasurement`` (rebuild the trained model from a local copy of its
-  ``model/`` folder and measure it by the fixed protocol);
+  ``model/`` folder and measure it by the fixed protocol); a framework with
+  ``reuses_measurements`` also takes ``known=`` (``kfnas.training.protocol.KnownMeasurements``)
+  and returns the measurement stored there for a model that computes the same;
 * ``exporter``: ``export_trial_model(spec, trial, model_dir, export_dir, *, metrics, check=None)``
   (write the servable model and its model card to ``export_dir``).
 
@@ -50,6 +52,9 @@ class Framework:
         multi_device: Whether one trial trains across several accelerators or pods; a framework
             without it trains each trial in one process on one device, and a run whose trial pods
             ask for more is refused before any trial (``kfnas.validation.trial_pod_problems``).
+        reuses_measurements: Whether its measurer takes ``known=`` and reuses the measurement of
+            a model that computes the same (the spec's ``measurement.reuse``); one without it
+            measures every trained model anew.
     """
 
     name: str
@@ -59,6 +64,7 @@ class Framework:
     module: str
     install: str
     multi_device: bool = True
+    reuses_measurements: bool = False
 
     def entry(self, role: str) -> Callable[..., Any]:
         """The function of ``role`` (``trainer``, ``measurer`` or ``exporter``), imported."""
@@ -83,6 +89,7 @@ FRAMEWORKS.register(
         exporter="kfnas.export.saved_model:export_saved_model",
         module="tensorflow",
         install="pip install kfnas",
+        reuses_measurements=True,
     ),
 )
 FRAMEWORKS.register(

@@ -120,12 +120,14 @@ def measure_trial_model(
     *,
     threads: int = 0,
     exclusive: Callable[[], AbstractContextManager[Any]] | None = None,
+    known: Any = None,
 ) -> Any:
     """Measures the trial's model by the protocol (``kfnas.training.protocol.measure_model``).
 
     The trial's ``budget.latency_runs`` timed calls per latency, the spec's
     ``measurement.batch_sizes`` and ``measurement.tflite``; what is timed is the task kind's
-    ``measured_model`` (detection: the network without non-maximum suppression).
+    ``measured_model`` (detection: the network without non-maximum suppression). ``known``: the
+    protocol's ``KnownMeasurements`` to reuse and add to (None: always measure).
 
     Returns:
         The ``ModelMeasurement``.
@@ -139,6 +141,7 @@ def measure_trial_model(
         **trial_protocol(spec, trial),
         threads=threads,
         exclusive=exclusive,
+        known=known,
     )
 
 
@@ -149,12 +152,14 @@ def measure_stored_trial(
     *,
     threads: int = 0,
     exclusive: Callable[[], AbstractContextManager[Any]] | None = None,
+    known: Any = None,
 ) -> Any:
     """The TensorFlow framework's measurer (``kfnas.tasks.frameworks``): prepare, restore, measure.
 
     Prepares the process first (``prepare_measurement``: the BFC CPU allocator and the pinned
     threads, before TensorFlow runs anything in this process), rebuilds the
-    trial's model from the checkpoint in ``model_dir`` and measures it by the protocol.
+    trial's model from the checkpoint in ``model_dir`` and measures it by the protocol, reusing
+    a measurement in ``known`` of a model that computes the same (``measure_trial_model``).
 
     Returns:
         The ``ModelMeasurement``.
@@ -163,7 +168,9 @@ def measure_stored_trial(
 
     prepare_measurement(threads)
     model = restore_trial_model(spec, trial, model_dir)
-    return measure_trial_model(spec, trial, model, threads=threads, exclusive=exclusive)
+    return measure_trial_model(
+        spec, trial, model, threads=threads, exclusive=exclusive, known=known
+    )
 
 
 def score_trial(

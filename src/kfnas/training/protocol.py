@@ -24,6 +24,16 @@ of 16.5 %, of all 1,000 by 6.1 %, and 100-call blocks within one process by up t
 2.2 %, 1.9 % and at most 2.5 %; the time was all user time, not page faults or waiting).
 ``measure_model`` records the thread settings and the allocator in effect.
 
+Reuse: a caller may pass ``known`` (``KnownMeasurements``). After the batch-1 trace the model's
+``measurement_key`` is computed: the digest of what it computes
+(``kfnas.training.fingerprint.inference_fingerprint``: ops, wiring, weight shapes, not names or
+weight values) and of this protocol's settings (runs, warm-up, batch sizes, TensorFlow Lite modes,
+threads, allocator, TensorFlow version, devices). When ``known`` has a measurement under that
+key, it is returned as it is, with nothing timed: the same architecture trained again (a
+validation or final training of a proxy trial) gets the same latency, FLOPs and parameters
+instead of a second sample of the device's noise. A new measurement is handed to ``known.put``.
+The record carries the key (``key``) either way.
+
 A model that TensorFlow Lite cannot convert (or whose TFLite model the interpreter refuses) does
 not fail the measurement: the error goes to ``ModelMeasurement.errors`` and the record, and the
 TensorFlow measurements stand. Any other failure raises.
@@ -37,15 +47,18 @@ it here in the untimed or the timed part (a timed one inside ``guard()``), put i
 from __future__ import annotations
 
 import contextlib
+import hashlib
+import json
 import logging
 import os
 import time
 from collections.abc import Callable, Sequence
-from typing import Any
+from typing import Any, Protocol
 
 import tensorflow as tf
 
 from kfnas.training import measure
+from kfnas.training.fingerprint import inference_fingerprint
 from kfnas.training.stats import ModelMeasurement, protocol_arguments
 
 log = logging.getLogger(__name__)
@@ -59,6 +72,16 @@ RECORD_DIGITS = 4
 #: TensorFlow's switch to its BFC (best-fit with coalescing) CPU allocator, read once, when the
 #: process first allocates a tensor.
 ENV_CPU_BFC = "TF_CPU_ALLOCATOR_USE_BFC"
+
+
+class KnownMeasurements(Protocol):
+    """Measurements made before, by ``measurement_key``: what ``measure_model`` may reuse."""
+
+    def get(self, key: str) -> ModelMeasurement | None:
+        """The measurement stored under ``key``, or None."""
+
+    def put(self, key: str, measured: ModelMeasurement) -> None:
+        """Stores a new measurement under ``key`` (the first one stored stays)."""
 
 
 def prepare_measurement(threads: int) -> bool:
@@ -126,6 +149,7 @@ def measure_model(
     tflite: Sequence[str] = (),
     threads: int = 0,
     exclusive: Callable[[], contextlib.AbstractContextManager] | None = None,
+    known: KnownMeasurements | None = None,
 ) -> ModelMeasurement:
     """Measures one model under the fixed protocol (see the module docstring).
 
@@ -140,6 +164,8 @@ def measure_model(
             intra-op threads the caller pinned with ``pin_threads`` (recorded).
         exclusive: A factory of the context manager entered around each timed part (warm-up and
             timed calls) and nothing else: the local launcher pauses the other trials in it.
+        known: Measurements to reuse for a model that computes the same under the same
+            protocol, and to add this one to (see the module docstring); None: always measure.
 
     Returns:
         The metrics, the JSON-ready record and the TensorFlow Lite errors.
@@ -159,6 +185,10 @@ def measure_model(
     start = time.perf_counter()
     metrics["params"] = float(measure.count_parameters(model, shape))
     concrete = measure.trace_inference(model, shape)
+    key = measurement_key(concrete, warmup, runs, extra_sizes, modes, threads)
+    if known is not None and (earlier := known.get(key)) is not None:
+        log.info("measured before under key %s: reusing that measurement", key[:12])
+        return earlier
     metrics["flops"] = float(measure.count_multiply_adds(model, shape, concrete=concrete))
     memory = measure.measure_memory_mb(model, shape, concrete=concrete)
     if memory is not None:
@@ -237,11 +267,47 @@ def measure_model(
             "inter_op": tf.config.threading.get_inter_op_parallelism_threads(),
         },
         "cpu_allocator": cpu_allocator(),
+        "key": key,
         "latency": {str(size): m.stats(RECORD_DIGITS) for size, m in latencies.items()},
         "tflite": tflite_record,
         "seconds": {name: round(value, RECORD_DIGITS) for name, value in seconds.items()},
     }
-    return ModelMeasurement(metrics, record, errors)
+    measured = ModelMeasurement(metrics, record, errors)
+    if known is not None:
+        known.put(key, measured)
+    return measured
+
+
+def measurement_key(
+    concrete: Any,
+    warmup: int,
+    runs: int,
+    batch_sizes: Sequence[int],
+    tflite: Sequence[str],
+    threads: int,
+) -> str:
+    """The sha256 hex digest of what a traced model computes and how this process measures it.
+
+    Two models with one key are measured alike: the same inference computation
+    (``inference_fingerprint``) timed by the same protocol settings, threads, allocator,
+    TensorFlow version and devices.
+    """
+    settings = {
+        "model": inference_fingerprint(concrete),
+        "warmup": warmup,
+        "runs": runs,
+        "batch_sizes": sorted(batch_sizes),
+        "tflite": sorted(tflite),
+        "threads": threads,
+        "tf_threads": [
+            tf.config.threading.get_intra_op_parallelism_threads(),
+            tf.config.threading.get_inter_op_parallelism_threads(),
+        ],
+        "cpu_allocator": cpu_allocator(),
+        "tensorflow": tf.__version__,
+        "devices": sorted(d.name for d in tf.config.list_logical_devices()),
+    }
+    return hashlib.sha256(json.dumps(settings, sort_keys=True).encode()).hexdigest()
 
 
 def _error_text(error: BaseException) -> str:
