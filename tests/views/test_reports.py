@@ -24,7 +24,7 @@ from kfnas.store import ExperimentLayout, LocalStore, open_experiment
 from kfnas.views.curves import CurvesError, read_curves
 from kfnas.views.report import render_experiment, write_report
 from kfnas.views.report_data import StudyData, TrialData, importance, page_data, to_json
-from kfnas.views.rows import trial_row
+from kfnas.views.rows import describe_result, trial_row
 
 
 @pytest.fixture(scope="module")
@@ -255,3 +255,22 @@ def test_a_thousand_trial_report_stays_under_5_mb(sample):
     size = len(report.html.encode())
     assert size < 5_000_000, f"{size / 1e6:.2f} MB"
     assert len(to_json(report.data)) > 1_000_000  # the trials are in it
+
+
+def test_a_result_line_says_whose_measurement_a_reused_latency_is():
+    metrics = {"AP": 0.5, "latency_ms": 4.54, "latency_p90_ms": 5.13}
+    fresh = TrialResult(1, TrialStatus.COMPLETED, metrics, reward=0.5, duration_s=59)
+    assert describe_result(fresh, "AP") == (
+        "COMPLETED AP 0.5000 reward 0.5000 latency 4.5 ms (p90 5.1) (59 s)"
+    )
+    reused = TrialResult(
+        1,
+        TrialStatus.COMPLETED,
+        metrics,
+        reward=0.5,
+        duration_s=59,
+        measurement={"reused_from": {"study": "proxy", "trial_id": 8}},
+    )
+    assert describe_result(reused, "AP").endswith(
+        "latency 4.5 ms (p90 5.1, measured as proxy trial 8) (59 s)"
+    )

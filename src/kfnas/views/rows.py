@@ -171,6 +171,10 @@ def describe_result(result: TrialResult, metric: str) -> str:
     parts.append(f"reward {result.reward:.4f}")
     if "latency_ms" in result.metrics:
         p90 = result.metrics.get("latency_p90_ms")
-        spread = f" (p90 {p90:.1f})" if p90 is not None else ""
+        notes = [f"p90 {p90:.1f}"] if p90 is not None else []
+        reused = (result.measurement or {}).get("reused_from")
+        if isinstance(reused, dict):  # the same computation measured before (measurement.reuse)
+            notes.append(f"measured as {reused.get('study')} trial {reused.get('trial_id')}")
+        spread = f" ({', '.join(notes)})" if notes else ""
         parts.append(f"latency {result.metrics['latency_ms']:.1f} ms{spread}")
     return " ".join(parts) + f" ({result.duration_s:.0f} s)"
