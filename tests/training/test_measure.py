@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import statistics
+from typing import Any
 
 import numpy as np
 import pytest
@@ -157,3 +158,18 @@ def test_a_tflite_model_is_timed_with_the_interpreter() -> None:
     result = measure_tflite_latency(flatbuffer, warmup=1, runs=4, threads=1)
     assert len(result.samples_ms) == 4 and result.median_ms > 0
     assert (result.device, result.batch_size) == ("tflite:CPU", 1)
+
+
+class _NestedMatmul(tf_keras.layers.Layer):
+    """A dense layer whose matmul runs inside a nested ``tf.function`` (a function call op)."""
+
+    def build(self, input_shape: Any) -> None:
+        self.kernel = self.add_weight("kernel", shape=(int(input_shape[-1]), 5))
+
+    def call(self, inputs: Any) -> Any:
+        return tf.function(lambda x: tf.matmul(x, self.kernel))(inputs)
+
+
+def test_multiply_adds_inside_a_function_call_are_counted() -> None:
+    # The traced graph holds a call of the nested function; its matmul still counts.
+    assert count_multiply_adds(built((10,), _NestedMatmul()), (10,)) == 50
