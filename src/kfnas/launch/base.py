@@ -41,9 +41,10 @@ WORKER_MODULE = "kfnas.stages.worker"
 #: The module a measurement job runs (``python -m``): it measures a trained trial's model.
 MEASURE_MODULE = "kfnas.stages.measure_worker"
 #: How many models one long-lived local measurement worker (``--serve``) measures before it exits
-#: and the launcher starts a fresh one: each restored model leaves ~40-70 MB behind in the process
-#: (TensorFlow's and Keras's caches; measured on the demo's models), so a worker stays within
-#: about this many times that above its start (~1 GB) however long the search.
+#: and the launcher starts a fresh one: each model leaves ~42 MB behind in the process even after
+#: ``release_models`` (TensorFlow's caches; ``benchmarks/measurement_worker_memory.py`` on the
+#: demo's models, ~0.9 GB after the first), so a worker stays under ~1.3 GB however long the
+#: search, at the cost of one TensorFlow import per this many models.
 MEASUREMENTS_PER_WORKER = 10
 #: The kinds of jobs: proxy trials, full trainings and measurements (the cluster profile's
 #: ``trial``, ``training`` and ``latency`` sections).

@@ -100,10 +100,11 @@ def release_models() -> None:
     """Frees what the models restored in this process so far left behind.
 
     Keras's global state (``clear_session``) and the garbage of their objects. A process that
-    measures many models (the local measurement worker) calls it after each: restoring one demo
-    model eight times in one process grew its peak memory by ~68 MB a model, ~43 MB with this
-    after each (the rest stays with TensorFlow until the process exits, which is why the worker
-    also retires after ``kfnas.launch.base.MEASUREMENTS_PER_WORKER`` models).
+    measures many models (the local measurement worker) calls it after each. It frees only part:
+    measuring 8 demo models in one process grew its peak memory by ~50 MB a model, ~42 MB with
+    this after each (``benchmarks/measurement_worker_memory.py``); the rest stays with
+    TensorFlow until the process exits, which is why the worker also hands over to a fresh one
+    after ``kfnas.launch.base.MEASUREMENTS_PER_WORKER`` models.
     """
     import gc
 
