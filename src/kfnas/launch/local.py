@@ -336,7 +336,6 @@ class _MeasureServer:
         finally:
             if self.paused:  # never leave trials paused behind a dead worker, nor resume the
                 self.launcher.resume_trials()  # trials a newer worker paused
-            self.retiring = True
             code = self.proc.wait()
             if self.current and self.jobs[self.current].state.active:
                 self.jobs[self.current] = _failure(code or 1, self.log)

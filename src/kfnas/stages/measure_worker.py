@@ -94,12 +94,12 @@ def serve(requests: IO[str], *, retire_after: int = 0) -> int:
             answer = f"done {trial_id} {result.status.value}"
         release_models()  # before the next model is restored
         served += 1
-        if retire_after and served >= retire_after:
-            # Before the answer: the launcher sends nothing more once it has read the answer.
+        retiring = retire_after and served >= retire_after
+        if retiring:  # before the answer: once it has the answer, the launcher may send more
             answers.write("retiring\n")
-            answers.write(answer + "\n")
-            return 0
         answers.write(answer + "\n")
+        if retiring:
+            return 0
     return 0
 
 

@@ -46,14 +46,14 @@ def inference_fingerprint(concrete: Any) -> str:
             digests[name] = ""  # a recursive reference digests to empty, not forever
             function = functions[name]
             signature = function.signature
-            body = _nodes_digest(function.node_def, function_digest)
             positions = _positions(function.node_def)
+            body = _nodes_digest(function.node_def, positions, function_digest)
             outputs = [_input_text(function.ret[a.name], positions) for a in signature.output_arg]
             digests[name] = _sha([*(f"in {a.type}" for a in signature.input_arg), body, *outputs])
         return digests[name]
 
     parts = [
-        _nodes_digest(graph_def.node, function_digest),
+        _nodes_digest(graph_def.node, _positions(graph_def.node), function_digest),
         *(str(spec) for spec in tf.nest.flatten(concrete.structured_input_signature)),
         *_captures(concrete),
     ]
@@ -82,8 +82,9 @@ def _input_text(name: str, positions: dict[str, int]) -> str:
     return f"{node if where is None else f'#{where}'}:{port}"
 
 
-def _nodes_digest(nodes: Any, function_digest: Callable[[str], str]) -> str:
-    positions = _positions(nodes)
+def _nodes_digest(
+    nodes: Any, positions: dict[str, int], function_digest: Callable[[str], str]
+) -> str:
     parts = []
     for node in nodes:
         parts.append(function_digest(node.op))  # a call of a library function by its op name
