@@ -1,7 +1,7 @@
 """A demo-sized proxy trial's time outside its training loop, by phase, before and after issue 15.
 
-Runs the same proxy trial (the demo's spec and proxy budget, the same architecture and seed) twice
-in one run, each in a process of its own, and prints their phases side by side:
+Runs the same proxy trial (the demo's spec and proxy budget, the same architecture and seed) three
+times in one run, each in a process of its own, and prints their phases side by side:
 
 * ``before``: how a trial ran until issue 15: a fresh interpreter (imports timed), the input
   parsers and the model's layers converted by AutoGraph (``tracing.SKIP_AUTOGRAPH = False``), the
@@ -10,6 +10,9 @@ in one run, each in a process of its own, and prints their phases side by side:
   (``Evaluator.EAGER_BATCHES = 0``), then latency, FLOPs and parameters measured in the trial's
   own process (``run_trial(measure=True)``). (The detection head is built with the model in both:
   that part of the change adds ~0.2 s to ``before``'s build, which it would not have had.)
+* ``grappler``: as ``after`` but with Grappler optimizing the CPU trial's graphs
+  (``tracing.SKIP_GRAPPLER_ON_CPU = False``), as trials did until stop 37: this column beside
+  ``after`` is that change alone, its ``loop`` row says whether the optimized step trained faster.
 * ``after``: how it runs now: forked from the local launcher's warm process
   (``kfnas.launch.warm``: the start is the fork's), trained and evaluated only (a small
   validation set eagerly), then measured by the measurement step (``measure_trial``: the model
@@ -40,6 +43,7 @@ from pathlib import Path
 os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "3")
 
 DEMO = Path(__file__).resolve().parents[1] / "src" / "kfnas" / "demo.yaml"
+MODES = ("before", "grappler", "after")
 PHASES = (
     "start",
     "build",
@@ -96,8 +100,13 @@ def _trial(uri: str, mode: str, began: float) -> dict[str, float]:
 
         Evaluator.EAGER_BATCHES = 0  # every batch through the traced step, as before
         tracing.SKIP_AUTOGRAPH = False  # parsers and layers converted, as before
+        tracing.SKIP_GRAPPLER_ON_CPU = False  # every graph optimized, as before
         _TrialRun.CREATE_OPTIMIZER_VARIABLES = False  # the step traced twice, as before
         start = time.perf_counter() - began  # the imports above count as start-up too
+    if mode == "grappler":
+        from kfnas.tasks import tracing
+
+        tracing.SKIP_GRAPPLER_ON_CPU = False
     t0 = time.perf_counter()
     stages.run_trial(uri, "proxy", 1, measure=mode == "before")
     total = time.perf_counter() - t0
@@ -114,7 +123,7 @@ def _trial(uri: str, mode: str, began: float) -> dict[str, float]:
     }
     phases["other"] = start + total - sum(phases.values())
     step_s = 0.0
-    if mode == "after":
+    if mode != "before":
         t1 = time.perf_counter()
         result = stages.measure_trial(uri, "proxy", 1)
         step_s = time.perf_counter() - t1
@@ -160,7 +169,7 @@ def _experiment(root: Path) -> str:
 
 
 def run() -> None:
-    """Runs the trial before and after, each in its own process, and prints them side by side."""
+    """Runs the trial in each mode, each in its own process, and prints them side by side."""
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.parse_args()
     from kfnas.launch.warm import prestart, start_warm
@@ -170,7 +179,7 @@ def run() -> None:
     results = {}
     with tempfile.TemporaryDirectory(prefix="kfnas-fixed-cost-") as tmp:
         root = Path(tmp)
-        for mode in ("before", "after"):
+        for mode in MODES:
             uri = _experiment(root / mode)
             out = root / f"{mode}.json"
             if mode == "before":
@@ -188,34 +197,47 @@ def run() -> None:
                 began = time.time()
                 process = start_warm(
                     "trial_fixed_cost",
-                    ["after", uri, str(out), repr(began)],
-                    root / "after.log",
+                    [mode, uri, str(out), repr(began)],
+                    root / f"{mode}.log",
                     dict(os.environ),
                 )
                 if process.wait() != 0:
-                    raise SystemExit((root / "after.log").read_text()[-3000:])
+                    raise SystemExit((root / f"{mode}.log").read_text()[-3000:])
             results[mode] = json.loads(out.read_text())
     before, after = results["before"], results["after"]
-    print(f"{'phase (s)':>18} {'before':>8} {'after':>8}")
+    print(f"{'phase (s)':>18}" + "".join(f"{mode:>10}" for mode in MODES))
     for phase in (*PHASES, "measurement step"):
-        print(f"{phase:>18} {before[phase]:8.1f} {after[phase]:8.1f}")
+        print(f"{phase:>18}" + "".join(f"{results[mode][phase]:10.1f}" for mode in MODES))
     fixed = {m: sum(r[p] for p in PHASES) - r["loop"] for m, r in results.items()}
-    print(f"{'fixed (not loop)':>18} {fixed['before']:8.1f} {fixed['after']:8.1f}")
-    print(f"{'after / before':>18} {fixed['after'] / fixed['before']:8.2f}")
-    print(f"training step traced: before {before['step traces']}x, after {after['step traces']}x")
+    print(f"{'fixed (not loop)':>18}" + "".join(f"{fixed[mode]:10.1f}" for mode in MODES))
+    print(f"{'after / before':>18} {fixed['after'] / fixed['before']:9.2f}")
+    print(f"{'after / grappler':>18} {fixed['after'] / fixed['grappler']:9.2f} (fixed cost)")
+    loops = after["loop"] / results["grappler"]["loop"]
+    print(f"{'after / grappler':>18} {loops:9.2f} (training loop)")
     print(
-        f"latency_ms before {before['latency_ms']:.2f} after {after['latency_ms']:.2f}; "
-        f"AP before {before['AP']:.4f} after {after['AP']:.4f}"
+        "training step traced: "
+        + ", ".join(f"{mode} {results[mode]['step traces']}x" for mode in MODES)
+    )
+    print(
+        "latency_ms "
+        + ", ".join(f"{mode} {results[mode]['latency_ms']:.2f}" for mode in MODES)
+        + "; AP "
+        + ", ".join(f"{mode} {results[mode]['AP']:.4f}" for mode in MODES)
     )
     summary = {
         "fixed_before_s": round(fixed["before"], 1),
+        "fixed_grappler_s": round(fixed["grappler"], 1),
         "fixed_after_s": round(fixed["after"], 1),
         "measurement_step_s": round(after["measurement step"], 1),
         "ratio": round(fixed["after"] / fixed["before"], 2),
+        "loop_after_over_grappler": round(loops, 2),
         "step_traces_before": before["step traces"],
         "step_traces_after": after["step traces"],
-        **{f"before_{p.replace(' ', '_')}_s": round(before[p], 1) for p in PHASES},
-        **{f"after_{p.replace(' ', '_')}_s": round(after[p], 1) for p in PHASES},
+        **{
+            f"{mode}_{p.replace(' ', '_')}_s": round(results[mode][p], 1)
+            for mode in MODES
+            for p in PHASES
+        },
     }
     print(json.dumps(summary))
 

@@ -85,3 +85,40 @@ def test_detection_inputs_are_the_same_with_and_without_autograph(tmp_path, monk
     plain, converted = batches(True), batches(False)
     for a, b in zip(plain, converted, strict=True):
         tf.nest.map_structure(np.testing.assert_array_equal, a, b)
+
+
+def _optimized_ops(run) -> list[str]:
+    """The ops of the graphs the functions ``run`` calls ran as, after optimization."""
+    from tensorflow.python.eager import context
+
+    ctx = context.context()
+    ctx.enable_run_metadata()
+    try:
+        run()
+        metadata = ctx.export_run_metadata()
+    finally:
+        ctx.disable_run_metadata()
+    return [n.op for g in metadata.function_graphs for n in g.post_optimization_graph.node]
+
+
+def _conv_bias_relu() -> list[str]:
+    """A new function's ops as it runs: Grappler fuses a convolution, its bias and ReLU on CPU."""
+    x, kernel, bias = tf.ones([1, 4, 4, 2]), tf.ones([3, 3, 2, 3]), tf.ones([3])
+
+    @tf.function
+    def conv(x):
+        return tf.nn.relu(tf.nn.bias_add(tf.nn.conv2d(x, kernel, 1, "SAME"), bias))
+
+    return _optimized_ops(lambda: conv(x))
+
+
+def test_graphs_run_unoptimized_on_cpu_inside_the_block_only(monkeypatch):
+    assert any("Fused" in op for op in _conv_bias_relu())  # Grappler's remapper at work
+    with tracing.unoptimized_on_cpu() as off:
+        ops = _conv_bias_relu()
+    assert off  # this machine has no GPU
+    assert {"Conv2D", "BiasAdd", "Relu"} <= set(ops) and not any("Fused" in op for op in ops)
+    assert any("Fused" in op for op in _conv_bias_relu())  # as before once the block ends
+    monkeypatch.setattr(tracing, "SKIP_GRAPPLER_ON_CPU", False)
+    with tracing.unoptimized_on_cpu() as off:
+        assert not off and any("Fused" in op for op in _conv_bias_relu())

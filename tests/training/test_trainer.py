@@ -203,6 +203,29 @@ def test_the_step_is_traced_twice_when_its_first_trace_makes_the_optimizer_slots
     assert after.metrics["loss"] == pytest.approx(before.metrics["loss"], rel=1e-5)
 
 
+def test_a_cpu_trial_trains_without_grappler_and_puts_the_setting_back(
+    tmp_path: Any, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """Grappler off while a CPU trial runs (``kfnas.tasks.tracing``): same losses, not after."""
+    from kfnas.tasks import tracing
+
+    def grappler_off() -> bool:
+        return bool(tf.config.optimizer.get_experimental_options().get("disable_meta_optimizer"))
+
+    seen: list[bool] = []
+    plain = train(
+        make_task(), tmp_path / "plain", 6, progress=lambda *_: seen.append(grappler_off())
+    )
+    assert seen == [True, True] and not grappler_off()
+    monkeypatch.setattr(tracing, "SKIP_GRAPPLER_ON_CPU", False)
+    seen.clear()
+    optimized = train(
+        make_task(), tmp_path / "optimized", 6, progress=lambda *_: seen.append(grappler_off())
+    )
+    assert seen == [False, False]
+    assert plain.metrics["loss"] == pytest.approx(optimized.metrics["loss"], rel=1e-5)
+
+
 def test_writes_tensorboard_scalars_and_reports_progress(trained: tuple) -> None:
     _, root, calls = trained
     train_logs = scalars(str(root / "logs" / "train"))

@@ -14,12 +14,21 @@ code works as before, only without the saving. ``build`` must be safe to run twi
 datasets or models: a failed trace leaves nothing behind that the second run reads).
 
 The trainer traces its training step the same way (``kfnas.training.trainer``).
+
+``unoptimized_on_cpu()`` runs a block with Grappler (TensorFlow's graph optimizer) off when the
+process has no GPU or TPU. Grappler optimizes each function graph the first time it runs: on a
+demo-sized detection proxy trial that took ~1.7 s of the first training step's ~3 s, and the
+steps after it ran no faster (72 ms a step with it, 68-72 ms without, on 2 cores;
+``benchmarks/trial_fixed_cost.py`` runs both side by side). On a GPU its layout optimizer and
+fused kernels pay for themselves, so there it stays on. It does not touch the measurement step's
+inference graph (``kfnas.training.protocol``): latency is timed as a deployed model runs.
 """
 
 from __future__ import annotations
 
+import contextlib
 import logging
-from collections.abc import Callable
+from collections.abc import Callable, Iterator
 from typing import TypeVar
 
 T = TypeVar("T")
@@ -29,6 +38,10 @@ log = logging.getLogger(__name__)
 #: Off switch: ``False`` traces everything with AutoGraph (what
 #: ``benchmarks/trial_fixed_cost.py`` runs as "before").
 SKIP_AUTOGRAPH = True
+
+#: Off switch: ``False`` lets Grappler optimize graphs on CPU too (``unoptimized_on_cpu``; what
+#: ``benchmarks/trial_fixed_cost.py`` runs as "before").
+SKIP_GRAPPLER_ON_CPU = True
 
 
 def without_autograph(build: Callable[[], T], what: str) -> T:
@@ -51,3 +64,28 @@ def without_autograph(build: Callable[[], T], what: str) -> T:
     except TypeError as e:  # e.g. OperatorNotAllowedInGraphError: a tensor as a Python bool
         log.info("%s needs AutoGraph (%s); building it with AutoGraph", what, e)
         return build()
+
+
+@contextlib.contextmanager
+def unoptimized_on_cpu() -> Iterator[bool]:
+    """Grappler off while the block runs, when this process has no GPU or TPU (module doc).
+
+    The setting is TensorFlow's process-wide one, read each time a function runs: functions that
+    first run inside the block are instantiated without Grappler. It is put back as it was when
+    the block ends.
+
+    Yields:
+        Whether Grappler is off in the block.
+    """
+    import tensorflow as tf
+
+    accelerated = any(tf.config.list_logical_devices(kind) for kind in ("GPU", "TPU"))
+    if not SKIP_GRAPPLER_ON_CPU or accelerated:
+        yield False
+        return
+    before = bool(tf.config.optimizer.get_experimental_options().get("disable_meta_optimizer"))
+    tf.config.optimizer.set_experimental_options({"disable_meta_optimizer": True})
+    try:
+        yield True
+    finally:
+        tf.config.optimizer.set_experimental_options({"disable_meta_optimizer": before})

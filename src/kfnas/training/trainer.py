@@ -47,6 +47,7 @@ import tensorflow as tf
 import tf_keras
 
 from kfnas.records.trial import TRAIN_SECONDS, TrialStatus
+from kfnas.tasks.tracing import unoptimized_on_cpu
 from kfnas.training.evaluation import Evaluator, is_infinite, scalar_logs
 from kfnas.training.logs import TrialLogs, learning_rate, short_message, write_error_log
 
@@ -289,6 +290,20 @@ class _TrialRun:
         self.autograph_step: Any = None
 
     def execute(
+        self,
+        optimizer_config: Any,
+        runtime_config: Any,
+        train_steps: int,
+        eval_every: int | None,
+        eval_steps: int | None,
+        seed: int,
+    ) -> TrainOutcome:
+        with unoptimized_on_cpu():  # Grappler costs a CPU trial more than it gains it
+            return self._execute(
+                optimizer_config, runtime_config, train_steps, eval_every, eval_steps, seed
+            )
+
+    def _execute(
         self,
         optimizer_config: Any,
         runtime_config: Any,
