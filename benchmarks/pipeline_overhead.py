@@ -6,7 +6,9 @@ DAG ``kfnas run`` and the cluster run) on generated detection data, then reads e
 
 * ``wall``: the pipeline's wall time, from the call to its return;
 * ``training``: the seconds all trials spent in their training loops (``train_seconds``, the first
-  step's tracing included);
+  step's tracing included), and beside it the loops after their first steps (``steps - 1`` steps
+  at the trials' steady ``train_steps_per_second``): what the trials would cost if tracing were
+  free, the stricter denominator;
 * ``trials``: the trials' whole wall time (``duration_s``: building the task and model, training,
   evaluation, upload), and what of it lies outside the training loops (the trials' fixed cost);
 * ``measurement steps``: the seconds the measurement step spent on each trained model
@@ -37,7 +39,7 @@ os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "3")
 
 from kfnas.data import write_detection_dataset
 from kfnas.pipelines.local import run_search_locally
-from kfnas.records.trial import TrialStatus
+from kfnas.records.trial import TrialResult, TrialStatus
 from kfnas.store import open_experiment
 
 SPEC = """
@@ -103,9 +105,14 @@ def main() -> None:
             for _, result in exp.records.history(study)
             if result is not None
         ]
+        budgets = {
+            (study, r.trial_id): int(exp.records.read_spec(study, r.trial_id).budget["train_steps"])
+            for study, r in results
+        }
 
-    completed = [r for _, r in results if r.status is TrialStatus.COMPLETED]
-    training = sum(r.metrics.get("train_seconds", 0.0) for r in completed)
+    completed = [(s, r) for s, r in results if r.status is TrialStatus.COMPLETED]
+    training = sum(r.metrics.get("train_seconds", 0.0) for _, r in completed)
+    steady = sum(_steady_seconds(budgets[study, r.trial_id], r) for study, r in completed)
     trials = sum(r.duration_s for _, r in results)
     measuring = sum(r.measurement.get("total_seconds", 0.0) for _, r in results)
     fixed = trials - training  # in the trials, outside their training loops
@@ -115,11 +122,13 @@ def main() -> None:
     print(f"{'wall':>28}: {wall:8.1f} s")
     print(f"{'trials (whole)':>28}: {trials:8.1f} s")
     print(f"{'training loops':>28}: {training:8.1f} s")
+    print(f"{'... after their first steps':>28}: {steady:8.1f} s")
     each = max(steps, 1)
     print(f"{'trials outside their loops':>28}: {fixed:8.1f} s ({fixed / each:.1f} s each)")
     print(f"{'measurement steps':>28}: {measuring:8.1f} s ({measuring / each:.1f} s each)")
     print(f"{'outside trials, measurements':>28}: {wall - trials - measuring:8.1f} s")
     print(f"{'wall / training':>28}: {wall / training:8.2f}")
+    print(f"{'wall / after first steps':>28}: {wall / steady:8.2f}")
     print(f"{'wall / trials':>28}: {wall / trials:8.2f}")
     summary = {
         "wall_s": round(wall, 1),
@@ -127,12 +136,21 @@ def main() -> None:
         "train_s": round(training, 1),
         "trial_fixed_s": round(fixed, 1),
         "measurement_s": round(measuring, 1),
+        "steady_train_s": round(steady, 1),
         "wall_over_train": round(wall / training, 2),
+        "wall_over_steady_train": round(wall / steady, 2),
         "wall_over_trials": round(wall / trials, 2),
         "trials": steps,
         "parallelism": args.parallelism,
     }
     print(json.dumps(summary))
+
+
+def _steady_seconds(train_steps: int, result: TrialResult) -> float:
+    """A completed trial's loop after its first step: its other steps at its steady speed."""
+    speed = result.metrics.get("train_steps_per_second", 0.0)
+    start = result.start_steps[-1] if result.start_steps else 0
+    return (train_steps - start - 1) / speed if speed > 0 else 0.0
 
 
 if __name__ == "__main__":
