@@ -6,6 +6,8 @@ search pipeline's end-to-end test runs real trials through this launcher).
 
 from __future__ import annotations
 
+import json
+import os
 import re
 import sys
 import time
@@ -16,7 +18,8 @@ from kfnas.launch import JobState, LaunchError, TrialJob, launcher_from_config
 from kfnas.launch.local import LocalLauncher
 
 SCRIPTS = {
-    1: "print('trained'); import os; print('threads', os.environ.get('OMP_NUM_THREADS'))",
+    1: "print('trained'); import os; print('threads', os.environ.get('OMP_NUM_THREADS'), "
+    "'onednn', os.environ.get('TF_ENABLE_ONEDNN_OPTS'))",
     2: "import sys; print('bad data', file=sys.stderr); sys.exit(3)",
     3: "import os, signal; os.kill(os.getpid(), signal.SIGKILL)",  # what the OOM killer does
     4: "import time; time.sleep(30)",
@@ -52,7 +55,7 @@ def test_exit_states_logs_and_threads(tmp_path):
     assert "usually out of memory" in killed.reason
     log = (tmp_path / f"{jobs[1].name}.log").read_text()
     assert where[1]["log"] == str(tmp_path / f"{jobs[1].name}.log")
-    assert "trained" in log and "threads 1" in log
+    assert "trained" in log and "threads 1 onednn 0" in log  # TensorFlow's own CPU kernels
     assert "bad data" in (tmp_path / f"{jobs[2].name}.log").read_text()
 
 
@@ -112,3 +115,26 @@ def test_a_warm_started_trial_is_a_process_of_its_own_with_its_log_env_and_exit(
     launcher.stop(sleeper.name)
     assert launcher.poll([sleeper.name])[sleeper.name].state is not JobState.RUNNING
     launcher.close()
+
+
+def test_warm_trials_train_with_tensorflows_own_cpu_kernels(tmp_path, monkeypatch):
+    """A forked trial runs without oneDNN (read at import: the fork server started with it off)."""
+    from kfnas.launch.warm import start_warm, training_environment
+
+    monkeypatch.delenv("TF_ENABLE_ONEDNN_OPTS", raising=False)
+    out = tmp_path / "kernels.json"
+    env = training_environment(dict(os.environ))
+    process = start_warm("kernels_probe", [str(out)], tmp_path / "probe.log", env)
+    assert process.wait() == 0, (tmp_path / "probe.log").read_text()
+    assert json.loads(out.read_text()) == {"env": "0", "onednn": False}
+    assert "TF_ENABLE_ONEDNN_OPTS" not in os.environ  # set only while the server started
+    assert training_environment({"TF_ENABLE_ONEDNN_OPTS": "1"})["TF_ENABLE_ONEDNN_OPTS"] == "1"
+
+
+def test_the_measurement_worker_keeps_tensorflows_default_kernels(tmp_path, monkeypatch):
+    monkeypatch.delenv("TF_ENABLE_ONEDNN_OPTS", raising=False)
+    launcher = LocalLauncher(str(tmp_path))
+    assert launcher._environment()["TF_ENABLE_ONEDNN_OPTS"] == "0"
+    assert "TF_ENABLE_ONEDNN_OPTS" not in launcher._environment(training=False)
+    monkeypatch.setenv("TF_ENABLE_ONEDNN_OPTS", "1")  # the user's choice holds for both
+    assert launcher._environment()["TF_ENABLE_ONEDNN_OPTS"] == "1"

@@ -7,6 +7,8 @@ process that imported TensorFlow once (``kfnas.launch.warm``: no interpreter sta
 trial), which behaves as that subprocess would. Threads: with
 ``threads_per_trial`` set, each trial gets ``OMP_NUM_THREADS`` and TensorFlow's intra- and
 inter-op thread counts, so ``parallelism`` trials share the CPU instead of fighting over it.
+Trials train with TensorFlow's own CPU kernels, not oneDNN's (``kfnas.launch.warm.TRAINING_ENV``;
+the measurement worker keeps TensorFlow's defaults).
 
 Adoption: a subprocess dies with the controller's process group only if killed with it; a
 controller started again cannot see the old process, so its trials without a result are started
@@ -52,7 +54,7 @@ from kfnas.launch.base import (
     LaunchError,
     TrialJob,
 )
-from kfnas.launch.warm import start_warm
+from kfnas.launch.warm import start_warm, training_environment
 
 _OOM_EXIT = -signal.SIGKILL
 _WAIT_STEP_S = 0.2  # how often ``wait`` looks at the processes
@@ -130,8 +132,11 @@ class LocalLauncher(Launcher):
         """The trial's command line: this interpreter and the worker's arguments."""
         return [sys.executable, *job.worker_args()]
 
-    def _environment(self) -> dict[str, str]:
+    def _environment(self, training: bool = True) -> dict[str, str]:
+        """A process's environment: a training's gets ``TRAINING_ENV`` (``kfnas.launch.warm``)."""
         env = {**os.environ, **self.env}
+        if training:
+            env = training_environment(env)
         if self.threads_per_trial:
             threads = str(self.threads_per_trial)
             env.update(
@@ -178,7 +183,7 @@ class LocalLauncher(Launcher):
         return self._spawn(self.command(job), log, job.name)
 
     def _spawn(
-        self, command: list[str], log: Path, name: str, **popen: Any
+        self, command: list[str], log: Path, name: str, training: bool = True, **popen: Any
     ) -> subprocess.Popen[bytes]:
         self.log_dir.mkdir(parents=True, exist_ok=True)
         with log.open("ab") as out:
@@ -187,7 +192,7 @@ class LocalLauncher(Launcher):
                     command,
                     stdout=popen.pop("stdout", out),
                     stderr=out if "stdin" in popen else subprocess.STDOUT,
-                    env={**self._environment(), **popen.pop("env", {})},
+                    env={**self._environment(training), **popen.pop("env", {})},
                     start_new_session=True,
                     **popen,
                 )
@@ -276,6 +281,7 @@ class _MeasureServer:
             ],
             self.log,
             "the measurement worker",
+            training=False,  # TensorFlow's default kernels, as a deployed model runs
             stdin=subprocess.PIPE,
             stdout=subprocess.PIPE,
             env=env,

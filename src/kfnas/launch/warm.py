@@ -10,16 +10,28 @@ starts no TensorFlow thread, and the libraries' own threads survive ``fork`` thr
 the launcher's environment (read by TensorFlow when the child first runs an op, so the thread
 settings apply), exit status and signals as a subprocess's (a SIGKILL reads as ``-9``).
 
+CPU kernels: trials train with TensorFlow's own (Eigen) CPU kernels, not oneDNN's
+(``TRAINING_ENV``: ``TF_ENABLE_ONEDNN_OPTS=0``, which TensorFlow reads once, at import, so the
+fork server starts with it). On the demo's proxy model (SpineNet-MBConv at 64 px, batch 8, 2
+cores) a training step took 33-35 ms with them and 75-82 ms with oneDNN (its layout reorders and
+primitive set-up cost more than they save on small tensors; ``benchmarks/cpu_kernels.py`` runs
+both side by side). The same computation up to rounding: the first step's loss agreed to 1e-4,
+and two oneDNN runs' loss curves differ from each other as much as from an Eigen run's (threaded
+reductions are not bit-reproducible either way). An environment that sets the variable
+itself keeps its value. The measurement worker is not forked from here: it times models with
+TensorFlow's defaults, as a deployed model runs.
+
 To preload more: add the module to ``PRELOAD`` (it must not run TensorFlow ops at import).
 """
 
 from __future__ import annotations
 
+import contextlib
 import importlib
 import multiprocessing
 import os
 import sys
-from collections.abc import Mapping, Sequence
+from collections.abc import Iterator, Mapping, Sequence
 from pathlib import Path
 from typing import Any
 
@@ -38,6 +50,16 @@ PRELOAD = (
     "official.vision.tasks.image_classification",
     "official.vision.tasks.semantic_segmentation",
 )
+
+
+#: Environment a local training process imports TensorFlow under, where the caller's environment
+#: does not set the variable (module doc: CPU kernels).
+TRAINING_ENV = {"TF_ENABLE_ONEDNN_OPTS": "0"}
+
+
+def training_environment(env: Mapping[str, str]) -> dict[str, str]:
+    """``env`` with ``TRAINING_ENV``'s variables added where it does not set them."""
+    return {**TRAINING_ENV, **env}
 
 
 #: Seconds a fork may take to start its session (the fork server's first start imports
@@ -71,7 +93,20 @@ def prestart() -> None:
     from multiprocessing import forkserver
 
     multiprocessing.get_context("forkserver").set_forkserver_preload(list(PRELOAD))
-    forkserver.ensure_running()
+    with _server_environment():
+        forkserver.ensure_running()
+
+
+@contextlib.contextmanager
+def _server_environment() -> Iterator[None]:
+    """``TRAINING_ENV`` in this process's environment while the fork server may start."""
+    added = {name: value for name, value in TRAINING_ENV.items() if name not in os.environ}
+    os.environ.update(added)
+    try:
+        yield
+    finally:
+        for name in added:
+            os.environ.pop(name, None)
 
 
 def start_warm(module: str, args: Sequence[str], log: Path, env: Mapping[str, str]) -> WarmProcess:
@@ -94,7 +129,8 @@ def start_warm(module: str, args: Sequence[str], log: Path, env: Mapping[str, st
         args=(module, list(args), str(log), dict(env), child_end),
         name=f"kfnas {module}",
     )
-    process.start()
+    with _server_environment():  # the server's first start imports TensorFlow under it
+        process.start()
     child_end.close()
     # Once it has its own session, the launcher can signal its process group (pause, stop).
     if not started.poll(START_TIMEOUT_S):
