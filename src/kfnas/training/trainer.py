@@ -236,7 +236,10 @@ def train_and_evaluate(
     run.on_evaluation = on_evaluation
     if distribution is not None:
         run.strategy, run.workers = distribution.strategy, distribution.workers
-    return run.execute(optimizer_config, runtime_config, train_steps, eval_every, eval_steps, seed)
+    with unoptimized_on_cpu():  # Grappler costs a CPU trial more than it gains it
+        return run.execute(
+            optimizer_config, runtime_config, train_steps, eval_every, eval_steps, seed
+        )
 
 
 @dataclasses.dataclass
@@ -290,20 +293,6 @@ class _TrialRun:
         self.autograph_step: Any = None
 
     def execute(
-        self,
-        optimizer_config: Any,
-        runtime_config: Any,
-        train_steps: int,
-        eval_every: int | None,
-        eval_steps: int | None,
-        seed: int,
-    ) -> TrainOutcome:
-        with unoptimized_on_cpu():  # Grappler costs a CPU trial more than it gains it
-            return self._execute(
-                optimizer_config, runtime_config, train_steps, eval_every, eval_steps, seed
-            )
-
-    def _execute(
         self,
         optimizer_config: Any,
         runtime_config: Any,
