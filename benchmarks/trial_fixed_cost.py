@@ -17,7 +17,9 @@ times in one run, each in a process of its own, and prints their phases side by 
   (``kfnas.launch.warm``: the start is the fork's), trained and evaluated only (a small
   validation set eagerly), then measured by the measurement step (``measure_trial``: the model
   rebuilt from the stored checkpoint, FLOPs, parameters and the timed runs), which on a cluster
-  runs on the latency device, not in the trial's pod.
+  runs on the latency device, not in the trial's pod. Here it runs in the trial's own process,
+  so with the CPU kernels local trials train with (TensorFlow's own, ``kfnas.launch.warm``): its
+  ``latency_ms`` is lower than the local measurement worker's, which keeps oneDNN.
 
 Phases: ``start`` (interpreter and imports, or the fork), ``build`` (task and model), ``setup``
 (input pipelines, optimizer, metrics), ``first step`` (tracing the training step), ``loop`` (the

@@ -129,6 +129,15 @@ def test_warm_trials_train_with_tensorflows_own_cpu_kernels(tmp_path, monkeypatc
     assert json.loads(out.read_text()) == {"env": "0", "onednn": False}
     assert "TF_ENABLE_ONEDNN_OPTS" not in os.environ  # set only while the server started
     assert training_environment({"TF_ENABLE_ONEDNN_OPTS": "1"})["TF_ENABLE_ONEDNN_OPTS"] == "1"
+    # A server started for a trial whose environment asks for oneDNN imports TensorFlow with it.
+    from kfnas.launch.warm import _server_environment
+
+    with _server_environment({"TF_ENABLE_ONEDNN_OPTS": "1"}):
+        assert os.environ["TF_ENABLE_ONEDNN_OPTS"] == "1"
+    monkeypatch.setenv("TF_ENABLE_ONEDNN_OPTS", "2")
+    with _server_environment({}):
+        assert os.environ["TF_ENABLE_ONEDNN_OPTS"] == "0"
+    assert os.environ["TF_ENABLE_ONEDNN_OPTS"] == "2"  # as it was
 
 
 def test_the_measurement_worker_keeps_tensorflows_default_kernels(tmp_path, monkeypatch):

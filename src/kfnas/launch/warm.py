@@ -13,13 +13,14 @@ settings apply), exit status and signals as a subprocess's (a SIGKILL reads as `
 CPU kernels: trials train with TensorFlow's own (Eigen) CPU kernels, not oneDNN's
 (``TRAINING_ENV``: ``TF_ENABLE_ONEDNN_OPTS=0``, which TensorFlow reads once, at import, so the
 fork server starts with it). On the demo's proxy model (SpineNet-MBConv at 64 px, batch 8, 2
-cores) a training step took 33-35 ms with them and 75-82 ms with oneDNN (its layout reorders and
+cores) a training step took 33-43 ms with them and 75-98 ms with oneDNN (its layout reorders and
 primitive set-up cost more than they save on small tensors; ``benchmarks/cpu_kernels.py`` runs
 both side by side). The same computation up to rounding: the first step's loss agreed to 1e-4,
 and two oneDNN runs' loss curves differ from each other as much as from an Eigen run's (threaded
 reductions are not bit-reproducible either way). An environment that sets the variable
-itself keeps its value. The measurement worker is not forked from here: it times models with
-TensorFlow's defaults, as a deployed model runs.
+itself keeps its value (the fork server's first start takes it from the trial's environment).
+The measurement worker is not forked from here: it times models with TensorFlow's defaults, as
+a deployed model runs.
 
 To preload more: add the module to ``PRELOAD`` (it must not run TensorFlow ops at import).
 """
@@ -93,20 +94,30 @@ def prestart() -> None:
     from multiprocessing import forkserver
 
     multiprocessing.get_context("forkserver").set_forkserver_preload(list(PRELOAD))
-    with _server_environment():
+    with _server_environment(os.environ):
         forkserver.ensure_running()
 
 
 @contextlib.contextmanager
-def _server_environment() -> Iterator[None]:
-    """``TRAINING_ENV`` in this process's environment while the fork server may start."""
-    added = {name: value for name, value in TRAINING_ENV.items() if name not in os.environ}
-    os.environ.update(added)
+def _server_environment(env: Mapping[str, str]) -> Iterator[None]:
+    """``TRAINING_ENV``'s variables as ``env`` (else the defaults) while the server may start.
+
+    This process's environment has them only inside the block, as it was afterwards.
+
+    The server imports TensorFlow when it starts, once per process: the first start's values
+    hold for every trial forked from it.
+    """
+    wanted = training_environment({n: env[n] for n in TRAINING_ENV if n in env})
+    saved = {name: os.environ.get(name) for name in wanted}
+    os.environ.update(wanted)
     try:
         yield
     finally:
-        for name in added:
-            os.environ.pop(name, None)
+        for name, value in saved.items():
+            if value is None:
+                os.environ.pop(name, None)
+            else:
+                os.environ[name] = value
 
 
 def start_warm(module: str, args: Sequence[str], log: Path, env: Mapping[str, str]) -> WarmProcess:
@@ -129,7 +140,7 @@ def start_warm(module: str, args: Sequence[str], log: Path, env: Mapping[str, st
         args=(module, list(args), str(log), dict(env), child_end),
         name=f"kfnas {module}",
     )
-    with _server_environment():  # the server's first start imports TensorFlow under it
+    with _server_environment(env):  # the server's first start imports TensorFlow under it
         process.start()
     child_end.close()
     # Once it has its own session, the launcher can signal its process group (pause, stop).

@@ -18,7 +18,8 @@ The trainer traces its training step the same way (``kfnas.training.trainer``).
 ``unoptimized_on_cpu()`` runs a block with Grappler (TensorFlow's graph optimizer) off when the
 process has no GPU or TPU. Grappler optimizes each function graph the first time it runs: on a
 demo-sized detection proxy trial that took ~1.7 s of the first training step's ~3 s, and the
-steps after it ran no faster (72 ms a step with it, 68-72 ms without, on 2 cores;
+steps after it ran no faster on 2 cores (with oneDNN's kernels 72-75 ms a step with it, 68-72 ms
+without; with TensorFlow's own, which local trials use, 32-53 ms either way: noise;
 ``benchmarks/trial_fixed_cost.py`` runs both side by side). On a GPU its layout optimizer and
 fused kernels pay for themselves, so there it stays on. It does not touch the measurement step's
 inference graph (``kfnas.training.protocol``): latency is timed as a deployed model runs.
