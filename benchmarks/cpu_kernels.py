@@ -16,7 +16,6 @@ from __future__ import annotations
 import argparse
 import json
 import os
-import subprocess
 import sys
 import tempfile
 from pathlib import Path
@@ -40,17 +39,10 @@ def run() -> None:
         root = Path(tmp)
         for name, value in SETTINGS.items():
             uri = fixed_cost._experiment(root / name)
-            out = root / f"{name}.json"
-            script = (
-                f"import sys; sys.path.insert(0, {str(HERE)!r}); import trial_fixed_cost as b; "
-                f"sys.exit(b.child('after', {uri!r}, {str(out)!r}, 0.0))"
-            )
             env = {**os.environ, "TF_ENABLE_ONEDNN_OPTS": value}
-            subprocess.run([sys.executable, "-c", script], check=True, env=env)
-            results[name] = json.loads(out.read_text())
-    steps = _proxy_steps(fixed_cost.DEMO)
+            results[name] = fixed_cost.fresh_trial("after", uri, root / f"{name}.json", env)
     for r in results.values():
-        r["step ms"] = 1000 * r["loop"] / (steps - 1)
+        r["step ms"] = 1000 * r["loop"] / (r["steps"] - 1)
     print(f"{'':>18}" + "".join(f"{name:>10}" for name in SETTINGS) + f"{'ratio':>10}")
     rows = (*SHOWN, "step ms", "measurement step", "latency_ms")
     for row in rows:
@@ -67,12 +59,6 @@ def run() -> None:
         results["Eigen"]["step ms"] / results["oneDNN"]["step ms"], 2
     )
     print(json.dumps(summary))
-
-
-def _proxy_steps(spec_path: Path) -> int:
-    import yaml
-
-    return int(yaml.safe_load(spec_path.read_text())["budget"]["train_steps"])
 
 
 if __name__ == "__main__":

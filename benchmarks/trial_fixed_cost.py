@@ -96,19 +96,16 @@ def _trial(uri: str, mode: str, began: float) -> dict[str, float]:
     times: dict[str, float] = {}
     outcomes: list = []
     _instrument(times, outcomes)
+    from kfnas.tasks import tracing
+
+    tracing.SKIP_GRAPPLER_ON_CPU = mode == "after"  # the others optimize every graph, as before
     if mode == "before":
-        from kfnas.tasks import tracing
         from kfnas.training.trainer import _TrialRun
 
         Evaluator.EAGER_BATCHES = 0  # every batch through the traced step, as before
         tracing.SKIP_AUTOGRAPH = False  # parsers and layers converted, as before
-        tracing.SKIP_GRAPPLER_ON_CPU = False  # every graph optimized, as before
         _TrialRun.CREATE_OPTIMIZER_VARIABLES = False  # the step traced twice, as before
         start = time.perf_counter() - began  # the imports above count as start-up too
-    if mode == "grappler":
-        from kfnas.tasks import tracing
-
-        tracing.SKIP_GRAPPLER_ON_CPU = False
     t0 = time.perf_counter()
     stages.run_trial(uri, "proxy", 1, measure=mode == "before")
     total = time.perf_counter() - t0
@@ -135,6 +132,7 @@ def _trial(uri: str, mode: str, began: float) -> dict[str, float]:
         **phases,
         "measurement step": step_s,
         "step traces": o.step_traces,
+        "steps": o.steps_done - o.initial_step,
         "latency_ms": result.metrics["latency_ms"],
         "AP": result.metrics["AP"],
     }
@@ -150,6 +148,23 @@ def main(argv: list[str]) -> int:
     """The entry of the warm-forked child (``kfnas.launch.warm`` calls ``main(argv)``)."""
     mode, uri, out, began = argv
     return child(mode, uri, out, float(began))
+
+
+def fresh_trial(
+    mode: str, uri: str, out: Path, env: dict[str, str] | None = None
+) -> dict[str, float]:
+    """``_trial`` in a fresh interpreter (environment ``env``); its figures.
+
+    The child's clock starts at its own start: the interpreter's start-up itself (about 0.1 s)
+    is left out, the imports are in.
+    """
+    clock = "time.perf_counter()" if mode == "before" else "time.time()"  # as ``_trial`` reads
+    script = (
+        f"import time, sys; began = {clock}; sys.path.insert(0, {str(Path(__file__).parent)!r}); "
+        f"import trial_fixed_cost as b; sys.exit(b.child({mode!r}, {uri!r}, {str(out)!r}, began))"
+    )
+    subprocess.run([sys.executable, "-c", script], check=True, env=env)
+    return json.loads(out.read_text())
 
 
 def _experiment(root: Path) -> str:
@@ -185,16 +200,7 @@ def run() -> None:
             uri = _experiment(root / mode)
             out = root / f"{mode}.json"
             if mode == "before":
-                began = time.perf_counter()
-                script = (
-                    f"import time, sys; began = time.perf_counter() - {0.0}; "
-                    f"sys.path.insert(0, {str(Path(__file__).parent)!r}); "
-                    f"import trial_fixed_cost as b; "
-                    f"sys.exit(b.child('before', {uri!r}, {str(out)!r}, began))"
-                )
-                # The child's clock starts at its own start: the interpreter's start-up itself
-                # (about 0.1 s) is left out, the imports are in.
-                subprocess.run([sys.executable, "-c", script], check=True)
+                results[mode] = fresh_trial(mode, uri, out)
             else:
                 began = time.time()
                 process = start_warm(
@@ -205,7 +211,7 @@ def run() -> None:
                 )
                 if process.wait() != 0:
                     raise SystemExit((root / f"{mode}.log").read_text()[-3000:])
-            results[mode] = json.loads(out.read_text())
+                results[mode] = json.loads(out.read_text())
     before, after = results["before"], results["after"]
     print(f"{'phase (s)':>18}" + "".join(f"{mode:>10}" for mode in MODES))
     for phase in (*PHASES, "measurement step"):
