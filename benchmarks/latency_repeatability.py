@@ -21,7 +21,9 @@ alternating order, in one run:
   before TensorFlow runs anything: the BFC CPU allocator, ``--threads`` pinned, by default
   what a local worker pins, ``LOCAL_THREADS``), rebuilds the model and calls
   ``measure_model(model, shape, runs=--runs)`` with nothing else of ours running (the local
-  launcher pauses the other trials around the timed parts).
+  launcher pauses the other trials around the timed parts), with the timed calls going on until
+  ``--min-seconds`` have passed (by default the spec's ``measurement.min_seconds``; 0 times
+  exactly ``--runs`` calls, as the protocol did before it had a time window).
 
 Printed: each repetition's median latency, the mean of the medians, their coefficient of variation
 (stdev / mean of the ``--repeats`` medians) each way, and the ratios before / after of the CV and
@@ -29,7 +31,7 @@ of the mean. No assertions: the figures depend on the machine (and on anything e
 it). The last line is a one-line JSON summary.
 
 Run: ``.venv/bin/python benchmarks/latency_repeatability.py [--repeats 5] [--runs 100]
-[--threads 1] [--fresh-before]``; about 3 minutes on two CPU cores, 4 with ``--fresh-before``
+[--min-seconds 5] [--threads 1] [--fresh-before]``; about 3 minutes on two CPU cores, 4 with ``--fresh-before``
 (each ``after`` repetition imports TensorFlow, builds and traces the model in a fresh process,
 as the measurement worker does).
 """
@@ -48,6 +50,7 @@ import time
 from collections.abc import Iterator
 from typing import Any
 
+from kfnas.config.spec import DEFAULT_MIN_SECONDS
 from kfnas.training.measurement import LOCAL_THREADS
 
 ROLES = ("before", "after")
@@ -96,8 +99,11 @@ def _after(args: argparse.Namespace) -> dict[str, Any]:
     model, shape = _demo_model(args.seed)
     build_seconds = time.perf_counter() - start
     start = time.perf_counter()
-    result = measure_model(model, shape, runs=args.runs, threads=args.threads)
+    result = measure_model(
+        model, shape, runs=args.runs, threads=args.threads, min_seconds=args.min_seconds
+    )
     return {
+        "timed_calls": result.record["latency"]["1"]["runs"],
         "median_ms": result.metrics["latency_ms"],
         "p90_ms": result.metrics["latency_p90_ms"],
         "cv_within": result.metrics["latency_cv"],
@@ -176,6 +182,8 @@ def _child_command(args: argparse.Namespace, role: str, load_pid: int = 0) -> li
         str(args.runs),
         "--threads",
         str(args.threads),
+        "--min-seconds",
+        str(args.min_seconds),
         "--seed",
         str(args.seed),
         "--load-pid",
@@ -224,6 +232,12 @@ def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.split("\n")[0])
     parser.add_argument("--repeats", type=int, default=5, help="measurements each way")
     parser.add_argument("--runs", type=int, default=100, help="timed calls per measurement")
+    parser.add_argument(
+        "--min-seconds",
+        type=float,
+        default=DEFAULT_MIN_SECONDS,
+        help="the least seconds an after measurement's timed calls last (0: exactly --runs)",
+    )
     parser.add_argument(
         "--threads", type=int, default=LOCAL_THREADS, help="pinned intra-op threads (after)"
     )
@@ -290,6 +304,8 @@ def main() -> None:
     summary = {
         "repeats": args.repeats,
         "runs": args.runs,
+        "min_seconds": args.min_seconds,
+        "after_timed_calls": [out["timed_calls"] for out in results["after"]],
         "threads": args.threads,
         "fresh_before": args.fresh_before,
         "params": results["after"][0]["params"],

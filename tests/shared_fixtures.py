@@ -46,6 +46,7 @@ task:
 studies:
   proxy: {space: spinenet_mbconv, budget: {rounds: 1, trials_per_round: 1}}
 budget: {train_steps: 2, batch_size: 2, latency_runs: 5}
+measurement: {min_seconds: 0}
 """
 #: The smallest classification experiment (MnasNet at 32 px, batch 2: seconds, not a minute, per
 #: training), for tests of trial mechanics that do not depend on the task kind (resuming, killed
@@ -56,6 +57,7 @@ task: {kind: classification, num_classes: 3, image_size: 32, options: {endpoints
 studies:
   proxy: {space: mnasnet, budget: {rounds: 1, trials_per_round: 1}}
 budget: {train_steps: 2, batch_size: 2, latency_runs: 3}
+measurement: {min_seconds: 0}
 """
 EXPORT_RUN_ID, EXPORT_IMAGE = "run-7", "reg/kfnas:9"
 STALE_FILE = "stale.pb"

@@ -214,6 +214,12 @@ def problems_of(spec):
         ("measurement.batch_sizes=[8, 0]", "measurement.batch_sizes.1 must be at least 1, got 0"),
         ("measurement.batch_sizes=[4, 4]", "measurement.batch_sizes [4, 4] lists a size twice"),
         (
+            "measurement.min_seconds=-1",
+            "measurement.min_seconds must be between 0 (exactly budget.latency_runs calls) and "
+            "600 seconds per timed part, got -1",
+        ),
+        ("measurement.min_seconds=601", "measurement.min_seconds must be between 0"),
+        (
             "measurement.tflite=[fp16]",
             "measurement.tflite.0 'fp16' is not a TensorFlow Lite measurement: use float or int8",
         ),

@@ -37,6 +37,7 @@ studies:
   proxy: {space: spinenet_mbconv}
 algorithm: {name: regularized_evolution, options: {population_size: 3, tournament_size: 2}}
 budget: {train_steps: 2, batch_size: 2, latency_runs: 5}
+measurement: {min_seconds: 0}
 objectives:
   metric: AP
   reward: mnas

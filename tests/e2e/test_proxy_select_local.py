@@ -37,6 +37,7 @@ task:
 studies:
   proxy: {space: mnasnet}
 budget: {train_steps: 1, batch_size: 2, latency_runs: 3}
+measurement: {min_seconds: 0}
 """
 
 

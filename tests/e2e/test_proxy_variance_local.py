@@ -32,6 +32,7 @@ task:
 studies:
   proxy: {space: mnasnet}
 budget: {train_steps: 5, batch_size: 2, latency_runs: 3, evaluations: 5}
+measurement: {min_seconds: 0}
 """
 
 

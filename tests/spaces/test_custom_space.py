@@ -88,6 +88,7 @@ studies:
   proxy: {space: spinenet_mbconv}
 algorithm: {name: random}
 budget: {rounds: 1, trials_per_round: 1, train_steps: 3, batch_size: 2, latency_runs: 5}
+measurement: {min_seconds: 0}
 objectives: {metric: AP}
 """
 

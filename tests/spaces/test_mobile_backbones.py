@@ -184,6 +184,7 @@ task:
 studies:
   proxy: {space: mnasnet}
 budget: {train_steps: 3, batch_size: 2, latency_runs: 5}
+measurement: {min_seconds: 0}
 """
 
 

@@ -28,6 +28,7 @@ studies:
   proxy: {space: mnasnet, budget: {rounds: 1, trials_per_round: 1}}
 algorithm: {name: random}
 budget: {train_steps: 6, batch_size: 2, latency_runs: 3, evaluations: 3}
+measurement: {min_seconds: 0}
 """
 
 pytestmark = pytest.mark.filterwarnings("ignore::DeprecationWarning")

@@ -155,6 +155,7 @@ task:
 studies:
   proxy: {space: spinenet_mbconv}
 budget: {rounds: 2, trials_per_round: 1, train_steps: 6, batch_size: 2, latency_runs: 5}
+measurement: {min_seconds: 0}
 """
 
 

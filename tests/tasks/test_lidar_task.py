@@ -36,6 +36,7 @@ task: {{kind: lidar_detection, num_classes: 3, image_size: 64, options: {options
 studies:
   proxy: {{space: pointpillars}}
 budget: {{train_steps: 3, batch_size: 2, latency_runs: 5}}
+measurement: {{min_seconds: 0}}
 objectives: {{metric: AP_BEV_loose}}
 """
 

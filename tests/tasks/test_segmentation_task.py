@@ -57,6 +57,7 @@ studies:
   proxy: {{space: nasfpn}}
 objectives: {{metric: {metric}}}
 budget: {{train_steps: 3, batch_size: 2, latency_runs: 3}}
+measurement: {{min_seconds: 0}}
 """
 TRIAL_OPTIONS = {
     "segmentation": {**SEG_TASK.options, "learning_rate": 0.02, "warmup_steps": 2},

@@ -62,6 +62,7 @@ task: {{kind: {kind}, num_classes: 3, image_size: 64, options: {options}}}
 studies:
   proxy: {{space: {space}}}
 budget: {{train_steps: 3, batch_size: 2, latency_runs: 5}}
+measurement: {{min_seconds: 0}}
 """
 # Network spaces only: a refinement space (scaling, augmentation) retrains another study's trial
 # (tests/e2e/test_pipeline_local.py).

@@ -37,6 +37,7 @@ task:
 studies:
   proxy: {space: unet_encoder, budget: {rounds: 1, trials_per_round: 1}}
 budget: {train_steps: 6, batch_size: 2, evaluations: 2, latency_runs: 5}
+measurement: {min_seconds: 0}
 """
 
 TORCH_CLASSIFICATION_SPEC = """
@@ -45,6 +46,7 @@ task: {kind: torch_classification, num_classes: 3, image_size: 32}
 studies:
   proxy: {space: mnasnet, budget: {rounds: 1, trials_per_round: 1}}
 budget: {train_steps: 4, batch_size: 2, latency_runs: 3}
+measurement: {min_seconds: 0}
 """
 
 

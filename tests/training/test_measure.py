@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import statistics
+import time
 from typing import Any
 
 import numpy as np
@@ -24,6 +25,7 @@ from kfnas.training.measure import (  # noqa: E402
     measure_tflite_latency,
     trace_inference,
 )
+from kfnas.training.stats import timed_calls  # noqa: E402
 
 pytestmark = pytest.mark.tf
 
@@ -102,6 +104,23 @@ def test_memory_is_none_without_a_gpu_and_positive_with_one() -> None:
         assert memory is None
 
 
+def test_timed_calls_time_at_least_runs_calls_and_at_least_min_seconds() -> None:
+    calls: list[float] = []
+
+    def call() -> None:
+        calls.append(time.perf_counter())
+        time.sleep(0.01)
+
+    began = time.perf_counter()
+    samples = timed_calls(call, 3, min_seconds=0.2)
+    assert time.perf_counter() - began >= 0.2
+    assert len(samples) == len(calls) > 3
+    assert all(sample >= 10.0 for sample in samples)  # milliseconds, each call on its own
+    assert calls[-1] - began < 0.2  # the last call started inside the window: no extra one
+    assert len(timed_calls(call, 3)) == 3
+    assert len(timed_calls(lambda: None, 5, min_seconds=0.0)) == 5
+
+
 def test_latency_spread_is_computed_from_the_samples() -> None:
     samples = [4.0, 1.0, 3.0, 2.0, 10.0]
     result = LatencyMeasurement.from_samples(samples, "/CPU:0", batch_size=8)
@@ -120,6 +139,7 @@ def test_latency_spread_is_computed_from_the_samples() -> None:
         "cv": round(statistics.stdev(samples) / 4.0, 2),
         "min_ms": 1.0,
         "max_ms": 10.0,
+        "runs": 5,
     }
     single = LatencyMeasurement((5.0,), 5.0, "/CPU:0")  # the old constructor still works
     assert (single.stdev_ms, single.cv, single.p90_ms, single.batch_size) == (0.0, 0.0, 5.0, 1)

@@ -132,6 +132,7 @@ def test_warmup_calls_are_excluded_and_the_median_and_p90_are_of_the_timed_calls
     assert result.record["protocol"] == {
         "warmup": warmup,
         "runs": runs,
+        "min_seconds": 0.0,
         "threads": 0,
         "batch_sizes": [1],
     }
@@ -139,6 +140,30 @@ def test_warmup_calls_are_excluded_and_the_median_and_p90_are_of_the_timed_calls
     assert stats["median_ms"] == round(float(np.median(samples)), 4)
     assert stats["min_ms"] == round(float(samples.min()), 4)
     assert stats["max_ms"] == round(float(samples.max()), 4)
+
+
+def test_timed_parts_go_on_until_min_seconds_have_passed() -> None:
+    call_ms = 20.0
+    model = built((4,), PyCall(lambda: time.sleep(call_ms / 1000.0)))
+    result = measure_model(model, (4,), runs=3, warmup=1, batch_sizes=[2], min_seconds=0.3)
+
+    assert result.record["protocol"]["min_seconds"] == 0.3
+    for size in ("1", "2"):
+        stats = result.record["latency"][size]
+        # 3 calls would take ~60 ms: the calls went on until 0.3 s had passed, and then stopped.
+        assert 300.0 / stats["max_ms"] <= stats["runs"] <= 300.0 / call_ms + 1
+        assert stats["median_ms"] >= call_ms
+    exact = measure_model(model, (4,), runs=3, warmup=1, min_seconds=0.0)
+    assert exact.record["latency"]["1"]["runs"] == 3
+    # The window is part of the protocol: the two measurements are not interchangeable.
+    assert exact.record["key"] != result.record["key"]
+
+
+@pytest.mark.parametrize("bad", [-0.5, float("nan")])
+def test_a_negative_window_is_refused_before_anything_is_measured(bad: float) -> None:
+    model = built((4,), tf_keras.layers.Dense(2))
+    with pytest.raises(ValueError, match=r"min_seconds must be 0 \(exactly `runs` timed calls\)"):
+        measure_model(model, (4,), runs=3, min_seconds=bad)
 
 
 def test_exclusive_is_entered_only_around_the_timed_parts(
@@ -225,7 +250,9 @@ def test_metrics_of_a_dense_model_match_hand_counts() -> None:
         "cv",
         "min_ms",
         "max_ms",
+        "runs",
     }
+    assert record["latency"]["4"]["runs"] == 5
     assert record["tensorflow"] == tf.__version__
     assert "CPU" in record["device"] or "GPU" in record["device"]
     assert record["tflite"] == {}

@@ -36,6 +36,11 @@ CONSTRAINT_MEASURES = (
 TFLITE_MODES = ("float", "int8")
 #: The latency device of a run without a cluster profile (``kfp.local``, ``kfnas run``).
 LOCAL_DEVICE = "local"
+#: Seconds each timed part of a measurement lasts at least (``MeasurementSpec.min_seconds``).
+DEFAULT_MIN_SECONDS = 5.0
+#: The most ``MeasurementSpec.min_seconds`` may ask for: every new model holds the latency
+#: device (and, locally, pauses the trials) for that long per timed part.
+MAX_MIN_SECONDS = 600.0
 #: Environment variables of measurement pods: the device's name and the threads to pin.
 ENV_LATENCY_DEVICE = "KFNAS_LATENCY_DEVICE"
 ENV_LATENCY_THREADS = "KFNAS_LATENCY_THREADS"
@@ -296,13 +301,19 @@ class MeasurementSpec:
 
     Every trial's model is measured by the measurement step, one model at a time, on the device
     the cluster profile's ``latency`` section names (``local`` without a profile): warm-up calls,
-    then ``budget.latency_runs`` timed batch-1 calls (median and 90th percentile), the same for
-    each of ``batch_sizes``, FLOPs, parameters and (on a GPU) peak memory.
+    then ``budget.latency_runs`` timed batch-1 calls, and more until ``min_seconds`` have passed
+    (median and 90th percentile), the same for each of ``batch_sizes``, FLOPs, parameters and (on
+    a GPU) peak memory.
 
     Attributes:
         device: The device latency is measured on, as a cluster profile's ``latency.device``
             names it (``local`` for runs without a profile); empty: whichever the run's profile
             measures on. A run whose profile measures elsewhere is refused before any trial.
+        min_seconds: Each timed part goes on past ``budget.latency_runs`` calls until this many
+            seconds have passed (0: exactly ``latency_runs`` calls). A shared machine's speed
+            drifts over seconds: on a 2-core virtual machine 100-call medians of one model (2 s)
+            in five fresh processes varied by a CV of 6.5 %, 300-call ones (6 s) by 4 %
+            (``benchmarks/latency_repeatability.py``). A fast, quiet device (a GPU) may lower it.
         batch_sizes: More batch sizes to time besides batch 1 (``latency_ms_b<N>`` metrics).
         tflite: TensorFlow Lite measurements: ``float`` and/or ``int8`` (dynamic-range
             quantization), timed with the TFLite interpreter (``tflite_<mode>_latency_ms``).
@@ -318,6 +329,7 @@ class MeasurementSpec:
     """
 
     device: str = ""
+    min_seconds: float = DEFAULT_MIN_SECONDS
     batch_sizes: list[int] = dataclasses.field(default_factory=list)
     tflite: list[str] = dataclasses.field(default_factory=list)
     tflite_fallback: bool = False
@@ -333,6 +345,11 @@ class MeasurementSpec:
         ]
         if len(set(self.batch_sizes)) != len(self.batch_sizes):
             out.append(f"measurement.batch_sizes {self.batch_sizes} lists a size twice")
+        if not 0 <= self.min_seconds <= MAX_MIN_SECONDS:
+            out.append(
+                f"measurement.min_seconds must be between 0 (exactly budget.latency_runs calls) "
+                f"and {MAX_MIN_SECONDS:g} seconds per timed part, got {self.min_seconds}"
+            )
         out.extend(
             f"measurement.tflite.{i} {mode!r} is not a TensorFlow Lite measurement: use "
             + " or ".join(TFLITE_MODES)

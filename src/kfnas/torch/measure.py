@@ -8,10 +8,10 @@ and report read exactly as a TensorFlow one's:
    inference, ``torch.utils.flop_counter`` FLOPs / 2, as Vertex's "FLOPs half adds"), and on a
    GPU ``memory_mb`` (peak memory allocated by one batch-1 inference).
 2. Timed, each inside ``exclusive()`` when given (the local launcher pauses the other trials):
-   batch 1, then each extra batch size: ``warmup`` untimed calls, then ``runs`` timed ones in
-   inference mode (``torch.inference_mode``), each waiting for the device; the median is the
-   latency, with the 90th percentile and the coefficient of variation beside it
-   (``kfnas.training.stats.LatencyMeasurement``).
+   batch 1, then each extra batch size: ``warmup`` untimed calls, then ``runs`` timed ones (and
+   more until ``min_seconds`` have passed) in inference mode (``torch.inference_mode``), each
+   waiting for the device; the median is the latency, with the 90th percentile and the
+   coefficient of variation beside it (``kfnas.training.stats.LatencyMeasurement``).
 
 Threads: ``threads`` > 0 pins torch's intra-op threads (``torch.set_num_threads``) and, when torch
 has not run anything parallel yet, one inter-op thread. TensorFlow Lite modes do not apply to a
@@ -37,6 +37,7 @@ from kfnas.training.stats import (
     LatencyMeasurement,
     ModelMeasurement,
     protocol_arguments,
+    timed_calls,
     trial_protocol,
 )
 
@@ -72,9 +73,12 @@ def count_multiply_adds(module: Any, example: Any) -> int:
 
 
 def measure_latency(
-    module: Any, example: Any, *, warmup: int, runs: int, device: str
+    module: Any, example: Any, *, warmup: int, runs: int, device: str, min_seconds: float = 0.0
 ) -> LatencyMeasurement:
-    """``warmup`` untimed, then ``runs`` timed inference calls on ``example``."""
+    """``warmup`` untimed, then ``runs`` timed inference calls on ``example``.
+
+    Timed calls go on until ``min_seconds`` have passed (``timed_calls``).
+    """
     import torch
 
     def call() -> None:
@@ -82,14 +86,10 @@ def measure_latency(
         if example.is_cuda:
             torch.cuda.synchronize()
 
-    samples = []
     with torch.inference_mode():
         for _ in range(warmup):
             call()
-        for _ in range(runs):
-            began = time.perf_counter()
-            call()
-            samples.append((time.perf_counter() - began) * 1000)
+        samples = timed_calls(call, runs, min_seconds)
     return LatencyMeasurement.from_samples(samples, device, batch_size=len(example))
 
 
@@ -103,6 +103,7 @@ def measure_module(
     tflite: Sequence[str] = (),
     threads: int = 0,
     exclusive: Callable[[], AbstractContextManager[Any]] | None = None,
+    min_seconds: float = 0.0,
 ) -> ModelMeasurement:
     """Measures one torch module under the fixed protocol (see the module docstring).
 
@@ -115,13 +116,15 @@ def measure_module(
         tflite: TensorFlow Lite modes asked for: recorded as errors (not a TensorFlow model).
         threads: The intra-op threads the caller pinned (recorded).
         exclusive: A factory of the context manager entered around each timed part.
+        min_seconds: The least seconds each timed part's timed calls last.
 
     Raises:
-        ValueError: ``runs`` below 1, a negative ``warmup`` or a batch size below 1.
+        ValueError: ``runs`` below 1, a negative ``warmup`` or ``min_seconds``, or a batch size
+            below 1.
     """
     import torch
 
-    warmup, extra_sizes, modes = protocol_arguments(runs, warmup, batch_sizes, tflite)
+    warmup, extra_sizes, modes = protocol_arguments(runs, warmup, batch_sizes, tflite, min_seconds)
     parameter = next(module.parameters(), None)
     on = parameter.device if parameter is not None else torch.device("cpu")
     device = str(on)
@@ -151,7 +154,7 @@ def measure_module(
         batch = torch.zeros((size, *shape), device=on)
         with guard():
             latencies[size] = measure_latency(
-                module, batch, warmup=warmup, runs=runs, device=device
+                module, batch, warmup=warmup, runs=runs, device=device, min_seconds=min_seconds
             )
     seconds["timed"] = time.perf_counter() - start
 
@@ -166,6 +169,7 @@ def measure_module(
         "protocol": {
             "warmup": warmup,
             "runs": runs,
+            "min_seconds": min_seconds,
             "threads": threads,
             "batch_sizes": [1, *extra_sizes],
         },

@@ -25,7 +25,6 @@ To add a measurement: a function of ``(model, input_shape, ...)`` here, with its
 
 from __future__ import annotations
 
-import time
 from collections.abc import Callable, Sequence
 from typing import Any
 
@@ -36,7 +35,7 @@ import tensorflow as tf
 from official.core import train_utils  # noqa: F401
 from tensorflow.python.framework import convert_to_constants as _to_constants
 
-from kfnas.training.stats import LatencyMeasurement
+from kfnas.training.stats import LatencyMeasurement, timed_calls
 
 
 def count_parameters(
@@ -177,13 +176,15 @@ def measure_latency(
     dtype: tf.DType = tf.float32,
     batch_size: int = 1,
     concrete: Any = None,
+    min_seconds: float = 0.0,
 ) -> LatencyMeasurement:
     """Times inference of ``model`` on the current device, at batch 1 unless told otherwise.
 
     The model runs through one ``tf.function`` in inference mode (``training=False``) on a random
     input already on the device. ``warmup`` untimed calls (the first one traces unless
-    ``concrete`` is given) precede ``runs`` timed calls; each timed call ends when the device has
-    finished (its own devices only, see ``_local_sync``), so asynchronous GPU work is included.
+    ``concrete`` is given) precede ``runs`` timed calls, and more until ``min_seconds`` have
+    passed (``timed_calls``); each timed call ends when the device has finished (its own devices
+    only, see ``_local_sync``), so asynchronous GPU work is included.
 
     Args:
         model: Called as ``model(images, training=False)``.
@@ -194,6 +195,7 @@ def measure_latency(
         batch_size: The batch dimension of each call.
         concrete: The model's ``trace_inference`` function for ``batch_size`` (batch 1 by
             default), already traced, so the model is not traced again.
+        min_seconds: The least seconds the timed calls last.
 
     Raises:
         ValueError: ``warmup`` is negative, ``runs`` or ``batch_size`` is below 1, or
@@ -217,12 +219,12 @@ def measure_latency(
     for _ in range(warmup):
         concrete(images)
     sync()
-    samples = []
-    for _ in range(runs):
-        start = time.perf_counter()
+
+    def call() -> None:
         concrete(images)
         sync()
-        samples.append((time.perf_counter() - start) * 1000.0)
+
+    samples = timed_calls(call, runs, min_seconds)
     return LatencyMeasurement.from_samples(samples, images.device, batch_size)
 
 
@@ -334,7 +336,12 @@ def convert_to_tflite(concrete_fn: Any, model: Any, mode: str) -> bytes:
 
 
 def measure_tflite_latency(
-    tflite_bytes: bytes, *, warmup: int = 20, runs: int = 100, threads: int = 0
+    tflite_bytes: bytes,
+    *,
+    warmup: int = 20,
+    runs: int = 100,
+    threads: int = 0,
+    min_seconds: float = 0.0,
 ) -> LatencyMeasurement:
     """Times a TensorFlow Lite model with the TFLite interpreter on this machine's CPU.
 
@@ -347,6 +354,7 @@ def measure_tflite_latency(
         warmup: Untimed invocations before the timed ones.
         runs: Timed invocations.
         threads: Interpreter threads; 0: the interpreter's default.
+        min_seconds: The least seconds the timed invocations last (``timed_calls``).
 
     Raises:
         ValueError: ``warmup`` is negative or ``runs`` is below 1, or the interpreter refuses the
@@ -369,10 +377,6 @@ def measure_tflite_latency(
         interpreter.set_tensor(detail["index"], inputs[-1])
     for _ in range(warmup):
         interpreter.invoke()
-    samples = []
-    for _ in range(runs):
-        start = time.perf_counter()
-        interpreter.invoke()
-        samples.append((time.perf_counter() - start) * 1000.0)
+    samples = timed_calls(interpreter.invoke, runs, min_seconds)
     batch = int(inputs[0].shape[0]) if inputs and inputs[0].ndim else 1
     return LatencyMeasurement.from_samples(samples, "tflite:CPU", batch)

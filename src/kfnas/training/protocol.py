@@ -11,8 +11,10 @@ never inside the training trial, so that every model of an experiment is timed t
 2. The timed parts, each inside ``exclusive()`` when given (the local launcher pauses the other
    trials while it is entered; nothing untimed runs inside it): batch-1 latency, each extra batch
    size, each converted TensorFlow Lite model. Each is ``warmup`` untimed calls, then ``runs``
-   timed ones; the reported latency is the median, with the 90th percentile and the coefficient
-   of variation beside it.
+   timed ones, and more until ``min_seconds`` have passed (``kfnas.training.stats.timed_calls``:
+   this machine's speed drifts over seconds, so a median over a few seconds is steadier than one
+   over a burst); the reported latency is the median, with the 90th percentile and the
+   coefficient of variation beside it, and the record has the timed calls' count (``runs``).
 
 The process is prepared (``prepare_measurement``) before TensorFlow executes anything, so the
 measurement worker calls it first thing in a fresh process: it pins the threads
@@ -150,6 +152,7 @@ def measure_model(
     threads: int = 0,
     exclusive: Callable[[], contextlib.AbstractContextManager] | None = None,
     known: KnownMeasurements | None = None,
+    min_seconds: float = 0.0,
 ) -> ModelMeasurement:
     """Measures one model under the fixed protocol (see the module docstring).
 
@@ -166,15 +169,17 @@ def measure_model(
             timed calls) and nothing else: the local launcher pauses the other trials in it.
         known: Measurements to reuse for a model that computes the same under the same
             protocol, and to add this one to (see the module docstring); None: always measure.
+        min_seconds: The least seconds each timed part's timed calls last (the spec's
+            ``measurement.min_seconds``); 0: exactly ``runs`` calls.
 
     Returns:
         The metrics, the JSON-ready record and the TensorFlow Lite errors.
 
     Raises:
-        ValueError: ``runs`` below 1, a negative ``warmup``, a batch size below 1, or a mode that
-            is not a TensorFlow Lite mode.
+        ValueError: ``runs`` below 1, a negative ``warmup`` or ``min_seconds``, a batch size
+            below 1, or a mode that is not a TensorFlow Lite mode.
     """
-    warmup, extra_sizes, modes = protocol_arguments(runs, warmup, batch_sizes, tflite)
+    warmup, extra_sizes, modes = protocol_arguments(runs, warmup, batch_sizes, tflite, min_seconds)
     shape = tuple(int(d) for d in input_shape)
     guard = exclusive or contextlib.nullcontext
     metrics: dict[str, float] = {}
@@ -185,7 +190,7 @@ def measure_model(
     start = time.perf_counter()
     metrics["params"] = float(measure.count_parameters(model, shape))
     concrete = measure.trace_inference(model, shape)
-    key = measurement_key(concrete, warmup, runs, extra_sizes, modes, threads)
+    key = measurement_key(concrete, warmup, runs, extra_sizes, modes, threads, min_seconds)
     if known is not None and (earlier := known.get(key)) is not None:
         log.info("measured before under key %s: reusing that measurement", key[:12])
         return earlier
@@ -210,7 +215,7 @@ def measure_model(
     latencies: dict[int, measure.LatencyMeasurement] = {}
     with guard():
         latencies[1] = measure.measure_latency(
-            model, shape, warmup=warmup, runs=runs, concrete=concrete
+            model, shape, warmup=warmup, runs=runs, concrete=concrete, min_seconds=min_seconds
         )
     for size in extra_sizes:
         with guard():
@@ -221,13 +226,14 @@ def measure_model(
                 runs=runs,
                 batch_size=size,
                 concrete=batch_concretes[size],
+                min_seconds=min_seconds,
             )
     tflite_latencies: dict[str, measure.LatencyMeasurement] = {}
     for mode, blob in converted.items():
         with guard():
             try:
                 tflite_latencies[mode] = measure.measure_tflite_latency(
-                    blob, warmup=warmup, runs=runs, threads=threads
+                    blob, warmup=warmup, runs=runs, threads=threads, min_seconds=min_seconds
                 )
             except Exception as e:  # the interpreter refusing it is the model's
                 errors[f"tflite_{mode}"] = _error_text(e)
@@ -257,6 +263,7 @@ def measure_model(
         "protocol": {
             "warmup": warmup,
             "runs": runs,
+            "min_seconds": min_seconds,
             "threads": threads,
             "batch_sizes": [1, *extra_sizes],
         },
@@ -285,6 +292,7 @@ def measurement_key(
     batch_sizes: Sequence[int],
     tflite: Sequence[str],
     threads: int,
+    min_seconds: float = 0.0,
 ) -> str:
     """The sha256 hex digest of what a traced model computes and how this process measures it.
 
@@ -296,6 +304,7 @@ def measurement_key(
         "model": inference_fingerprint(concrete),
         "warmup": warmup,
         "runs": runs,
+        "min_seconds": float(min_seconds),
         "batch_sizes": sorted(batch_sizes),
         "tflite": sorted(tflite),
         "threads": threads,

@@ -3,8 +3,9 @@
 ``LatencyMeasurement`` (the samples of timed calls, their median and spread) and
 ``ModelMeasurement`` (one model measured under the fixed protocol) are shared by the TensorFlow
 protocol (``kfnas.training.protocol``) and the PyTorch one (``kfnas.torch.measure``), so both
-record the same statistics under the same names, and ``protocol_arguments`` checks both
-protocols' arguments the same way. This module imports neither framework.
+record the same statistics under the same names, ``protocol_arguments`` checks both protocols'
+arguments the same way and ``timed_calls`` times every timed part of both (TensorFlow, TensorFlow
+Lite, PyTorch) the same way. This module imports neither framework.
 
 To add a statistic: derive it in ``LatencyMeasurement.__post_init__`` and list it in ``stats``.
 """
@@ -14,7 +15,8 @@ from __future__ import annotations
 import dataclasses
 import math
 import statistics
-from collections.abc import Sequence
+import time
+from collections.abc import Callable, Sequence
 from typing import Any
 
 import numpy as np
@@ -29,18 +31,24 @@ def trial_protocol(spec: ExperimentSpec, trial: TrialSpec) -> dict[str, Any]:
 
     Returns:
         ``input_shape`` (the task's, without the batch dimension), ``runs`` (the budget's
-        ``latency_runs``), ``batch_sizes`` and ``tflite`` (the spec's ``measurement``).
+        ``latency_runs``), ``min_seconds``, ``batch_sizes`` and ``tflite`` (the spec's
+        ``measurement``).
     """
     return {
         "input_shape": TASKS.get(spec.task.kind).input_shape(spec.task),
         "runs": BudgetSpec(**trial.budget).latency_runs,
+        "min_seconds": float(spec.measurement.min_seconds),
         "batch_sizes": tuple(spec.measurement.batch_sizes),
         "tflite": tuple(spec.measurement.tflite),
     }
 
 
 def protocol_arguments(
-    runs: int, warmup: int | None, batch_sizes: Sequence[int], tflite: Sequence[str]
+    runs: int,
+    warmup: int | None,
+    batch_sizes: Sequence[int],
+    tflite: Sequence[str],
+    min_seconds: float = 0.0,
 ) -> tuple[int, list[int], list[str]]:
     """Checks a measurement's arguments and resolves them, for every framework's protocol.
 
@@ -49,18 +57,23 @@ def protocol_arguments(
         warmup: Untimed calls before each timed part; ``None``: ``max(5, runs // 5)``.
         batch_sizes: Batch sizes to time besides batch 1.
         tflite: TensorFlow Lite modes asked for.
+        min_seconds: The least seconds each timed part lasts (``timed_calls``).
 
     Returns:
         The warm-up count, the extra batch sizes (without 1 and repeats, in order) and the
         TensorFlow Lite modes (without repeats).
 
     Raises:
-        ValueError: ``runs`` below 1, a negative ``warmup``, a batch size below 1, or a mode that
-            is not a TensorFlow Lite mode.
+        ValueError: ``runs`` below 1, a negative ``warmup`` or ``min_seconds`` (or not a
+            number), a batch size below 1, or a mode that is not a TensorFlow Lite mode.
     """
     warmup = max(5, runs // 5) if warmup is None else warmup
     if runs < 1 or warmup < 0:
         raise ValueError(f"need runs >= 1 and warmup >= 0, got runs={runs}, warmup={warmup}")
+    if not min_seconds >= 0:  # NaN too
+        raise ValueError(
+            f"min_seconds must be 0 (exactly `runs` timed calls) or more, got {min_seconds}"
+        )
     if bad := [size for size in batch_sizes if size < 1]:
         raise ValueError(
             f"batch_sizes must be at least 1, got {bad[0]} in {list(batch_sizes)}: list the "
@@ -70,6 +83,29 @@ def protocol_arguments(
         raise ValueError(f"TensorFlow Lite mode {bad[0]!r} is not one of {', '.join(TFLITE_MODES)}")
     extra_sizes = [size for size in dict.fromkeys(batch_sizes) if size != 1]
     return warmup, extra_sizes, list(dict.fromkeys(tflite))
+
+
+def timed_calls(call: Callable[[], object], runs: int, min_seconds: float = 0.0) -> list[float]:
+    """Times ``call`` at least ``runs`` times, and on until ``min_seconds`` have passed.
+
+    A shared machine's speed drifts over seconds, so a median of calls spread over a longer
+    window is a steadier figure than one of a burst (see ``MeasurementSpec.min_seconds``).
+
+    Args:
+        call: One timed call; it returns once the device has finished (the caller syncs).
+        runs: The fewest timed calls.
+        min_seconds: The least seconds from the first timed call's start to the last one's end.
+
+    Returns:
+        Each call's milliseconds, in call order.
+    """
+    samples: list[float] = []
+    began = time.perf_counter()
+    while len(samples) < runs or time.perf_counter() - began < min_seconds:
+        start = time.perf_counter()
+        call()
+        samples.append((time.perf_counter() - start) * 1000.0)
+    return samples
 
 
 @dataclasses.dataclass(frozen=True)
@@ -130,11 +166,16 @@ class LatencyMeasurement:
         return cls(samples, median, device, batch_size)
 
     def stats(self, digits: int = 4) -> dict[str, float]:
-        """The statistics (not the samples), rounded to ``digits`` decimals: JSON-ready."""
-        return {
+        """The statistics (not the samples), rounded to ``digits`` decimals: JSON-ready.
+
+        Also the timed calls' count, ``runs``.
+        """
+        stats: dict[str, float] = {
             name: round(getattr(self, name), digits)
             for name in ("median_ms", "p90_ms", "mean_ms", "stdev_ms", "cv", "min_ms", "max_ms")
         }
+        stats["runs"] = len(self.samples_ms)
+        return stats
 
 
 @dataclasses.dataclass(frozen=True)
