@@ -31,9 +31,9 @@ of the mean. No assertions: the figures depend on the machine (and on anything e
 it). The last line is a one-line JSON summary.
 
 Run: ``.venv/bin/python benchmarks/latency_repeatability.py [--repeats 5] [--runs 100]
-[--min-seconds 5] [--threads 1] [--fresh-before]``; about 3 minutes on two CPU cores, 4 with ``--fresh-before``
-(each ``after`` repetition imports TensorFlow, builds and traces the model in a fresh process,
-as the measurement worker does).
+[--min-seconds 5] [--threads 1] [--fresh-before]``; about 3 minutes on two CPU cores, 4 with
+``--fresh-before`` (each ``after`` repetition imports TensorFlow, builds and traces the model in
+a fresh process, as the measurement worker does).
 """
 
 from __future__ import annotations
