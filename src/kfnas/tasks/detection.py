@@ -340,6 +340,24 @@ __all__ = [
 ]
 
 
+#: The detection generator config's fields that ``MultilevelDetectionGenerator`` takes as they are.
+_GENERATOR_FIELDS = (
+    "apply_nms",
+    "pre_nms_top_k",
+    "pre_nms_score_threshold",
+    "nms_iou_threshold",
+    "max_num_detections",
+    "nms_version",
+    "use_cpu_nms",
+    "soft_nms_sigma",
+    "return_decoded",
+    "use_class_agnostic_nms",
+    "box_coder_weights",
+)
+#: The norm-activation config's fields that ``RetinaNetHead`` takes as they are.
+_NORM_FIELDS = ("activation", "use_sync_bn", "norm_momentum", "norm_epsilon")
+
+
 def _retinanet(model: Any, backbone: Any, decoder: Any, regularizer: Any) -> Any:
     """The RetinaNet model ``factory.build_retinanet`` builds, without calling the backbone.
 
@@ -379,10 +397,7 @@ def _retinanet(model: Any, backbone: Any, decoder: Any, regularizer: Any) -> Any
         attribute_heads=[cfg.as_dict() for cfg in (head_config.attribute_heads or [])],
         share_classification_heads=head_config.share_classification_heads,
         use_separable_conv=head_config.use_separable_conv,
-        activation=norm.activation,
-        use_sync_bn=norm.use_sync_bn,
-        norm_momentum=norm.norm_momentum,
-        norm_epsilon=norm.norm_epsilon,
+        **{name: getattr(norm, name) for name in _NORM_FIELDS},
         kernel_regularizer=regularizer,
         share_level_convs=head_config.share_level_convs,
     )
@@ -395,18 +410,8 @@ def _retinanet(model: Any, backbone: Any, decoder: Any, regularizer: Any) -> Any
         decoder,
         head,
         detection_generator.MultilevelDetectionGenerator(
-            apply_nms=generator.apply_nms,
-            pre_nms_top_k=generator.pre_nms_top_k,
-            pre_nms_score_threshold=generator.pre_nms_score_threshold,
-            nms_iou_threshold=generator.nms_iou_threshold,
-            max_num_detections=generator.max_num_detections,
-            nms_version=generator.nms_version,
-            use_cpu_nms=generator.use_cpu_nms,
-            soft_nms_sigma=generator.soft_nms_sigma,
+            **{name: getattr(generator, name) for name in _GENERATOR_FIELDS},
             tflite_post_processing_config=tflite_config,
-            return_decoded=generator.return_decoded,
-            use_class_agnostic_nms=generator.use_class_agnostic_nms,
-            box_coder_weights=generator.box_coder_weights,
         ),
         min_level=model.min_level,
         max_level=model.max_level,
