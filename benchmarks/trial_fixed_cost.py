@@ -7,9 +7,11 @@ times in one run, each in a process of its own, and prints their phases side by 
   parsers and the model's layers converted by AutoGraph (``tracing.SKIP_AUTOGRAPH = False``), the
   training step traced twice (its first trace made the optimizer's slots:
   ``_TrialRun.CREATE_OPTIMIZER_VARIABLES = False``), an evaluation through a traced step
-  (``Evaluator.EAGER_BATCHES = 0``), then latency, FLOPs and parameters measured in the trial's
-  own process (``run_trial(measure=True)``). (The detection head is built with the model in both:
-  that part of the change adds ~0.2 s to ``before``'s build, which it would not have had.)
+  (``Evaluator.EAGER_BATCHES = 0``), Python's garbage collector at its default thresholds (the
+  others call ``tracing.collect_less`` as the trial worker does), then latency, FLOPs and
+  parameters measured in the trial's own process (``run_trial(measure=True)``). (The detection
+  head is built with the model in both: that part of the change adds ~0.2 s to ``before``'s
+  build, which it would not have had.)
 * ``grappler``: as ``after`` but with Grappler optimizing the CPU trial's graphs
   (``tracing.SKIP_GRAPPLER_ON_CPU = False``), as trials did until stop 37: this column beside
   ``after`` is that change alone, its ``loop`` row says whether the optimized step trained faster.
@@ -99,6 +101,8 @@ def _trial(uri: str, mode: str, began: float) -> dict[str, float]:
     from kfnas.tasks import tracing
 
     tracing.SKIP_GRAPPLER_ON_CPU = mode == "after"  # the others optimize every graph, as before
+    if mode != "before":
+        tracing.collect_less()  # as the trial worker does first; before: Python's defaults
     if mode == "before":
         from kfnas.training.trainer import _TrialRun
 

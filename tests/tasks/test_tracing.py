@@ -3,8 +3,11 @@
 from __future__ import annotations
 
 import inspect
+import json
 import logging
 import os
+import subprocess
+import sys
 
 import numpy as np
 import pytest
@@ -122,3 +125,38 @@ def test_graphs_run_unoptimized_on_cpu_inside_the_block_only(monkeypatch):
     monkeypatch.setattr(tracing, "SKIP_GRAPPLER_ON_CPU", False)
     with tracing.unoptimized_on_cpu() as off:
         assert not off and any("Fused" in op for op in _conv_bias_relu())
+
+
+#: Runs each worker's main with its trial stage replaced by a probe of the process's collector.
+GC_PROBE = """
+import gc, json, sys
+from kfnas.stages import measure_worker, worker
+
+seen = []
+
+def probe(*args, **kwargs):
+    seen.append({"threshold": list(gc.get_threshold()), "frozen": gc.get_freeze_count()})
+    raise SystemExit(0)
+
+worker.run_trial = measure_worker.measure_trial = probe
+before = {"threshold": list(gc.get_threshold()), "frozen": gc.get_freeze_count()}
+for main, argv in ((worker.main, ["x", "proxy", "1"]), (measure_worker.main, ["x", "proxy", "1"])):
+    try:
+        main(argv)
+    except SystemExit:
+        pass
+print(json.dumps({"before": before, "seen": seen}))
+"""
+
+
+def test_trial_and_measurement_workers_collect_garbage_less_often():
+    done = subprocess.run(
+        [sys.executable, "-c", GC_PROBE], capture_output=True, text=True, check=True
+    )
+    out = json.loads(done.stdout.strip().splitlines()[-1])
+    assert out["before"]["threshold"] == [700, 10, 10]  # Python's defaults until main runs
+    assert out["before"]["frozen"] == 0
+    assert len(out["seen"]) == 2  # both workers reached their stage
+    for seen in out["seen"]:
+        assert seen["threshold"] == list(tracing.GC_THRESHOLDS)
+        assert seen["frozen"] > 10_000  # the imports: a full collection skips them

@@ -23,6 +23,7 @@ from collections.abc import Sequence
 from kfnas.launch.tf_config import ClusterConfigError, prepare_tf_config
 from kfnas.records.trial import TrialStatus, TrialTraining
 from kfnas.stages.search import run_trial
+from kfnas.tasks.tracing import collect_less
 
 
 def main(argv: Sequence[str] | None = None) -> int:
@@ -37,6 +38,7 @@ def main(argv: Sequence[str] | None = None) -> int:
         help="train and evaluate only: a measurement job measures the model (trained.json)",
     )
     args = parser.parse_args(argv)
+    collect_less()  # building and tracing the model make many objects
     try:
         role = prepare_tf_config()  # before TensorFlow starts
     except ClusterConfigError as e:
