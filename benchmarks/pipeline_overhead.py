@@ -21,7 +21,11 @@ pipeline's own overhead; with 2, ``kfp.local`` runs two trials at once and the r
 what the overlap gains on this machine. Longer ``--steps`` make training dominate; the overhead
 per step is mostly fixed, so the ratio falls toward 1.
 
-Run: ``.venv/bin/python benchmarks/pipeline_overhead.py [--rounds 2] [--trials 2] [--steps 20]``.
+``--min-seconds`` sets ``measurement.min_seconds`` (each timing's window, during which the local
+launcher pauses the trials; 0: exactly ``latency_runs`` calls), to show what the window costs.
+
+Run: ``.venv/bin/python benchmarks/pipeline_overhead.py [--rounds 2] [--trials 2] [--steps 20]
+[--min-seconds 0]``.
 The last line is a one-line JSON summary.
 """
 
@@ -69,14 +73,23 @@ def main() -> None:
     parser.add_argument(
         "--full-steps", type=int, default=40, help="validation and final steps (default 40)"
     )
+    parser.add_argument(
+        "--min-seconds",
+        type=float,
+        default=None,
+        help="measurement.min_seconds: each timing's least seconds (default: the spec default)",
+    )
     args = parser.parse_args()
+    overrides = [f"budget.train_steps={args.steps}"]
+    if args.min_seconds is not None:
+        overrides.append(f"measurement.min_seconds={args.min_seconds}")
 
     with tempfile.TemporaryDirectory(prefix="kfnas-overhead-") as tmp:
         root = Path(tmp)
         files = write_detection_dataset(root / "data", num_train=32, num_validation=8)
         arguments = {
             "spec_yaml": SPEC,
-            "overrides": [f"budget.train_steps={args.steps}"],
+            "overrides": overrides,
             "store_root": str(root / "store"),
             "train_data": files.train_pattern,
             "validation_data": files.validation_pattern,
