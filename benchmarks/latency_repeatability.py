@@ -19,11 +19,12 @@ alternating order, in one run:
 * ``after``: the measurement step's way: every repetition in a fresh process that prepares
   itself as the measurement worker does (``kfnas.training.protocol.prepare_measurement``
   before TensorFlow runs anything: the BFC CPU allocator, ``--threads`` pinned, by default
-  what a local worker pins, ``LOCAL_THREADS``), rebuilds the model and calls
-  ``measure_model(model, shape, runs=--runs)`` with nothing else of ours running (the local
-  launcher pauses the other trials around the timed parts), with the timed calls going on until
-  ``--min-seconds`` have passed (by default the spec's ``measurement.min_seconds``; 0 times
-  exactly ``--runs`` calls, as the protocol did before it had a time window).
+  what a local worker pins, ``LOCAL_THREADS``; then ``kfnas.tasks.tracing.collect_less``),
+  rebuilds the model and calls ``measure_model(model, shape, runs=--runs)`` with nothing else of
+  ours running (the local launcher pauses the other trials around the timed parts), with the
+  timed calls going on until ``--min-seconds`` have passed (by default the spec's
+  ``measurement.min_seconds``; 0 times exactly ``--runs`` calls, as the protocol did before it
+  had a time window).
 
 Printed: each repetition's median latency, the mean of the medians, their coefficient of variation
 (stdev / mean of the ``--repeats`` medians) each way, and the ratios before / after of the CV and
@@ -93,6 +94,9 @@ def _after(args: argparse.Namespace) -> dict[str, Any]:
     from kfnas.training.protocol import prepare_measurement
 
     pinned = prepare_measurement(args.threads)  # first: before TensorFlow runs anything
+    from kfnas.tasks.tracing import collect_less
+
+    collect_less()  # as the measurement worker does
     from kfnas.training.protocol import measure_model
 
     start = time.perf_counter()
