@@ -127,19 +127,31 @@ def test_graphs_run_unoptimized_on_cpu_inside_the_block_only(monkeypatch):
         assert not off and any("Fused" in op for op in _conv_bias_relu())
 
 
-#: Runs each worker's main with its trial stage replaced by a probe of the process's collector.
-GC_PROBE = """
+#: Runs each worker's main with its trial stage replaced by a probe of the process's collector
+#: and of the Python stacks its graph ops record.
+WORKER_PROBE = """
 import gc, json, sys
+import tensorflow as tf
 from kfnas.stages import measure_worker, worker
+from kfnas.tasks import tracing
+
+def state():
+    graph = tf.function(lambda x: x + 1.0).get_concrete_function(tf.TensorSpec([])).graph
+    return {
+        "threshold": list(gc.get_threshold()),
+        "frozen": gc.get_freeze_count(),
+        "op_stack": max(len(op.traceback) for op in graph.get_operations()),
+        "hint": tracing.op_tracebacks_hint(),
+    }
 
 seen = []
 
 def probe(*args, **kwargs):
-    seen.append({"threshold": list(gc.get_threshold()), "frozen": gc.get_freeze_count()})
+    seen.append(state())
     raise SystemExit(0)
 
 worker.run_trial = measure_worker.measure_trial = probe
-before = {"threshold": list(gc.get_threshold()), "frozen": gc.get_freeze_count()}
+before = state()
 for main, argv in ((worker.main, ["x", "proxy", "1"]), (measure_worker.main, ["x", "proxy", "1"])):
     try:
         main(argv)
@@ -149,14 +161,32 @@ print(json.dumps({"before": before, "seen": seen}))
 """
 
 
-def test_trial_and_measurement_workers_collect_garbage_less_often():
+def _probe_workers(**env: str) -> dict:
     done = subprocess.run(
-        [sys.executable, "-c", GC_PROBE], capture_output=True, text=True, check=True
+        [sys.executable, "-c", WORKER_PROBE],
+        capture_output=True,
+        text=True,
+        check=True,
+        env={**os.environ, **env},
     )
-    out = json.loads(done.stdout.strip().splitlines()[-1])
+    return json.loads(done.stdout.strip().splitlines()[-1])
+
+
+def test_trial_and_measurement_workers_collect_garbage_less_often_and_skip_op_stacks():
+    out = _probe_workers(KFNAS_OP_TRACEBACKS="0")
     assert out["before"]["threshold"] == [700, 10, 10]  # Python's defaults until main runs
     assert out["before"]["frozen"] == 0
+    assert out["before"]["op_stack"] > 3 and out["before"]["hint"] == ""  # recorded until then
     assert len(out["seen"]) == 2  # both workers reached their stage
     for seen in out["seen"]:
         assert seen["threshold"] == list(tracing.GC_THRESHOLDS)
         assert seen["frozen"] > 10_000  # the imports: a full collection skips them
+        assert seen["op_stack"] == 0
+        assert "KFNAS_OP_TRACEBACKS=1" in seen["hint"]
+
+
+def test_op_stacks_are_kept_when_the_environment_asks():
+    out = _probe_workers(KFNAS_OP_TRACEBACKS="1")
+    assert len(out["seen"]) == 2
+    for seen in out["seen"]:
+        assert seen["op_stack"] > 3 and seen["hint"] == ""

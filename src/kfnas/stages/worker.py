@@ -23,7 +23,7 @@ from collections.abc import Sequence
 from kfnas.launch.tf_config import ClusterConfigError, prepare_tf_config
 from kfnas.records.trial import TrialStatus, TrialTraining
 from kfnas.stages.search import run_trial
-from kfnas.tasks.tracing import collect_less
+from kfnas.tasks.tracing import collect_less, skip_op_tracebacks
 
 
 def main(argv: Sequence[str] | None = None) -> int:
@@ -44,6 +44,7 @@ def main(argv: Sequence[str] | None = None) -> int:
     except ClusterConfigError as e:
         print(f"kfnas worker: {e}", file=sys.stderr, flush=True)
         return 2
+    skip_op_tracebacks()  # ~15,000 graph ops a demo proxy trial: their Python stacks cost ~0.7 s
     result = run_trial(args.experiment_uri, args.study, args.trial_id, measure=not args.train_only)
     if role is not None and not role.chief:
         print(

@@ -33,6 +33,16 @@ the same peak memory (1.5 GB). It also freezes what the process holds already (t
 inherited from the fork server), so a full collection, when one comes, skips them. Reference
 counting still frees every object outside a cycle at once; the measurement worker collects
 explicitly between models (``kfnas.training.measurement.release_models``).
+
+``skip_op_tracebacks()`` is the other thing they call first: TensorFlow records the Python stack
+of every graph op it creates (for the "defined at" lines of its runtime errors) and hands those
+stacks to the runtime with each function. A demo proxy trial creates ~15,000 graph ops (its
+model, its training step's ~9,700, input parsers, checkpoint); recording their stacks took ~0.4 s
+of the step's 3.2 s trace and ~0.3 s of its first run's 1.1 s (``benchmarks/trial_fixed_cost.py``).
+Without them a runtime error still names the failing op by its full name
+(``retina_net_model/.../conv2d/Conv2D``) and the Python exception's traceback stays whole;
+``KFNAS_OP_TRACEBACKS=1`` in the process's environment keeps the stacks, for a trial whose error
+needs them (the trial's error message says so).
 """
 
 from __future__ import annotations
@@ -40,6 +50,8 @@ from __future__ import annotations
 import contextlib
 import gc
 import logging
+import os
+import types
 from collections.abc import Callable, Iterator
 from typing import TypeVar
 
@@ -59,6 +71,9 @@ SKIP_GRAPPLER_ON_CPU = True
 #: (``collect_less``): a young collection every 100,000 net allocations of container objects
 #: (Python's default: 700), a middle one every 20 young ones, a full one every 10 middle ones.
 GC_THRESHOLDS = (100_000, 20, 10)
+
+#: The environment variable that keeps TensorFlow's op tracebacks (``skip_op_tracebacks``).
+OP_TRACEBACKS_ENV = "KFNAS_OP_TRACEBACKS"
 
 
 def without_autograph(build: Callable[[], T], what: str) -> T:
@@ -96,8 +111,7 @@ def unoptimized_on_cpu() -> Iterator[bool]:
     """
     import tensorflow as tf
 
-    accelerated = any(tf.config.list_logical_devices(kind) for kind in ("GPU", "TPU"))
-    if not SKIP_GRAPPLER_ON_CPU or accelerated:
+    if not SKIP_GRAPPLER_ON_CPU or has_accelerator():
         yield False
         return
     before = bool(tf.config.optimizer.get_experimental_options().get("disable_meta_optimizer"))
@@ -108,6 +122,13 @@ def unoptimized_on_cpu() -> Iterator[bool]:
         tf.config.optimizer.set_experimental_options({"disable_meta_optimizer": before})
 
 
+def has_accelerator() -> bool:
+    """Whether this process sees a GPU or TPU (TensorFlow's logical devices)."""
+    import tensorflow as tf
+
+    return any(tf.config.list_logical_devices(kind) for kind in ("GPU", "TPU"))
+
+
 def collect_less() -> None:
     """Freezes the objects this process holds and sets ``GC_THRESHOLDS`` (module doc).
 
@@ -116,3 +137,49 @@ def collect_less() -> None:
     """
     gc.freeze()
     gc.set_threshold(*GC_THRESHOLDS)
+
+
+def skip_op_tracebacks() -> bool:
+    """Graph ops created from now on record no Python stack (module doc); process-wide.
+
+    For the first thing a trial or measurement process does, with ``collect_less``. Nothing
+    changes when ``KFNAS_OP_TRACEBACKS`` is set to anything but ``0`` or empty, or when this
+    TensorFlow records the stacks elsewhere than ``tensorflow.python.framework.ops``.
+
+    Returns:
+        Whether the stacks are skipped now.
+    """
+    if os.environ.get(OP_TRACEBACKS_ENV, "") not in ("", "0"):
+        return False
+    from tensorflow.python.framework import ops
+    from tensorflow.python.util import tf_stack
+
+    recorder = getattr(ops, "tf_stack", None)
+    if getattr(recorder, "extract_stack", None) is not tf_stack.extract_stack:
+        return isinstance(recorder, _NoStacks)  # already skipped, or recorded some other way
+    ops.tf_stack = _NoStacks(tf_stack.extract_stack(stacklevel=1 << 30))
+    return True
+
+
+def op_tracebacks_hint() -> str:
+    """What a trial's TensorFlow runtime error adds when op stacks were skipped; else ``""``."""
+    from tensorflow.python.framework import ops
+
+    if not isinstance(getattr(ops, "tf_stack", None), _NoStacks):
+        return ""
+    return (
+        f" (ops' Python stacks were not recorded: set {OP_TRACEBACKS_ENV}=1 in the trial's "
+        "environment to see where the failing op was defined)"
+    )
+
+
+class _NoStacks(types.SimpleNamespace):
+    """Stands in for ``tf_stack`` in ``tensorflow.python.framework.ops``: every stack is empty."""
+
+    def __init__(self, empty: object):
+        super().__init__()
+        self._empty = empty
+
+    def extract_stack(self, stacklevel: int = 1) -> object:
+        """The empty stack (TensorFlow's own type), whatever ``stacklevel``."""
+        return self._empty
