@@ -7,8 +7,10 @@ times in one run, each in a process of its own, and prints their phases side by 
   parsers and the model's layers converted by AutoGraph (``tracing.SKIP_AUTOGRAPH = False``), the
   training step traced twice (its first trace made the optimizer's slots:
   ``_TrialRun.CREATE_OPTIMIZER_VARIABLES = False``), an evaluation through a traced step
-  (``Evaluator.EAGER_BATCHES = 0``), Python's garbage collector at its default thresholds (the
-  others call ``tracing.collect_less`` as the trial worker does), then latency, FLOPs and
+  (``Evaluator.EAGER_BATCHES = 0``), Python's garbage collector at its default thresholds and
+  every graph op's Python stack recorded (the others call ``tracing.collect_less`` and
+  ``tracing.skip_op_tracebacks`` as the trial worker does), tf.data's autotuning model on
+  (``trainer.SKIP_DATA_AUTOTUNE_ON_CPU = False``), then latency, FLOPs and
   parameters measured in the trial's own process (``run_trial(measure=True)``). (The detection
   head is built with the model in both: that part of the change adds ~0.2 s to ``before``'s
   build, which it would not have had.)
@@ -101,12 +103,15 @@ def _trial(uri: str, mode: str, began: float) -> dict[str, float]:
     from kfnas.tasks import tracing
 
     tracing.SKIP_GRAPPLER_ON_CPU = mode == "after"  # the others optimize every graph, as before
-    if mode != "before":
-        tracing.collect_less()  # as the trial worker does first; before: Python's defaults
+    if mode != "before":  # as the trial worker does first; before: Python's defaults, stacks
+        tracing.collect_less()
+        tracing.skip_op_tracebacks()
     if mode == "before":
+        from kfnas.training import trainer
         from kfnas.training.trainer import _TrialRun
 
         Evaluator.EAGER_BATCHES = 0  # every batch through the traced step, as before
+        trainer.SKIP_DATA_AUTOTUNE_ON_CPU = False  # tf.data's autotuning model on, as before
         tracing.SKIP_AUTOGRAPH = False  # parsers and layers converted, as before
         _TrialRun.CREATE_OPTIMIZER_VARIABLES = False  # the step traced twice, as before
         start = time.perf_counter() - began  # the imports above count as start-up too

@@ -379,6 +379,44 @@ def test_exceptions_end_the_trial_as_failed(tmp_path: Any, switch: str, expected
     assert log.startswith(expected) and "Traceback (most recent call last)" in log
 
 
+def test_a_runtime_error_without_op_stacks_says_how_to_record_them(
+    tmp_path: Any, monkeypatch: Any
+) -> None:
+    from tensorflow.python.framework import ops
+
+    from kfnas.tasks import tracing
+
+    monkeypatch.setattr(ops, "tf_stack", ops.tf_stack)  # put back when the test ends
+    monkeypatch.delenv(tracing.OP_TRACEBACKS_ENV, raising=False)
+    assert tracing.skip_op_tracebacks()
+    outcome = train(make_task(assert_below_step=4), tmp_path, 10)
+    assert outcome.status is TrialStatus.FAILED
+    assert outcome.error.startswith("InvalidArgumentError in training step 4: ")
+    assert outcome.error.endswith(
+        "set KFNAS_OP_TRACEBACKS=1 in the trial's environment to see where the failing op was "
+        "defined)"
+    )
+
+
+def test_a_cpu_trial_s_input_pipelines_run_without_tf_data_autotuning(
+    tmp_path: Any, monkeypatch: Any
+) -> None:
+    from kfnas.training import trainer
+
+    data = tf.data.Dataset.range(5).map(lambda x: x * 2, num_parallel_calls=tf.data.AUTOTUNE)
+    cpu_pipeline = trainer.cpu_pipeline
+    piped = cpu_pipeline(data)
+    assert piped.options().autotune.enabled is False
+    assert list(piped.as_numpy_iterator()) == [0, 2, 4, 6, 8]  # the same elements
+    assert cpu_pipeline([1, 2]) == [1, 2]  # not a dataset: as it is
+    seen: list[Any] = []
+    monkeypatch.setattr(trainer, "cpu_pipeline", lambda d: seen.append(d) or cpu_pipeline(d))
+    assert train(make_task(), tmp_path, 2).status is TrialStatus.COMPLETED
+    assert len(seen) == 2  # the training data and the validation data
+    monkeypatch.setattr(trainer, "SKIP_DATA_AUTOTUNE_ON_CPU", False)
+    assert cpu_pipeline(data) is data
+
+
 def test_out_of_memory_is_infeasible(tmp_path: Any) -> None:
     outcome = train(make_task(raise_in_build_inputs="oom"), tmp_path, 10)
     assert outcome.status is TrialStatus.INFEASIBLE

@@ -26,6 +26,15 @@ late); step-based ones need no agreement. Every process saves (saving may take p
 collectives); only the chief's checkpoint directory is kept, the caller gives the others a
 temporary one. Evaluation runs on one replica per process, outside the strategy.
 
+Input pipelines on CPU (``cpu_pipeline``): in a process without GPU or TPU the trial's datasets
+run without tf.data's autotuning model (``tf.data.Options().autotune.enabled = False``; parallel
+maps then use every core, as autotuning settles on for these small pipelines). Its background
+thread re-optimizes the pipeline every few seconds on cores the training step needs, and freeing
+the training iterator waits for a running optimization: in one of two to four demo proxy trials
+that wait took 4.7-5 s (``py-spy dump``: ``RootDataset::Iterator`` destroying its model thread),
+and with autotuning off it never did, at the same training speed (six trials, 4.2-5.3 s loops
+against 4.8-5.4 s; ``benchmarks/trial_fixed_cost.py`` runs a trial each way).
+
 The evaluation pass lives in ``kfnas.training.evaluation``, the TensorBoard and error logs in
 ``kfnas.training.logs``. To extend: new per-trial behaviour (XLA, more summaries) goes in
 ``_TrialRun``; keep ``TrainOutcome`` fields additive, since stages read them.
@@ -47,7 +56,7 @@ import tensorflow as tf
 import tf_keras
 
 from kfnas.records.trial import TRAIN_SECONDS, TrialStatus
-from kfnas.tasks.tracing import unoptimized_on_cpu
+from kfnas.tasks.tracing import has_accelerator, op_tracebacks_hint, unoptimized_on_cpu
 from kfnas.training.evaluation import Evaluator, is_infinite, scalar_logs
 from kfnas.training.logs import TrialLogs, learning_rate, short_message, write_error_log
 
@@ -336,6 +345,8 @@ class _TrialRun:
         except Exception as e:  # a trial's failure must never escape
             status = TrialStatus.FAILED
             error = f"{type(e).__name__} {self._where()}: {short_message(e)}"
+            if isinstance(e, tf.errors.OpError):
+                error += op_tracebacks_hint()
             write_error_log(self.log_dir, error + "\n\n" + traceback.format_exc())
         finally:
             if self.logs is not None:
@@ -359,7 +370,7 @@ class _TrialRun:
         train_config = task.task_config.train_data
         with strategy.scope():
             self.train_data = strategy.distribute_datasets_from_function(
-                lambda context: _repeated(task.build_inputs(train_config, context))
+                lambda context: cpu_pipeline(_repeated(task.build_inputs(train_config, context)))
             )
             self.optimizer = task.create_optimizer(optimizer_config, runtime_config)
             if self.CREATE_OPTIMIZER_VARIABLES and (variables := _built_variables(model)):
@@ -370,7 +381,7 @@ class _TrialRun:
             self.checkpoint = tf.train.Checkpoint(
                 model=model, optimizer=self.optimizer, step=self.step_var
             )
-        validation_data = task.build_inputs(task.task_config.validation_data)
+        validation_data = cpu_pipeline(task.build_inputs(task.task_config.validation_data))
         self.evaluator = Evaluator(task, model, validation_data, self.step_var)
         self.manager = tf.train.CheckpointManager(
             self.checkpoint, self.checkpoint_dir, max_to_keep=2
@@ -618,6 +629,26 @@ def _check_loss(step: int, loss: tf.Tensor) -> None:
     value = float(loss)
     if not math.isfinite(value):
         raise NonFiniteLossError(step, value)
+
+
+#: Off switch: ``False`` keeps tf.data's autotuning on CPU too (``cpu_pipeline``; what
+#: ``benchmarks/trial_fixed_cost.py`` runs as "before").
+SKIP_DATA_AUTOTUNE_ON_CPU = True
+
+
+def cpu_pipeline(data: Any) -> Any:
+    """``data`` without tf.data's autotuning model when this process has no GPU or TPU.
+
+    See the module doc (input pipelines on CPU). Anything but a ``tf.data.Dataset`` is returned
+    as it is, and so is every dataset in a process with an accelerator.
+    """
+    if not SKIP_DATA_AUTOTUNE_ON_CPU or not isinstance(data, tf.data.Dataset):
+        return data
+    if has_accelerator():
+        return data
+    options = tf.data.Options()
+    options.autotune.enabled = False
+    return data.with_options(options)
 
 
 def _repeated(data: Any) -> Any:
