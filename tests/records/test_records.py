@@ -247,13 +247,21 @@ def test_a_trained_record_round_trips_and_refuses_a_newer_version():
 def test_a_version_7_trial_and_result_read_without_rungs_and_early_stops():
     old_spec = TrialSpec.from_json((GOLDEN / "trial_v7.json").read_text())
     assert (old_spec.rung, old_spec.promoted_from) == (0, None)
-    assert json.loads(old_spec.to_json())["schema_version"] == TrialSpec.SCHEMA_VERSION == 8
+    assert json.loads(old_spec.to_json())["schema_version"] == TrialSpec.SCHEMA_VERSION == 9
     old = TrialResult.from_json((GOLDEN / "result_v7.json").read_text())
     assert (old.stopped_early, old.stop_reason) == (False, "")
     current = TrialResult.from_json((GOLDEN / "result.json").read_text())
     assert current.stopped_early and current.stop_reason.startswith("median rule")
     promoted = TrialSpec.from_json((GOLDEN / "trial.json").read_text())
     assert (promoted.rung, promoted.promoted_from) == (1, 3)
+
+
+def test_a_version_8_trial_reads_without_decisions_and_a_current_one_keeps_them():
+    old = TrialSpec.from_json((GOLDEN / "trial_v8.json").read_text())
+    assert old.decisions == {}
+    current = TrialSpec.from_json((GOLDEN / "trial.json").read_text())
+    assert current.decisions == {"blocks[0].kernel_size": 5, "blocks[1].expand": "x6"}
+    assert dataclasses.replace(current, decisions={}) == old
 
 
 def test_only_a_completed_trial_is_stopped_early_and_a_promotion_has_a_rung():

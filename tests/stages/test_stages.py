@@ -13,6 +13,7 @@ import pytest
 from kfnas.config.spec import SpecError
 from kfnas.records.trial import TrialResult, TrialStatus
 from kfnas.spaces import get_space
+from kfnas.spaces.base import decision_values
 from kfnas.spaces.spinenet import block_specs
 from kfnas.stages import (
     StudyStoppedError,
@@ -91,6 +92,8 @@ def test_propose_writes_trials_that_rebuild_their_architecture(experiment):
         dna = pg.from_json_str(spec.dna_json)
         arch = pg.from_json_str(spec.arch_json)
         assert block_specs(arch) == block_specs(pg.materialize(space.hyper(), dna))
+        # Its decisions by id, for the trial's HParams without rebuilding the DNA spec there.
+        assert spec.decisions == decision_values(space, spec.dna_json) and spec.decisions
     assert len({exp.records.read_spec("proxy", i).dna_json for i in ids}) == 3
 
 

@@ -68,6 +68,23 @@ def test_a_mnasnet_trial_s_hparams_are_its_readable_decisions_and_who_it_is():
     }
 
 
+def test_decisions_written_with_the_proposal_are_used_without_building_the_dna_spec(
+    monkeypatch,
+):
+    import kfnas.spaces.base as base
+
+    trial = _trial()
+    decisions = decision_values(get_space("mnasnet"), trial.dna_json)
+    recorded = TrialSpec(**{**trial.__dict__, "decisions": decisions})
+    built, build = [], base.dna_spec
+    monkeypatch.setattr(base, "dna_spec", lambda space: built.append(space) or build(space))
+    hparams = trial_hparams(None, recorded, "COMPLETED")
+    assert {k: hparams[k] for k in decisions} == decisions and not built
+    computed = trial_hparams(None, trial)  # without them: from the DNA, as before
+    assert len(built) == 1
+    assert computed == {k: v for k, v in hparams.items() if k != "status"}
+
+
 def test_a_retrained_copy_names_its_source_and_overrides_and_a_refinement_its_study_s_space():
     copy = _trial(
         study="final",

@@ -25,7 +25,8 @@ from kfnas.records.base import Record, RecordError
 # 7: TrialResult gained ``measurement`` (the measurement step's protocol, spread and device).
 # 8: TrialSpec gained ``rung`` and ``promoted_from`` (multi-fidelity: a promotion of another
 #    trial); TrialResult gained ``stopped_early`` and ``stop_reason`` (early stopping).
-SCHEMA_VERSION = 8
+# 9: TrialSpec gained ``decisions`` (the DNA's decisions by id, written with the proposal).
+SCHEMA_VERSION = 9
 
 
 class TrialStatus(enum.Enum):
@@ -75,6 +76,11 @@ class TrialSpec(Record):
         promoted_from: The trial of the same study this one continues from its checkpoint to a
             larger budget (an ASHA promotion; same architecture, the next rung); ``None`` for a
             trial the search algorithm proposed.
+        decisions: ``dna_json``'s decisions by readable id (``kfnas.spaces.base.
+            decision_values``: ``{"blocks[0].kernel_size": 5}``), written with the proposal,
+            which has the space's DNA spec at hand, so a trial's TensorBoard HParams do not
+            rebuild it (0.3-0.5 s of a demo proxy trial). Copies keep their source's. Empty:
+            computed from ``dna_json`` where needed (``kfnas.training.hparams``).
     """
 
     KIND = "trial spec"
@@ -96,6 +102,7 @@ class TrialSpec(Record):
     data_overrides: tuple[str, ...] = ()
     rung: int = 0
     promoted_from: int | None = None
+    decisions: dict[str, Any] = dataclasses.field(default_factory=dict)
 
     def __post_init__(self) -> None:
         if self.rung < 0 or (self.promoted_from is not None and self.rung < 1):

@@ -21,7 +21,7 @@ from kfnas.records.trial import RecordError, TrialResult, TrialSpec, TrialStatus
 from kfnas.search.asha import HalvingSchedule, RungTrial, promotions
 from kfnas.search.controller import SearchSnapshot, history_from_records, propose_with_state
 from kfnas.spaces import get_space
-from kfnas.spaces.base import architecture_json, is_refinement, materialize
+from kfnas.spaces.base import architecture_json, decision_values, is_refinement, materialize
 from kfnas.store import (
     Experiment,
     ExperimentLayout,
@@ -240,6 +240,7 @@ def propose_round(
     dnas = proposal.dnas
     space = get_space(study_spec.space)
     points = _HyperOnce(space)
+    decision_spec = pg.dna_spec(points.hyper()) if dnas else None
     first = min(existing) if existing else records.next_trial_id(study)
     budget = dataclasses.asdict(study_spec.budget)
     if (schedule := halving_schedule(study_spec)) is not None:
@@ -262,6 +263,7 @@ def propose_round(
             arch_json=architecture_json(points, dna),
             budget=budget,
             seed=trial_seed(study_spec, trial_id),
+            decisions=_decisions(space, dna_json, decision_spec),
         )
         if base is not None:
             trial = _refining(trial, base, space, materialize(points, dna), exp.spec)
@@ -296,6 +298,15 @@ def write_snapshot(exp: Experiment, study: str, snapshot: SearchSnapshot) -> Non
         exp.store.write_text(path, snapshot.to_json())
     except (OSError, ValueError) as e:
         log.warning("%s: the search snapshot was not written to %s: %s", study, path, e)
+
+
+def _decisions(space: Any, dna_json: str, spec: Any) -> dict[str, Any]:
+    """The trial spec's ``decisions``; ``{}`` (computed where needed) if they do not decode."""
+    try:
+        return decision_values(space, dna_json, spec=spec)
+    except RecordError as e:
+        log.warning("decisions of %s not recorded with the proposal: %s", dna_json[:80], e)
+        return {}
 
 
 class _HyperOnce:

@@ -80,10 +80,13 @@ def trial_decisions(spec: ExperimentSpec | None, trial: TrialSpec) -> dict[str, 
 
     The DNA is a point of the space of the study that proposed it: the trial's study (a search or
     refinement study), or for a retrained copy the study it was copied from; a search trial's own
-    ``space`` is tried last.
+    ``space`` is tried last. A trial spec that carries its ``decisions`` (written with the
+    proposal) gives those.
     """
     if not trial.dna_json:
         return {}
+    if trial.decisions:
+        return dict(trial.decisions)
     from kfnas.spaces import get_space
     from kfnas.spaces.base import decision_values
 
