@@ -8,6 +8,7 @@ import logging
 import os
 import subprocess
 import sys
+from typing import Any
 
 import numpy as np
 import pytest
@@ -125,6 +126,47 @@ def test_graphs_run_unoptimized_on_cpu_inside_the_block_only(monkeypatch):
     monkeypatch.setattr(tracing, "SKIP_GRAPPLER_ON_CPU", False)
     with tracing.unoptimized_on_cpu() as off:
         assert not off and any("Fused" in op for op in _conv_bias_relu())
+
+
+def _swish_model() -> tf_keras.Model:
+    """Swish by name, as official's layers ask for it: an ``Activation`` layer and a layer's own."""
+    inputs = tf_keras.Input([3])
+    hidden = tf_keras.layers.Dense(4, activation="swish", kernel_initializer="ones")(inputs)
+    return tf_keras.Model(inputs, tf_keras.layers.Activation("silu")(hidden))
+
+
+def _step_graph(model: tf_keras.Model, x: tf.Tensor) -> tuple[set[str], Any, Any]:
+    """The op types of a training step's graph, and the step's outputs and gradients."""
+
+    def step(x):
+        with tf.GradientTape() as tape:
+            y = model(x)
+            loss = tf.reduce_sum(y * y)
+        return y, tape.gradient(loss, model.trainable_variables)
+
+    traced = tf.function(step).get_concrete_function(tf.TensorSpec(x.shape))
+    return {op.type for op in traced.graph.get_operations()}, *traced(x)
+
+
+def test_cpu_trials_build_swish_as_x_times_sigmoid_with_the_same_values_and_gradients(
+    monkeypatch,
+):
+    x = tf.constant([[-3.0, 0.5, 2.0], [1.0, -0.25, 4.0]])
+    kept, keras_y, keras_grads = _step_graph(_swish_model(), x)
+    assert "IdentityN" in kept  # tf.nn.silu's custom gradient
+    with tracing.plain_swish_on_cpu() as plain:
+        model = _swish_model()
+    assert plain  # this machine has no GPU
+    ops, y, grads = _step_graph(model, x)  # built in the block: plain after it too
+    assert "IdentityN" not in ops and "Sigmoid" in ops
+    np.testing.assert_allclose(y, keras_y, rtol=1e-6)
+    for grad, keras_grad in zip(grads, keras_grads, strict=True):
+        np.testing.assert_allclose(grad, keras_grad, rtol=1e-5, atol=1e-6)
+    assert model.layers[1].get_config()["activation"] == "swish"  # its config as Keras writes it
+    assert "IdentityN" in _step_graph(_swish_model(), x)[0]  # Keras's own once the block ends
+    monkeypatch.setattr(tracing, "PLAIN_SWISH_ON_CPU", False)
+    with tracing.plain_swish_on_cpu() as plain:
+        assert not plain and "IdentityN" in _step_graph(_swish_model(), x)[0]
 
 
 #: Runs each worker's main with its trial stage replaced by a probe of the process's collector

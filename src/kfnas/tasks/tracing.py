@@ -24,6 +24,17 @@ without; with TensorFlow's own, which local trials use, 32-53 ms either way: noi
 fused kernels pay for themselves, so there it stays on. It does not touch the measurement step's
 inference graph (``kfnas.training.protocol``): latency is timed as a deployed model runs.
 
+``plain_swish_on_cpu()`` builds a CPU trial's model with Keras's ``swish`` (and ``silu``)
+computed as ``x * sigmoid(x)``, differentiated by TensorFlow's own gradients (official's
+``simple_swish``), instead of ``tf.nn.silu``, whose custom gradient saves accelerator memory by
+recomputing the sigmoid in the backward pass and carries the gradient of its ``beta``. Each
+custom-gradient call adds an ``IdentityN`` and ~20 ops to the graph and costs Python time to
+trace: on the demo's SpineNet-MBConv proxy (95 swish activations) the training step had 9,719
+ops with ``tf.nn.silu`` and 7,703 with the plain form, its trace took 2.4-2.8 s instead of
+3.2-3.3 s and its first run 0.6-0.8 s instead of 0.9-1.0 s. Same function, same gradient up to
+rounding. Trials with a GPU or TPU keep ``tf.nn.silu`` (memory counts there); the measurement
+step and the export build the model as Keras does.
+
 ``collect_less()`` is what a trial or measurement process calls first: building and tracing a
 model makes hundreds of thousands of Python objects, and with Python's default thresholds
 (700, 10, 10) the cyclic garbage collector walked them all again and again. In a demo proxy
@@ -53,7 +64,7 @@ import logging
 import os
 import types
 from collections.abc import Callable, Iterator
-from typing import TypeVar
+from typing import Any, TypeVar
 
 T = TypeVar("T")
 
@@ -66,6 +77,10 @@ SKIP_AUTOGRAPH = True
 #: Off switch: ``False`` lets Grappler optimize graphs on CPU too (``unoptimized_on_cpu``; what
 #: ``benchmarks/trial_fixed_cost.py`` runs as "before").
 SKIP_GRAPPLER_ON_CPU = True
+
+#: Off switch: ``False`` keeps ``tf.nn.silu`` for swish in CPU trials too (``plain_swish_on_cpu``;
+#: what ``benchmarks/trial_fixed_cost.py`` runs as "before").
+PLAIN_SWISH_ON_CPU = True
 
 #: The cyclic garbage collector's thresholds in trial and measurement processes
 #: (``collect_less``): a young collection every 100,000 net allocations of container objects
@@ -120,6 +135,43 @@ def unoptimized_on_cpu() -> Iterator[bool]:
         yield True
     finally:
         tf.config.optimizer.set_experimental_options({"disable_meta_optimizer": before})
+
+
+@contextlib.contextmanager
+def plain_swish_on_cpu() -> Iterator[bool]:
+    """Models built in the block get the plain swish, on a process without GPU or TPU (module doc).
+
+    Keras resolves ``"swish"`` and ``"silu"`` when a layer is built (``tf_keras.activations``),
+    so the layers keep the plain form after the block; outside it Keras's own is back.
+
+    Yields:
+        Whether the block builds with the plain form.
+    """
+    if not PLAIN_SWISH_ON_CPU or has_accelerator():
+        yield False
+        return
+    from tf_keras.src import activations
+
+    before = activations.swish, activations.silu
+    activations.swish = activations.silu = _plain_swish
+    try:
+        yield True
+    finally:
+        activations.swish, activations.silu = before
+
+
+def _plain_swish(x: Any) -> Any:
+    """``x * sigmoid(x)``, differentiated by TensorFlow's own gradients."""
+    import tensorflow as tf
+
+    x = tf.convert_to_tensor(x)
+    return x * tf.sigmoid(x)
+
+
+# Named as Keras's own, so a layer's config reads as with Keras's swish, and resolves (Keras looks
+# a function up by module and name) to the plain form in the block and to Keras's after it.
+_plain_swish.__name__ = _plain_swish.__qualname__ = "swish"
+_plain_swish.__module__ = "tf_keras.src.activations"
 
 
 def has_accelerator() -> bool:
