@@ -10,7 +10,8 @@ times in one run, each in a process of its own, and prints their phases side by 
   (``Evaluator.EAGER_BATCHES = 0``), Python's garbage collector at its default thresholds and
   every graph op's Python stack recorded (the others call ``tracing.collect_less`` and
   ``tracing.skip_op_tracebacks`` as the trial worker does), tf.data's autotuning model on
-  (``trainer.SKIP_DATA_AUTOTUNE_ON_CPU = False``), then latency, FLOPs and
+  (``trainer.SKIP_DATA_AUTOTUNE_ON_CPU = False``), swish as ``tf.nn.silu`` with its custom
+  gradient (``tracing.PLAIN_SWISH_ON_CPU = False``), then latency, FLOPs and
   parameters measured in the trial's own process (``run_trial(measure=True)``). (The detection
   head is built with the model in both: that part of the change adds ~0.2 s to ``before``'s
   build, which it would not have had.)
@@ -32,7 +33,9 @@ other steps: the training loop), ``evaluation``, ``teardown`` (the final checkpo
 records), and beside them the measurement step's seconds. The
 trial's fixed cost is its whole time minus the loop.
 
-Run: ``.venv/bin/python benchmarks/trial_fixed_cost.py``. The last line is a one-line JSON summary.
+Run: ``.venv/bin/python benchmarks/trial_fixed_cost.py [--repeats N]``; with ``N`` > 1 each mode
+runs ``N`` trials, the modes taking turns, and each figure is their median. The last line is a
+one-line JSON summary.
 """
 
 from __future__ import annotations
@@ -40,6 +43,7 @@ from __future__ import annotations
 import argparse
 import json
 import os
+import statistics
 import subprocess
 import sys
 import tempfile
@@ -113,6 +117,7 @@ def _trial(uri: str, mode: str, began: float) -> dict[str, float]:
         Evaluator.EAGER_BATCHES = 0  # every batch through the traced step, as before
         trainer.SKIP_DATA_AUTOTUNE_ON_CPU = False  # tf.data's autotuning model on, as before
         tracing.SKIP_AUTOGRAPH = False  # parsers and layers converted, as before
+        tracing.PLAIN_SWISH_ON_CPU = False  # tf.nn.silu's custom gradient, as before
         _TrialRun.CREATE_OPTIMIZER_VARIABLES = False  # the step traced twice, as before
         start = time.perf_counter() - began  # the imports above count as start-up too
     t0 = time.perf_counter()
@@ -194,33 +199,53 @@ def _experiment(root: Path) -> str:
     return uri
 
 
+def _medians(trials: list[dict[str, float]]) -> dict[str, float]:
+    """Each figure's median over ``trials`` (one trial: its own figures)."""
+    return {key: statistics.median(t[key] for t in trials) for key in trials[0]}
+
+
 def run() -> None:
     """Runs the trial in each mode, each in its own process, and prints them side by side."""
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
-    parser.parse_args()
+    parser.add_argument(
+        "--repeats",
+        type=int,
+        default=1,
+        help="trials per mode, the modes taking turns; each phase is then their median (the "
+        "host's speed drifts by 10-40 %% within minutes)",
+    )
+    args = parser.parse_args()
+    if args.repeats < 1:
+        parser.error(f"--repeats must be >= 1, got {args.repeats}")
     from kfnas.launch.warm import prestart, start_warm
 
     sys.path.insert(0, str(Path(__file__).parent))
     prestart()  # the local launcher's server starts once per search, not per trial
-    results = {}
+    runs: dict[str, list[dict[str, float]]] = {mode: [] for mode in MODES}
     with tempfile.TemporaryDirectory(prefix="kfnas-fixed-cost-") as tmp:
-        root = Path(tmp)
-        for mode in MODES:
-            uri = _experiment(root / mode)
-            out = root / f"{mode}.json"
-            if mode == "before":
-                results[mode] = fresh_trial(mode, uri, out)
-            else:
+        for repeat in range(args.repeats):
+            for mode in MODES:
+                root = Path(tmp) / f"{mode}-{repeat}"
+                uri = _experiment(root)
+                out = root / f"{mode}.json"
+                if mode == "before":
+                    runs[mode].append(fresh_trial(mode, uri, out))
+                    continue
                 began = time.time()
                 process = start_warm(
                     "trial_fixed_cost",
                     [mode, uri, str(out), repr(began)],
-                    root / f"{mode}.log",
+                    root / "log",
                     dict(os.environ),
                 )
                 if process.wait() != 0:
-                    raise SystemExit((root / f"{mode}.log").read_text()[-3000:])
-                results[mode] = json.loads(out.read_text())
+                    raise SystemExit((root / "log").read_text()[-3000:])
+                runs[mode].append(json.loads(out.read_text()))
+    results = {mode: _medians(trials) for mode, trials in runs.items()}
+    if args.repeats > 1:
+        for mode, trials in runs.items():
+            each = [sum(r[p] for p in PHASES) - r["loop"] for r in trials]
+            print(f"fixed cost of each {mode} trial: " + ", ".join(f"{f:.1f}" for f in each))
     before, after = results["before"], results["after"]
     print(f"{'phase (s)':>18}" + "".join(f"{mode:>10}" for mode in MODES))
     for phase in (*PHASES, "measurement step"):
