@@ -44,7 +44,7 @@ def main(argv: Sequence[str] | None = None) -> int:
     except ClusterConfigError as e:
         print(f"kfnas worker: {e}", file=sys.stderr, flush=True)
         return 2
-    skip_op_tracebacks()  # ~15,000 graph ops a demo proxy trial: their Python stacks cost ~0.7 s
+    skip_op_tracebacks()  # >10,000 graph ops a demo proxy trial: their Python stacks cost ~0.7 s
     result = run_trial(args.experiment_uri, args.study, args.trial_id, measure=not args.train_only)
     if role is not None and not role.chief:
         print(

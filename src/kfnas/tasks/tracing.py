@@ -47,9 +47,9 @@ explicitly between models (``kfnas.training.measurement.release_models``).
 
 ``skip_op_tracebacks()`` is the other thing they call first: TensorFlow records the Python stack
 of every graph op it creates (for the "defined at" lines of its runtime errors) and hands those
-stacks to the runtime with each function. A demo proxy trial creates ~15,000 graph ops (its
-model, its training step's ~9,700, input parsers, checkpoint); recording their stacks took ~0.4 s
-of the step's 3.2 s trace and ~0.3 s of its first run's 1.1 s (``benchmarks/trial_fixed_cost.py``).
+stacks to the runtime with each function. A demo proxy trial creates over 10,000 graph ops (its
+model, its training step's 7,700-9,700, input parsers, checkpoint); recording their stacks took
+~0.4 s of the step's 3.2 s trace and ~0.3 s of its first run's 1.1 s (measured with the 9,700).
 Without them a runtime error still names the failing op by its full name
 (``retina_net_model/.../conv2d/Conv2D``) and the Python exception's traceback stays whole;
 ``KFNAS_OP_TRACEBACKS=1`` in the process's environment keeps the stacks, for a trial whose error
