@@ -13,6 +13,7 @@ import logging
 import os
 import subprocess
 import sys
+import time
 from typing import Any
 
 import numpy as np
@@ -513,6 +514,11 @@ def test_resumes_from_a_checkpoint_restored_from_the_store(tmp_path: Any) -> Non
     assert kept[-1] == 12 and len(kept) <= 2 and set(kept) <= {5, 10, 12}, kept
 
     # The attempt that resumes: a fresh folder, the newest checkpoint and logs from the store.
+    # A real next attempt starts seconds later in another process; TensorBoard (and ``scalars``)
+    # read a run's event files in name order, whose first field is the creation second, then the
+    # pid and a per-process counter compared as text (".10." < ".9."). Two attempts in one
+    # process within one second could sort the wrong way round: start the next one a second on.
+    time.sleep(1.0 - time.time() % 1.0)
     second = tmp_path / "second"
     assert stored.restore(stored.latest(), second / "ckpt", second / "logs")
     resumed = train(make_task(), second, 20, summary_every=4)
