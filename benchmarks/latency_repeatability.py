@@ -19,7 +19,7 @@ alternating order, in one run:
 * ``after``: the measurement step's way: every repetition in a fresh process that prepares
   itself as the measurement worker does (``kfnas.training.protocol.prepare_measurement``
   before TensorFlow runs anything: the BFC CPU allocator, ``--threads`` pinned, by default
-  what a local worker pins, ``LOCAL_THREADS``; then ``kfnas.tasks.tracing.collect_less``),
+  what a local worker pins, ``LOCAL_THREADS``; then ``kfnas.tasks.tracing.lighten_process``),
   rebuilds the model and calls ``measure_model(model, shape, runs=--runs)`` with nothing else of
   ours running (the local launcher pauses the other trials around the timed parts), with the
   timed calls going on until ``--min-seconds`` have passed (by default the spec's
@@ -94,9 +94,9 @@ def _after(args: argparse.Namespace) -> dict[str, Any]:
     from kfnas.training.protocol import prepare_measurement
 
     pinned = prepare_measurement(args.threads)  # first: before TensorFlow runs anything
-    from kfnas.tasks.tracing import collect_less
+    from kfnas.tasks.tracing import lighten_process
 
-    collect_less()  # as the measurement worker does
+    lighten_process()  # as the measurement worker does
     from kfnas.training.protocol import measure_model
 
     start = time.perf_counter()

@@ -8,8 +8,8 @@ times in one run, each in a process of its own, and prints their phases side by 
   training step traced twice (its first trace made the optimizer's slots:
   ``_TrialRun.CREATE_OPTIMIZER_VARIABLES = False``), an evaluation through a traced step
   (``Evaluator.EAGER_BATCHES = 0``), Python's garbage collector at its default thresholds and
-  every graph op's Python stack recorded (the others call ``tracing.collect_less`` and
-  ``tracing.skip_op_tracebacks`` as the trial worker does), tf.data's autotuning model on
+  every graph op's Python stack recorded (the others call ``tracing.lighten_process`` as the
+  trial worker does), tf.data's autotuning model on
   (``trainer.SKIP_DATA_AUTOTUNE_ON_CPU = False``), swish as ``tf.nn.silu`` with its custom
   gradient (``tracing.PLAIN_SWISH_ON_CPU = False``), then latency, FLOPs and
   parameters measured in the trial's own process (``run_trial(measure=True)``). (The detection
@@ -108,9 +108,8 @@ def _trial(uri: str, mode: str, began: float) -> dict[str, float]:
 
     tracing.SKIP_GRAPPLER_ON_CPU = mode == "after"  # the others optimize every graph, as before
     if mode != "before":  # as the trial worker does first; before: Python's defaults, stacks
-        tracing.collect_less()
-        tracing.skip_op_tracebacks()
-    if mode == "before":
+        tracing.lighten_process()
+    else:
         from kfnas.training import trainer
         from kfnas.training.trainer import _TrialRun
 

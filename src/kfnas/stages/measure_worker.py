@@ -28,7 +28,7 @@ from typing import IO
 from kfnas.launch.base import MEASUREMENTS_PER_WORKER
 from kfnas.records.trial import TrialResult
 from kfnas.stages.measure import measure_trial
-from kfnas.tasks.tracing import collect_less, skip_op_tracebacks
+from kfnas.tasks.tracing import lighten_process
 from kfnas.training.measurement import release_models
 
 
@@ -52,8 +52,7 @@ def main(argv: Sequence[str] | None = None) -> int:
     args = parser.parse_args(argv)
     if args.retire_after < 0:
         parser.error(f"--retire-after must be >= 0 (0: never), got {args.retire_after}")
-    collect_less()  # rebuilding and tracing models make many objects
-    skip_op_tracebacks()  # and many graph ops, whose Python stacks nothing here reads
+    lighten_process()  # rebuilding and tracing models make many objects and graph ops
     if args.serve:
         return serve(sys.stdin, retire_after=args.retire_after)
     if args.trial_id is None:

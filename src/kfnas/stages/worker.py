@@ -23,7 +23,7 @@ from collections.abc import Sequence
 from kfnas.launch.tf_config import ClusterConfigError, prepare_tf_config
 from kfnas.records.trial import TrialStatus, TrialTraining
 from kfnas.stages.search import run_trial
-from kfnas.tasks.tracing import collect_less, skip_op_tracebacks
+from kfnas.tasks.tracing import lighten_process
 
 
 def main(argv: Sequence[str] | None = None) -> int:
@@ -38,13 +38,12 @@ def main(argv: Sequence[str] | None = None) -> int:
         help="train and evaluate only: a measurement job measures the model (trained.json)",
     )
     args = parser.parse_args(argv)
-    collect_less()  # building and tracing the model make many objects
     try:
         role = prepare_tf_config()  # before TensorFlow starts
     except ClusterConfigError as e:
         print(f"kfnas worker: {e}", file=sys.stderr, flush=True)
         return 2
-    skip_op_tracebacks()  # >10,000 graph ops a demo proxy trial: their Python stacks cost ~0.7 s
+    lighten_process()  # building and tracing the model make many objects and graph ops
     result = run_trial(args.experiment_uri, args.study, args.trial_id, measure=not args.train_only)
     if role is not None and not role.chief:
         print(

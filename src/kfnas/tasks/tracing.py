@@ -45,12 +45,12 @@ inherited from the fork server), so a full collection, when one comes, skips the
 counting still frees every object outside a cycle at once; the measurement worker collects
 explicitly between models (``kfnas.training.measurement.release_models``).
 
-``skip_op_tracebacks()`` is the other thing they call first: TensorFlow records the Python stack
-of every graph op it creates (for the "defined at" lines of its runtime errors) and hands those
-stacks to the runtime with each function. A demo proxy trial creates over 10,000 graph ops (its
-model, its training step's 7,700-9,700, input parsers, checkpoint); recording their stacks took
-~0.4 s of the step's 3.2 s trace and ~0.3 s of its first run's 1.1 s (measured with the 9,700).
-Without them a runtime error still names the failing op by its full name
+``skip_op_tracebacks()`` is the other thing they call first (``lighten_process()`` calls both):
+TensorFlow records the Python stack of every graph op it creates (for the "defined at" lines of its
+runtime errors) and hands those stacks to the runtime with each function. A demo proxy trial creates
+over 10,000 graph ops (its model, its training step's 7,700-9,700, input parsers, checkpoint);
+recording their stacks took ~0.4 s of the step's 3.2 s trace and ~0.3 s of its first run's 1.1 s
+(measured with the 9,700). Without them a runtime error still names the failing op by its full name
 (``retina_net_model/.../conv2d/Conv2D``) and the Python exception's traceback stays whole;
 ``KFNAS_OP_TRACEBACKS=1`` in the process's environment keeps the stacks, for a trial whose error
 needs them (the trial's error message says so).
@@ -62,7 +62,6 @@ import contextlib
 import gc
 import logging
 import os
-import types
 from collections.abc import Callable, Iterator
 from typing import Any, TypeVar
 
@@ -184,17 +183,27 @@ def has_accelerator() -> bool:
 def collect_less() -> None:
     """Freezes the objects this process holds and sets ``GC_THRESHOLDS`` (module doc).
 
-    For the first thing a trial or measurement process does (``kfnas.stages.worker``,
-    ``kfnas.stages.measure_worker``): the setting is the whole process's and stays.
+    For the first thing a trial or measurement process does (``lighten_process``): the setting
+    is the whole process's and stays.
     """
     gc.freeze()
     gc.set_threshold(*GC_THRESHOLDS)
 
 
+def lighten_process() -> None:
+    """What a trial or measurement process does first: ``collect_less``, ``skip_op_tracebacks``.
+
+    Called by ``kfnas.stages.worker`` and ``kfnas.stages.measure_worker`` once their arguments
+    (and a trial's ``TF_CONFIG``) check out; both settings are the whole process's and stay.
+    """
+    collect_less()
+    skip_op_tracebacks()
+
+
 def skip_op_tracebacks() -> bool:
     """Graph ops created from now on record no Python stack (module doc); process-wide.
 
-    For the first thing a trial or measurement process does, with ``collect_less``. Nothing
+    For the first thing a trial or measurement process does (``lighten_process``). Nothing
     changes when ``KFNAS_OP_TRACEBACKS`` is set to anything but ``0`` or empty, or when this
     TensorFlow records the stacks elsewhere than ``tensorflow.python.framework.ops``.
 
@@ -225,11 +234,10 @@ def op_tracebacks_hint() -> str:
     )
 
 
-class _NoStacks(types.SimpleNamespace):
+class _NoStacks:
     """Stands in for ``tf_stack`` in ``tensorflow.python.framework.ops``: every stack is empty."""
 
     def __init__(self, empty: object):
-        super().__init__()
         self._empty = empty
 
     def extract_stack(self, stacklevel: int = 1) -> object:

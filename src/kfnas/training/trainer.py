@@ -642,9 +642,7 @@ def cpu_pipeline(data: Any) -> Any:
     See the module doc (input pipelines on CPU). Anything but a ``tf.data.Dataset`` is returned
     as it is, and so is every dataset in a process with an accelerator.
     """
-    if not SKIP_DATA_AUTOTUNE_ON_CPU or not isinstance(data, tf.data.Dataset):
-        return data
-    if has_accelerator():
+    if not (SKIP_DATA_AUTOTUNE_ON_CPU and isinstance(data, tf.data.Dataset)) or has_accelerator():
         return data
     options = tf.data.Options()
     options.autotune.enabled = False
